@@ -1,0 +1,45 @@
+#pragma once
+// File helpers shared by the three programs: atomic publication, bounded reads,
+// private directories.
+
+#include "preloadrun/common/bytes.hpp"
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace preloadrun {
+
+struct AtomicWriteOptions {
+    mode_t mode = 0600;
+    bool sync = true; // fsync the file before rename and the directory after
+};
+
+// Publishes `contents` at `path` atomically: a temporary file in the same
+// directory, write, fsync, rename over `path`, fsync the directory. Readers
+// see either the old or the new file, never a partial one. Throws Error(io).
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> contents,
+                       const AtomicWriteOptions& options = {});
+void write_file_atomic(const std::filesystem::path& path, std::string_view contents,
+                       const AtomicWriteOptions& options = {});
+
+// Reads a whole regular file of at most max_size bytes; refuses symlinks and
+// anything that is not a regular file. Throws Error(not_found) if it does not
+// exist, Error(io) otherwise, Error(limit) when larger than max_size.
+Bytes read_file(const std::filesystem::path& path, std::size_t max_size = 16 * 1024 * 1024);
+std::string read_text_file(const std::filesystem::path& path,
+                           std::size_t max_size = 16 * 1024 * 1024);
+
+// Creates `dir` (mode 0700) if missing; then checks that it is a real
+// directory (not a symlink), owned by the caller, and not writable by group or
+// others. Throws Error(permission) naming the problem otherwise.
+void ensure_private_dir(const std::filesystem::path& dir);
+
+// fsync() of a directory, so that a rename or unlink in it is durable.
+void sync_dir(const std::filesystem::path& dir);
+
+} // namespace preloadrun

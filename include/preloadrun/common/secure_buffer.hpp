@@ -1,0 +1,42 @@
+#pragma once
+// Memory for secrets (passphrases, unwrapped keys): locked in RAM where the
+// system allows it, wiped with OPENSSL_cleanse when released.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace preloadrun {
+
+class SecureBuffer {
+public:
+    SecureBuffer() noexcept = default;
+    explicit SecureBuffer(std::size_t size);
+    SecureBuffer(const void* data, std::size_t size);
+    static SecureBuffer from(std::string_view text) { return {text.data(), text.size()}; }
+    SecureBuffer(const SecureBuffer& other);
+    SecureBuffer& operator=(const SecureBuffer& other);
+    SecureBuffer(SecureBuffer&& other) noexcept;
+    SecureBuffer& operator=(SecureBuffer&& other) noexcept;
+    ~SecureBuffer();
+
+    std::uint8_t* data() noexcept { return data_; }
+    const std::uint8_t* data() const noexcept { return data_; }
+    std::size_t size() const noexcept { return size_; }
+    bool empty() const noexcept { return size_ == 0; }
+    std::span<const std::uint8_t> span() const noexcept { return {data_, size_}; }
+    std::string_view view() const noexcept {
+        return {reinterpret_cast<const char*>(data_), size_};
+    }
+    // Shrinks the logical size (the tail is wiped); never grows.
+    void truncate(std::size_t size) noexcept;
+
+private:
+    void release() noexcept;
+    std::uint8_t* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+};
+
+} // namespace preloadrun

@@ -1,0 +1,79 @@
+#pragma once
+// The one interface through which preloadrun and the PKCS#11 module use an
+// HSM service. hsmsim's client (SimClient) is the only backend today; a vendor
+// backend would implement the same interface.
+//
+// Every call throws preloadrun::Error on failure, with the ErrorCode telling
+// what kind of failure it was (invalid_handle after a clear, transient,
+// module_not_usable, wrong_passphrase, unavailable, timeout, ...).
+// A Service object is one connection; it is not thread-safe: use one per thread.
+
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace preloadrun::hsm {
+
+class Service {
+public:
+    virtual ~Service() = default;
+
+    virtual WorldInfo world() = 0;
+    virtual std::vector<ModuleInfo> modules() = 0;
+    virtual std::vector<TokenInfo> tokens() = 0;
+    virtual std::vector<KeyInfo> keys() = 0;
+
+    virtual TokenInfo create_token(TokenType type, const std::string& name,
+                                   const SecureBuffer& passphrase) = 0;
+    virtual ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
+                                    const SecureBuffer& passphrase) = 0;
+    virtual ObjectHandle load_key(std::uint32_t module, const std::string& ident,
+                                  ObjectHandle token_handle) = 0;
+    virtual void unload(std::uint32_t module, ObjectHandle handle) = 0;
+    virtual GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) = 0;
+    virtual void destroy_key(const std::string& ident) = 0;
+
+    virtual Bytes sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                       const Bytes& data) = 0;
+    // Throws Error(bad_signature) when the signature does not match.
+    virtual void verify(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                        const Bytes& data, const Bytes& signature) = 0;
+    virtual Bytes encrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                          const Bytes& data) = 0;
+    virtual Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                          const Bytes& data) = 0;
+    virtual Bytes random(std::uint32_t module, std::uint32_t length) = 0;
+};
+
+// A stream of module events on its own connection. fd() becomes readable when
+// an event may be waiting, so it can sit in a poll/epoll loop.
+class EventStream {
+public:
+    virtual ~EventStream() = default;
+    // The modules as they were when the subscription started.
+    virtual const std::vector<ModuleInfo>& snapshot() const = 0;
+    virtual int fd() const = 0;
+    // Waits up to `timeout` (zero: do not wait) for the next event; nullopt
+    // when none arrived in time. Throws Error(unavailable) when the service
+    // closed the connection.
+    virtual std::optional<ModuleEvent> next(std::chrono::milliseconds timeout) = 0;
+};
+
+struct Endpoint {
+    std::string socket_path;
+    std::chrono::milliseconds timeout{10000}; // per request
+    std::string client_name = "preloadrun";
+};
+
+// The endpoint from HSMSIM_SOCKET (or the documented default).
+Endpoint default_endpoint();
+
+std::unique_ptr<Service> connect(const Endpoint& endpoint);
+std::unique_ptr<EventStream> subscribe(const Endpoint& endpoint);
+
+} // namespace preloadrun::hsm

@@ -1,0 +1,76 @@
+#pragma once
+// The hsmsim backend: Service over hsmsim's client socket, and the admin
+// client for its owner-only admin socket (fault injection, enrolment).
+
+#include "preloadrun/common/fd.hpp"
+#include "preloadrun/hsm/frame.hpp"
+#include "preloadrun/hsm/service.hpp"
+
+#include <memory>
+
+namespace preloadrun::hsm {
+
+namespace wire_detail {
+class Connection; // one framed, handshaken request/response connection
+}
+
+enum class ModuleAction { clear, fail, restore, remove };
+
+class SimClient final : public Service {
+public:
+    // Connects and performs the version handshake. Throws Error(unavailable)
+    // naming the socket path when it cannot connect, Error(protocol) on a
+    // version mismatch.
+    explicit SimClient(const Endpoint& endpoint);
+    ~SimClient() override;
+
+    const Bytes& world_id() const noexcept;
+    const std::string& server_name() const noexcept;
+
+    WorldInfo world() override;
+    std::vector<ModuleInfo> modules() override;
+    std::vector<TokenInfo> tokens() override;
+    std::vector<KeyInfo> keys() override;
+    TokenInfo create_token(TokenType type, const std::string& name,
+                           const SecureBuffer& passphrase) override;
+    ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
+                            const SecureBuffer& passphrase) override;
+    ObjectHandle load_key(std::uint32_t module, const std::string& ident,
+                          ObjectHandle token_handle) override;
+    void unload(std::uint32_t module, ObjectHandle handle) override;
+    GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) override;
+    void destroy_key(const std::string& ident) override;
+    Bytes sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+               const Bytes& data) override;
+    void verify(std::uint32_t module, ObjectHandle key, const Mechanism& mech, const Bytes& data,
+                const Bytes& signature) override;
+    Bytes encrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                  const Bytes& data) override;
+    Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                  const Bytes& data) override;
+    Bytes random(std::uint32_t module, std::uint32_t length) override;
+
+private:
+    std::unique_ptr<wire_detail::Connection> conn_;
+};
+
+class SimAdmin {
+public:
+    // endpoint.socket_path is the admin socket (HSMSIM_ADMIN_SOCKET).
+    explicit SimAdmin(const Endpoint& endpoint);
+    ~SimAdmin();
+
+    std::vector<ModuleInfo> modules();
+    ModuleInfo control(std::uint32_t module, ModuleAction action);
+    ModuleInfo add_module();
+    ModuleInfo set_latency(std::uint32_t module, std::uint32_t latency_ms);
+    ModuleInfo fail_next(std::uint32_t module, std::uint32_t count);
+
+private:
+    std::unique_ptr<wire_detail::Connection> conn_;
+};
+
+// The admin endpoint from HSMSIM_ADMIN_SOCKET (or the documented default).
+Endpoint default_admin_endpoint();
+
+} // namespace preloadrun::hsm

@@ -1,0 +1,102 @@
+#pragma once
+// The vocabulary of an HSM service, independent of any backend or wire format.
+
+#include "preloadrun/common/bytes.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace preloadrun::hsm {
+
+using ObjectHandle = std::uint64_t; // per module; 0 is never a valid handle
+inline constexpr std::size_t kTokenHashSize = 20;
+
+enum class ModuleState { usable, initialising, failed, removed };
+std::string_view to_string(ModuleState state) noexcept;
+
+struct ModuleInfo {
+    std::uint32_t number = 0;
+    std::string esn;
+    ModuleState state = ModuleState::failed;
+    std::uint64_t generation = 0;
+    std::uint32_t latency_ms = 0;
+    std::uint64_t ops = 0;
+    std::uint64_t ops_failed = 0;
+    std::uint32_t objects = 0;
+    std::uint32_t fail_next = 0;
+    bool operator==(const ModuleInfo&) const = default;
+};
+
+struct ModuleEvent {
+    std::uint64_t sequence = 0;
+    ModuleInfo module;
+    ModuleState previous_state = ModuleState::failed;
+    std::uint64_t previous_generation = 0;
+    bool snapshot = false; // part of the initial snapshot after subscribing
+};
+
+enum class TokenType { softcard, cardset };
+std::string_view to_string(TokenType type) noexcept;
+
+struct TokenInfo {
+    TokenType type = TokenType::softcard;
+    std::string name;
+    Bytes hash; // kTokenHashSize bytes
+    bool operator==(const TokenInfo&) const = default;
+};
+
+enum class KeyType { rsa, ec_p256, ec_p384, aes };
+std::string_view to_string(KeyType type) noexcept;
+
+struct KeyInfo {
+    std::string ident;
+    std::string label;
+    Bytes id;
+    KeyType type = KeyType::rsa;
+    std::uint32_t bits = 0;
+    bool persistent = true;
+    std::optional<TokenInfo> token; // nullopt: module-protected (name may be empty in lists)
+    Bytes public_der;               // SubjectPublicKeyInfo, empty for AES
+    bool operator==(const KeyInfo&) const = default;
+};
+
+enum class Hash { none, sha1, sha224, sha256, sha384, sha512 };
+
+enum class MechanismKind { rsa_pkcs1, rsa_pss, rsa_oaep, ecdsa, aes_gcm, rsa_pkcs1_enc };
+
+// See src/hsm/wire.proto for what `data` means for each kind: all hashing is
+// done by the caller; the service signs digests.
+struct Mechanism {
+    MechanismKind kind = MechanismKind::ecdsa;
+    Hash hash = Hash::none;
+    Hash mgf_hash = Hash::none;
+    std::uint32_t salt_len = 0;
+    Bytes label;
+    Bytes iv;
+    Bytes aad;
+    std::uint32_t tag_bits = 128;
+    bool operator==(const Mechanism&) const = default;
+};
+
+struct KeySpec {
+    KeyType type = KeyType::ec_p256;
+    std::uint32_t bits = 0; // RSA modulus or AES key size; 0 for EC
+    std::string label;
+    Bytes id;
+    bool persistent = true;
+    ObjectHandle token_handle = 0; // 0: module-protected
+};
+
+struct GeneratedKey {
+    ObjectHandle handle = 0;
+    KeyInfo key;
+};
+
+struct WorldInfo {
+    Bytes world_id;
+    std::uint32_t modules = 0;
+};
+
+} // namespace preloadrun::hsm

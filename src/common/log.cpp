@@ -1,0 +1,112 @@
+#include "preloadrun/common/log.hpp"
+
+#include "preloadrun/common/error.hpp"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+namespace preloadrun::log {
+
+namespace {
+
+struct State {
+    std::mutex mutex;
+    std::vector<spdlog::sink_ptr> sinks;
+    spdlog::level::level_enum level = spdlog::level::info;
+    std::string program = "preloadrun";
+};
+
+State& state() {
+    static State s;
+    return s;
+}
+
+spdlog::sink_ptr default_sink() {
+    auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>(spdlog::color_mode::never);
+    return sink;
+}
+
+} // namespace
+
+spdlog::level::level_enum parse_level(std::string_view text) {
+    static constexpr std::pair<std::string_view, spdlog::level::level_enum> names[] = {
+        {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
+        {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
+        {"warning", spdlog::level::warn}, {"error", spdlog::level::err},
+        {"critical", spdlog::level::critical}, {"off", spdlog::level::off},
+    };
+    for (const auto& [name, level] : names) {
+        if (text == name) {
+            return level;
+        }
+    }
+    throw Error(ErrorCode::usage, "unknown log level '" + std::string(text) +
+                                      "' (use trace, debug, info, warn, error, critical or off)");
+}
+
+spdlog::level::level_enum adjust_level(spdlog::level::level_enum base, int verbose, int quiet) {
+    int level = static_cast<int>(base) - verbose + quiet;
+    if (level < spdlog::level::trace) {
+        level = spdlog::level::trace;
+    }
+    if (level > spdlog::level::off) {
+        level = spdlog::level::off;
+    }
+    return static_cast<spdlog::level::level_enum>(level);
+}
+
+bool want_color() {
+    const char* no_color = std::getenv("NO_COLOR");
+    if (no_color != nullptr && *no_color != '\0') {
+        return false;
+    }
+    return ::isatty(STDERR_FILENO) == 1;
+}
+
+void setup(const Config& config) {
+    auto& s = state();
+    std::lock_guard lock(s.mutex);
+    s.sinks.clear();
+    if (config.file) {
+        s.sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(*config.file));
+    } else {
+        s.sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>(
+            config.color ? spdlog::color_mode::always : spdlog::color_mode::never));
+    }
+    s.level = config.level;
+    s.program = config.program;
+    auto pattern = config.program + "[%P]: %^%l%$: %v";
+    if (config.file) {
+        pattern = "%Y-%m-%dT%H:%M:%S.%e " + config.program + "[%P] %n: %l: %v";
+    }
+    for (auto& sink : s.sinks) {
+        sink->set_pattern(pattern);
+    }
+    spdlog::drop_all();
+    auto fallback = std::make_shared<spdlog::logger>(config.program, s.sinks.begin(), s.sinks.end());
+    fallback->set_level(config.level);
+    spdlog::set_default_logger(fallback);
+}
+
+std::shared_ptr<spdlog::logger> get(const std::string& subsystem) {
+    auto& s = state();
+    std::lock_guard lock(s.mutex);
+    if (auto existing = spdlog::get(subsystem)) {
+        return existing;
+    }
+    if (s.sinks.empty()) {
+        s.sinks.push_back(default_sink());
+        s.sinks.back()->set_pattern(s.program + "[%P]: %l: %v");
+    }
+    auto logger = std::make_shared<spdlog::logger>(subsystem, s.sinks.begin(), s.sinks.end());
+    logger->set_level(s.level);
+    spdlog::register_logger(logger);
+    return logger;
+}
+
+} // namespace preloadrun::log

@@ -1,0 +1,70 @@
+#include "preloadrun/common/secure_buffer.hpp"
+
+#include <openssl/crypto.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <new>
+#include <utility>
+
+namespace preloadrun {
+
+SecureBuffer::SecureBuffer(std::size_t size) : size_(size), capacity_(size) {
+    if (size == 0) {
+        return;
+    }
+    data_ = new std::uint8_t[size]();
+    // Best effort: RLIMIT_MEMLOCK may be small for unprivileged users.
+    (void)::mlock(data_, size);
+}
+
+SecureBuffer::SecureBuffer(const void* data, std::size_t size) : SecureBuffer(size) {
+    if (size != 0) {
+        std::memcpy(data_, data, size);
+    }
+}
+
+SecureBuffer::SecureBuffer(const SecureBuffer& other) : SecureBuffer(other.data_, other.size_) {}
+
+SecureBuffer& SecureBuffer::operator=(const SecureBuffer& other) {
+    if (this != &other) {
+        SecureBuffer copy(other);
+        *this = std::move(copy);
+    }
+    return *this;
+}
+
+SecureBuffer::SecureBuffer(SecureBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)) {}
+
+SecureBuffer& SecureBuffer::operator=(SecureBuffer&& other) noexcept {
+    if (this != &other) {
+        release();
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = std::exchange(other.size_, 0);
+        capacity_ = std::exchange(other.capacity_, 0);
+    }
+    return *this;
+}
+
+SecureBuffer::~SecureBuffer() { release(); }
+
+void SecureBuffer::truncate(std::size_t size) noexcept {
+    if (size < size_) {
+        OPENSSL_cleanse(data_ + size, size_ - size);
+        size_ = size;
+    }
+}
+
+void SecureBuffer::release() noexcept {
+    if (data_ != nullptr) {
+        OPENSSL_cleanse(data_, capacity_);
+        (void)::munlock(data_, capacity_);
+        delete[] data_;
+    }
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+}
+
+} // namespace preloadrun

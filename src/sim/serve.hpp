@@ -1,0 +1,24 @@
+#pragma once
+// hsmsim's service entry point, called by `hsmsim serve`.
+
+#include <cstdint>
+#include <filesystem>
+
+namespace preloadrun::sim {
+
+struct ServeOptions {
+    std::filesystem::path kmdata;       // Security World directory (created if empty)
+    std::filesystem::path socket;       // client socket, mode 0660
+    std::filesystem::path admin_socket; // admin socket, mode 0600
+    std::uint32_t modules = 1;          // modules enrolled at least (first start enrols this many)
+    std::uint32_t op_latency_ms = 0;    // initial per-operation latency of every module
+    std::uint32_t init_delay_ms = 1000; // time a module stays initialising after clear/restore/add
+};
+
+// Runs the service in the foreground until SIGTERM or SIGINT. Prints one
+// "ready" line on stdout and notifies systemd (NOTIFY_SOCKET) once both
+// sockets listen. Returns the process exit status (0 after a clean stop).
+// Throws preloadrun::Error for a failure to start (bad world, socket in use).
+int serve(const ServeOptions& options);
+
+} // namespace preloadrun::sim
