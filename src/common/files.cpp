@@ -3,12 +3,11 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
 
+#include <cerrno>
 #include <fcntl.h>
+#include <random>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <random>
 
 namespace preloadrun {
 
@@ -65,6 +64,10 @@ void write_file_atomic(const std::filesystem::path& path, std::span<const std::u
     }
     try {
         // The umask must not widen or narrow the requested mode.
+        if (options.group != static_cast<gid_t>(-1) &&
+            ::fchown(fd.get(), static_cast<uid_t>(-1), options.group) != 0) {
+            throw_errno("cannot set the group of " + temp.string());
+        }
         if (::fchmod(fd.get(), options.mode) != 0) {
             throw_errno("cannot set mode of " + temp.string());
         }
@@ -87,11 +90,10 @@ void write_file_atomic(const std::filesystem::path& path, std::span<const std::u
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents,
                        const AtomicWriteOptions& options) {
-    write_file_atomic(
-        path,
-        std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(contents.data()),
-                                      contents.size()),
-        options);
+    write_file_atomic(path,
+                      std::span<const std::uint8_t>(
+                          reinterpret_cast<const std::uint8_t*>(contents.data()), contents.size()),
+                      options);
 }
 
 Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
@@ -114,8 +116,8 @@ Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
         throw Error(ErrorCode::io, path.string() + ": not a regular file");
     }
     if (static_cast<std::size_t>(st.st_size) > max_size) {
-        throw Error(ErrorCode::limit, path.string() + ": larger than " + std::to_string(max_size) +
-                                          " bytes");
+        throw Error(ErrorCode::limit,
+                    path.string() + ": larger than " + std::to_string(max_size) + " bytes");
     }
     Bytes out;
     out.resize(static_cast<std::size_t>(st.st_size));

@@ -2,12 +2,11 @@
 
 #include "preloadrun/common/error.hpp"
 
+#include <cstdlib>
+#include <mutex>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <unistd.h>
-
-#include <cstdlib>
-#include <mutex>
 #include <vector>
 
 namespace preloadrun::log {
@@ -35,9 +34,9 @@ spdlog::sink_ptr default_sink() {
 
 spdlog::level::level_enum parse_level(std::string_view text) {
     static constexpr std::pair<std::string_view, spdlog::level::level_enum> names[] = {
-        {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
-        {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
-        {"warning", spdlog::level::warn}, {"error", spdlog::level::err},
+        {"trace", spdlog::level::trace},       {"debug", spdlog::level::debug},
+        {"info", spdlog::level::info},         {"warn", spdlog::level::warn},
+        {"warning", spdlog::level::warn},      {"error", spdlog::level::err},
         {"critical", spdlog::level::critical}, {"off", spdlog::level::off},
     };
     for (const auto& [name, level] : names) {
@@ -88,7 +87,8 @@ void setup(const Config& config) {
         sink->set_pattern(pattern);
     }
     spdlog::drop_all();
-    auto fallback = std::make_shared<spdlog::logger>(config.program, s.sinks.begin(), s.sinks.end());
+    auto fallback =
+        std::make_shared<spdlog::logger>(config.program, s.sinks.begin(), s.sinks.end());
     fallback->set_level(config.level);
     spdlog::set_default_logger(fallback);
 }

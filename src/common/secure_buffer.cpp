@@ -1,10 +1,9 @@
 #include "preloadrun/common/secure_buffer.hpp"
 
-#include <openssl/crypto.h>
-#include <sys/mman.h>
-
 #include <cstring>
 #include <new>
+#include <openssl/crypto.h>
+#include <sys/mman.h>
 #include <utility>
 
 namespace preloadrun {
@@ -48,7 +47,9 @@ SecureBuffer& SecureBuffer::operator=(SecureBuffer&& other) noexcept {
     return *this;
 }
 
-SecureBuffer::~SecureBuffer() { release(); }
+SecureBuffer::~SecureBuffer() {
+    release();
+}
 
 void SecureBuffer::truncate(std::size_t size) noexcept {
     if (size < size_) {

@@ -1,1 +1,489 @@
-// placeholder: being written
+#include "preloadrun/hsm/codec.hpp"
+
+#include "bytes_field.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/frame.hpp"
+#include "utf8.hpp"
+
+#include <google/protobuf/stubs/logging.h>
+#include <string>
+
+namespace preloadrun::hsm::codec {
+
+using detail::from_field;
+using detail::to_field;
+
+namespace {
+
+// libprotobuf writes its complaints about malformed input (e.g. a string that
+// is not UTF-8) straight to stderr. Those inputs already become
+// Error(protocol); send the text to our "hsm" logger at debug level instead.
+// Installed at load time: SetLogHandler is not thread-safe.
+void protobuf_log(google::protobuf::LogLevel level, const char* /*file*/, int /*line*/,
+                  const std::string& message) {
+    log::get("hsm")->log(level >= google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical
+                                                                   : spdlog::level::debug,
+                         "protobuf: {}", message);
+}
+[[maybe_unused]] const auto kPreviousLogHandler = google::protobuf::SetLogHandler(protobuf_log);
+
+[[noreturn]] void throw_bad_enum(const char* what, int value) {
+    throw Error(ErrorCode::protocol, std::string("unknown ") + what + " value " +
+                                         std::to_string(value) + " on the wire");
+}
+
+template <class Message> Bytes serialize(const Message& message) {
+    const std::size_t size = message.ByteSizeLong();
+    if (size > kMaxFrame) {
+        throw Error(ErrorCode::limit, "message of " + std::to_string(size) +
+                                          " bytes exceeds the frame limit of " +
+                                          std::to_string(kMaxFrame));
+    }
+    Bytes out(size);
+    if (size > 0 && !message.SerializeToArray(out.data(), static_cast<int>(size))) {
+        throw Error(ErrorCode::internal, "cannot serialise a wire message");
+    }
+    return out;
+}
+
+template <class Message> Message parse(std::span<const std::uint8_t> bytes, const char* what) {
+    static constexpr std::uint8_t kEmpty = 0;
+    Message message;
+    const void* data = bytes.empty() ? &kEmpty : bytes.data();
+    if (bytes.size() > kMaxFrame || !message.ParseFromArray(data, static_cast<int>(bytes.size()))) {
+        throw Error(ErrorCode::protocol, std::string("malformed ") + what + " (" +
+                                             std::to_string(bytes.size()) + " bytes)");
+    }
+    return message;
+}
+
+} // namespace
+
+// ---- bytes ---------------------------------------------------------------------
+
+Bytes encode(const wire::Request& request) {
+    return serialize(request);
+}
+Bytes encode(const wire::ServerMessage& message) {
+    return serialize(message);
+}
+
+wire::Request decode_request(std::span<const std::uint8_t> bytes) {
+    auto request = parse<wire::Request>(bytes, "request");
+    if (request.body_case() == wire::Request::BODY_NOT_SET) {
+        throw Error(ErrorCode::protocol, "request without a body (unknown or missing kind)");
+    }
+    return request;
+}
+
+wire::ServerMessage decode_server_message(std::span<const std::uint8_t> bytes) {
+    auto message = parse<wire::ServerMessage>(bytes, "server message");
+    switch (message.kind_case()) {
+    case wire::ServerMessage::kResponse:
+        if (message.response().body_case() == wire::Response::BODY_NOT_SET) {
+            throw Error(ErrorCode::protocol, "response without a body (unknown or missing kind)");
+        }
+        return message;
+    case wire::ServerMessage::kEvent:
+        return message;
+    case wire::ServerMessage::KIND_NOT_SET:
+        break;
+    }
+    throw Error(ErrorCode::protocol, "server message that is neither a response nor an event");
+}
+
+// ---- enums ---------------------------------------------------------------------
+
+wire::ModuleState to_wire(ModuleState state) {
+    switch (state) {
+    case ModuleState::usable:
+        return wire::MODULE_USABLE;
+    case ModuleState::initialising:
+        return wire::MODULE_INITIALISING;
+    case ModuleState::failed:
+        return wire::MODULE_FAILED;
+    case ModuleState::removed:
+        return wire::MODULE_REMOVED;
+    }
+    throw Error(ErrorCode::internal, "bad ModuleState");
+}
+
+ModuleState from_wire(wire::ModuleState state) {
+    switch (state) {
+    case wire::MODULE_USABLE:
+        return ModuleState::usable;
+    case wire::MODULE_INITIALISING:
+        return ModuleState::initialising;
+    case wire::MODULE_FAILED:
+        return ModuleState::failed;
+    case wire::MODULE_REMOVED:
+        return ModuleState::removed;
+    default:
+        throw_bad_enum("module state", state);
+    }
+}
+
+wire::TokenType to_wire(TokenType type) {
+    switch (type) {
+    case TokenType::softcard:
+        return wire::TOKEN_SOFTCARD;
+    case TokenType::cardset:
+        return wire::TOKEN_CARDSET;
+    }
+    throw Error(ErrorCode::internal, "bad TokenType");
+}
+
+TokenType from_wire(wire::TokenType type) {
+    switch (type) {
+    case wire::TOKEN_SOFTCARD:
+        return TokenType::softcard;
+    case wire::TOKEN_CARDSET:
+        return TokenType::cardset;
+    default:
+        throw_bad_enum("token type", type);
+    }
+}
+
+wire::KeyType to_wire(KeyType type) {
+    switch (type) {
+    case KeyType::rsa:
+        return wire::KEY_RSA;
+    case KeyType::ec_p256:
+        return wire::KEY_EC_P256;
+    case KeyType::ec_p384:
+        return wire::KEY_EC_P384;
+    case KeyType::aes:
+        return wire::KEY_AES;
+    }
+    throw Error(ErrorCode::internal, "bad KeyType");
+}
+
+KeyType from_wire(wire::KeyType type) {
+    switch (type) {
+    case wire::KEY_RSA:
+        return KeyType::rsa;
+    case wire::KEY_EC_P256:
+        return KeyType::ec_p256;
+    case wire::KEY_EC_P384:
+        return KeyType::ec_p384;
+    case wire::KEY_AES:
+        return KeyType::aes;
+    default:
+        throw_bad_enum("key type", type);
+    }
+}
+
+wire::Hash to_wire(Hash hash) {
+    switch (hash) {
+    case Hash::none:
+        return wire::HASH_NONE;
+    case Hash::sha1:
+        return wire::HASH_SHA1;
+    case Hash::sha224:
+        return wire::HASH_SHA224;
+    case Hash::sha256:
+        return wire::HASH_SHA256;
+    case Hash::sha384:
+        return wire::HASH_SHA384;
+    case Hash::sha512:
+        return wire::HASH_SHA512;
+    }
+    throw Error(ErrorCode::internal, "bad Hash");
+}
+
+Hash from_wire(wire::Hash hash) {
+    switch (hash) {
+    case wire::HASH_NONE:
+        return Hash::none;
+    case wire::HASH_SHA1:
+        return Hash::sha1;
+    case wire::HASH_SHA224:
+        return Hash::sha224;
+    case wire::HASH_SHA256:
+        return Hash::sha256;
+    case wire::HASH_SHA384:
+        return Hash::sha384;
+    case wire::HASH_SHA512:
+        return Hash::sha512;
+    default:
+        throw_bad_enum("hash", hash);
+    }
+}
+
+namespace {
+
+wire::MechanismKind kind_to_wire(MechanismKind kind) {
+    switch (kind) {
+    case MechanismKind::rsa_pkcs1:
+        return wire::MECH_RSA_PKCS1;
+    case MechanismKind::rsa_pss:
+        return wire::MECH_RSA_PSS;
+    case MechanismKind::rsa_oaep:
+        return wire::MECH_RSA_OAEP;
+    case MechanismKind::ecdsa:
+        return wire::MECH_ECDSA;
+    case MechanismKind::aes_gcm:
+        return wire::MECH_AES_GCM;
+    case MechanismKind::rsa_pkcs1_enc:
+        return wire::MECH_RSA_PKCS1_ENC;
+    }
+    throw Error(ErrorCode::internal, "bad MechanismKind");
+}
+
+MechanismKind kind_from_wire(wire::MechanismKind kind) {
+    switch (kind) {
+    case wire::MECH_RSA_PKCS1:
+        return MechanismKind::rsa_pkcs1;
+    case wire::MECH_RSA_PSS:
+        return MechanismKind::rsa_pss;
+    case wire::MECH_RSA_OAEP:
+        return MechanismKind::rsa_oaep;
+    case wire::MECH_ECDSA:
+        return MechanismKind::ecdsa;
+    case wire::MECH_AES_GCM:
+        return MechanismKind::aes_gcm;
+    case wire::MECH_RSA_PKCS1_ENC:
+        return MechanismKind::rsa_pkcs1_enc;
+    default:
+        throw_bad_enum("mechanism", kind);
+    }
+}
+
+Bytes token_hash_from_wire(const std::string& field) {
+    if (field.size() != kTokenHashSize) {
+        throw Error(ErrorCode::protocol, "token hash of " + std::to_string(field.size()) +
+                                             " bytes on the wire, expected " +
+                                             std::to_string(kTokenHashSize));
+    }
+    return from_field(field);
+}
+
+} // namespace
+
+// ---- structures -------------------------------------------------------------------
+
+wire::Mechanism to_wire(const Mechanism& mech) {
+    wire::Mechanism out;
+    out.set_kind(kind_to_wire(mech.kind));
+    out.set_hash(to_wire(mech.hash));
+    out.set_mgf_hash(to_wire(mech.mgf_hash));
+    out.set_salt_len(mech.salt_len);
+    out.set_label(to_field(mech.label));
+    out.set_iv(to_field(mech.iv));
+    out.set_aad(to_field(mech.aad));
+    out.set_tag_bits(mech.tag_bits);
+    return out;
+}
+
+Mechanism from_wire(const wire::Mechanism& mech) {
+    Mechanism out;
+    out.kind = kind_from_wire(mech.kind());
+    out.hash = from_wire(mech.hash());
+    out.mgf_hash = from_wire(mech.mgf_hash());
+    out.salt_len = mech.salt_len();
+    out.label = from_field(mech.label());
+    out.iv = from_field(mech.iv());
+    out.aad = from_field(mech.aad());
+    out.tag_bits = mech.tag_bits();
+    return out;
+}
+
+wire::ModuleInfo to_wire(const ModuleInfo& info) {
+    wire::ModuleInfo out;
+    out.set_number(info.number);
+    out.set_esn(info.esn);
+    out.set_state(to_wire(info.state));
+    out.set_generation(info.generation);
+    out.set_latency_ms(info.latency_ms);
+    out.set_ops(info.ops);
+    out.set_ops_failed(info.ops_failed);
+    out.set_objects(info.objects);
+    out.set_fail_next(info.fail_next);
+    return out;
+}
+
+ModuleInfo from_wire(const wire::ModuleInfo& info) {
+    ModuleInfo out;
+    out.number = info.number();
+    out.esn = info.esn();
+    out.state = from_wire(info.state());
+    out.generation = info.generation();
+    out.latency_ms = info.latency_ms();
+    out.ops = info.ops();
+    out.ops_failed = info.ops_failed();
+    out.objects = info.objects();
+    out.fail_next = info.fail_next();
+    return out;
+}
+
+wire::TokenInfo to_wire(const TokenInfo& info) {
+    wire::TokenInfo out;
+    out.set_type(to_wire(info.type));
+    out.set_name(info.name);
+    out.set_hash(to_field(info.hash));
+    return out;
+}
+
+TokenInfo from_wire(const wire::TokenInfo& info) {
+    return {from_wire(info.type()), info.name(), token_hash_from_wire(info.hash())};
+}
+
+// A key's token travels as (token_hash, token_type), without its name: a
+// module-protected key has an empty token_hash and TOKEN_TYPE_UNSPECIFIED.
+wire::KeyInfo to_wire(const KeyInfo& info) {
+    wire::KeyInfo out;
+    out.set_ident(info.ident);
+    out.set_label(info.label);
+    out.set_id(to_field(info.id));
+    out.set_type(to_wire(info.type));
+    out.set_bits(info.bits);
+    out.set_persistent(info.persistent);
+    if (info.token) {
+        out.set_token_hash(to_field(info.token->hash));
+        out.set_token_type(to_wire(info.token->type));
+    }
+    out.set_public_der(to_field(info.public_der));
+    return out;
+}
+
+KeyInfo from_wire(const wire::KeyInfo& info) {
+    KeyInfo out;
+    out.ident = info.ident();
+    out.label = info.label();
+    out.id = from_field(info.id());
+    out.type = from_wire(info.type());
+    out.bits = info.bits();
+    out.persistent = info.persistent();
+    if (!info.token_hash().empty()) {
+        out.token =
+            TokenInfo{from_wire(info.token_type()), {}, token_hash_from_wire(info.token_hash())};
+    }
+    out.public_der = from_field(info.public_der());
+    return out;
+}
+
+wire::Event to_wire(const ModuleEvent& event) {
+    wire::Event out;
+    out.set_sequence(event.sequence);
+    *out.mutable_module() = to_wire(event.module);
+    out.set_previous_state(to_wire(event.previous_state));
+    out.set_previous_generation(event.previous_generation);
+    out.set_snapshot(event.snapshot);
+    return out;
+}
+
+// previous_state UNSPECIFIED (a module that did not exist before) reads as
+// the module's current state.
+ModuleEvent from_wire(const wire::Event& event) {
+    ModuleEvent out;
+    out.sequence = event.sequence();
+    out.module = from_wire(event.module());
+    out.previous_state = event.previous_state() == wire::MODULE_STATE_UNSPECIFIED
+                             ? out.module.state
+                             : from_wire(event.previous_state());
+    out.previous_generation = event.previous_generation();
+    out.snapshot = event.snapshot();
+    return out;
+}
+
+// ---- errors ------------------------------------------------------------------------
+//
+// preloadrun::ErrorCode -> wire::ErrorCode        wire::ErrorCode -> preloadrun::ErrorCode
+//   usage           -> BAD_REQUEST                  BAD_REQUEST -> usage
+//   io, corrupt     -> STORAGE (a server-side       STORAGE     -> io
+//                      file problem)
+//   unavailable,    -> TRANSIENT (whatever the      (TRANSIENT  -> transient)
+//   timeout            server waited on may come
+//                      back: retry)
+//   every other code -> the ERROR_ of the same name, and back.
+// An error code unknown to this build (a newer server) reads as `internal`,
+// keeping the server's message: the message matters more than the code.
+
+wire::ErrorCode to_wire(ErrorCode code) {
+    switch (code) {
+    case ErrorCode::internal:
+        return wire::ERROR_INTERNAL;
+    case ErrorCode::usage:
+        return wire::ERROR_BAD_REQUEST;
+    case ErrorCode::io:
+    case ErrorCode::corrupt:
+        return wire::ERROR_STORAGE;
+    case ErrorCode::not_found:
+        return wire::ERROR_NOT_FOUND;
+    case ErrorCode::already_exists:
+        return wire::ERROR_ALREADY_EXISTS;
+    case ErrorCode::wrong_passphrase:
+        return wire::ERROR_WRONG_PASSPHRASE;
+    case ErrorCode::permission:
+        return wire::ERROR_PERMISSION;
+    case ErrorCode::unavailable:
+        return wire::ERROR_TRANSIENT;
+    case ErrorCode::protocol:
+        return wire::ERROR_PROTOCOL;
+    case ErrorCode::timeout:
+        return wire::ERROR_TRANSIENT;
+    case ErrorCode::module_not_usable:
+        return wire::ERROR_MODULE_NOT_USABLE;
+    case ErrorCode::transient:
+        return wire::ERROR_TRANSIENT;
+    case ErrorCode::invalid_handle:
+        return wire::ERROR_INVALID_HANDLE;
+    case ErrorCode::limit:
+        return wire::ERROR_LIMIT;
+    case ErrorCode::crypto:
+        return wire::ERROR_CRYPTO;
+    case ErrorCode::bad_signature:
+        return wire::ERROR_BAD_SIGNATURE;
+    case ErrorCode::conflict:
+        return wire::ERROR_CONFLICT;
+    }
+    return wire::ERROR_INTERNAL;
+}
+
+ErrorCode from_wire(wire::ErrorCode code) {
+    switch (code) {
+    case wire::ERROR_INTERNAL:
+        return ErrorCode::internal;
+    case wire::ERROR_BAD_REQUEST:
+        return ErrorCode::usage;
+    case wire::ERROR_PROTOCOL:
+        return ErrorCode::protocol;
+    case wire::ERROR_NOT_FOUND:
+        return ErrorCode::not_found;
+    case wire::ERROR_ALREADY_EXISTS:
+        return ErrorCode::already_exists;
+    case wire::ERROR_WRONG_PASSPHRASE:
+        return ErrorCode::wrong_passphrase;
+    case wire::ERROR_PERMISSION:
+        return ErrorCode::permission;
+    case wire::ERROR_MODULE_NOT_USABLE:
+        return ErrorCode::module_not_usable;
+    case wire::ERROR_TRANSIENT:
+        return ErrorCode::transient;
+    case wire::ERROR_INVALID_HANDLE:
+        return ErrorCode::invalid_handle;
+    case wire::ERROR_LIMIT:
+        return ErrorCode::limit;
+    case wire::ERROR_CRYPTO:
+        return ErrorCode::crypto;
+    case wire::ERROR_BAD_SIGNATURE:
+        return ErrorCode::bad_signature;
+    case wire::ERROR_STORAGE:
+        return ErrorCode::io;
+    case wire::ERROR_CONFLICT:
+        return ErrorCode::conflict;
+    default:
+        return ErrorCode::internal;
+    }
+}
+
+wire::Response error_response(std::uint64_t id, const Error& error) {
+    wire::Response out;
+    out.set_id(id);
+    auto* body = out.mutable_error();
+    body->set_code(to_wire(error.code()));
+    body->set_message(detail::to_utf8(error.what()));
+    return out;
+}
+
+} // namespace preloadrun::hsm::codec

@@ -1,1 +1,305 @@
-// placeholder: being written
+#include "preloadrun/hsm/sim_client.hpp"
+
+#include "bytes_field.hpp"
+#include "connection.hpp"
+#include "preloadrun/hsm/codec.hpp"
+#include "utf8.hpp"
+
+#include <openssl/crypto.h>
+
+namespace preloadrun::hsm {
+
+using detail::from_field;
+using detail::to_field;
+using wire_detail::Connection;
+using Body = wire::Response::BodyCase;
+
+namespace {
+
+constexpr const char* kClientVariable = "HSMSIM_SOCKET";
+constexpr const char* kAdminVariable = "HSMSIM_ADMIN_SOCKET";
+
+// Copies a passphrase into a protobuf field in place (no temporary string)
+// and wipes the field when the request goes out of scope. Declare it after
+// the request so that it runs first.
+class PassphraseField {
+public:
+    PassphraseField(std::string* field, const SecureBuffer& passphrase) : field_(field) {
+        field_->assign(passphrase.view());
+    }
+    PassphraseField(const PassphraseField&) = delete;
+    PassphraseField& operator=(const PassphraseField&) = delete;
+    ~PassphraseField() { OPENSSL_cleanse(field_->data(), field_->size()); }
+
+private:
+    std::string* field_;
+};
+
+template <class Info, class Repeated> auto list_from_wire(const Repeated& items) {
+    std::vector<Info> out;
+    out.reserve(static_cast<std::size_t>(items.size()));
+    for (const auto& item : items) {
+        out.push_back(codec::from_wire(item));
+    }
+    return out;
+}
+
+// Names, labels and idents travel as protobuf strings, which must be UTF-8.
+const std::string& text(const std::string& value, const char* what) {
+    if (!detail::is_utf8(value)) {
+        throw Error(ErrorCode::usage, std::string(what) + " is not valid UTF-8");
+    }
+    return value;
+}
+
+ObjectHandle handle_from(const wire::Response& response) {
+    if (response.handle().handle() == 0) {
+        throw Error(ErrorCode::protocol, "the HSM service returned object handle 0");
+    }
+    return response.handle().handle();
+}
+
+wire::ModuleAction action_to_wire(ModuleAction action) {
+    switch (action) {
+    case ModuleAction::clear:
+        return wire::MODULE_CLEAR;
+    case ModuleAction::fail:
+        return wire::MODULE_FAIL;
+    case ModuleAction::restore:
+        return wire::MODULE_RESTORE;
+    case ModuleAction::remove:
+        return wire::MODULE_REMOVE;
+    }
+    throw Error(ErrorCode::internal, "bad ModuleAction");
+}
+
+// Fills the fields shared by Sign, Verify, Encrypt and Decrypt.
+template <class Operation>
+void set_operation(Operation* body, std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                   const Bytes& data) {
+    body->set_module(module);
+    body->set_handle(key);
+    *body->mutable_mechanism() = codec::to_wire(mech);
+    body->set_data(to_field(data));
+}
+
+class SimEventStream final : public EventStream {
+public:
+    explicit SimEventStream(const Endpoint& endpoint) : conn_(endpoint, kClientVariable) {
+        wire::Request request;
+        request.mutable_subscribe();
+        const auto response = conn_.call(request, Body::kModules);
+        snapshot_ = list_from_wire<ModuleInfo>(response.modules().modules());
+    }
+
+    const std::vector<ModuleInfo>& snapshot() const override { return snapshot_; }
+    int fd() const override { return conn_.fd(); }
+
+    std::optional<ModuleEvent> next(std::chrono::milliseconds timeout) override {
+        auto event = conn_.next_event(std::chrono::steady_clock::now() + timeout);
+        if (!event) {
+            return std::nullopt;
+        }
+        return codec::from_wire(*event);
+    }
+
+private:
+    Connection conn_;
+    std::vector<ModuleInfo> snapshot_;
+};
+
+} // namespace
+
+// ---- SimClient -------------------------------------------------------------------
+
+SimClient::SimClient(const Endpoint& endpoint)
+    : conn_(std::make_unique<Connection>(endpoint, kClientVariable)) {}
+
+SimClient::~SimClient() = default;
+
+const Bytes& SimClient::world_id() const noexcept {
+    return conn_->world_id();
+}
+
+const std::string& SimClient::server_name() const noexcept {
+    return conn_->hello().server();
+}
+
+WorldInfo SimClient::world() {
+    wire::Request request;
+    request.mutable_get_world();
+    const auto response = conn_->call(request, Body::kWorld);
+    return {from_field(response.world().world_id()), response.world().modules()};
+}
+
+std::vector<ModuleInfo> SimClient::modules() {
+    wire::Request request;
+    request.mutable_list_modules();
+    return list_from_wire<ModuleInfo>(conn_->call(request, Body::kModules).modules().modules());
+}
+
+std::vector<TokenInfo> SimClient::tokens() {
+    wire::Request request;
+    request.mutable_list_tokens();
+    return list_from_wire<TokenInfo>(conn_->call(request, Body::kTokens).tokens().tokens());
+}
+
+std::vector<KeyInfo> SimClient::keys() {
+    wire::Request request;
+    request.mutable_list_keys();
+    return list_from_wire<KeyInfo>(conn_->call(request, Body::kKeys).keys().keys());
+}
+
+TokenInfo SimClient::create_token(TokenType type, const std::string& name,
+                                  const SecureBuffer& passphrase) {
+    wire::Request request;
+    auto* body = request.mutable_create_token();
+    body->set_type(codec::to_wire(type));
+    body->set_name(text(name, "the token name"));
+    const PassphraseField secret(body->mutable_passphrase(), passphrase);
+    return codec::from_wire(conn_->call(request, Body::kToken).token());
+}
+
+ObjectHandle SimClient::load_token(std::uint32_t module, const Bytes& token_hash,
+                                   const SecureBuffer& passphrase) {
+    wire::Request request;
+    auto* body = request.mutable_load_token();
+    body->set_module(module);
+    body->set_token_hash(to_field(token_hash));
+    const PassphraseField secret(body->mutable_passphrase(), passphrase);
+    return handle_from(conn_->call(request, Body::kHandle));
+}
+
+ObjectHandle SimClient::load_key(std::uint32_t module, const std::string& ident,
+                                 ObjectHandle token_handle) {
+    wire::Request request;
+    auto* body = request.mutable_load_key();
+    body->set_module(module);
+    body->set_ident(text(ident, "the key ident"));
+    body->set_token_handle(token_handle);
+    return handle_from(conn_->call(request, Body::kHandle));
+}
+
+void SimClient::unload(std::uint32_t module, ObjectHandle handle) {
+    wire::Request request;
+    auto* body = request.mutable_unload();
+    body->set_module(module);
+    body->set_handle(handle);
+    conn_->call(request, Body::kOk);
+}
+
+GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) {
+    wire::Request request;
+    auto* body = request.mutable_generate_key();
+    body->set_module(module);
+    body->set_type(codec::to_wire(spec.type));
+    body->set_bits(spec.bits);
+    body->set_label(text(spec.label, "the key label"));
+    body->set_id(to_field(spec.id));
+    body->set_persistent(spec.persistent);
+    body->set_token_handle(spec.token_handle);
+    const auto response = conn_->call(request, Body::kGenerated);
+    if (response.generated().handle() == 0) {
+        throw Error(ErrorCode::protocol, "the HSM service returned object handle 0");
+    }
+    return {response.generated().handle(), codec::from_wire(response.generated().key())};
+}
+
+void SimClient::destroy_key(const std::string& ident) {
+    wire::Request request;
+    request.mutable_destroy_key()->set_ident(text(ident, "the key ident"));
+    conn_->call(request, Body::kOk);
+}
+
+Bytes SimClient::sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                      const Bytes& data) {
+    wire::Request request;
+    set_operation(request.mutable_sign(), module, key, mech, data);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+void SimClient::verify(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                       const Bytes& data, const Bytes& signature) {
+    wire::Request request;
+    auto* body = request.mutable_verify();
+    set_operation(body, module, key, mech, data);
+    body->set_signature(to_field(signature));
+    conn_->call(request, Body::kOk);
+}
+
+Bytes SimClient::encrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                         const Bytes& data) {
+    wire::Request request;
+    set_operation(request.mutable_encrypt(), module, key, mech, data);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+Bytes SimClient::decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
+                         const Bytes& data) {
+    wire::Request request;
+    set_operation(request.mutable_decrypt(), module, key, mech, data);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+Bytes SimClient::random(std::uint32_t module, std::uint32_t length) {
+    wire::Request request;
+    auto* body = request.mutable_random();
+    body->set_module(module);
+    body->set_length(length);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+// ---- SimAdmin --------------------------------------------------------------------
+
+SimAdmin::SimAdmin(const Endpoint& endpoint)
+    : conn_(std::make_unique<Connection>(endpoint, kAdminVariable)) {}
+
+SimAdmin::~SimAdmin() = default;
+
+std::vector<ModuleInfo> SimAdmin::modules() {
+    wire::Request request;
+    request.mutable_list_modules();
+    return list_from_wire<ModuleInfo>(conn_->call(request, Body::kModules).modules().modules());
+}
+
+ModuleInfo SimAdmin::control(std::uint32_t module, ModuleAction action) {
+    wire::Request request;
+    auto* body = request.mutable_control_module();
+    body->set_module(module);
+    body->set_action(action_to_wire(action));
+    return codec::from_wire(conn_->call(request, Body::kModule).module());
+}
+
+ModuleInfo SimAdmin::add_module() {
+    wire::Request request;
+    request.mutable_add_module();
+    return codec::from_wire(conn_->call(request, Body::kModule).module());
+}
+
+ModuleInfo SimAdmin::set_latency(std::uint32_t module, std::uint32_t latency_ms) {
+    wire::Request request;
+    auto* body = request.mutable_set_latency();
+    body->set_module(module);
+    body->set_latency_ms(latency_ms);
+    return codec::from_wire(conn_->call(request, Body::kModule).module());
+}
+
+ModuleInfo SimAdmin::fail_next(std::uint32_t module, std::uint32_t count) {
+    wire::Request request;
+    auto* body = request.mutable_fail_next();
+    body->set_module(module);
+    body->set_count(count);
+    return codec::from_wire(conn_->call(request, Body::kModule).module());
+}
+
+// ---- factories -------------------------------------------------------------------
+
+std::unique_ptr<Service> connect(const Endpoint& endpoint) {
+    return std::make_unique<SimClient>(endpoint);
+}
+
+std::unique_ptr<EventStream> subscribe(const Endpoint& endpoint) {
+    return std::make_unique<SimEventStream>(endpoint);
+}
+
+} // namespace preloadrun::hsm

@@ -1,1 +1,241 @@
-// placeholder: being written
+#include "sim/cli.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/sim_client.hpp"
+#include "preloadrun/version.hpp"
+#include "sim/commands.hpp"
+#include "sim/paths.hpp"
+#include "sim/serve.hpp"
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <iostream>
+
+namespace preloadrun::sim {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+struct GlobalOptions {
+    std::string socket;
+    std::string admin_socket;
+    std::string log_level = "info";
+    int verbose = 0;
+    int quiet = 0;
+};
+
+int exit_status(ErrorCode code) {
+    switch (code) {
+    case ErrorCode::usage:
+        return kExitUsage;
+    case ErrorCode::unavailable:
+        return kExitUnreachable;
+    default:
+        return kExitFailed;
+    }
+}
+
+std::string version_text() {
+    return std::string("hsmsim ") + kVersion + " (" + kGitRevision + "; " + kBuildInfo + ")";
+}
+
+Endpoints endpoints(const GlobalOptions& g) {
+    Endpoints ep{hsm::default_endpoint(), hsm::default_admin_endpoint()};
+    if (!g.socket.empty()) {
+        ep.client.socket_path = g.socket;
+    }
+    if (!g.admin_socket.empty()) {
+        ep.admin.socket_path = g.admin_socket;
+    }
+    ep.client.client_name = ep.admin.client_name = std::string("hsmsim ") + kVersion;
+    return ep;
+}
+
+using Action = std::function<void()>;
+
+CLI::App* add_command(CLI::App& parent, const std::string& name, const std::string& help) {
+    auto* sub = parent.add_subcommand(name, help);
+    sub->fallthrough();
+    return sub;
+}
+
+// Parsing only chooses the action; it runs once logging is set up.
+void on_run(CLI::App* sub, Action& slot, Action action) {
+    sub->callback([&slot, action = std::move(action)] { slot = action; });
+}
+
+// The module subcommands that take a module number and do one action.
+void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t& number,
+                        Action& action) {
+    static constexpr std::pair<const char*, hsm::ModuleAction> actions[] = {
+        {"clear", hsm::ModuleAction::clear},
+        {"fail", hsm::ModuleAction::fail},
+        {"restore", hsm::ModuleAction::restore},
+        {"remove", hsm::ModuleAction::remove},
+    };
+    static constexpr const char* help[] = {
+        "Clear module N: drop its objects, bump its generation, re-initialise",
+        "Make module N fail: it drops its objects and stops serving",
+        "Bring a failed or removed module N back (new generation, re-initialises)",
+        "Remove module N from the fleet (it stays enrolled in the world)",
+    };
+    for (std::size_t i = 0; i < std::size(actions); ++i) {
+        auto* sub = add_command(module, actions[i].first, help[i]);
+        sub->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
+        auto what = actions[i].second;
+        on_run(sub, action, [&g, &number, what] { control_module(endpoints(g), number, what); });
+    }
+}
+
+void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
+           std::string& name, std::optional<std::string>& passphrase_file, bool& json,
+           std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
+    app.set_version_flag("--version", version_text(), "Print version and build information");
+    app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)");
+    app.add_option("--admin-socket", g.admin_socket,
+                   "Admin socket (default: $HSMSIM_ADMIN_SOCKET)");
+    app.add_option("--log-level", g.log_level,
+                   "trace, debug, info, warn, error, critical or off (default: info)");
+    app.add_flag("-v,--verbose", g.verbose, "More log output (repeatable)");
+    app.add_flag("-q,--quiet", g.quiet, "Less log output (repeatable)");
+    app.require_subcommand(1);
+
+    auto* serve = add_command(app, "serve", "Run the simulated HSM service in the foreground");
+    serve->add_option("--kmdata", serve_options.kmdata,
+                      "Security World directory (default: $NFAST_KMDATA)");
+    serve
+        ->add_option("--modules", serve_options.modules,
+                     "Modules enrolled on first start (default: 1)")
+        ->check(CLI::Range(1u, 128u));
+    serve
+        ->add_option("--op-latency-ms", serve_options.op_latency_ms,
+                     "Simulated latency of each operation, per module (default: 0)")
+        ->check(CLI::Range(0u, 60000u));
+    serve
+        ->add_option("--init-delay-ms", serve_options.init_delay_ms,
+                     "Time a module stays initialising after clear/restore/add (default: 1000)")
+        ->check(CLI::Range(0u, 600000u));
+    on_run(serve, action, [&] {
+        auto ep = endpoints(g);
+        serve_options.socket = ep.client.socket_path;
+        serve_options.admin_socket = ep.admin.socket_path;
+        if (serve_options.kmdata.empty()) {
+            serve_options.kmdata = default_kmdata();
+        }
+        serve_status = sim::serve(serve_options);
+    });
+
+    for (auto type : {hsm::TokenType::softcard, hsm::TokenType::cardset}) {
+        std::string kind(hsm::to_string(type));
+        auto* token = add_command(app, kind, "Manage the world's " + kind + "s");
+        token->require_subcommand(1);
+        auto* create =
+            add_command(*token, "create", "Create a " + kind + " (asks for its passphrase)");
+        create->add_option("NAME", name, "Name of the new " + kind)->required();
+        create->add_option("--passphrase-file", passphrase_file,
+                           "Read the passphrase from this file instead of the terminal");
+        on_run(create, action,
+               [&, type] { create_token(endpoints(g), type, name, passphrase_file); });
+        auto* list = add_command(*token, "list", "List the world's " + kind + "s");
+        list->add_flag("--json", json, "JSON output");
+        on_run(list, action, [&, type] { list_tokens(endpoints(g), type, json); });
+    }
+
+    auto* key = add_command(app, "key", "Manage the world's persistent keys");
+    key->require_subcommand(1);
+    auto* generate = add_command(*key, "generate", "Generate a persistent key");
+    generate
+        ->add_option("--type", gen.type,
+                     "rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, aes-128, aes-192 or aes-256")
+        ->required();
+    generate->add_option("--label", gen.label, "The key's label (CKA_LABEL)")->required();
+    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex");
+    generate->add_option("--protect", gen.protect, "module, softcard:NAME or cardset:NAME")
+        ->required();
+    generate->add_option("--passphrase-file", gen.passphrase_file,
+                         "Passphrase of the protecting token, instead of asking");
+    on_run(generate, action, [&] { generate_key(endpoints(g), gen); });
+    auto* keys = add_command(*key, "list", "List the world's persistent keys");
+    keys->add_flag("--json", json, "JSON output");
+    on_run(keys, action, [&] { list_keys(endpoints(g), json); });
+
+    auto* module = add_command(app, "module", "Show and control the simulated modules");
+    module->require_subcommand(1);
+    auto* modules = add_command(*module, "list", "List the modules, their state and counters");
+    modules->add_flag("--json", json, "JSON output");
+    on_run(modules, action, [&] { list_modules(endpoints(g), json); });
+    add_module_actions(*module, g, number, action);
+    auto* add = add_command(*module, "add", "Enrol a new module; prints its number");
+    on_run(add, action, [&] { add_module(endpoints(g)); });
+    auto* latency = add_command(*module, "latency", "Set module N's per-operation latency");
+    latency->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
+    latency->add_option("MS", value, "Latency in milliseconds")
+        ->required()
+        ->check(CLI::Range(0u, 60000u));
+    on_run(latency, action, [&] { set_latency(endpoints(g), number, value); });
+    auto* fail =
+        add_command(*module, "fail-next", "Make module N's next COUNT operations fail transiently");
+    fail->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
+    fail->add_option("COUNT", value, "Number of operations")
+        ->required()
+        ->check(CLI::Range(0u, 1000000u));
+    on_run(fail, action, [&] { sim::fail_next(endpoints(g), number, value); });
+}
+
+void setup_logging(const GlobalOptions& g) {
+    log::Config config;
+    config.program = "hsmsim";
+    config.level = log::adjust_level(log::parse_level(g.log_level), g.verbose, g.quiet);
+    config.color = log::want_color();
+    log::setup(config);
+}
+
+} // namespace
+
+int run_cli(int argc, char** argv) noexcept {
+    try {
+        CLI::App app("hsmsim: a simulated fleet of HSMs sharing one Security World", "hsmsim");
+        GlobalOptions g;
+        ServeOptions serve_options;
+        GenerateOptions gen;
+        std::string name;
+        std::optional<std::string> passphrase_file;
+        bool json = false;
+        std::uint32_t number = 0;
+        std::uint32_t value = 0;
+        int serve_status = kExitOk;
+        Action action;
+        build(app, g, serve_options, gen, name, passphrase_file, json, number, value, serve_status,
+              action);
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::CallForHelp& e) {
+            return app.exit(e);
+        } catch (const CLI::CallForAllHelp& e) {
+            return app.exit(e);
+        } catch (const CLI::CallForVersion& e) {
+            return app.exit(e);
+        } catch (const CLI::ParseError& e) {
+            std::cerr << "hsmsim: " << e.what() << " (see hsmsim --help)\n";
+            return kExitUsage;
+        }
+        setup_logging(g);
+        if (action) {
+            action();
+        }
+        return serve_status;
+    } catch (const Error& e) {
+        std::cerr << "hsmsim: " << e.what() << "\n";
+        return exit_status(e.code());
+    } catch (const std::exception& e) {
+        std::cerr << "hsmsim: internal error: " << e.what() << "\n";
+        return kExitFailed;
+    }
+}
+
+} // namespace preloadrun::sim

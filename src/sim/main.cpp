@@ -1,1 +1,5 @@
-int main() { return 0; }
+#include "sim/cli.hpp"
+
+int main(int argc, char** argv) {
+    return preloadrun::sim::run_cli(argc, argv);
+}

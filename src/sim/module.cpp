@@ -1,1 +1,199 @@
-// placeholder: being written
+#include "sim/module.hpp"
+
+#include <thread>
+
+namespace preloadrun::sim {
+
+namespace {
+
+std::string module_name(std::uint32_t number) {
+    return "module " + std::to_string(number);
+}
+
+} // namespace
+
+Module::Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
+               hsm::ModuleState state)
+    : number_(number), esn_(std::move(esn)), state_(state), latency_ms_(latency_ms) {}
+
+hsm::ModuleInfo Module::info_locked() const {
+    hsm::ModuleInfo info;
+    info.number = number_;
+    info.esn = esn_;
+    info.state = state_;
+    info.generation = generation_;
+    info.latency_ms = latency_ms_;
+    info.ops = ops_;
+    info.ops_failed = ops_failed_;
+    info.objects = static_cast<std::uint32_t>(objects_.size());
+    info.fail_next = fail_next_;
+    return info;
+}
+
+hsm::ModuleInfo Module::info() const {
+    std::lock_guard lock(state_mutex_);
+    return info_locked();
+}
+
+hsm::ModuleState Module::state() const {
+    std::lock_guard lock(state_mutex_);
+    return state_;
+}
+
+std::uint64_t Module::generation() const {
+    std::lock_guard lock(state_mutex_);
+    return generation_;
+}
+
+Module::Change Module::transition(hsm::ModuleState state, bool bump_generation, bool drop_objects) {
+    std::map<hsm::ObjectHandle, Object> dropped; // destroyed (and wiped) outside the lock
+    std::lock_guard lock(state_mutex_);
+    Change change{state_, generation_, {}};
+    state_ = state;
+    if (bump_generation) {
+        ++generation_;
+    }
+    if (drop_objects) {
+        dropped.swap(objects_);
+    }
+    change.now = info_locked();
+    return change;
+}
+
+void Module::set_latency(std::uint32_t latency_ms) {
+    std::lock_guard lock(state_mutex_);
+    latency_ms_ = latency_ms;
+}
+
+void Module::add_fail_next(std::uint32_t count) {
+    std::lock_guard lock(state_mutex_);
+    fail_next_ = count > UINT32_MAX - fail_next_ ? UINT32_MAX : fail_next_ + count;
+}
+
+void Module::check_usable_locked() const {
+    if (state_ != hsm::ModuleState::usable) {
+        throw Error(ErrorCode::module_not_usable,
+                    module_name(number_) + " is " + std::string(hsm::to_string(state_)) +
+                        " (generation " + std::to_string(generation_) + ")");
+    }
+}
+
+void Module::begin_operation() {
+    std::uint32_t latency = 0;
+    {
+        std::lock_guard lock(state_mutex_);
+        check_usable_locked(); // a dead module answers at once
+        latency = latency_ms_;
+    }
+    if (latency > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(latency));
+    }
+    std::lock_guard lock(state_mutex_);
+    check_usable_locked(); // it may have changed while we waited
+    if (fail_next_ > 0) {
+        --fail_next_;
+        throw Error(ErrorCode::transient, "injected transient failure on " + module_name(number_) +
+                                              " (" + std::to_string(fail_next_) + " more pending)");
+    }
+}
+
+void Module::end_operation(OpKind kind, bool ok) noexcept {
+    std::lock_guard lock(state_mutex_);
+    if (!ok) {
+        ++ops_failed_;
+    } else if (kind == OpKind::crypto) {
+        ++ops_;
+    }
+}
+
+hsm::ObjectHandle Module::add_locked(Object object) {
+    // A clear between the start of the operation and now must not let an
+    // object into the new generation's table: re-check under the lock.
+    check_usable_locked();
+    if (objects_.size() >= kMaxObjectsPerModule) {
+        throw Error(ErrorCode::limit, module_name(number_) + " holds " +
+                                          std::to_string(objects_.size()) +
+                                          " objects, the most it can; unload some first");
+    }
+    auto handle = next_handle_++;
+    objects_.emplace(handle, std::move(object));
+    return handle;
+}
+
+hsm::ObjectHandle Module::add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key) {
+    auto token = std::make_shared<TokenObject>(TokenObject{std::move(info), std::move(token_key)});
+    std::lock_guard lock(state_mutex_);
+    return add_locked(Object{owner, std::move(token), nullptr});
+}
+
+hsm::ObjectHandle Module::add_key(uid_t owner, KeyObject key) {
+    auto shared = std::make_shared<KeyObject>(std::move(key));
+    std::lock_guard lock(state_mutex_);
+    if (shared->token_handle != 0) {
+        // The token must still be loaded (a clear or an unload may have raced).
+        const auto& token = find_locked(shared->token_handle, owner);
+        if (!token.token) {
+            throw Error(ErrorCode::invalid_handle,
+                        "handle " + std::to_string(shared->token_handle) + " on " +
+                            module_name(number_) + " is a key, not a token");
+        }
+    }
+    return add_locked(Object{owner, nullptr, std::move(shared)});
+}
+
+const Module::Object& Module::find_locked(hsm::ObjectHandle handle, uid_t caller) const {
+    auto it = objects_.find(handle);
+    if (it == objects_.end()) {
+        throw Error(ErrorCode::invalid_handle,
+                    "no object with handle " + std::to_string(handle) + " on " +
+                        module_name(number_) +
+                        " (never loaded, unloaded, or the module was cleared since)");
+    }
+    if (it->second.owner != caller) {
+        throw Error(ErrorCode::permission, "object " + std::to_string(handle) + " on " +
+                                               module_name(number_) + " belongs to another user");
+    }
+    return it->second;
+}
+
+std::shared_ptr<const TokenObject> Module::token(hsm::ObjectHandle handle, uid_t caller) const {
+    std::lock_guard lock(state_mutex_);
+    const auto& object = find_locked(handle, caller);
+    if (!object.token) {
+        throw Error(ErrorCode::invalid_handle, "handle " + std::to_string(handle) + " on " +
+                                                   module_name(number_) + " is a key, not a token");
+    }
+    return object.token;
+}
+
+std::shared_ptr<const KeyObject> Module::key(hsm::ObjectHandle handle, uid_t caller) const {
+    std::lock_guard lock(state_mutex_);
+    const auto& object = find_locked(handle, caller);
+    if (!object.key) {
+        throw Error(ErrorCode::invalid_handle, "handle " + std::to_string(handle) + " on " +
+                                                   module_name(number_) + " is a token, not a key");
+    }
+    return object.key;
+}
+
+std::size_t Module::unload(hsm::ObjectHandle handle, uid_t caller) {
+    std::vector<Object> dropped; // destroyed outside the lock
+    std::lock_guard lock(state_mutex_);
+    const auto& object = find_locked(handle, caller);
+    const bool token = static_cast<bool>(object.token);
+    dropped.push_back(std::move(objects_.at(handle)));
+    objects_.erase(handle);
+    if (token) {
+        for (auto it = objects_.begin(); it != objects_.end();) {
+            if (it->second.key && it->second.key->token_handle == handle) {
+                dropped.push_back(std::move(it->second));
+                it = objects_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    return dropped.size();
+}
+
+} // namespace preloadrun::sim

@@ -16,6 +16,8 @@ std::string to_hex(std::span<const std::uint8_t> bytes);
 Bytes from_hex(std::string_view hex);
 bool is_hex(std::string_view text) noexcept;
 
-inline Bytes to_bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+inline Bytes to_bytes(std::string_view s) {
+    return Bytes(s.begin(), s.end());
+}
 
 } // namespace preloadrun

@@ -28,6 +28,7 @@ enum class ErrorCode {
     limit,             // a size or count limit was reached
     crypto,            // the cryptographic operation failed (bad key, bad data)
     bad_signature,     // verification ran and the signature does not match
+    conflict,          // not possible in the current state (e.g. restore a usable module)
 };
 
 std::string_view to_string(ErrorCode code) noexcept;

@@ -4,19 +4,20 @@
 
 #include "preloadrun/common/bytes.hpp"
 
-#include <sys/types.h>
-
 #include <cstddef>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 
 namespace preloadrun {
 
 struct AtomicWriteOptions {
     mode_t mode = 0600;
-    bool sync = true; // fsync the file before rename and the directory after
+    gid_t group = static_cast<gid_t>(-1); // chown the file to this group; -1: leave it
+    bool sync = true;                     // fsync the file before rename and the directory after
 };
 
 // Publishes `contents` at `path` atomically: a temporary file in the same

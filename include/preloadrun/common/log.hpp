@@ -3,20 +3,19 @@
 // subsystem, levels chosen by -v/-q/--log-level (or an environment variable
 // for the PKCS#11 module), always to stderr or a file, never to stdout.
 
-#include <spdlog/spdlog.h>
-
 #include <memory>
 #include <optional>
+#include <spdlog/spdlog.h>
 #include <string>
 #include <string_view>
 
 namespace preloadrun::log {
 
 struct Config {
-    std::string program;                        // "preloadrun", "hsmsim", ...
+    std::string program; // "preloadrun", "hsmsim", ...
     spdlog::level::level_enum level = spdlog::level::info;
-    std::optional<std::string> file;            // a log file instead of stderr
-    bool color = false;                         // only on a terminal, never with NO_COLOR
+    std::optional<std::string> file; // a log file instead of stderr
+    bool color = false;              // only on a terminal, never with NO_COLOR
 };
 
 // Parses "trace|debug|info|warn|error|critical|off"; throws Error(usage).

@@ -26,9 +26,7 @@ public:
     std::size_t size() const noexcept { return size_; }
     bool empty() const noexcept { return size_ == 0; }
     std::span<const std::uint8_t> span() const noexcept { return {data_, size_}; }
-    std::string_view view() const noexcept {
-        return {reinterpret_cast<const char*>(data_), size_};
-    }
+    std::string_view view() const noexcept { return {reinterpret_cast<const char*>(data_), size_}; }
     // Shrinks the logical size (the tail is wiped); never grows.
     void truncate(std::size_t size) noexcept;
 

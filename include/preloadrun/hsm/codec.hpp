@@ -41,6 +41,8 @@ wire::Event to_wire(const ModuleEvent& event);
 ModuleEvent from_wire(const wire::Event& event);
 
 // Errors cross the wire as (code, message) and come back as the same Error.
+// A few codes are merged on the way out (see codec.cpp); an error code this
+// build does not know reads as ErrorCode::internal rather than throwing.
 wire::ErrorCode to_wire(ErrorCode code);
 ErrorCode from_wire(wire::ErrorCode code);
 wire::Response error_response(std::uint64_t id, const Error& error);

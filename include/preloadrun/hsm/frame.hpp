@@ -29,13 +29,19 @@ public:
     std::optional<Bytes> next();
     // Bytes buffered that do not yet form a complete frame.
     std::size_t pending() const noexcept { return buffer_.size() - offset_; }
+    // How many more bytes complete the next frame (or its header). Reading
+    // at most this many never buffers bytes beyond one frame, so a socket's
+    // readability keeps telling whether another frame is waiting.
+    std::size_t wanted() const noexcept;
 
 private:
     Bytes buffer_;
     std::size_t offset_ = 0;
 };
 
-// Blocking helpers on a stream socket, with a deadline. They throw
+// Blocking helpers on a stream socket, with a deadline (one already passed
+// still gets one non-blocking attempt). read_frame reads no byte beyond the
+// frame it returns. They throw
 // Error(timeout) when the deadline passes, Error(unavailable) when the peer
 // closed the connection, Error(io) on other socket errors, Error(protocol) on
 // an oversized frame.

@@ -1,1 +1,108 @@
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/files.hpp"
+#include "support/temp_dir.hpp"
+
 #include <doctest/doctest.h>
+#include <filesystem>
+#include <functional>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace preloadrun;
+namespace fs = std::filesystem;
+
+namespace {
+mode_t mode_of(const fs::path& p) {
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+}
+ErrorCode code_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.code();
+    }
+    FAIL("no error thrown");
+    return ErrorCode::internal;
+}
+} // namespace
+
+TEST_CASE("common::write_file_atomic") {
+    testsupport::TempDir dir;
+    auto path = dir / "file";
+    SUBCASE("creates with the requested mode whatever the umask") {
+        auto old = ::umask(0);
+        write_file_atomic(path, std::string_view("hello"), {.mode = 0640});
+        ::umask(old);
+        CHECK(read_text_file(path) == "hello");
+        CHECK(mode_of(path) == 0640);
+    }
+    SUBCASE("replaces and leaves no temporary file") {
+        write_file_atomic(path, std::string_view("one"));
+        write_file_atomic(path, std::string_view("two"));
+        CHECK(read_text_file(path) == "two");
+        CHECK(mode_of(path) == 0600);
+        int entries = 0;
+        for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path())) {
+            ++entries;
+        }
+        CHECK(entries == 1);
+    }
+    SUBCASE("a missing directory is an I/O error and leaves nothing") {
+        CHECK(code_of([&] { write_file_atomic(dir / "nope" / "f", std::string_view("x")); }) ==
+              ErrorCode::io);
+        CHECK_FALSE(fs::exists(dir / "nope"));
+    }
+}
+
+TEST_CASE("common::read_file") {
+    testsupport::TempDir dir;
+    SUBCASE("missing file is not_found") {
+        CHECK(code_of([&] { read_file(dir / "missing"); }) == ErrorCode::not_found);
+    }
+    SUBCASE("a symlink is refused") {
+        write_file_atomic(dir / "target", std::string_view("x"));
+        fs::create_symlink(dir / "target", dir / "link");
+        CHECK(code_of([&] { read_file(dir / "link"); }) == ErrorCode::permission);
+    }
+    SUBCASE("a directory is not a regular file") {
+        CHECK(code_of([&] { read_file(dir.path()); }) == ErrorCode::io);
+    }
+    SUBCASE("size limit") {
+        write_file_atomic(dir / "big", std::string(100, 'a'));
+        CHECK(read_file(dir / "big", 100).size() == 100);
+        CHECK(code_of([&] { read_file(dir / "big", 99); }) == ErrorCode::limit);
+    }
+}
+
+TEST_CASE("common::ensure_private_dir") {
+    testsupport::TempDir dir;
+    SUBCASE("creates a 0700 directory") {
+        auto old = ::umask(0);
+        ensure_private_dir(dir / "private");
+        ::umask(old);
+        CHECK(mode_of(dir / "private") == 0700);
+    }
+    SUBCASE("accepts an existing private directory") {
+        ensure_private_dir(dir / "p");
+        ensure_private_dir(dir / "p");
+    }
+    SUBCASE("refuses a group- or world-writable directory") {
+        fs::create_directory(dir / "open");
+        ::chmod((dir / "open").c_str(), 0777);
+        CHECK(code_of([&] { ensure_private_dir(dir / "open"); }) == ErrorCode::permission);
+        ::chmod((dir / "open").c_str(), 0770);
+        CHECK(code_of([&] { ensure_private_dir(dir / "open"); }) == ErrorCode::permission);
+    }
+    SUBCASE("refuses a symlink to a directory") {
+        fs::create_directory(dir / "real");
+        ::chmod((dir / "real").c_str(), 0700);
+        fs::create_directory_symlink(dir / "real", dir / "link");
+        CHECK(code_of([&] { ensure_private_dir(dir / "link"); }) == ErrorCode::permission);
+    }
+    SUBCASE("refuses a regular file") {
+        write_file_atomic(dir / "file", std::string_view("x"));
+        CHECK(code_of([&] { ensure_private_dir(dir / "file"); }) == ErrorCode::permission);
+    }
+}

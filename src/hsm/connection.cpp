@@ -1,0 +1,203 @@
+#include "connection.hpp"
+
+#include "frame_io.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/codec.hpp"
+#include "utf8.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <openssl/crypto.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <system_error>
+#include <thread>
+
+namespace preloadrun::hsm::wire_detail {
+
+namespace {
+
+// Wipes a serialised request on every way out: it may hold a passphrase.
+struct WipeOnExit {
+    Bytes& bytes;
+    ~WipeOnExit() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+};
+
+Error reach_error(const std::string& path, std::string_view env_variable, int err) {
+    const ErrorCode code =
+        (err == EACCES || err == EPERM) ? ErrorCode::permission : ErrorCode::unavailable;
+    return Error(code, "cannot reach the HSM service at " + path + ": " +
+                           std::generic_category().message(err) +
+                           " (is `hsmsim serve` running? set " + std::string(env_variable) + ")");
+}
+
+std::string body_name(int body_case) {
+    return "field " + std::to_string(body_case);
+}
+
+} // namespace
+
+Connection::Connection(const Endpoint& endpoint, std::string_view env_variable)
+    : path_(endpoint.socket_path), timeout_(endpoint.timeout) {
+    connect_socket(env_variable);
+    handshake(endpoint.client_name);
+}
+
+std::chrono::steady_clock::time_point Connection::deadline() const {
+    return std::chrono::steady_clock::now() + timeout_;
+}
+
+void Connection::connect_socket(std::string_view env_variable) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path_.empty()) {
+        throw Error(ErrorCode::usage,
+                    "no socket path for the HSM service (set " + std::string(env_variable) + ")");
+    }
+    if (path_.size() >= sizeof(addr.sun_path)) {
+        throw Error(ErrorCode::usage, "the HSM service socket path is too long (" +
+                                          std::to_string(path_.size()) + " bytes, at most " +
+                                          std::to_string(sizeof(addr.sun_path) - 1) +
+                                          "): " + path_);
+    }
+    std::memcpy(addr.sun_path, path_.data(), path_.size());
+
+    fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd_) {
+        throw_errno("socket(AF_UNIX)");
+    }
+    const auto until = deadline();
+    for (;;) {
+        if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+            return;
+        }
+        int err = errno;
+        if (err == EISCONN) {
+            return;
+        }
+        if (err == EINTR) {
+            continue;
+        }
+        if (err == EAGAIN) { // the service's listen backlog is full: retry until the deadline
+            if (std::chrono::steady_clock::now() >= until) {
+                throw Error(ErrorCode::timeout, "the HSM service at " + path_ +
+                                                    " accepted no connection within " +
+                                                    std::to_string(timeout_.count()) + " ms");
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            continue;
+        }
+        if (err == EINPROGRESS) {
+            detail::wait_ready(fd_.get(), POLLOUT, until, "connecting to " + path_);
+            socklen_t len = sizeof err;
+            if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+                err = errno;
+            }
+            if (err == 0) {
+                return;
+            }
+        }
+        throw reach_error(path_, env_variable, err);
+    }
+}
+
+void Connection::handshake(const std::string& client_name) {
+    wire::Request request;
+    request.mutable_hello()->set_version(codec::kProtocolVersion);
+    request.mutable_hello()->set_client(detail::to_utf8(client_name));
+    const auto response = call(request, wire::Response::kHello);
+    if (response.hello().version() != codec::kProtocolVersion) {
+        broken_ = true;
+        throw Error(ErrorCode::protocol,
+                    "the HSM service at " + path_ + " speaks protocol version " +
+                        std::to_string(response.hello().version()) + ", this client version " +
+                        std::to_string(codec::kProtocolVersion) + ": upgrade the older one");
+    }
+    hello_ = response.hello();
+    world_id_.assign(hello_.world_id().begin(), hello_.world_id().end());
+    log::get("hsm")->debug("connected to {} at {} (protocol {})", hello_.server(), path_,
+                           hello_.version());
+}
+
+void Connection::check_usable() const {
+    if (broken_) {
+        throw Error(ErrorCode::unavailable, "the connection to the HSM service at " + path_ +
+                                                " was dropped after an earlier error");
+    }
+}
+
+void Connection::fail(const Error& error) {
+    broken_ = true;
+    fd_.reset();
+    if (error.code() == ErrorCode::timeout) {
+        throw Error(ErrorCode::timeout, "no answer from the HSM service at " + path_ + " within " +
+                                            std::to_string(timeout_.count()) + " ms");
+    }
+    throw Error(error.code(), "HSM service at " + path_ + ": " + error.what());
+}
+
+wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase expected) {
+    check_usable();
+    request.set_id(++last_id_);
+    Bytes bytes = codec::encode(request); // too big: nothing sent, the connection stays good
+    WipeOnExit wipe{bytes};
+    const auto until = deadline();
+
+    wire::ServerMessage message;
+    try {
+        write_frame(fd_.get(), bytes, until);
+        message = codec::decode_server_message(read_frame(fd_.get(), reader_, until));
+    } catch (const Error& e) {
+        fail(e);
+    }
+    if (!message.has_response()) {
+        fail(Error(ErrorCode::protocol, "an event arrived on a connection that did not subscribe"));
+    }
+    const wire::Response& response = message.response();
+    if (response.id() == 0 && response.has_error()) { // about the connection: it ends here
+        broken_ = true;
+        fd_.reset();
+        throw Error(codec::from_wire(response.error().code()), response.error().message());
+    }
+    if (response.id() != request.id()) {
+        fail(Error(ErrorCode::protocol, "response to request " + std::to_string(response.id()) +
+                                            " while waiting for request " +
+                                            std::to_string(request.id())));
+    }
+    if (response.has_error()) {
+        throw Error(codec::from_wire(response.error().code()), response.error().message());
+    }
+    if (response.body_case() != expected) {
+        throw Error(ErrorCode::protocol, "HSM service at " + path_ + ": unexpected reply (" +
+                                             body_name(response.body_case()) + ") to request (" +
+                                             body_name(request.body_case()) + ")");
+    }
+    return std::move(*message.mutable_response());
+}
+
+std::optional<wire::Event> Connection::next_event(std::chrono::steady_clock::time_point until) {
+    check_usable();
+    wire::ServerMessage message;
+    try {
+        auto frame = detail::try_read_frame(fd_.get(), reader_, until);
+        if (!frame) {
+            return std::nullopt;
+        }
+        message = codec::decode_server_message(*frame);
+    } catch (const Error& e) {
+        fail(e);
+    }
+    if (message.has_event()) {
+        return std::move(*message.mutable_event());
+    }
+    // A service going away may say why before closing the stream.
+    broken_ = true;
+    if (message.response().has_error()) {
+        throw Error(codec::from_wire(message.response().error().code()),
+                    message.response().error().message());
+    }
+    throw Error(ErrorCode::protocol,
+                "HSM service at " + path_ + ": a response arrived on an event stream");
+}
+
+} // namespace preloadrun::hsm::wire_detail

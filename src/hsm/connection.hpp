@@ -1,0 +1,59 @@
+#pragma once
+// Private to src/hsm: one connection to hsmsim. Connects, performs the Hello
+// handshake, then carries requests and their responses (or, after Subscribe,
+// events). Any transport failure (timeout, peer gone, broken framing) leaves
+// the stream in an unknown state, so it marks the connection broken: later
+// calls throw Error(unavailable) and the caller makes a new connection.
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/fd.hpp"
+#include "preloadrun/hsm/frame.hpp"
+#include "preloadrun/hsm/service.hpp"
+#include "wire.pb.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace preloadrun::hsm::wire_detail {
+
+class Connection {
+public:
+    // env_variable names the variable that sets this socket, for messages.
+    Connection(const Endpoint& endpoint, std::string_view env_variable);
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // Assigns the request's id, sends it, and returns the response, whose body
+    // must be `expected` (else Error(protocol)). An error response is thrown as
+    // Error(its code, its message). The serialised request is wiped after use.
+    wire::Response call(wire::Request& request, wire::Response::BodyCase expected);
+
+    // On a subscribed connection: the next event, or nullopt when the deadline
+    // passes first (a partial frame stays buffered).
+    std::optional<wire::Event> next_event(std::chrono::steady_clock::time_point deadline);
+
+    int fd() const noexcept { return fd_.get(); }
+    const wire::HelloReply& hello() const noexcept { return hello_; }
+    const Bytes& world_id() const noexcept { return world_id_; }
+
+private:
+    std::chrono::steady_clock::time_point deadline() const;
+    void connect_socket(std::string_view env_variable);
+    void handshake(const std::string& client_name);
+    void check_usable() const;
+    // Marks the connection broken and rethrows `error` naming the service.
+    [[noreturn]] void fail(const Error& error);
+
+    std::string path_;
+    std::chrono::milliseconds timeout_;
+    Fd fd_;
+    FrameReader reader_;
+    std::uint64_t last_id_ = 0;
+    wire::HelloReply hello_;
+    Bytes world_id_;
+    bool broken_ = false;
+};
+
+} // namespace preloadrun::hsm::wire_detail

@@ -1,0 +1,165 @@
+#include "sim/commands.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/passphrase.hpp"
+#include "sim/key_names.hpp"
+#include "sim/output.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+namespace preloadrun::sim {
+
+namespace {
+
+std::string token_kind(hsm::TokenType type) {
+    return std::string(hsm::to_string(type));
+}
+
+SecureBuffer get_passphrase(const std::optional<std::string>& file, const std::string& what,
+                            bool confirm) {
+    if (file) {
+        return read_passphrase_file(*file);
+    }
+    return prompt_passphrase("Passphrase for " + what + ": ", confirm);
+}
+
+hsm::TokenInfo find_token(hsm::Service& service, hsm::TokenType type, const std::string& name) {
+    for (auto& token : service.tokens()) {
+        if (token.type == type && token.name == name) {
+            return token;
+        }
+    }
+    throw Error(ErrorCode::not_found, "no " + token_kind(type) + " named '" + name +
+                                          "' in this world (see: hsmsim " + token_kind(type) +
+                                          " list)");
+}
+
+std::uint32_t first_usable_module(hsm::Service& service) {
+    for (const auto& module : service.modules()) {
+        if (module.state == hsm::ModuleState::usable) {
+            return module.number;
+        }
+    }
+    throw Error(ErrorCode::module_not_usable, "no usable module to generate the key on");
+}
+
+// Unloads what a command loaded, also when it fails half-way: objects belong
+// to the uid, not to the connection, so nothing else would remove them.
+class LoadedObjects {
+public:
+    LoadedObjects(hsm::Service& service, std::uint32_t module)
+        : service_(service), module_(module) {}
+    LoadedObjects(const LoadedObjects&) = delete;
+    LoadedObjects& operator=(const LoadedObjects&) = delete;
+    ~LoadedObjects() {
+        for (auto it = handles_.rbegin(); it != handles_.rend(); ++it) {
+            try {
+                service_.unload(module_, *it);
+            } catch (const Error&) {
+                // Best effort: the module may have been cleared meanwhile.
+            }
+        }
+    }
+    void add(hsm::ObjectHandle handle) { handles_.push_back(handle); }
+
+private:
+    hsm::Service& service_;
+    std::uint32_t module_;
+    std::vector<hsm::ObjectHandle> handles_;
+};
+
+void print_module_change(const hsm::ModuleInfo& m) {
+    std::cout << "module " << m.number << ": " << hsm::to_string(m.state) << ", generation "
+              << m.generation << "\n";
+}
+
+} // namespace
+
+void create_token(const Endpoints& ep, hsm::TokenType type, const std::string& name,
+                  const std::optional<std::string>& passphrase_file) {
+    auto passphrase = get_passphrase(passphrase_file, "new " + token_kind(type) + " " + name, true);
+    hsm::SimClient client(ep.client);
+    auto token = client.create_token(type, name, passphrase);
+    std::cout << "created " << token_kind(type) << " " << token.name << " (hash "
+              << to_hex(token.hash) << ")\n";
+}
+
+void list_tokens(const Endpoints& ep, hsm::TokenType type, bool json) {
+    hsm::SimClient client(ep.client);
+    std::vector<hsm::TokenInfo> selected;
+    for (auto& token : client.tokens()) {
+        if (token.type == type) {
+            selected.push_back(std::move(token));
+        }
+    }
+    std::cout << (json ? tokens_json(selected) : tokens_table(selected));
+}
+
+void generate_key(const Endpoints& ep, const GenerateOptions& options) {
+    auto spec = parse_key_type(options.type);
+    spec.label = options.label;
+    spec.id = options.id_hex.empty() ? Bytes{} : from_hex(options.id_hex);
+    spec.persistent = true;
+    auto protection = parse_protection(options.protect);
+    if (!protection.token && options.passphrase_file) {
+        throw Error(ErrorCode::usage, "--passphrase-file goes with --protect softcard:NAME or "
+                                      "cardset:NAME, not with module protection");
+    }
+
+    hsm::SimClient client(ep.client);
+    std::optional<hsm::TokenInfo> token;
+    if (protection.token) {
+        token = find_token(client, protection.token->type, protection.token->name);
+    }
+    auto module = first_usable_module(client);
+    LoadedObjects loaded(client, module);
+    if (token) {
+        auto passphrase = get_passphrase(options.passphrase_file,
+                                         token_kind(token->type) + " " + token->name, false);
+        spec.token_handle = client.load_token(module, token->hash, passphrase);
+        loaded.add(spec.token_handle);
+    }
+    auto generated = client.generate_key(module, spec);
+    loaded.add(generated.handle);
+    std::cout << "generated " << options.type << " key '" << generated.key.label << "' (ident "
+              << generated.key.ident << ") protected by " << options.protect << "\n";
+}
+
+void list_keys(const Endpoints& ep, bool json) {
+    hsm::SimClient client(ep.client);
+    auto tokens = client.tokens();
+    auto keys = client.keys();
+    std::cout << (json ? keys_json(keys, tokens) : keys_table(keys, tokens));
+}
+
+void list_modules(const Endpoints& ep, bool json) {
+    hsm::SimClient client(ep.client);
+    auto modules = client.modules();
+    std::cout << (json ? modules_json(modules) : modules_table(modules));
+}
+
+void control_module(const Endpoints& ep, std::uint32_t module, hsm::ModuleAction action) {
+    hsm::SimAdmin admin(ep.admin);
+    print_module_change(admin.control(module, action));
+}
+
+void add_module(const Endpoints& ep) {
+    hsm::SimAdmin admin(ep.admin);
+    std::cout << admin.add_module().number << "\n";
+}
+
+void set_latency(const Endpoints& ep, std::uint32_t module, std::uint32_t latency_ms) {
+    hsm::SimAdmin admin(ep.admin);
+    auto m = admin.set_latency(module, latency_ms);
+    std::cout << "module " << m.number << ": latency " << m.latency_ms << " ms\n";
+}
+
+void fail_next(const Endpoints& ep, std::uint32_t module, std::uint32_t count) {
+    hsm::SimAdmin admin(ep.admin);
+    auto m = admin.fail_next(module, count);
+    std::cout << "module " << m.number << ": the next " << m.fail_next
+              << " operations will fail transiently\n";
+}
+
+} // namespace preloadrun::sim

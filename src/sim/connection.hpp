@@ -1,0 +1,55 @@
+#pragma once
+// One client connection, served by its own thread: Hello first, then one
+// response per request, or (after Subscribe) a stream of events. A broken
+// frame or message ends this connection only.
+
+#include "preloadrun/common/fd.hpp"
+#include "sim/handler.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace preloadrun::sim {
+
+struct ConnectionLimits {
+    // A frame begun but not finished within this time drops the connection;
+    // an idle connection (no partial frame) may stay as long as it likes.
+    std::chrono::milliseconds partial_frame_timeout{30000};
+    // How long one response or event may take to be written.
+    std::chrono::milliseconds write_timeout{30000};
+    // Events queued for one subscriber before it is dropped as too slow.
+    std::size_t max_queued_events = 4096;
+};
+
+class Connection {
+public:
+    Connection(Fd fd, Peer peer, std::uint64_t id, Handler& handler, ConnectionLimits limits = {});
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // The thread body. Never throws.
+    void run() noexcept;
+    // From another thread: makes run() return soon (the socket is shut down,
+    // not closed, so the descriptor stays valid until this object goes).
+    void shutdown() noexcept;
+    bool done() const noexcept { return done_.load(); }
+    std::uint64_t id() const noexcept { return id_; }
+
+private:
+    void serve();
+    // false: close the connection.
+    bool process(const Bytes& payload);
+    void send_response(const wire::Response& response);
+    void stream_events(const wire::Request& request);
+
+    Fd fd_;
+    Peer peer_;
+    std::uint64_t id_;
+    Handler& handler_;
+    ConnectionLimits limits_;
+    bool hello_done_ = false;
+    std::atomic<bool> done_{false};
+};
+
+} // namespace preloadrun::sim

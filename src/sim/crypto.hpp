@@ -1,0 +1,68 @@
+#pragma once
+// Real key material and the mechanisms hsmsim serves (OpenSSL 3 EVP only).
+// The service signs digests: all hashing is done by the caller (see wire.proto).
+
+#include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+struct evp_pkey_st;
+
+namespace preloadrun::sim {
+
+inline constexpr std::uint32_t kRsaMinBits = 1024;
+inline constexpr std::uint32_t kRsaMaxBits = 4096;
+inline constexpr std::uint32_t kRsaDefaultBits = 2048;
+inline constexpr std::uint32_t kAesDefaultBits = 256;
+
+// The key size `bits` means for `type` (0 picks the default: RSA 2048, the
+// curve's size, AES 256). Throws Error(usage) for a size the type cannot have.
+std::uint32_t normalise_bits(hsm::KeyType type, std::uint32_t bits);
+
+// "RSA-2048", "EC P-256", "AES-256".
+std::string describe(hsm::KeyType type, std::uint32_t bits);
+
+// One key: an asymmetric key pair (RSA, EC) or an AES secret. Immutable once
+// made, so one Key may serve several threads.
+class Key {
+public:
+    // Throws Error(usage) for a bad size, Error(crypto) if OpenSSL fails.
+    static Key generate(hsm::KeyType type, std::uint32_t bits);
+    // From private_bytes(); throws Error(corrupt) if they do not form a key of
+    // that type and size.
+    static Key from_private(hsm::KeyType type, std::uint32_t bits,
+                            std::span<const std::uint8_t> private_bytes);
+
+    hsm::KeyType type() const noexcept { return type_; }
+    std::uint32_t bits() const noexcept { return bits_; }
+
+    // PKCS#8 PrivateKeyInfo DER for RSA/EC, the raw key for AES.
+    SecureBuffer private_bytes() const;
+    // SubjectPublicKeyInfo DER; empty for AES.
+    Bytes public_der() const;
+
+    // Mechanism/key mismatches and bad parameters throw Error(usage);
+    // OpenSSL refusing the data throws Error(crypto); verify() throws
+    // Error(bad_signature) when the signature does not match.
+    Bytes sign(const hsm::Mechanism& mech, std::span<const std::uint8_t> data) const;
+    void verify(const hsm::Mechanism& mech, std::span<const std::uint8_t> data,
+                std::span<const std::uint8_t> signature) const;
+    Bytes encrypt(const hsm::Mechanism& mech, std::span<const std::uint8_t> data) const;
+    Bytes decrypt(const hsm::Mechanism& mech, std::span<const std::uint8_t> data) const;
+
+private:
+    Key(hsm::KeyType type, std::uint32_t bits) : type_(type), bits_(bits) {}
+    evp_pkey_st* pkey() const noexcept { return pkey_.get(); }
+
+    hsm::KeyType type_;
+    std::uint32_t bits_;
+    std::shared_ptr<evp_pkey_st> pkey_; // RSA, EC
+    SecureBuffer secret_;               // AES
+};
+
+} // namespace preloadrun::sim

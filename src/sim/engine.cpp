@@ -1,0 +1,140 @@
+#include "sim/engine.hpp"
+
+#include "preloadrun/common/log.hpp"
+#include "sim/keywrap.hpp"
+
+namespace preloadrun::sim {
+
+namespace {
+
+std::string token_label(const hsm::TokenInfo& token) {
+    std::string text(token_type_text(token.type));
+    if (!token.name.empty()) {
+        text += " '" + token.name + "'";
+    }
+    return text + " (hash " + to_hex(token.hash) + ")";
+}
+
+} // namespace
+
+hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_hash,
+                                     const SecureBuffer& passphrase, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::management, [&] {
+        auto card = world_.card(token_hash);
+        auto token_key = world_.unlock_token(card, passphrase);
+        auto handle = m.add_token(uid, World::info_of(card), std::move(token_key));
+        log::get("sim.engine")
+            ->debug("uid {} loaded {} on module {}: handle {}", uid,
+                    token_label(World::info_of(card)), module, handle);
+        return handle;
+    });
+}
+
+hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& ident,
+                                   hsm::ObjectHandle token_handle, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::management, [&] {
+        auto record = world_.key_record(ident);
+        auto info = world_.info_of(record);
+        std::shared_ptr<const TokenObject> token;
+        if (record.protection) {
+            if (token_handle == 0) {
+                throw Error(ErrorCode::permission,
+                            "key " + ident + " is protected by " + token_label(*info.token) +
+                                ": load that token on module " + std::to_string(module) +
+                                " and pass its handle");
+            }
+            token = m.token(token_handle, uid);
+            if (token->info.hash != record.protection->hash ||
+                token->info.type != record.protection->type) {
+                throw Error(ErrorCode::permission, "token handle " + std::to_string(token_handle) +
+                                                       " on module " + std::to_string(module) +
+                                                       " is " + token_label(token->info) +
+                                                       ", but key " + ident + " is protected by " +
+                                                       token_label(*info.token));
+            }
+        } else if (token_handle != 0) {
+            throw Error(ErrorCode::usage,
+                        "key " + ident + " is module-protected: load it with token handle 0");
+        }
+        auto key =
+            std::make_shared<const Key>(world_.unwrap_key(record, token ? &token->key : nullptr));
+        return m.add_key(uid, KeyObject{std::move(info), std::move(key), token_handle});
+    });
+}
+
+void Engine::unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid) {
+    Module& m = fleet_.module(module);
+    m.operate(OpKind::management, [&] { m.unload(handle, uid); });
+}
+
+hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::crypto, [&] {
+        std::shared_ptr<const TokenObject> token;
+        if (spec.token_handle != 0) {
+            token = m.token(spec.token_handle, uid);
+        }
+        auto key = std::make_shared<const Key>(Key::generate(spec.type, spec.bits));
+        hsm::KeyInfo info;
+        info.label = spec.label;
+        info.id = spec.id;
+        info.type = key->type();
+        info.bits = key->bits();
+        info.persistent = spec.persistent;
+        info.public_der = key->public_der();
+        if (token) {
+            info.token = token->info;
+        }
+        if (spec.persistent) {
+            KeyRecord record;
+            record.ident = new_ident();
+            record.label = spec.label;
+            record.id = spec.id;
+            if (token) {
+                record.protection = Protection{token->info.type, token->info.hash};
+            }
+            world_.store_key(record, *key, token ? &token->key : nullptr);
+            info.ident = record.ident;
+        } else {
+            info.ident = new_ident();
+        }
+        auto handle = m.add_key(uid, KeyObject{info, std::move(key), spec.token_handle});
+        log::get("sim.engine")
+            ->debug("uid {} generated {} key {} ('{}') on module {}: handle {}", uid,
+                    describe(info.type, info.bits), info.ident, info.label, module, handle);
+        return hsm::GeneratedKey{handle, std::move(info)};
+    });
+}
+
+Bytes Engine::sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                   const Bytes& data, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->sign(mech, data); });
+}
+
+void Engine::verify(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                    const Bytes& data, const Bytes& signature, uid_t uid) {
+    Module& m = fleet_.module(module);
+    m.operate(OpKind::crypto, [&] { m.key(key, uid)->key->verify(mech, data, signature); });
+}
+
+Bytes Engine::encrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                      const Bytes& data, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->encrypt(mech, data); });
+}
+
+Bytes Engine::decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                      const Bytes& data, uid_t uid) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->decrypt(mech, data); });
+}
+
+Bytes Engine::random(std::uint32_t module, std::uint32_t length, uid_t /*uid*/) {
+    Module& m = fleet_.module(module);
+    return m.operate(OpKind::crypto, [&] { return random_bytes(length); });
+}
+
+} // namespace preloadrun::sim

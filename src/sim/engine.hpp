@@ -1,0 +1,44 @@
+#pragma once
+// The operations a client asks of a module, composed from the world (files,
+// key material) and the fleet (modules, object tables). Each runs as one
+// module operation (serialised per module, with its latency and injected
+// failures). Arguments are validated by the handler before they get here.
+
+#include "preloadrun/hsm/types.hpp"
+#include "sim/fleet.hpp"
+#include "sim/world.hpp"
+
+#include <sys/types.h>
+
+namespace preloadrun::sim {
+
+class Engine {
+public:
+    Engine(World& world, Fleet& fleet) : world_(world), fleet_(fleet) {}
+
+    // Checks the passphrase inside the module (KDF, unwrap).
+    hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
+                                 const SecureBuffer& passphrase, uid_t uid);
+    // token_handle: the handle of the key's token on the same module, 0 for a
+    // module-protected key.
+    hsm::ObjectHandle load_key(std::uint32_t module, const std::string& ident,
+                               hsm::ObjectHandle token_handle, uid_t uid);
+    void unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid);
+    hsm::GeneratedKey generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid);
+
+    Bytes sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+               const Bytes& data, uid_t uid);
+    void verify(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                const Bytes& data, const Bytes& signature, uid_t uid);
+    Bytes encrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                  const Bytes& data, uid_t uid);
+    Bytes decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                  const Bytes& data, uid_t uid);
+    Bytes random(std::uint32_t module, std::uint32_t length, uid_t uid);
+
+private:
+    World& world_;
+    Fleet& fleet_;
+};
+
+} // namespace preloadrun::sim

@@ -1,0 +1,56 @@
+#pragma once
+// The request handler: a pure dispatch from wire requests to the world, the
+// fleet and the engine. Every preloadrun::Error becomes an error response in
+// exactly one place (handle()); nothing here does I/O on sockets.
+
+#include "sim/engine.hpp"
+#include "sim/fleet.hpp"
+#include "sim/world.hpp"
+#include "wire.pb.h"
+
+#include <string>
+#include <sys/types.h>
+#include <utility>
+
+namespace preloadrun::sim {
+
+struct Peer {
+    uid_t uid = 0;
+    pid_t pid = 0;
+    bool admin = false; // connected on the admin socket
+};
+
+// "hsmsim 0.1.0"
+std::string server_name();
+
+class Handler {
+public:
+    Handler(World& world, Fleet& fleet, Engine& engine)
+        : world_(world), fleet_(fleet), engine_(engine) {}
+
+    // Any request but Subscribe (see subscribe()). Never throws
+    // preloadrun::Error: failures come back as Response{error}.
+    wire::Response handle(const wire::Request& request, const Peer& peer);
+
+    // Subscribe: registers `listener` and answers with the snapshot of every
+    // module, taken atomically with the registration.
+    std::pair<wire::Response, Fleet::Subscription> subscribe(const wire::Request& request,
+                                                             Fleet::Listener listener);
+
+private:
+    wire::Response dispatch(const wire::Request& request, const Peer& peer);
+    std::uint32_t module_number(std::uint32_t number) const;
+
+    World& world_;
+    Fleet& fleet_;
+    Engine& engine_;
+};
+
+// Whether a request may only come over the admin socket.
+bool is_admin_request(const wire::Request& request);
+// A short name for logs: "LoadToken", "Sign", ...
+std::string_view request_name(const wire::Request& request);
+// Overwrites the passphrases a request carries (once it has been handled).
+void wipe_secrets(wire::Request& request);
+
+} // namespace preloadrun::sim

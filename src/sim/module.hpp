@@ -1,0 +1,133 @@
+#pragma once
+// One simulated HSM: number, ESN, state, generation, counters, latency,
+// injected failures, and its object table (loaded tokens and keys).
+//
+// Locking: op_mutex_ serialises the operations a module serves (one at a
+// time, each taking latency_ms); state_mutex_ guards everything else and is
+// only ever held briefly, so state changes (clear, fail, ...) never wait
+// behind a slow operation.
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/types.hpp"
+#include "sim/crypto.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <sys/types.h>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace preloadrun::sim {
+
+inline constexpr std::size_t kMaxObjectsPerModule = 100000;
+
+struct TokenObject {
+    hsm::TokenInfo info;
+    SecureBuffer key; // the unlocked token key
+};
+
+struct KeyObject {
+    hsm::KeyInfo info;
+    std::shared_ptr<const Key> key;
+    hsm::ObjectHandle token_handle = 0; // the token it was loaded under; 0: module-protected
+};
+
+// What a module operation counts as.
+enum class OpKind {
+    crypto,    // sign, verify, encrypt, decrypt, random, generate: counted in `ops`
+    management // load, unload: only failures are counted (ops_failed)
+};
+
+class Module {
+public:
+    Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
+           hsm::ModuleState state = hsm::ModuleState::usable);
+    Module(const Module&) = delete;
+    Module& operator=(const Module&) = delete;
+
+    std::uint32_t number() const noexcept { return number_; }
+    hsm::ModuleInfo info() const;
+    hsm::ModuleState state() const;
+    std::uint64_t generation() const;
+
+    // ---- state changes (the fleet drives these and emits the events) ----
+    struct Change {
+        hsm::ModuleState previous_state;
+        std::uint64_t previous_generation;
+        hsm::ModuleInfo now;
+    };
+    // Sets the state; bump_generation adds 1 to the generation; drop_objects
+    // empties the object table (handles already given out never return).
+    Change transition(hsm::ModuleState state, bool bump_generation, bool drop_objects);
+    void set_latency(std::uint32_t latency_ms);
+    void add_fail_next(std::uint32_t count);
+
+    // ---- operations ----
+    // Serves one operation: takes the module (one operation at a time),
+    // waits the latency, checks the module is usable and consumes an injected
+    // failure, then runs `body` and counts the outcome.
+    template <class Body> auto operate(OpKind kind, Body&& body) -> decltype(body()) {
+        std::lock_guard op(op_mutex_);
+        try {
+            begin_operation();
+            if constexpr (std::is_void_v<decltype(body())>) {
+                body();
+                end_operation(kind, true);
+            } else {
+                auto result = body();
+                end_operation(kind, true);
+                return result;
+            }
+        } catch (...) {
+            end_operation(kind, false);
+            throw;
+        }
+    }
+
+    // ---- object table (use inside operate()) ----
+    hsm::ObjectHandle add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key);
+    hsm::ObjectHandle add_key(uid_t owner, KeyObject key);
+    // Throw Error(invalid_handle) for no such object (or one of the other
+    // kind), Error(permission) for another uid's object.
+    std::shared_ptr<const TokenObject> token(hsm::ObjectHandle handle, uid_t caller) const;
+    std::shared_ptr<const KeyObject> key(hsm::ObjectHandle handle, uid_t caller) const;
+    // Removes the object; for a token also every key loaded under it.
+    // Returns how many objects went.
+    std::size_t unload(hsm::ObjectHandle handle, uid_t caller);
+
+private:
+    struct Object {
+        uid_t owner = 0;
+        std::shared_ptr<const TokenObject> token; // exactly one of token, key
+        std::shared_ptr<const KeyObject> key;
+    };
+
+    void begin_operation();
+    void end_operation(OpKind kind, bool ok) noexcept;
+    void check_usable_locked() const;
+    hsm::ObjectHandle add_locked(Object object);
+    const Object& find_locked(hsm::ObjectHandle handle, uid_t caller) const;
+    hsm::ModuleInfo info_locked() const;
+
+    const std::uint32_t number_;
+    const std::string esn_;
+
+    std::mutex op_mutex_;
+    mutable std::mutex state_mutex_;
+    hsm::ModuleState state_;
+    std::uint64_t generation_ = 0;
+    std::uint32_t latency_ms_;
+    std::uint64_t ops_ = 0;
+    std::uint64_t ops_failed_ = 0;
+    std::uint32_t fail_next_ = 0;
+    hsm::ObjectHandle next_handle_ = 1; // never reset: old handles never come back
+    std::map<hsm::ObjectHandle, Object> objects_;
+};
+
+} // namespace preloadrun::sim

@@ -1,0 +1,88 @@
+#pragma once
+// The files of a Security World, as JSON documents tagged with
+// "format": "hsmsim-<kind>/1". Pure: text in, records out. Every decode
+// failure throws Error(corrupt) naming the file.
+//
+//   world         {"format":"hsmsim-world/1","id":HEX20,"key":HEX32}
+//   modules       {"format":"hsmsim-modules/1","modules":[{"number":1,"esn":"A1B2-C3D4-E5F6"}]}
+//   card_<hash>   {"format":"hsmsim-card/1","type":"softcard"|"cardset","name":..,"hash":HEX20,
+//                  "kdf":"pbkdf2-sha256","iterations":N,"salt":HEX,"wrapped_key":HEX}
+//   key_<ident>   {"format":"hsmsim-key/1","ident":HEX20,"label":..,"id":HEX,"type":"rsa"|
+//                  "ec-p256"|"ec-p384"|"aes","bits":N,"protection":"module"|"softcard:HEX20"|
+//                  "cardset:HEX20","public":HEX,"wrapped_private":HEX}
+
+#include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace preloadrun::sim {
+
+inline constexpr std::size_t kWorldIdSize = 20;
+inline constexpr std::size_t kWorldKeySize = 32;
+inline constexpr std::size_t kIdentSize = 20;
+inline constexpr std::uint32_t kMaxKdfIterations = 10'000'000;
+
+struct WorldRecord {
+    Bytes id;
+    SecureBuffer key;
+};
+
+struct EnrolledModule {
+    std::uint32_t number = 0;
+    std::string esn;
+    bool operator==(const EnrolledModule&) const = default;
+};
+
+struct CardRecord {
+    hsm::TokenType type = hsm::TokenType::softcard;
+    std::string name;
+    Bytes hash;
+    std::uint32_t iterations = 0;
+    Bytes salt;
+    Bytes wrapped_key;
+};
+
+struct Protection {
+    hsm::TokenType type = hsm::TokenType::softcard;
+    Bytes hash;
+    bool operator==(const Protection&) const = default;
+};
+
+struct KeyRecord {
+    std::string ident;
+    std::string label;
+    Bytes id;
+    hsm::KeyType type = hsm::KeyType::rsa;
+    std::uint32_t bits = 0;
+    std::optional<Protection> protection; // nullopt: module-protected
+    Bytes public_der;
+    Bytes wrapped_private;
+};
+
+std::string encode_world(const WorldRecord& record);
+WorldRecord decode_world(std::string_view text, const std::string& file);
+std::string encode_modules(const std::vector<EnrolledModule>& modules);
+std::vector<EnrolledModule> decode_modules(std::string_view text, const std::string& file);
+std::string encode_card(const CardRecord& record);
+CardRecord decode_card(std::string_view text, const std::string& file);
+std::string encode_key(const KeyRecord& record);
+KeyRecord decode_key(std::string_view text, const std::string& file);
+
+// "module", "softcard:<hashhex>", "cardset:<hashhex>".
+std::string protection_text(const std::optional<Protection>& protection);
+// "softcard", "cardset", "rsa", "ec-p256", ...
+std::string_view token_type_text(hsm::TokenType type);
+std::string_view key_type_text(hsm::KeyType type);
+
+// Token names: 1..64 characters of [A-Za-z0-9._-].
+bool valid_token_name(std::string_view name) noexcept;
+// A key ident: 40 lowercase hex digits.
+bool valid_ident(std::string_view ident) noexcept;
+
+} // namespace preloadrun::sim

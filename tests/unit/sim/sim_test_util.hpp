@@ -1,0 +1,39 @@
+#pragma once
+// Helpers shared by the hsmsim unit tests: fast worlds, digests, and
+// signature checks done with OpenSSL directly (not through sim::Key).
+
+#include "preloadrun/common/bytes.hpp"
+#include "preloadrun/hsm/types.hpp"
+#include "sim/world.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace simtest {
+
+using preloadrun::Bytes;
+
+inline constexpr std::uint32_t kFastKdf = 10; // KDF iterations in tests
+
+std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& dir);
+
+Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data);
+// DigestInfo (PKCS#1 v1.5) for a SHA-256 digest.
+Bytes sha256_digest_info(const Bytes& digest);
+
+// Independent checks with the public key DER.
+bool openssl_verify_pkcs1(const Bytes& spki, const Bytes& digest, const Bytes& sig);
+bool openssl_verify_pss(const Bytes& spki, const Bytes& digest, const Bytes& sig, int salt_len);
+bool openssl_verify_ecdsa_raw(const Bytes& spki, const Bytes& digest, const Bytes& raw_sig);
+Bytes openssl_encrypt_oaep(const Bytes& spki, const Bytes& data, const Bytes& label);
+
+mode_t file_mode(const std::filesystem::path& path);
+
+// Waits up to `timeout` for `condition`; true when it held.
+bool eventually(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+
+} // namespace simtest

@@ -1,0 +1,125 @@
+#include "preloadrun/common/error.hpp"
+#include "sim/world_format.hpp"
+
+#include <doctest/doctest.h>
+#include <functional>
+#include <string>
+
+using namespace preloadrun;
+using namespace preloadrun::sim;
+
+namespace {
+
+std::string corrupt_message(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::corrupt);
+        return e.what();
+    }
+    FAIL("no error");
+    return {};
+}
+
+KeyRecord sample_key() {
+    KeyRecord r;
+    r.ident = std::string(40, 'a');
+    r.label = "signing key";
+    r.id = {1, 2, 3};
+    r.type = hsm::KeyType::ec_p256;
+    r.bits = 256;
+    r.protection = Protection{hsm::TokenType::softcard, Bytes(20, 0xab)};
+    r.public_der = {0x30, 0x01, 0x00};
+    r.wrapped_private = Bytes(40, 9);
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("sim::world_format round trips") {
+    SUBCASE("world") {
+        WorldRecord w{Bytes(20, 1), SecureBuffer(Bytes(32, 2).data(), 32)};
+        auto back = decode_world(encode_world(w), "world");
+        CHECK(back.id == w.id);
+        CHECK(Bytes(back.key.data(), back.key.data() + 32) == Bytes(32, 2));
+    }
+    SUBCASE("modules") {
+        std::vector<EnrolledModule> m{{1, "A1B2-C3D4-E5F6"}, {2, "0000-1111-2222"}};
+        CHECK(decode_modules(encode_modules(m), "modules") == m);
+        CHECK(decode_modules(encode_modules({}), "modules").empty());
+    }
+    SUBCASE("card") {
+        CardRecord c{
+            hsm::TokenType::cardset, "ocs-1", Bytes(20, 3), 1000, Bytes(16, 4), Bytes(60, 5)};
+        auto text = encode_card(c);
+        CHECK(text.find("\"format\": \"hsmsim-card/1\"") != std::string::npos);
+        CHECK(text.find("pbkdf2-sha256") != std::string::npos);
+        auto back = decode_card(text, "card_x");
+        CHECK(back.type == c.type);
+        CHECK(back.name == c.name);
+        CHECK(back.hash == c.hash);
+        CHECK(back.iterations == 1000);
+        CHECK(back.salt == c.salt);
+        CHECK(back.wrapped_key == c.wrapped_key);
+    }
+    SUBCASE("key") {
+        auto r = sample_key();
+        auto text = encode_key(r);
+        CHECK(text.find("softcard:" + std::string(40, 'a').replace(
+                                          0, 40, to_hex(Bytes(20, 0xab)))) != std::string::npos);
+        auto back = decode_key(text, "key_x");
+        CHECK(back.ident == r.ident);
+        CHECK(back.label == r.label);
+        CHECK(back.id == r.id);
+        CHECK(back.type == r.type);
+        CHECK(back.bits == 256);
+        CHECK(back.protection == r.protection);
+        CHECK(back.public_der == r.public_der);
+        CHECK(back.wrapped_private == r.wrapped_private);
+        r.protection.reset();
+        CHECK_FALSE(decode_key(encode_key(r), "key_x").protection);
+    }
+}
+
+TEST_CASE("sim::world_format rejects damaged files, naming them") {
+    CHECK(corrupt_message([] { decode_card("{not json", "/w/card_1"); }).find("/w/card_1") == 0);
+    CHECK(corrupt_message([] { decode_card("[1,2]", "f"); }).find("not a JSON object") !=
+          std::string::npos);
+    CHECK(corrupt_message([] { decode_card(R"({"name":"x"})", "f"); }).find("format") !=
+          std::string::npos);
+    CHECK(corrupt_message([] { decode_card(encode_modules({}), "f"); }).find("hsmsim-modules/1") !=
+          std::string::npos);
+    auto key = encode_key(sample_key());
+    auto bad_hex = key;
+    bad_hex.replace(bad_hex.find("\"wrapped_private\": \"") + 20, 2, "zz");
+    CHECK(corrupt_message([&] { decode_key(bad_hex, "f"); }).find("not hex") != std::string::npos);
+    auto bad_type = key;
+    bad_type.replace(bad_type.find("ec-p256"), 7, "dsa-512");
+    CHECK(corrupt_message([&] { decode_key(bad_type, "f"); }).find("key type") !=
+          std::string::npos);
+    auto bad_prot = key;
+    bad_prot.replace(bad_prot.find("softcard:"), 9, "smartcard:");
+    corrupt_message([&] { decode_key(bad_prot, "f"); });
+    CardRecord c{hsm::TokenType::softcard, "a", Bytes(20, 3), 1000, Bytes(16, 4), Bytes(60, 5)};
+    auto many = encode_card(c);
+    many.replace(many.find("1000"), 4, "99999999999");
+    CHECK(corrupt_message([&] { decode_card(many, "f"); }).find("iterations") != std::string::npos);
+    corrupt_message([] {
+        decode_modules(R"({"format":"hsmsim-modules/1","modules":[{"number":2,"esn":"x"}]})", "f");
+    });
+}
+
+TEST_CASE("sim::valid_token_name and valid_ident") {
+    CHECK(valid_token_name("a"));
+    CHECK(valid_token_name("My-card_1.2"));
+    CHECK(valid_token_name(std::string(64, 'x')));
+    CHECK_FALSE(valid_token_name(""));
+    CHECK_FALSE(valid_token_name(std::string(65, 'x')));
+    CHECK_FALSE(valid_token_name("a b"));
+    CHECK_FALSE(valid_token_name("a/b"));
+    CHECK_FALSE(valid_token_name("caf\xc3\xa9"));
+    CHECK(valid_ident(std::string(40, 'f')));
+    CHECK_FALSE(valid_ident(std::string(40, 'F')));
+    CHECK_FALSE(valid_ident(std::string(39, 'a')));
+    CHECK_FALSE(valid_ident("../" + std::string(37, 'a')));
+}
