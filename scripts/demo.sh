@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# The demo: a simulated fleet of 3 HSMs, a softcard, a key protected by it,
-# a module cleared mid-run, and the fleet shown before and after.
+# The demo: a simulated fleet of 3 HSMs, a softcard and a key it protects;
+# preloadrun keeps the softcard loaded for an application while one HSM is
+# cleared and a new one is enrolled mid-run.
 # Usage: scripts/demo.sh BUILD_DIR
 set -euo pipefail
 
 build=${1:?usage: demo.sh BUILD_DIR}
 hsmsim="$build/src/sim/hsmsim"
-[[ -x $hsmsim ]] || { echo "demo: $hsmsim not built" >&2; exit 1; }
+preloadrun="$build/src/supervisor/preloadrun"
+for program in "$hsmsim" "$preloadrun"; do
+  [[ -x $program ]] || { echo "demo: $program not built" >&2; exit 1; }
+done
 
 work=$(mktemp -d /tmp/preloadrun-demo.XXXXXX)
 export NFAST_KMDATA="$work/kmdata"
 export HSMSIM_SOCKET="$work/client.sock"
 export HSMSIM_ADMIN_SOCKET="$work/admin.sock"
+export XDG_RUNTIME_DIR="$work/run"
+mkdir -m 700 "$XDG_RUNTIME_DIR"
 server_pid=
 cleanup() {
   if [[ -n $server_pid ]]; then
@@ -45,12 +51,34 @@ step "Generating an EC P-256 key protected by the softcard, and a module-protect
 step "The fleet"
 "$hsmsim" module list
 
-step "Clearing module 2 (an HSM reset)"
+step "preloadrun keeps democard loaded for an application; module 2 is cleared and module 4 enrolled mid-run"
+# The application: shows where its tokens are each time the tokens file changes.
+cat >"$work/app.sh" <<'APP'
+#!/bin/sh
+echo "app: NFAST_NFKM_TOKENSFILE=$NFAST_NFKM_TOKENSFILE CKNFAST_RELOAD_KEYS=$CKNFAST_RELOAD_KEYS"
+last=
+end=$(($(date +%s) + 4))
+while [ "$(date +%s)" -lt "$end" ]; do
+  now=$("$PRELOADRUN" status --json | python3 -c '
+import json, sys
+f = json.load(sys.stdin)["file"]
+t = f["tokens"][0]
+print("generation %d: %s on %s" % (f["generation"], t["name"], ", ".join(
+    "module %d (handle %d)" % (l["module"], l["handle"]) for l in t["loaded"])))')
+  if [ "$now" != "$last" ]; then echo "app: tokens file $now"; last=$now; fi
+  sleep 0.05
+done
+echo "app: done, exiting 0"
+APP
+chmod +x "$work/app.sh"
+PRELOADRUN="$preloadrun" "$preloadrun" -s democard --passphrase-file "$work/pass" -- "$work/app.sh" &
+app_pid=$!
+sleep 1
 "$hsmsim" module clear 2
-"$hsmsim" module list
-sleep 0.8
-step "Module 2 after its initialisation delay: usable again, new generation"
-"$hsmsim" module list
+sleep 1
+echo "enrolled module $("$hsmsim" module add)"
+wait "$app_pid"
+echo "preloadrun exited with status $? (the application's)"
 
 step "A wrong passphrase is refused, and nothing changes"
 printf 'wrong\n' >"$work/wrong"

@@ -16,8 +16,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libcli11-dev libspdlog-dev doctest-dev libboost1.81-dev libssl-dev
   nlohmann-json3-dev libprotobuf-dev protobuf-compiler libp11-kit-dev
-  clang-14 libclang-rt-14-dev scdoc mandoc
-  python3 python3-pytest python3-pexpect openssl procps
+  clang-14 libclang-rt-14-dev clang-format scdoc mandoc groff-base
+  python3 python3-pytest python3-pexpect openssl procps tini dumb-init hyperfine
 )
 
 deps() {

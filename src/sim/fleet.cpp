@@ -206,7 +206,7 @@ hsm::ModuleInfo Fleet::set_latency(std::uint32_t number, std::uint32_t latency_m
 hsm::ModuleInfo Fleet::fail_next(std::uint32_t number, std::uint32_t count) {
     std::lock_guard lock(mutex_);
     Module& m = module_locked(number);
-    m.add_fail_next(count);
+    m.set_fail_next(count);
     logger()->info("module {}: the next {} operations will fail", number, m.info().fail_next);
     return m.info();
 }

@@ -65,9 +65,9 @@ void Module::set_latency(std::uint32_t latency_ms) {
     latency_ms_ = latency_ms;
 }
 
-void Module::add_fail_next(std::uint32_t count) {
+void Module::set_fail_next(std::uint32_t count) {
     std::lock_guard lock(state_mutex_);
-    fail_next_ = count > UINT32_MAX - fail_next_ ? UINT32_MAX : fail_next_ + count;
+    fail_next_ = count;
 }
 
 void Module::check_usable_locked() const {

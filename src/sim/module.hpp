@@ -66,7 +66,8 @@ public:
     // empties the object table (handles already given out never return).
     Change transition(hsm::ModuleState state, bool bump_generation, bool drop_objects);
     void set_latency(std::uint32_t latency_ms);
-    void add_fail_next(std::uint32_t count);
+    // The next `count` operations fail transiently (0 cancels what is pending).
+    void set_fail_next(std::uint32_t count);
 
     // ---- operations ----
     // Serves one operation: takes the module (one operation at a time),

@@ -307,3 +307,35 @@ def make_service(hsmsim_bin, request):
 @pytest.fixture
 def service(make_service):
     return make_service()
+
+
+# -- preloadrun (test_preloadrun.py; helpers in preloadrun_support.py) --------
+
+@pytest.fixture(scope="session")
+def preloadrun_bin():
+    from preloadrun_support import executable
+    return executable("PRELOADRUN")
+
+
+@pytest.fixture(scope="session")
+def probe_bin():
+    from preloadrun_support import executable
+    return executable("PROBE")
+
+
+@pytest.fixture
+def pr(make_service, preloadrun_bin, probe_bin):
+    """A preloadrun_support.Runner on a fresh service (2 modules, no init
+    delay, no token). Whatever it started is killed at the end."""
+    from preloadrun_support import Runner
+    runner = Runner(preloadrun_bin, probe_bin, make_service(modules=2, init_delay_ms=0))
+    yield runner
+    runner.cleanup()
+
+
+@pytest.fixture
+def pr_card(pr):
+    """`pr` with softcard c1 (passphrase PASS1); pr.card_pass is its file."""
+    from preloadrun_support import PASS1
+    pr.card_pass = pr.softcard("c1", PASS1)
+    return pr

@@ -178,8 +178,10 @@ TEST_CASE("sim::Fleet latency and fail_next") {
     Setup s(1);
     CHECK(s.fleet->set_latency(1, 25).latency_ms == 25);
     CHECK(s.fleet->fail_next(1, 3).fail_next == 3);
-    CHECK(s.fleet->fail_next(1, 1).fail_next == 4);
+    CHECK(s.fleet->fail_next(1, 4).fail_next == 4); // sets, does not add
     auto& m = s.fleet->module(1);
     CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }) == ErrorCode::transient);
     CHECK(s.fleet->info(1).fail_next == 3);
+    CHECK(s.fleet->fail_next(1, 0).fail_next == 0); // 0 cancels what is pending
+    m.operate(OpKind::crypto, [] {});
 }

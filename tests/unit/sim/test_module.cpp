@@ -120,7 +120,7 @@ TEST_CASE("sim::Module object table") {
 
 TEST_CASE("sim::Module fail_next fails the next N operations transiently") {
     Module m(2, "E", 0);
-    m.add_fail_next(2);
+    m.set_fail_next(2);
     CHECK(m.info().fail_next == 2);
     std::string message;
     CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }, &message) == ErrorCode::transient);

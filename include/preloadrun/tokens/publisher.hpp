@@ -1,0 +1,66 @@
+#pragma once
+// The owner's side of a tokens file: takes the path (refusing one held by a
+// live owner, taking over a stale one), publishes each version atomically,
+// and removes the file and its lock at the end.
+
+#include "preloadrun/tokens/liveness.hpp"
+#include "preloadrun/tokens/tokens_file.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <sys/types.h>
+
+namespace preloadrun::tokens {
+
+struct PublisherOptions {
+    // -1: mode 0600. A group: mode 0640 and that group, for applications of
+    // other users in it.
+    gid_t group = static_cast<gid_t>(-1);
+};
+
+// The default directory for tokens files: $XDG_RUNTIME_DIR/preloadrun, or
+// /tmp/preloadrun-<uid> without XDG_RUNTIME_DIR. Created private (0700).
+std::filesystem::path default_directory();
+// default_directory()/tokens-<instance>.json
+std::filesystem::path default_path(const std::string& instance);
+
+// 32 random hex digits.
+std::string new_instance_id();
+
+class Publisher {
+public:
+    // Checks the directory (exists, not a symlink, owned by this user, not
+    // writable by group or others) and the file (not a symlink, not another
+    // user's), takes the lock, and records a stale previous file if any.
+    // Throws Error(already_exists) naming the owner pid when a live preloadrun
+    // holds the path, Error(permission) for an unsafe location.
+    Publisher(std::filesystem::path path, PublisherOptions options = {});
+    Publisher(const Publisher&) = delete;
+    Publisher& operator=(const Publisher&) = delete;
+    ~Publisher();
+
+    const std::filesystem::path& path() const noexcept { return path_; }
+    // What was left at the path by a dead owner, if anything (for a log line).
+    const std::optional<Liveness>& taken_over() const noexcept { return taken_over_; }
+
+    // Sets file.generation to one more than the last published one and
+    // writes it atomically.
+    void publish(TokensFile& file);
+    std::uint64_t generation() const noexcept { return generation_; }
+
+    // Removes the tokens file, then the lock file, then releases the lock.
+    void remove() noexcept;
+
+private:
+    std::filesystem::path path_;
+    PublisherOptions options_;
+    OwnerLock lock_;
+    std::optional<Liveness> taken_over_;
+    std::uint64_t generation_ = 0;
+};
+
+// Checks that `dir` is safe for a tokens file: a real directory owned by this
+// user and not writable by group or others. Throws Error(permission).
+void check_safe_directory(const std::filesystem::path& dir);
+
+} // namespace preloadrun::tokens

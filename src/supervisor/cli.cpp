@@ -1,0 +1,221 @@
+#include "supervisor/cli.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/version.hpp"
+#include "supervisor/child.hpp"
+#include "supervisor/inspect.hpp"
+#include "supervisor/run.hpp"
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <iostream>
+
+namespace preloadrun::supervisor {
+
+namespace {
+
+constexpr const char* kDescription =
+    "preloadrun: load HSM tokens onto every usable HSM, keep them loaded while HSMs are\n"
+    "cleared, fail, come back or join, and run COMMAND with a live tokens file.";
+
+constexpr const char* kExamples = R"(Examples:
+  preloadrun -s mycard -- myapp --serve        run myapp with softcard mycard loaded
+  preloadrun -s a -s b --passphrase-fd 3 -- myapp 3<pass.txt
+                                               two softcards, passphrases one per line
+  preloadrun -s mycard -f /run/app/tokens      keep mycard loaded; print the shell lines
+  preloadrun --attach /run/app/tokens -- tool  run tool against a live tokens file
+  preloadrun check /run/app/tokens             is it live? (exit 0 yes, 1 no)
+  preloadrun status --json                     what $NFAST_NFKM_TOKENSFILE holds
+
+Exit status: COMMAND's status; 128+N if it died of signal N; 125 preloadrun failed;
+126 COMMAND not executable; 127 COMMAND not found. See preloadrun(1).)";
+
+struct LogOptions {
+    std::string level = "info";
+    int verbose = 0;
+    int quiet = 0;
+};
+
+void setup_logging(const LogOptions& o) {
+    log::Config config;
+    config.program = "preloadrun";
+    config.level = log::adjust_level(log::parse_level(o.level), o.verbose, o.quiet);
+    config.color = log::want_color();
+    log::setup(config);
+}
+
+// "5m", "300s", "1500ms", "2h", or a bare number of seconds.
+std::chrono::milliseconds parse_duration(const std::string& text) {
+    std::uint64_t value = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
+    if (ec != std::errc() || ptr == text.data() || value > 1'000'000'000) {
+        throw Error(ErrorCode::usage,
+                    "--retry-window: '" + text + "' is not a duration (e.g. 5m, 300s, 1500ms)");
+    }
+    if (unit == "ms") {
+        return std::chrono::milliseconds(value);
+    }
+    if (unit.empty() || unit == "s") {
+        return std::chrono::seconds(value);
+    }
+    if (unit == "m") {
+        return std::chrono::minutes(value);
+    }
+    if (unit == "h") {
+        return std::chrono::hours(value);
+    }
+    throw Error(ErrorCode::usage,
+                "--retry-window: unknown unit in '" + text + "' (use ms, s, m or h)");
+}
+
+PassphraseFile parse_passphrase_file(const std::string& text, const Options& options) {
+    auto eq = text.find('=');
+    if (eq != std::string::npos && eq > 0) {
+        auto token = text.substr(0, eq);
+        for (const auto& request : options.tokens) {
+            if (request.name_or_hash == token) {
+                return {token, text.substr(eq + 1)};
+            }
+        }
+    }
+    return {"", text};
+}
+
+} // namespace
+
+int run_cli(int argc, char** argv) noexcept {
+    int subcommand_status = -1;
+    try {
+        CLI::App app(kDescription, "preloadrun");
+        app.footer(kExamples);
+        app.prefix_command();
+        app.set_version_flag("--version",
+                             std::string("preloadrun ") + kVersion + " (" + kGitRevision + "; " +
+                                 kBuildInfo + ")",
+                             "Print version and build information");
+        Options options;
+        LogOptions log_options;
+        std::vector<std::string> softcards;
+        std::vector<std::string> cardsets;
+        std::vector<std::string> passphrase_files;
+        std::string retry_window;
+        bool no_ha = false;
+
+        app.add_option("-s,--softcard", softcards, "Load this softcard (name or hash); repeatable")
+            ->type_name("NAME|HASH");
+        app.add_option("-c,--cardset", cardsets, "Load this card set (name or hash); repeatable")
+            ->type_name("NAME|HASH");
+        app.add_option("--passphrase-file", passphrase_files,
+                       "Passphrase from FILE, for every token or for TOKEN only; repeatable")
+            ->type_name("[TOKEN=]FILE");
+        app.add_option("--passphrase-fd", options.passphrase_fd,
+                       "Passphrases from descriptor FD, one line per token, in order")
+            ->type_name("FD")
+            ->check(CLI::NonNegativeNumber);
+        app.add_option("-f,--tokens-file", options.tokens_file,
+                       "Tokens file path (default: one per run under $XDG_RUNTIME_DIR/preloadrun)")
+            ->type_name("PATH");
+        app.add_option("--attach", options.attach,
+                       "Run COMMAND against this live tokens file instead of loading tokens")
+            ->type_name("FILE");
+        app.add_option("--group", options.group,
+                       "Make the tokens file readable by GROUP (mode 0640)")
+            ->type_name("GROUP");
+        app.add_flag("--no-ha", no_ha,
+                     "Load once; no reloading, and CKNFAST_RELOAD_KEYS is not set");
+        app.add_option("--retry-window", retry_window,
+                       "How long to retry loading onto a module (default: 5m)")
+            ->type_name("DURATION");
+        app.add_flag("--subreaper", options.subreaper,
+                     "Adopt and reap orphaned descendants (implicit as PID 1)");
+        app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
+            ->type_name("PATH");
+        app.add_option("--log-level", log_options.level,
+                       "trace, debug, info, warn, error, critical or off (default: info)")
+            ->type_name("LEVEL");
+        app.add_flag("-v,--verbose", log_options.verbose, "More log output (repeatable)");
+        app.add_flag("-q,--quiet", log_options.quiet, "Less log output (repeatable)");
+
+        std::string file;
+        bool json = false;
+        auto* check = app.add_subcommand("check", "Is FILE (default $NFAST_NFKM_TOKENSFILE) live?");
+        check->add_option("FILE", file, "Tokens file");
+        auto* status = app.add_subcommand("status", "Show owner, tokens, modules, generation");
+        status->add_option("FILE", file, "Tokens file");
+        status->add_flag("--json", json, "JSON output");
+        for (auto* sub : {check, status}) {
+            // Unlike the main command, whose COMMAND takes everything after it.
+            sub->prefix_command(false);
+            sub->allow_extras(false);
+        }
+
+        try {
+            app.parse(argc, argv);
+        } catch (const CLI::CallForHelp& e) {
+            return app.exit(e);
+        } catch (const CLI::CallForAllHelp& e) {
+            return app.exit(e);
+        } catch (const CLI::CallForVersion& e) {
+            return app.exit(e);
+        } catch (const CLI::ParseError& e) {
+            std::cerr << "preloadrun: " << e.what() << " (see preloadrun --help)\n";
+            subcommand_status = (check->parsed() || status->parsed()) ? kCheckUsage : -1;
+            return subcommand_status >= 0 ? subcommand_status : kExitPreloadrunFailed;
+        }
+        setup_logging(log_options);
+
+        if (check->parsed() || status->parsed()) {
+            subcommand_status = kCheckUsage;
+            auto path = tokens_file_argument(file);
+            return check->parsed() ? check_command(path) : status_command(path, json);
+        }
+
+        for (const auto& name : softcards) {
+            options.tokens.push_back({"softcard", name});
+        }
+        for (const auto& name : cardsets) {
+            options.tokens.push_back({"cardset", name});
+        }
+        for (const auto& text : passphrase_files) {
+            options.passphrase_files.push_back(parse_passphrase_file(text, options));
+        }
+        options.high_availability = !no_ha;
+        if (!retry_window.empty()) {
+            options.retry_window = parse_duration(retry_window);
+        }
+        options.command = app.remaining();
+        if (!options.command.empty() && options.command.front() == "--") {
+            options.command.erase(options.command.begin());
+        } else if (!options.command.empty() && options.command.front().starts_with("-")) {
+            // prefix_command() takes an unknown option for the start of COMMAND.
+            throw Error(ErrorCode::usage, "unknown option " + options.command.front() +
+                                              " (see preloadrun --help; a COMMAND that starts "
+                                              "with '-' goes after --)");
+        }
+        if (!options.attach.empty()) {
+            if (options.command.empty()) {
+                throw Error(ErrorCode::usage, "--attach needs a COMMAND to run");
+            }
+            if (!options.tokens.empty() || !options.tokens_file.empty()) {
+                throw Error(ErrorCode::usage,
+                            "--attach uses an existing tokens file: it takes no -s, -c or -f");
+            }
+        }
+        if ((options.passphrase_fd || !options.passphrase_files.empty()) &&
+            options.tokens.empty()) {
+            throw Error(ErrorCode::usage,
+                        "a passphrase option is given but no token to load (-s or -c)");
+        }
+        return run(options);
+    } catch (const Error& e) {
+        std::cerr << "preloadrun: " << e.what() << "\n";
+        return subcommand_status >= 0 ? subcommand_status : kExitPreloadrunFailed;
+    } catch (const std::exception& e) {
+        std::cerr << "preloadrun: internal error: " << e.what() << "\n";
+        return subcommand_status >= 0 ? subcommand_status : kExitPreloadrunFailed;
+    }
+}
+
+} // namespace preloadrun::supervisor

@@ -1,0 +1,54 @@
+#pragma once
+// Loading the tokens onto modules, in parallel across modules, each module
+// on its own connection to the HSM service; and unloading them again.
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/service.hpp"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace preloadrun::supervisor {
+
+// What loading every token onto one module gave.
+struct ModuleLoad {
+    std::uint32_t module = 0;
+    std::map<std::size_t, hsm::ObjectHandle> handles; // token index -> handle, all or none
+    std::optional<Error> error;                       // why not, when it failed
+    std::optional<std::size_t> failed_token;          // which token failed
+    std::chrono::milliseconds took{0};
+};
+
+class Loader {
+public:
+    // Keeps its own copies: loads run on worker threads that may outlive the
+    // caller's scope.
+    Loader(hsm::Endpoint endpoint, std::vector<hsm::TokenInfo> tokens,
+           std::vector<SecureBuffer> passphrases);
+
+    // Loads every token onto `module`; on any failure unloads what it loaded
+    // there and reports the error. Never throws. Safe to call from several
+    // threads at once (each call opens its own connection).
+    ModuleLoad load_module(std::uint32_t module) const;
+
+    // load_module() on every module in parallel. `progress(done, total)` is
+    // called on this thread while it waits (at most every 100 ms).
+    std::vector<ModuleLoad>
+    load_modules(const std::vector<std::uint32_t>& modules,
+                 const std::function<void(std::size_t, std::size_t)>& progress = {}) const;
+
+    // Best effort: unloads each handle, ignoring modules that were cleared.
+    void unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>& loaded)
+        const noexcept;
+
+private:
+    hsm::Endpoint endpoint_;
+    std::vector<hsm::TokenInfo> tokens_;
+    std::vector<SecureBuffer> passphrases_;
+};
+
+} // namespace preloadrun::supervisor

@@ -1,0 +1,280 @@
+#include "supervisor/run.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/service.hpp"
+#include "preloadrun/tokens/publisher.hpp"
+#include "preloadrun/version.hpp"
+#include "supervisor/child.hpp"
+#include "supervisor/fleet_state.hpp"
+#include "supervisor/ha_loop.hpp"
+#include "supervisor/loader.hpp"
+#include "supervisor/reaper.hpp"
+#include "supervisor/service_mode.hpp"
+#include "supervisor/token_resolution.hpp"
+
+#include <csignal>
+#include <filesystem>
+#include <grp.h>
+#include <iostream>
+#include <unistd.h>
+
+namespace preloadrun::supervisor {
+
+namespace {
+
+using Loaded = std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>;
+
+auto logger() {
+    return log::get("supervisor");
+}
+
+std::string describe(const hsm::TokenInfo& token) {
+    return std::string(hsm::to_string(token.type)) + " " + token.name;
+}
+
+hsm::Endpoint endpoint_for(const Options& options) {
+    auto endpoint = hsm::default_endpoint();
+    if (!options.socket.empty()) {
+        endpoint.socket_path = options.socket;
+    }
+    endpoint.client_name = std::string("preloadrun ") + kVersion;
+    return endpoint;
+}
+
+gid_t group_id(const std::string& name) {
+    if (name.empty()) {
+        return static_cast<gid_t>(-1);
+    }
+    struct group* entry = ::getgrnam(name.c_str());
+    if (entry == nullptr) {
+        throw Error(ErrorCode::usage, "--group: no group named '" + name + "'");
+    }
+    return entry->gr_gid;
+}
+
+std::filesystem::path tokens_path(const Options& options, const std::string& instance) {
+    if (options.tokens_file.empty()) {
+        return tokens::default_path(instance);
+    }
+    return std::filesystem::absolute(options.tokens_file);
+}
+
+// The child's environment: where the tokens file is, and what it allows.
+ChildSpec child_spec(const Options& options, const std::filesystem::path& path, bool ha) {
+    ChildSpec spec;
+    spec.argv = options.command;
+    spec.set_env.emplace_back("NFAST_NFKM_TOKENSFILE", path.string());
+    spec.set_env.emplace_back("CKNFAST_LOADSHARING", "1");
+    if (ha) {
+        spec.set_env.emplace_back("CKNFAST_RELOAD_KEYS", "1");
+    } else {
+        spec.unset_env.emplace_back("CKNFAST_RELOAD_KEYS");
+    }
+    return spec;
+}
+
+// Runs COMMAND under the Supervisor on `loop` (where the HA loop also runs).
+// A termination signal that arrived while the tokens were loading ends the
+// run before the child starts.
+int supervise(EventLoop& loop, const ChildSpec& spec, bool subreaper) {
+    int early_signal = 0;
+    Supervisor::Hooks hooks;
+    hooks.on_signal_without_child = [&early_signal](int signo) {
+        if (signo == SIGTERM || signo == SIGINT || signo == SIGHUP) {
+            early_signal = signo;
+        }
+    };
+    Supervisor supervisor(loop, hooks);
+    loop.run_once(std::chrono::milliseconds(0));
+    if (early_signal != 0) {
+        logger()->info("{} received before {} started: not starting it", signal_name(early_signal),
+                       spec.argv.front());
+        return 128 + early_signal;
+    }
+    if (subreaper) {
+        become_subreaper();
+    }
+    try {
+        supervisor.start(spec);
+    } catch (const std::exception& e) {
+        std::cerr << "preloadrun: " << e.what() << "\n";
+        return exit_status_for_spawn_error(e);
+    }
+    logger()->debug("started {} as pid {}", spec.argv.front(), supervisor.pid());
+    return supervisor.wait();
+}
+
+// Unloads, when the run ends however it ends, what is loaded at that moment.
+class UnloadAtExit {
+public:
+    UnloadAtExit(const Loader& loader, const FleetState& fleet) : loader_(loader), fleet_(fleet) {}
+    UnloadAtExit(const UnloadAtExit&) = delete;
+    UnloadAtExit& operator=(const UnloadAtExit&) = delete;
+    ~UnloadAtExit() {
+        Loaded loaded;
+        for (const auto& [number, module] : fleet_.modules()) {
+            if (!module.handles.empty()) {
+                loaded[number] = module.handles;
+            }
+        }
+        loader_.unload(loaded);
+    }
+
+private:
+    const Loader& loader_;
+    const FleetState& fleet_;
+};
+
+// The modules to load onto: the usable ones among the first kMaxModules.
+std::vector<std::uint32_t> usable_modules(FleetState& fleet,
+                                          const std::vector<hsm::ModuleInfo>& modules) {
+    std::vector<std::uint32_t> usable;
+    for (const auto& module : modules) {
+        if (!fleet.admit(module)) {
+            continue;
+        }
+        fleet.update_module(module);
+        if (module.state == hsm::ModuleState::usable) {
+            usable.push_back(module.number);
+        }
+    }
+    if (usable.empty()) {
+        throw Error(ErrorCode::module_not_usable,
+                    "no usable module: the HSM service has " + std::to_string(modules.size()) +
+                        " module(s) and none is usable now (see: hsmsim module list)");
+    }
+    return usable;
+}
+
+void show_progress(std::size_t done, std::size_t total, std::size_t tokens, bool& shown) {
+    if (::isatty(STDERR_FILENO) != 1) {
+        return;
+    }
+    std::cerr << "\rpreloadrun: loading " << tokens << " token(s) onto " << total
+              << " module(s): " << done << "/" << total << " done" << std::flush;
+    shown = true;
+}
+
+// Loads every token onto every usable module; fails when a token could be
+// loaded nowhere.
+void load_everything(FleetState& fleet, const Loader& loader,
+                     const std::vector<std::uint32_t>& modules) {
+    auto started = std::chrono::steady_clock::now();
+    bool progress_shown = false;
+    auto results = loader.load_modules(modules, [&](std::size_t done, std::size_t total) {
+        if (std::chrono::steady_clock::now() - started > std::chrono::milliseconds(500)) {
+            show_progress(done, total, fleet.tokens().size(), progress_shown);
+        }
+    });
+    if (progress_shown) {
+        std::cerr << "\r\033[K" << std::flush;
+    }
+    std::vector<std::optional<Error>> first_error(fleet.tokens().size());
+    std::vector<bool> loaded_somewhere(fleet.tokens().size(), false);
+    auto now = unix_time_ms();
+    for (const auto& result : results) {
+        if (!result.error) {
+            fleet.set_loaded(result.module, result.handles, now);
+            for (const auto& [token, handle] : result.handles) {
+                loaded_somewhere[token] = true;
+            }
+            logger()->info("module {}: {} token(s) loaded in {} ms (generation {})", result.module,
+                           result.handles.size(), result.took.count(),
+                           fleet.modules().at(result.module).info.generation);
+            continue;
+        }
+        auto token = result.failed_token.value_or(0);
+        if (token < first_error.size() && !first_error[token]) {
+            first_error[token] = result.error;
+        }
+        // A wrong passphrase fails on every module alike: the one error below says it.
+        auto level = result.error->code() == ErrorCode::wrong_passphrase ? spdlog::level::debug
+                                                                         : spdlog::level::warn;
+        logger()->log(level, "module {}: {}", result.module, result.error->what());
+    }
+    for (std::size_t t = 0; t < fleet.tokens().size(); ++t) {
+        if (loaded_somewhere[t]) {
+            continue;
+        }
+        const auto& error = first_error[t];
+        if (error && error->code() == ErrorCode::wrong_passphrase) {
+            throw Error(ErrorCode::wrong_passphrase,
+                        "wrong passphrase for " + describe(fleet.tokens()[t]));
+        }
+        throw Error(error ? error->code() : ErrorCode::internal,
+                    "cannot load " + describe(fleet.tokens()[t]) + " on any module" +
+                        (error ? std::string(": ") + error->what() : std::string()));
+    }
+}
+
+int run_attached(const Options& options) {
+    auto path = std::filesystem::absolute(options.attach);
+    auto state = tokens::check(path);
+    if (state.status != tokens::Status::live) {
+        throw Error(ErrorCode::usage, "refusing to attach to " + path.string() + ": " +
+                                          std::string(tokens::to_string(state.status)) + ": " +
+                                          state.reason);
+    }
+    block_supervised_signals();
+    logger()->info("attached to {} ({})", path.string(), state.reason);
+    EventLoop loop;
+    return supervise(loop, child_spec(options, path, state.file->high_availability),
+                     options.subreaper);
+}
+
+} // namespace
+
+int run(const Options& options) {
+    if (!options.attach.empty()) {
+        return run_attached(options);
+    }
+    auto endpoint = endpoint_for(options);
+    auto service = hsm::connect(endpoint);
+    auto tokens = resolve_tokens(
+        options.tokens, options.tokens.empty() ? std::vector<hsm::TokenInfo>{} : service->tokens());
+    auto passphrases = collect_passphrases(options, options.tokens, tokens);
+    // From here on signals queue for the event loop; no thread exists yet.
+    block_supervised_signals();
+
+    tokens::Owner owner{self_identity(), tokens::new_instance_id()};
+    auto path = tokens_path(options, owner.instance);
+    tokens::Publisher publisher(path, {group_id(options.group)});
+    if (const auto& stale = publisher.taken_over()) {
+        logger()->info("taking over stale tokens file {}: {}", path.string(), stale->reason);
+    }
+
+    FleetState fleet(service->world().world_id, tokens, options.high_availability);
+    auto modules = usable_modules(fleet, service->modules());
+    service.reset();
+    auto loader = std::make_shared<const Loader>(endpoint, tokens, std::move(passphrases));
+    UnloadAtExit unload(*loader, fleet);
+    load_everything(fleet, *loader, modules);
+
+    auto publish = [&] {
+        auto file = fleet.render(owner);
+        publisher.publish(file);
+    };
+    publish();
+    logger()->info("tokens file {} published: {} token(s) on {} module(s){}", path.string(),
+                   tokens.size(), modules.size(),
+                   options.high_availability ? ", reloading on module changes" : " (--no-ha)");
+
+    EventLoop loop;
+    std::unique_ptr<HaLoop> ha;
+    if (options.high_availability) {
+        ha = std::make_unique<HaLoop>(loop, endpoint, fleet, loader, publish, options.retry_window);
+        ha->start();
+    }
+    int status = options.command.empty()
+                     ? run_service_mode(loop, path, options.high_availability)
+                     : supervise(loop, child_spec(options, path, options.high_availability),
+                                 options.subreaper);
+    ha.reset();
+    // Remove the tokens file and release the lock first: nothing may use the
+    // handles while they are being unloaded.
+    publisher.remove();
+    return status;
+}
+
+} // namespace preloadrun::supervisor

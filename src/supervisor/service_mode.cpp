@@ -1,0 +1,82 @@
+#include "supervisor/service_mode.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/fd.hpp"
+#include "preloadrun/common/log.hpp"
+#include "preloadrun/common/systemd.hpp"
+#include "supervisor/signals.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <fcntl.h>
+#include <iostream>
+#include <unistd.h>
+
+namespace preloadrun::supervisor {
+
+namespace {
+
+// 'text' quoted for a POSIX shell.
+std::string shell_quote(const std::string& text) {
+    std::string out = "'";
+    for (char c : text) {
+        if (c == '\'') {
+            out += "'\\''";
+        } else {
+            out += c;
+        }
+    }
+    return out + "'";
+}
+
+void export_line(std::string& out, const std::string& name, const std::string& value) {
+    out += name + "=" + shell_quote(value) + "; export " + name + ";\n";
+}
+
+} // namespace
+
+std::string shell_lines(const std::filesystem::path& tokens_file, bool high_availability) {
+    std::string out;
+    export_line(out, "NFAST_NFKM_TOKENSFILE", tokens_file.string());
+    export_line(out, "CKNFAST_LOADSHARING", "1");
+    if (high_availability) {
+        export_line(out, "CKNFAST_RELOAD_KEYS", "1");
+    } else {
+        out += "unset CKNFAST_RELOAD_KEYS;\n";
+    }
+    out += "echo preloadrun pid " + std::to_string(::getpid()) + ";\n";
+    return out;
+}
+
+int run_service_mode(EventLoop& loop, const std::filesystem::path& tokens_file,
+                     bool high_availability) {
+    std::cout << shell_lines(tokens_file, high_availability) << std::flush;
+    Fd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (null && null.get() != STDOUT_FILENO) {
+        ::dup2(null.get(), STDOUT_FILENO);
+    }
+    notify_systemd("READY=1");
+    auto logger = log::get("supervisor");
+    logger->info("keeping the tokens loaded until SIGTERM or SIGINT");
+
+    SignalFd signals;
+    int stop_signal = 0;
+    loop.watch(signals.fd(), [&] {
+        for (const auto& received : signals.read_pending()) {
+            if (received.signo == SIGTERM || received.signo == SIGINT) {
+                stop_signal = received.signo;
+                loop.stop();
+            } else {
+                logger->debug("{} ignored: no command runs", signal_name(received.signo));
+            }
+        }
+    });
+    loop.run();
+    loop.unwatch(signals.fd());
+    logger->info("{} received: removing the tokens file and unloading the tokens",
+                 signal_name(stop_signal));
+    notify_systemd("STOPPING=1");
+    return 0;
+}
+
+} // namespace preloadrun::supervisor

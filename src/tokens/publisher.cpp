@@ -1,0 +1,151 @@
+#include "preloadrun/tokens/publisher.hpp"
+
+#include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/files.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace preloadrun::tokens {
+
+namespace {
+
+const char* env(const char* name) {
+    const char* value = std::getenv(name);
+    return (value != nullptr && *value != '\0') ? value : nullptr;
+}
+
+void check_file(const std::filesystem::path& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) {
+            return;
+        }
+        throw_errno("cannot stat " + path.string());
+    }
+    if (S_ISLNK(st.st_mode)) {
+        throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw Error(ErrorCode::permission, path.string() + ": not a regular file");
+    }
+    if (st.st_uid != ::geteuid()) {
+        throw Error(ErrorCode::permission, path.string() + ": owned by uid " +
+                                               std::to_string(st.st_uid) + ", not by this user");
+    }
+}
+
+} // namespace
+
+void check_safe_directory(const std::filesystem::path& dir) {
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) {
+        throw_errno("tokens file directory " + dir.string());
+    }
+    if (S_ISLNK(st.st_mode)) {
+        throw Error(ErrorCode::permission,
+                    "tokens file directory " + dir.string() + " is a symbolic link, refused");
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        throw Error(ErrorCode::permission, dir.string() + " is not a directory");
+    }
+    if (st.st_uid != ::geteuid()) {
+        throw Error(ErrorCode::permission, "tokens file directory " + dir.string() +
+                                               " is owned by uid " + std::to_string(st.st_uid) +
+                                               ", not by this user");
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        throw Error(ErrorCode::permission, "tokens file directory " + dir.string() +
+                                               " is writable by group or others; use a private "
+                                               "directory (chmod go-w) or the default");
+    }
+}
+
+std::filesystem::path default_directory() {
+    std::filesystem::path dir;
+    if (const char* runtime = env("XDG_RUNTIME_DIR")) {
+        dir = std::filesystem::path(runtime) / "preloadrun";
+    } else {
+        dir = "/tmp/preloadrun-" + std::to_string(::geteuid());
+    }
+    ensure_private_dir(dir);
+    return dir;
+}
+
+std::filesystem::path default_path(const std::string& instance) {
+    return default_directory() / ("tokens-" + instance + ".json");
+}
+
+std::string new_instance_id() {
+    Bytes random(16);
+    if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {
+        throw Error(ErrorCode::internal, "cannot get random bytes for the instance id");
+    }
+    return to_hex(random);
+}
+
+Publisher::Publisher(std::filesystem::path path, PublisherOptions options)
+    : path_(std::move(path)), options_(options) {
+    if (path_.is_relative()) {
+        path_ = std::filesystem::absolute(path_);
+    }
+    auto dir = path_.parent_path();
+    check_safe_directory(dir);
+    check_file(path_);
+    try {
+        lock_ = OwnerLock::acquire(lock_path_for(path_));
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::already_exists) {
+            throw;
+        }
+        auto state = check(path_);
+        std::string who =
+            state.file ? "live preloadrun pid " + std::to_string(state.file->owner.process.pid)
+                       : "another live process";
+        throw Error(ErrorCode::already_exists,
+                    "tokens file " + path_.string() + " is held by " + who);
+    }
+    // We hold the lock now, so whoever wrote a file here before is gone,
+    // whatever the file's other fields say.
+    auto previous = check(path_);
+    if (previous.status == Status::live && previous.file) {
+        previous.status = Status::owner_dead;
+        previous.reason = "preloadrun pid " + std::to_string(previous.file->owner.process.pid) +
+                          " is gone (it no longer holds its lock)";
+    }
+    if (previous.status != Status::missing) {
+        taken_over_ = std::move(previous);
+        if (taken_over_->file) {
+            generation_ = taken_over_->file->generation;
+        }
+    }
+}
+
+Publisher::~Publisher() {
+    remove();
+}
+
+void Publisher::publish(TokensFile& file) {
+    if (!lock_.held()) {
+        throw Error(ErrorCode::internal, "tokens file " + path_.string() + " was already removed");
+    }
+    file.generation = generation_ + 1;
+    AtomicWriteOptions write;
+    write.mode = options_.group == static_cast<gid_t>(-1) ? 0600 : 0640;
+    write.group = options_.group;
+    write_file_atomic(path_, encode(file), write);
+    generation_ = file.generation;
+}
+
+void Publisher::remove() noexcept {
+    if (lock_.held()) {
+        ::unlink(path_.c_str());
+        lock_.release_and_remove();
+    }
+}
+
+} // namespace preloadrun::tokens

@@ -1,0 +1,242 @@
+"""Helpers for the end-to-end tests of preloadrun (tests/e2e/test_preloadrun.py).
+
+They drive the real `preloadrun` (env PRELOADRUN) against a real `hsmsim
+serve` started by conftest.py's `make_service`, with the probe program (env
+PROBE, tests/support/probe.cpp) as a child that reports what it sees and
+counts the signals it receives.
+
+Everything a test creates lives under its Sim's private root (/tmp/hsXXXX,
+mode 0700): the tokens files (-f ROOT/t/tokens.json), XDG_RUNTIME_DIR, the
+passphrase files, the probe's reports.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+TIMEOUT = 15.0
+PASS1 = "correct horse 1"        # passphrases: distinctive, easy to grep for
+PASS2 = "battery staple 2"
+PY = sys.executable or "/usr/bin/python3"
+
+# A log line: "preloadrun[PID]: LEVEL: message" (with or without colour).
+# The one error line of a failure is "preloadrun: message".
+_LOG_RE = re.compile(r"^(\x1b\[[0-9;]*m)*preloadrun\[\d+\]: ")
+
+
+def executable(var):
+    path = os.environ.get(var)
+    if not path:
+        pytest.fail(f"{var} is not set: run these tests through ctest "
+                    f"(or set {var}=/path/to/it)")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{var}={path} is not an executable file")
+    return path
+
+
+def wait_for(predicate, timeout=TIMEOUT, what="condition", interval=0.01):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_counts(path):
+    """{'SIGTERM': 1, ...} from a probe --count file (empty when missing)."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.strip().partition("=")
+                if name:
+                    out[name] = int(value)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def read_report(path):
+    """A probe --report file: {key: value}, with 'env' a {NAME: VALUE} dict."""
+    values = {"env": {}}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.rstrip("\n").partition("=")
+            if key == "env":
+                name, _, v = value.partition("=")
+                values["env"][name] = v
+            else:
+                values[key] = value
+    return values
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict (None when the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def children_of(pid):
+    """[(child pid, state letter)] of the processes whose parent is PID."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            out.append((int(name), fields[0]))
+    return out
+
+
+def error_lines(stderr):
+    """The lines of stderr that are not log lines."""
+    return [l for l in stderr.splitlines() if l.strip() and not _LOG_RE.search(l)]
+
+
+def dir_entries(path):
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+class Runner:
+    """preloadrun against one Sim. `tokdir` is a private directory (0700) for
+    tokens files; `xdg` is the XDG_RUNTIME_DIR given to preloadrun."""
+
+    def __init__(self, binary, probe, sim):
+        self.bin = binary
+        self.probe = probe
+        self.sim = sim
+        self.root = sim.root
+        self.tokdir = os.path.join(sim.root, "t")
+        os.mkdir(self.tokdir, 0o700)
+        self.xdg = os.path.join(sim.root, "x")
+        os.mkdir(self.xdg, 0o700)
+        self.procs = []
+        self.pids = []             # other processes to kill at the end
+        self._n = 0
+
+    # -- paths -----------------------------------------------------------------
+    def path(self, name):
+        return os.path.join(self.root, name)
+
+    def tokens_file(self, name="tokens.json"):
+        return os.path.join(self.tokdir, name)
+
+    def fresh(self, prefix="f"):
+        self._n += 1
+        return self.path(f"{prefix}{self._n}")
+
+    # -- environment -----------------------------------------------------------
+    @property
+    def env(self):
+        env = self.sim.env
+        env["XDG_RUNTIME_DIR"] = self.xdg
+        for var in ("NFAST_NFKM_TOKENSFILE", "CKNFAST_RELOAD_KEYS", "CKNFAST_LOADSHARING",
+                    "NOTIFY_SOCKET", "NO_COLOR"):
+            env.pop(var, None)
+        env["NO_COLOR"] = "1"
+        return env
+
+    def argv(self, *args):
+        return [self.bin, *map(str, args)]
+
+    # -- running ---------------------------------------------------------------
+    def run(self, *args, env=None, input=None, pass_fds=(), timeout=TIMEOUT, stdin=None):
+        kw = {}
+        if input is None and stdin is None:
+            kw["stdin"] = subprocess.DEVNULL
+        elif stdin is not None:
+            kw["stdin"] = stdin
+        return subprocess.run(self.argv(*args), input=input, env=env or self.env,
+                              capture_output=True, text=True, timeout=timeout,
+                              pass_fds=pass_fds, **kw)
+
+    def start(self, *args, env=None, pass_fds=(), stdout=subprocess.PIPE,
+              stderr=None, stdin=subprocess.DEVNULL):
+        """Popen of preloadrun ARGS; stderr goes to a log file (self.stderr_of(p))."""
+        log_path = self.fresh("stderr")
+        log = open(log_path, "wb")
+        p = subprocess.Popen(self.argv(*args), env=env or self.env, stdin=stdin,
+                             stdout=stdout, stderr=stderr or log, pass_fds=pass_fds,
+                             start_new_session=True)
+        log.close()
+        p.stderr_path = log_path
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stderr_of(p):
+        with open(p.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def cleanup(self):
+        """Kills what is still running: every preloadrun started here, its
+        children (they run in their own process groups), and self.pids."""
+        for p in self.procs:
+            if p.poll() is None:
+                self.pids.extend(pid for pid, _ in children_of(p.pid))
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+            if p.stdout:
+                p.stdout.close()
+
+    # -- the world -------------------------------------------------------------
+    def softcard(self, name, passphrase):
+        f = self.sim.passfile(passphrase)
+        self.sim.ok("softcard", "create", name, "--passphrase-file", f)
+        return f
+
+    def module_objects(self):
+        """{module number: objects} from `hsmsim module list --json`."""
+        return {m["number"]: m.get("objects") for m in self.sim.json("module", "list")}
+
+    # -- the tokens file -------------------------------------------------------
+    @staticmethod
+    def load(path):
+        with open(path) as f:
+            return json.load(f)
+
+    def check(self, *args, env=None):
+        return self.run("check", *args, env=env)
+
+
+def assert_one_error_line(r, *needles):
+    """preloadrun failed by itself: exit 125 and exactly one error line on
+    stderr (log lines aside), containing every needle (case-insensitive)."""
+    assert r.returncode == 125, (f"expected exit 125, got {r.returncode}\n"
+                                 f"stdout: {r.stdout!r}\nstderr: {r.stderr!r}")
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, f"expected exactly one error line on stderr, got {r.stderr!r}"
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), \
+            f"error line {lines[0]!r} does not mention {needle!r}"
+    assert r.stdout == "", f"nothing on stdout expected, got {r.stdout!r}"
+    return lines[0]

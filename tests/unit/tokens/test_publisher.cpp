@@ -1,0 +1,127 @@
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/files.hpp"
+#include "preloadrun/tokens/publisher.hpp"
+#include "sample.hpp"
+#include "support/temp_dir.hpp"
+
+#include <atomic>
+#include <doctest/doctest.h>
+#include <functional>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace preloadrun;
+using namespace preloadrun::tokens;
+
+namespace {
+mode_t mode_of(const std::filesystem::path& p) {
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+}
+ErrorCode error_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.code();
+    }
+    FAIL("no error");
+    return ErrorCode::internal;
+}
+} // namespace
+
+TEST_CASE("tokens::Publisher") {
+    testsupport::TempDir dir;
+    ::chmod(dir.path().c_str(), 0700);
+    auto path = dir / "tokens.json";
+    auto file = testsupport::sample_tokens_file();
+
+    SUBCASE("publishes 0600, generation counts up, remove cleans both files") {
+        Publisher publisher(path);
+        publisher.publish(file);
+        CHECK(file.generation == 1);
+        publisher.publish(file);
+        CHECK(file.generation == 2);
+        CHECK(mode_of(path) == 0600);
+        CHECK(decode(read_text_file(path)).generation == 2);
+        CHECK(check(path).status == Status::live);
+        publisher.remove();
+        CHECK_FALSE(std::filesystem::exists(path));
+        CHECK_FALSE(std::filesystem::exists(lock_path_for(path)));
+    }
+    SUBCASE("a path held by a live owner is refused, naming its pid") {
+        Publisher first(path);
+        first.publish(file);
+        try {
+            Publisher second(path);
+            FAIL("second publisher accepted");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::already_exists);
+            CHECK(std::string(e.what()).find("pid " + std::to_string(::getpid())) !=
+                  std::string::npos);
+        }
+        CHECK(check(path).status == Status::live);
+    }
+    SUBCASE("a stale file is taken over and its generation continued") {
+        file.generation = 41;
+        write_file_atomic(path, encode(file));
+        Publisher publisher(path);
+        REQUIRE(publisher.taken_over());
+        CHECK(publisher.taken_over()->status == Status::owner_dead);
+        publisher.publish(file);
+        CHECK(file.generation == 42);
+    }
+    SUBCASE("a group-writable or world-writable directory is refused") {
+        ::chmod(dir.path().c_str(), 0770);
+        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        ::chmod(dir.path().c_str(), 0777);
+        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        ::chmod(dir.path().c_str(), 0700);
+    }
+    SUBCASE("a symlink at the path is refused") {
+        write_file_atomic(dir / "elsewhere", std::string_view("x"));
+        std::filesystem::create_symlink(dir / "elsewhere", path);
+        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+    }
+    SUBCASE("a symlinked directory is refused") {
+        std::filesystem::create_directory(dir / "real");
+        ::chmod((dir / "real").c_str(), 0700);
+        std::filesystem::create_directory_symlink(dir / "real", dir / "link");
+        CHECK(error_of([&] { Publisher p(dir / "link" / "tokens.json"); }) ==
+              ErrorCode::permission);
+    }
+    SUBCASE("a reader polling during 1000 rewrites never sees a partial file") {
+        Publisher publisher(path);
+        publisher.publish(file);
+        std::atomic<bool> done{false};
+        std::atomic<int> reads{0};
+        std::atomic<int> bad{0};
+        std::thread reader([&] {
+            while (!done) {
+                try {
+                    decode(read_text_file(path));
+                    ++reads;
+                } catch (const Error&) {
+                    ++bad;
+                }
+            }
+        });
+        for (int i = 0; i < 1000; ++i) {
+            file.tokens[0].loaded[0].handle = static_cast<std::uint64_t>(100 + i);
+            publisher.publish(file);
+        }
+        done = true;
+        reader.join();
+        CHECK(bad == 0);
+        CHECK(reads > 0);
+        CHECK(file.generation == 1001);
+    }
+}
+
+TEST_CASE("tokens::new_instance_id") {
+    auto a = new_instance_id();
+    auto b = new_instance_id();
+    CHECK(a.size() == 32);
+    CHECK(a != b);
+}
