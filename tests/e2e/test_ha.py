@@ -181,7 +181,6 @@ def test_transient_failures_are_retried(ha_world, preloadrun_factory):
 
     sim.ok("module", "fail-next", 2, 3)
     gen = clear(sim, 2)
-    assert sim.modules()[2]["fail_next"] == 3, "hsmsim dropped fail-next on clear"
     doc = run.wait_doc("card reloaded on module 2 after 3 failures",
                        lambda d: loaded_everywhere_at(d, 2, gen))
     mods = sim.modules()

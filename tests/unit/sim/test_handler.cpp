@@ -24,7 +24,9 @@ struct Setup {
         world = simtest::make_world(tmp.path());
         world->enrol_module();
         world->enrol_module();
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 10});
+        // A long initialisation delay: a test that clears a module sees it
+        // initialising however slow the build (ASan) is.
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000});
         engine = std::make_unique<Engine>(*world, *fleet);
         handler = std::make_unique<Handler>(*world, *fleet, *engine);
     }
