@@ -3,6 +3,7 @@
 #include "preloadrun/common/error.hpp"
 
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -16,18 +17,22 @@ namespace {
 struct State {
     std::mutex mutex;
     std::vector<spdlog::sink_ptr> sinks;
-    spdlog::level::level_enum level = spdlog::level::info;
-    std::string program = "preloadrun";
+    spdlog::level::level_enum level = spdlog::level::off;
+    std::map<std::string, std::shared_ptr<spdlog::logger>> loggers;
 };
 
 State& state() {
-    static State s;
-    return s;
+    // Never destroyed: loggers may be used during static destruction.
+    static auto* s = new State;
+    return *s;
 }
 
-spdlog::sink_ptr default_sink() {
-    auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>(spdlog::color_mode::never);
-    return sink;
+// With the mutex held: points every existing logger at the current sinks.
+void apply_locked(State& s) {
+    for (auto& [name, logger] : s.loggers) {
+        logger->sinks() = s.sinks;
+        logger->set_level(s.level);
+    }
 }
 
 } // namespace
@@ -68,44 +73,35 @@ bool want_color() {
 }
 
 void setup(const Config& config) {
+    spdlog::sink_ptr sink;
+    std::string pattern = config.program + "[%P]: %^%l%$: %v";
+    if (config.file) {
+        sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(*config.file);
+        pattern = "%Y-%m-%dT%H:%M:%S.%e " + config.program + "[%P] %n: %l: %v";
+    } else {
+        sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>(
+            config.color ? spdlog::color_mode::always : spdlog::color_mode::never);
+    }
+    sink->set_pattern(pattern);
+    use_sink(std::move(sink), config.level);
+}
+
+void use_sink(spdlog::sink_ptr sink, spdlog::level::level_enum level) {
     auto& s = state();
     std::lock_guard lock(s.mutex);
-    s.sinks.clear();
-    if (config.file) {
-        s.sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(*config.file));
-    } else {
-        s.sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>(
-            config.color ? spdlog::color_mode::always : spdlog::color_mode::never));
-    }
-    s.level = config.level;
-    s.program = config.program;
-    auto pattern = config.program + "[%P]: %^%l%$: %v";
-    if (config.file) {
-        pattern = "%Y-%m-%dT%H:%M:%S.%e " + config.program + "[%P] %n: %l: %v";
-    }
-    for (auto& sink : s.sinks) {
-        sink->set_pattern(pattern);
-    }
-    spdlog::drop_all();
-    auto fallback =
-        std::make_shared<spdlog::logger>(config.program, s.sinks.begin(), s.sinks.end());
-    fallback->set_level(config.level);
-    spdlog::set_default_logger(fallback);
+    s.sinks = {std::move(sink)};
+    s.level = level;
+    apply_locked(s);
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& subsystem) {
     auto& s = state();
     std::lock_guard lock(s.mutex);
-    if (auto existing = spdlog::get(subsystem)) {
-        return existing;
+    auto& logger = s.loggers[subsystem];
+    if (!logger) {
+        logger = std::make_shared<spdlog::logger>(subsystem, s.sinks.begin(), s.sinks.end());
+        logger->set_level(s.level);
     }
-    if (s.sinks.empty()) {
-        s.sinks.push_back(default_sink());
-        s.sinks.back()->set_pattern(s.program + "[%P]: %l: %v");
-    }
-    auto logger = std::make_shared<spdlog::logger>(subsystem, s.sinks.begin(), s.sinks.end());
-    logger->set_level(s.level);
-    spdlog::register_logger(logger);
     return logger;
 }
 

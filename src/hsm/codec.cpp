@@ -18,14 +18,12 @@ namespace {
 // libprotobuf writes its complaints about malformed input (e.g. a string that
 // is not UTF-8) straight to stderr. Those inputs already become
 // Error(protocol); send the text to our "hsm" logger at debug level instead.
-// Installed at load time: SetLogHandler is not thread-safe.
 void protobuf_log(google::protobuf::LogLevel level, const char* /*file*/, int /*line*/,
                   const std::string& message) {
     log::get("hsm")->log(level >= google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical
                                                                    : spdlog::level::debug,
                          "protobuf: {}", message);
 }
-[[maybe_unused]] const auto kPreviousLogHandler = google::protobuf::SetLogHandler(protobuf_log);
 
 [[noreturn]] void throw_bad_enum(const char* what, int value) {
     throw Error(ErrorCode::protocol, std::string("unknown ") + what + " value " +
@@ -484,6 +482,10 @@ wire::Response error_response(std::uint64_t id, const Error& error) {
     body->set_code(to_wire(error.code()));
     body->set_message(detail::to_utf8(error.what()));
     return out;
+}
+
+void route_protobuf_logs() {
+    google::protobuf::SetLogHandler(protobuf_log);
 }
 
 } // namespace preloadrun::hsm::codec

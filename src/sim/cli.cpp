@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/commands.hpp"
@@ -193,6 +194,7 @@ void setup_logging(const GlobalOptions& g) {
     config.level = log::adjust_level(log::parse_level(g.log_level), g.verbose, g.quiet);
     config.color = log::want_color();
     log::setup(config);
+    hsm::codec::route_protobuf_logs();
 }
 
 } // namespace

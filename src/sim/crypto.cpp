@@ -1,5 +1,6 @@
 #include "sim/crypto.hpp"
 
+#include "preloadrun/hsm/digest.hpp"
 #include "sim/ossl.hpp"
 
 #include <climits>
@@ -32,21 +33,7 @@ std::uint32_t curve_bits(KeyType type) {
 }
 
 const EVP_MD* md_of(Hash hash) {
-    switch (hash) {
-    case Hash::none:
-        return nullptr;
-    case Hash::sha1:
-        return EVP_sha1();
-    case Hash::sha224:
-        return EVP_sha224();
-    case Hash::sha256:
-        return EVP_sha256();
-    case Hash::sha384:
-        return EVP_sha384();
-    case Hash::sha512:
-        return EVP_sha512();
-    }
-    throw Error(ErrorCode::usage, "unknown hash");
+    return hsm::evp_md(hash);
 }
 
 std::string_view mech_name(MechanismKind kind) {

@@ -78,23 +78,23 @@ void Module::check_usable_locked() const {
     }
 }
 
-void Module::begin_operation() {
-    std::uint32_t latency = 0;
-    {
-        std::lock_guard lock(state_mutex_);
-        check_usable_locked(); // a dead module answers at once
-        latency = latency_ms_;
-    }
-    if (latency > 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(latency));
-    }
+std::chrono::steady_clock::time_point Module::begin_operation() {
+    auto start = std::chrono::steady_clock::now();
     std::lock_guard lock(state_mutex_);
-    check_usable_locked(); // it may have changed while we waited
+    check_usable_locked(); // a dead module answers at once
+    auto deadline = start + std::chrono::milliseconds(latency_ms_);
     if (fail_next_ > 0) {
         --fail_next_;
         throw Error(ErrorCode::transient, "injected transient failure on " + module_name(number_) +
                                               " (" + std::to_string(fail_next_) + " more pending)");
     }
+    return deadline;
+}
+
+void Module::finish_operation(std::chrono::steady_clock::time_point deadline) {
+    std::this_thread::sleep_until(deadline);
+    std::lock_guard lock(state_mutex_);
+    check_usable_locked(); // cleared or failed while it worked: the answer is lost
 }
 
 void Module::end_operation(OpKind kind, bool ok) noexcept {

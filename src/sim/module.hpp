@@ -71,17 +71,20 @@ public:
 
     // ---- operations ----
     // Serves one operation: takes the module (one operation at a time),
-    // waits the latency, checks the module is usable and consumes an injected
-    // failure, then runs `body` and counts the outcome.
+    // checks it is usable and consumes an injected failure, runs `body`, and
+    // answers once the latency has passed since the start (the latency of a
+    // real HSM includes its work), provided the module is still usable then.
     template <class Body> auto operate(OpKind kind, Body&& body) -> decltype(body()) {
         std::lock_guard op(op_mutex_);
         try {
-            begin_operation();
+            auto deadline = begin_operation();
             if constexpr (std::is_void_v<decltype(body())>) {
                 body();
+                finish_operation(deadline);
                 end_operation(kind, true);
             } else {
                 auto result = body();
+                finish_operation(deadline);
                 end_operation(kind, true);
                 return result;
             }
@@ -109,7 +112,11 @@ private:
         std::shared_ptr<const KeyObject> key;
     };
 
-    void begin_operation();
+    // Checks the module and consumes an injected failure; returns when the
+    // operation may answer (start + latency).
+    std::chrono::steady_clock::time_point begin_operation();
+    // Waits for `deadline`, then checks the module is still usable.
+    void finish_operation(std::chrono::steady_clock::time_point deadline);
     void end_operation(OpKind kind, bool ok) noexcept;
     void check_usable_locked() const;
     hsm::ObjectHandle add_locked(Object object);

@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/version.hpp"
 #include "supervisor/child.hpp"
 #include "supervisor/inspect.hpp"
@@ -43,6 +44,7 @@ void setup_logging(const LogOptions& o) {
     config.level = log::adjust_level(log::parse_level(o.level), o.verbose, o.quiet);
     config.color = log::want_color();
     log::setup(config);
+    hsm::codec::route_protobuf_logs();
 }
 
 // "5m", "300s", "1500ms", "2h", or a bare number of seconds.

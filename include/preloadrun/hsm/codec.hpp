@@ -13,6 +13,13 @@ namespace preloadrun::hsm::codec {
 
 inline constexpr std::uint32_t kProtocolVersion = 1;
 
+// libprotobuf writes its complaints about malformed input (e.g. a string that
+// is not UTF-8) to stderr; this sends them to the "hsm" logger at debug level
+// instead (such input already becomes Error(protocol)). For programs only,
+// called once before any thread starts: the handler is process-wide, and the
+// PKCS#11 module must not take it from the application.
+void route_protobuf_logs();
+
 Bytes encode(const wire::Request& request);
 Bytes encode(const wire::ServerMessage& message);
 // Throw Error(protocol) for bytes that do not parse, or a Request/ServerMessage

@@ -1,0 +1,41 @@
+#include "pkcs11/config.hpp"
+
+#include "pkcs11/log.hpp"
+
+#include <charconv>
+#include <cstdlib>
+#include <string_view>
+
+namespace preloadrun::pkcs11 {
+
+bool env_flag(const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr && *value != '\0' && std::string_view(value) != "0";
+}
+
+Config Config::from_environment() {
+    Config config;
+    config.reload_keys = env_flag("CKNFAST_RELOAD_KEYS");
+    config.load_sharing = env_flag("CKNFAST_LOADSHARING") || config.reload_keys;
+    if (const char* path = std::getenv("NFAST_NFKM_TOKENSFILE"); path != nullptr && *path != '\0') {
+        config.tokens_file = std::filesystem::path(path);
+    }
+    if (const char* text = std::getenv("PRELOADRUN_PKCS11_RETRY_WINDOW");
+        text != nullptr && *text != '\0') {
+        const std::string_view view(text);
+        long long ms = 0;
+        const auto [end, ec] = std::from_chars(view.data(), view.data() + view.size(), ms);
+        if (ec == std::errc() && end == view.data() + view.size() && ms >= 0) {
+            config.retry_window = std::chrono::milliseconds(ms);
+        } else {
+            logger().warn("PRELOADRUN_PKCS11_RETRY_WINDOW='{}' is not a number of milliseconds; "
+                          "using {} ms",
+                          text, config.retry_window.count());
+        }
+    }
+    config.endpoint = hsm::default_endpoint();
+    config.endpoint.client_name = "preloadrun-pkcs11";
+    return config;
+}
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,34 @@
+#pragma once
+// Sign, verify, encrypt and decrypt on a session: the *Init checks (key,
+// mechanism, login, reload check), single- and multi-part data, and the
+// PKCS#11 output conventions (length query with a NULL buffer,
+// CKR_BUFFER_TOO_SMALL keeping the operation, any other outcome ending it).
+// The work itself goes through the Router.
+
+#include "pkcs11/ck.hpp"
+#include "pkcs11/instance.hpp"
+
+namespace preloadrun::pkcs11 {
+
+enum class OpKind { sign, verify, encrypt, decrypt };
+
+struct Output {
+    CK_BYTE_PTR data;    // may be NULL: length query
+    CK_ULONG_PTR length; // in: buffer size, out: length needed or written
+};
+
+void op_init(Instance& instance, Session& session, OpKind kind, const CK_MECHANISM* mechanism,
+             CK_OBJECT_HANDLE key);
+// C_Sign, C_Encrypt, C_Decrypt.
+void op_single(Instance& instance, Session& session, OpKind kind,
+               std::span<const std::uint8_t> input, Output output);
+// C_SignUpdate, C_VerifyUpdate, C_EncryptUpdate, C_DecryptUpdate (the last
+// two collect the data and output nothing until the final call).
+void op_update(Session& session, OpKind kind, std::span<const std::uint8_t> input);
+// C_SignFinal, C_EncryptFinal, C_DecryptFinal.
+void op_final(Instance& instance, Session& session, OpKind kind, Output output);
+// C_Verify and C_VerifyFinal (input empty: the data came by C_VerifyUpdate).
+void op_verify(Instance& instance, Session& session, std::span<const std::uint8_t> data,
+               std::span<const std::uint8_t> signature, bool final);
+
+} // namespace preloadrun::pkcs11

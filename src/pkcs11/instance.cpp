@@ -1,0 +1,203 @@
+#include "pkcs11/instance.hpp"
+
+#include "pkcs11/log.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/tokens/liveness.hpp"
+
+namespace preloadrun::pkcs11 {
+
+Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
+    : config_(std::move(config)), pool_(std::move(connect)) {
+    std::vector<hsm::ModuleInfo> modules;
+    std::vector<hsm::TokenInfo> tokens;
+    std::vector<hsm::KeyInfo> keys;
+    {
+        auto lease = pool_.acquire();
+        modules = lease->modules();
+        tokens = lease->tokens();
+        keys = lease->keys();
+    }
+    for (const auto& m : modules) {
+        if (!group_.track(m.number, m.esn, m.generation)) {
+            continue;
+        }
+        if (m.state != hsm::ModuleState::usable) {
+            continue;
+        }
+        if (config_.load_sharing || group_.members().empty()) {
+            group_.join(m.number, config_.load_sharing ? "usable at start (load-sharing)"
+                                                       : "first usable module (no load-sharing)");
+        }
+    }
+    if (group_.members().empty()) {
+        logger().error("no usable HSM module at start: operations will fail until restart{}",
+                       config_.reload_keys ? " or a reload" : "");
+    }
+    slots_ = std::make_unique<Slots>(std::move(tokens), config_.load_sharing);
+    router_ = std::make_unique<Router>(pool_, group_, *slots_);
+    objects_.sync(keys, [this](const hsm::KeyInfo& k) { return slots_->slot_of(k); });
+    if (config_.tokens_file) {
+        read_tokens_file(modules);
+    }
+    if (config_.reload_keys) {
+        if (!config_.tokens_file) {
+            logger().warn("CKNFAST_RELOAD_KEYS is set but NFAST_NFKM_TOKENSFILE is not: keys are "
+                          "load-shared but nothing will be reloaded");
+        } else if (!threads_allowed) {
+            throw CkError(CKR_NEED_TO_CREATE_THREADS,
+                          "key reloading needs a watcher thread, and the application forbids "
+                          "threads (CKF_LIBRARY_CANT_CREATE_OS_THREADS)");
+        } else {
+            std::unique_ptr<ReloadWatch> watch;
+            try {
+                watch = std::make_unique<ReloadWatch>(*config_.tokens_file);
+            } catch (const std::exception& e) {
+                logger().error("cannot watch tokens file {}: {}; keys will not be reloaded",
+                               config_.tokens_file->string(), e.what());
+            }
+            if (watch) {
+                reloader_ = std::make_unique<Reloader>(
+                    *config_.tokens_file, Reloader::Parts{group_, *slots_, objects_, *router_},
+                    steady_clock(), config_.retry_window, std::move(watch), file_generation_);
+                logger().info("key reloading on: watching {}", config_.tokens_file->string());
+            }
+        }
+    }
+}
+
+Instance::~Instance() = default;
+
+void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules) {
+    const auto& path = *config_.tokens_file;
+    const auto liveness = tokens::check(path);
+    if (liveness.status != tokens::Status::live) {
+        logger().warn("tokens file {} not used ({}): {}", path.string(),
+                      tokens::to_string(liveness.status), liveness.reason);
+        return;
+    }
+    const auto& file = *liveness.file;
+    file_generation_ = file.generation;
+    std::size_t used = 0;
+    for (const auto& token : file.tokens) {
+        const auto slot = slots_->slot_of_token_hex(token.hash);
+        if (!slot) {
+            logger().warn("tokens file {} lists token {} ({}), which this world does not have",
+                          path.string(), token.name, token.hash);
+            continue;
+        }
+        slots_->set_preloaded(*slot, true);
+        ++used;
+        for (const auto& loaded : token.loaded) {
+            bool current = false;
+            for (const auto& m : modules) {
+                current = current ||
+                          (m.number == loaded.module && m.generation == loaded.module_generation);
+            }
+            if (current) {
+                slots_->set_handle(*slot, loaded.module,
+                                   TokenHandle{loaded.handle, loaded.module_generation});
+            }
+        }
+    }
+    logger().info("using tokens file {} ({}, generation {}, {} token(s))", path.string(),
+                  liveness.reason, file.generation, used);
+}
+
+void Instance::login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::uint8_t> pin) {
+    slots_->check(slot);
+    if (user == CKU_SO) {
+        throw CkError(CKR_USER_TYPE_INVALID, "there is no security officer login");
+    }
+    if (user != CKU_USER && user != CKU_CONTEXT_SPECIFIC) {
+        throw CkError(CKR_USER_TYPE_INVALID, "unknown user type");
+    }
+    if (slots_->logged_in(slot)) {
+        if (user == CKU_CONTEXT_SPECIFIC) {
+            return;
+        }
+        throw CkError(CKR_USER_ALREADY_LOGGED_IN, "already logged in");
+    }
+    if (slot == kAcceleratorSlot || slots_->preloaded(slot)) {
+        // Module-protected keys need no PIN; a preloaded token's passphrase
+        // was given to preloadrun by the operator.
+        slots_->set_logged_in(slot, true);
+        return;
+    }
+    const auto& token = *slots_->token(slot);
+    const SecureBuffer passphrase(pin.data(), pin.size());
+    std::size_t loaded = 0;
+    std::string last_error = "no usable module in the group";
+    for (std::uint32_t m : group_.members()) {
+        try {
+            auto lease = pool_.acquire();
+            const auto handle = lease->load_token(m, token.hash, passphrase);
+            const auto record = group_.record(m);
+            slots_->set_handle(slot, m, TokenHandle{handle, record ? record->generation : 0});
+            ++loaded;
+        } catch (const Error& e) {
+            if (e.code() == ErrorCode::wrong_passphrase) {
+                throw CkError(CKR_PIN_INCORRECT, e.what());
+            }
+            if (classify(e.code()) == Fault::final) {
+                throw;
+            }
+            last_error = e.what();
+            logger().warn("token '{}' not loaded on module {}: {}", token.name, m, e.what());
+        }
+    }
+    if (loaded == 0) {
+        throw CkError(CKR_DEVICE_ERROR,
+                      "token '" + token.name + "' could not be loaded: " + last_error);
+    }
+    slots_->set_logged_in(slot, true);
+    logger().info("token '{}' loaded by login on {} module(s)", token.name, loaded);
+}
+
+void Instance::logout(CK_SLOT_ID slot) {
+    slots_->check(slot);
+    if (!slots_->logged_in(slot)) {
+        throw CkError(CKR_USER_NOT_LOGGED_IN, "not logged in");
+    }
+    slots_->set_logged_in(slot, false);
+}
+
+void Instance::refresh_objects() {
+    auto lease = pool_.acquire();
+    const auto keys = lease->keys();
+    objects_.sync(keys, [this](const hsm::KeyInfo& k) { return slots_->slot_of(k); });
+}
+
+bool Instance::visible(const ObjectStore::Ref& ref, CK_SLOT_ID session_slot) const {
+    if (ref.key->slot != session_slot) {
+        return false;
+    }
+    const bool is_private = ref.cls != CKO_PUBLIC_KEY && ref.key->info.token.has_value();
+    return !is_private || slots_->logged_in(session_slot);
+}
+
+void Instance::closed(Session& session) {
+    for (const auto& key : objects_.keys()) {
+        if (!key->session || key->creator != session.handle) {
+            continue;
+        }
+        if (auto handle = key->handle_on(key->home_module)) {
+            try {
+                auto lease = pool_.acquire();
+                lease->unload(key->home_module, *handle);
+            } catch (const std::exception& e) {
+                logger().debug("session key {} not unloaded: {}", key->info.ident, e.what());
+            }
+        }
+        objects_.remove(key->info.ident);
+    }
+}
+
+CK_STATE Instance::session_state(const Session& session) const {
+    const bool rw = (session.flags & CKF_RW_SESSION) != 0;
+    if (slots_->logged_in(session.slot)) {
+        return rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
+    }
+    return rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+}
+
+} // namespace preloadrun::pkcs11

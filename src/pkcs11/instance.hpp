@@ -1,0 +1,72 @@
+#pragma once
+// The state of one initialised module (between C_Initialize and
+// C_Finalize): settings, connections, the group, slots, objects, sessions,
+// routing and reloading. It wires the parts together and holds the
+// procedures that span several of them (login, session close, object
+// visibility); the parts themselves live in their own files.
+
+#include "pkcs11/config.hpp"
+#include "pkcs11/group.hpp"
+#include "pkcs11/objects.hpp"
+#include "pkcs11/pool.hpp"
+#include "pkcs11/reloader.hpp"
+#include "pkcs11/router.hpp"
+#include "pkcs11/sessions.hpp"
+#include "pkcs11/slots.hpp"
+
+#include <memory>
+#include <span>
+
+namespace preloadrun::pkcs11 {
+
+class Instance {
+public:
+    // Connects to the HSM service, reads the world (modules, tokens, keys)
+    // and the tokens file. `threads_allowed`: false when the application
+    // said CKF_LIBRARY_CANT_CREATE_OS_THREADS.
+    Instance(Config config, Pool::Connector connect, bool threads_allowed);
+    Instance(const Instance&) = delete;
+    Instance& operator=(const Instance&) = delete;
+    ~Instance();
+
+    const Config& config() const noexcept { return config_; }
+    Group& group() noexcept { return group_; }
+    Slots& slots() noexcept { return *slots_; }
+    ObjectStore& objects() noexcept { return objects_; }
+    Sessions& sessions() noexcept { return sessions_; }
+    Router& router() noexcept { return *router_; }
+    Pool& pool() noexcept { return pool_; }
+    Reloader* reloader() noexcept { return reloader_.get(); }
+
+    // At each C_SignInit/VerifyInit/EncryptInit/DecryptInit.
+    void before_operation_init() {
+        if (reloader_) {
+            reloader_->check();
+        }
+    }
+
+    void login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::uint8_t> pin);
+    void logout(CK_SLOT_ID slot);
+    // Brings persistent objects in line with the world (keys made by others).
+    void refresh_objects();
+    // Private objects of a token are seen only after login.
+    bool visible(const ObjectStore::Ref& ref, CK_SLOT_ID session_slot) const;
+    // Closes a session: destroys the session objects it created.
+    void closed(Session& session);
+    CK_STATE session_state(const Session& session) const;
+
+private:
+    void read_tokens_file(const std::vector<hsm::ModuleInfo>& modules);
+
+    Config config_;
+    Pool pool_;
+    Group group_;
+    std::unique_ptr<Slots> slots_;
+    ObjectStore objects_;
+    Sessions sessions_;
+    std::unique_ptr<Router> router_;
+    std::unique_ptr<Reloader> reloader_;
+    std::uint64_t file_generation_ = 0;
+};
+
+} // namespace preloadrun::pkcs11

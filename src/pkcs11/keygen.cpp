@@ -1,0 +1,162 @@
+#include "pkcs11/keygen.hpp"
+
+#include "pkcs11/attributes.hpp"
+#include "pkcs11/log.hpp"
+
+#include <algorithm>
+
+namespace preloadrun::pkcs11 {
+
+namespace {
+
+template <class Fn> auto first_of(Template a, Template b, CK_ATTRIBUTE_TYPE type, Fn&& get) {
+    auto v = get(a.attrs, a.count, type);
+    return v ? v : get(b.attrs, b.count, type);
+}
+
+void check_session_may_create(Instance& instance, const Session& session, bool persistent) {
+    if (session.slot != kAcceleratorSlot && !instance.slots().logged_in(session.slot)) {
+        throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to make keys on it");
+    }
+    if (persistent && (session.flags & CKF_RW_SESSION) == 0) {
+        throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
+    }
+}
+
+std::shared_ptr<KeyObject> make(Instance& instance, Session& session, hsm::KeySpec spec) {
+    auto [module, generated] = instance.router().generate(session.slot, spec);
+    auto key = instance.objects().add(generated.key, session.slot, !spec.persistent, module,
+                                      session.handle);
+    key->set_handle(module, generated.handle);
+    logger().debug("generated {} key {} ('{}') on module {}", spec.persistent ? "token" : "session",
+                   generated.key.ident, spec.label, module);
+    return key;
+}
+
+} // namespace
+
+std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instance,
+                                                                Session& session,
+                                                                const CK_MECHANISM& mechanism,
+                                                                Template pub, Template priv) {
+    if (pub.count > 0) {
+        require_arg(pub.attrs, "public key template");
+    }
+    if (priv.count > 0) {
+        require_arg(priv.attrs, "private key template");
+    }
+    hsm::KeySpec spec;
+    spec.persistent = first_of(priv, pub, CKA_TOKEN, template_bool).value_or(false);
+    spec.label = [&] {
+        auto label = first_of(priv, pub, CKA_LABEL, template_bytes);
+        return label ? std::string(label->begin(), label->end()) : std::string();
+    }();
+    spec.id = first_of(priv, pub, CKA_ID, template_bytes).value_or(Bytes{});
+    switch (mechanism.mechanism) {
+    case CKM_RSA_PKCS_KEY_PAIR_GEN: {
+        const auto bits = first_of(pub, priv, CKA_MODULUS_BITS, template_ulong);
+        if (!bits) {
+            throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS is needed");
+        }
+        if (*bits < 1024 || *bits > 4096) {
+            throw CkError(CKR_KEY_SIZE_RANGE, "RSA keys are 1024 to 4096 bits");
+        }
+        if (auto e = first_of(pub, priv, CKA_PUBLIC_EXPONENT, template_bytes)) {
+            auto it = std::find_if(e->begin(), e->end(), [](std::uint8_t b) { return b != 0; });
+            if (Bytes(it, e->end()) != Bytes{0x01, 0x00, 0x01}) {
+                throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "the public exponent must be 65537");
+            }
+        }
+        spec.type = hsm::KeyType::rsa;
+        spec.bits = static_cast<std::uint32_t>(*bits);
+        break;
+    }
+    case CKM_EC_KEY_PAIR_GEN: {
+        const auto params = first_of(pub, priv, CKA_EC_PARAMS, template_bytes);
+        if (!params) {
+            throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS is needed");
+        }
+        const auto curve = curve_from_params(*params);
+        if (!curve) {
+            throw CkError(CKR_CURVE_NOT_SUPPORTED, "only P-256 and P-384 are supported");
+        }
+        spec.type = *curve;
+        break;
+    }
+    default:
+        throw CkError(CKR_MECHANISM_INVALID, "not a key pair generation mechanism");
+    }
+    check_session_may_create(instance, session, spec.persistent);
+    auto key = make(instance, session, spec);
+    return {key->public_handle, key->main_handle};
+}
+
+CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
+                                     const CK_MECHANISM& mechanism, Template templ) {
+    if (templ.count > 0) {
+        require_arg(templ.attrs, "template");
+    }
+    if (mechanism.mechanism != CKM_AES_KEY_GEN) {
+        throw CkError(CKR_MECHANISM_INVALID, "only CKM_AES_KEY_GEN");
+    }
+    const Template none{nullptr, 0};
+    hsm::KeySpec spec;
+    spec.type = hsm::KeyType::aes;
+    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
+    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
+    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
+    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+    const auto len = first_of(templ, none, CKA_VALUE_LEN, template_ulong);
+    if (!len) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is needed");
+    }
+    if (*len != 16 && *len != 24 && *len != 32) {
+        throw CkError(CKR_KEY_SIZE_RANGE, "AES keys are 16, 24 or 32 bytes");
+    }
+    spec.bits = static_cast<std::uint32_t>(*len * 8);
+    check_session_may_create(instance, session, spec.persistent);
+    return make(instance, session, spec)->main_handle;
+}
+
+void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object) {
+    const auto ref = instance.objects().get(object);
+    if (!ref || !instance.visible(*ref, session.slot)) {
+        throw CkError(CKR_OBJECT_HANDLE_INVALID, "no such object");
+    }
+    auto& key = *ref->key;
+    if (!key.session) {
+        if ((session.flags & CKF_RW_SESSION) == 0) {
+            throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
+        }
+        auto lease = instance.pool().acquire();
+        lease->destroy_key(key.info.ident);
+    }
+    // The key's objects go together (both halves of a pair).
+    for (const auto& rec : instance.group().records()) {
+        if (auto handle = key.handle_on(rec.number)) {
+            try {
+                auto lease = instance.pool().acquire();
+                lease->unload(rec.number, *handle);
+            } catch (const std::exception& e) {
+                logger().debug("key {} not unloaded from module {}: {}", key.info.ident, rec.number,
+                               e.what());
+            }
+        }
+    }
+    instance.objects().remove(key.info.ident);
+}
+
+Bytes random_bytes(Instance& instance, std::size_t length) {
+    constexpr std::size_t kChunk = 65536;
+    Bytes out;
+    out.reserve(length);
+    while (out.size() < length) {
+        const auto n = static_cast<std::uint32_t>(std::min(kChunk, length - out.size()));
+        auto part = instance.router().run_any(
+            [n](hsm::Service& service, std::uint32_t m) { return service.random(m, n); });
+        out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
+}
+
+} // namespace preloadrun::pkcs11

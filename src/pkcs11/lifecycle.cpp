@@ -1,0 +1,123 @@
+#include "pkcs11/lifecycle.hpp"
+
+#include "pkcs11/log.hpp"
+
+#include <mutex>
+#include <pthread.h>
+#include <unistd.h>
+
+namespace preloadrun::pkcs11 {
+
+namespace {
+
+struct Global {
+    std::mutex mutex; // held only to swap or copy the pointer, never across a call
+    std::shared_ptr<Instance> instance;
+    pid_t pid = 0;
+};
+
+Global& global() {
+    // Never destroyed: entry points may run during the application's exit.
+    static auto* g = new Global;
+    return *g;
+}
+
+void prepare_fork() noexcept {
+    global().mutex.lock();
+}
+void after_fork() noexcept {
+    global().mutex.unlock();
+}
+
+void register_fork_handlers() {
+    static std::once_flag once;
+    std::call_once(once, [] { ::pthread_atfork(prepare_fork, after_fork, after_fork); });
+}
+
+// Parses the initialise arguments (the four forms of PKCS#11 v2.40 section
+// 11.4). Returns whether the module may create threads.
+bool check_arguments(CK_VOID_PTR args) {
+    if (args == nullptr) {
+        return true; // no arguments: single-threaded application, OS locking is fine
+    }
+    const auto* a = static_cast<const CK_C_INITIALIZE_ARGS*>(args);
+    if (a->pReserved != nullptr) {
+        throw CkError(CKR_ARGUMENTS_BAD, "CK_C_INITIALIZE_ARGS.pReserved must be NULL");
+    }
+    const int given = (a->CreateMutex != nullptr) + (a->DestroyMutex != nullptr) +
+                      (a->LockMutex != nullptr) + (a->UnlockMutex != nullptr);
+    if (given != 0 && given != 4) {
+        throw CkError(CKR_ARGUMENTS_BAD, "mutex functions must be all given or none");
+    }
+    if (given == 4 && (a->flags & CKF_OS_LOCKING_OK) == 0) {
+        // The application insists on its own mutex functions; the module
+        // locks with the OS's primitives only.
+        throw CkError(CKR_CANT_LOCK, "only OS locking is supported (set CKF_OS_LOCKING_OK)");
+    }
+    return (a->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
+}
+
+} // namespace
+
+void initialize(CK_VOID_PTR args) {
+    register_fork_handlers();
+    (void)logger(); // sets up logging (off unless asked for) before the shared code logs
+    const bool threads_allowed = check_arguments(args);
+    auto& g = global();
+    {
+        std::lock_guard lock(g.mutex);
+        if (g.instance) {
+            if (g.pid == ::getpid()) {
+                throw CkError(CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised");
+            }
+            // Inherited through fork: leave the parent's state alone, forever.
+            new std::shared_ptr<Instance>(std::move(g.instance));
+            g.instance.reset();
+        }
+    }
+    Config config = Config::from_environment();
+    const hsm::Endpoint endpoint = config.endpoint;
+    std::shared_ptr<Instance> instance;
+    try {
+        instance = std::make_shared<Instance>(
+            std::move(config), [endpoint] { return hsm::connect(endpoint); }, threads_allowed);
+    } catch (const Error& e) {
+        logger().error("cannot start: {}", e.what());
+        throw CkError(CKR_FUNCTION_FAILED, e.what());
+    }
+    std::lock_guard lock(g.mutex);
+    if (g.instance && g.pid == ::getpid()) {
+        throw CkError(CKR_CRYPTOKI_ALREADY_INITIALIZED, "initialised by another thread meanwhile");
+    }
+    g.instance = std::move(instance);
+    g.pid = ::getpid();
+}
+
+void finalize(CK_VOID_PTR reserved) {
+    if (reserved != nullptr) {
+        throw CkError(CKR_ARGUMENTS_BAD, "C_Finalize argument must be NULL");
+    }
+    auto& g = global();
+    std::shared_ptr<Instance> old;
+    {
+        std::lock_guard lock(g.mutex);
+        if (!g.instance || g.pid != ::getpid()) {
+            throw CkError(CKR_CRYPTOKI_NOT_INITIALIZED, "not initialised");
+        }
+        old = std::move(g.instance);
+        g.instance.reset();
+    }
+    // Calls still running in other threads hold their own reference; the
+    // state goes when the last of them returns.
+}
+
+std::shared_ptr<Instance> current() {
+    auto& g = global();
+    std::lock_guard lock(g.mutex);
+    if (!g.instance || g.pid != ::getpid()) {
+        throw CkError(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Initialize has not been called");
+    }
+    return g.instance;
+}
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,242 @@
+#include "pkcs11/mechanisms.hpp"
+
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/hsm/digest.hpp"
+
+#include <cstring>
+#include <openssl/evp.h>
+
+namespace preloadrun::pkcs11 {
+
+namespace {
+
+using hsm::Hash;
+using hsm::KeyType;
+using hsm::MechanismKind;
+
+constexpr CK_FLAGS kSignVerify = CKF_HW | CKF_SIGN | CKF_VERIFY;
+constexpr CK_FLAGS kEncDec = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+
+const std::vector<MechanismSpec> kTable = {
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_HW | CKF_GENERATE_KEY_PAIR, 1024, 4096, KeyType::rsa,
+     MechanismKind::rsa_pkcs1, Hash::none},
+    {CKM_EC_KEY_PAIR_GEN,
+     CKF_HW | CKF_GENERATE_KEY_PAIR | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS, 256, 384,
+     KeyType::ec_p256, MechanismKind::ecdsa, Hash::none},
+    {CKM_AES_KEY_GEN, CKF_HW | CKF_GENERATE, 16, 32, KeyType::aes, MechanismKind::aes_gcm,
+     Hash::none},
+    {CKM_RSA_PKCS, kSignVerify | kEncDec, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::none},
+    {CKM_SHA1_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha1},
+    {CKM_SHA256_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha256},
+    {CKM_SHA384_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha384},
+    {CKM_SHA512_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha512},
+    {CKM_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss, Hash::none},
+    {CKM_SHA256_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha256},
+    {CKM_SHA384_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha384},
+    {CKM_SHA512_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha512},
+    {CKM_RSA_PKCS_OAEP, kEncDec, 1024, 4096, KeyType::rsa, MechanismKind::rsa_oaep, Hash::none},
+    {CKM_ECDSA, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::none},
+    {CKM_ECDSA_SHA1, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha1},
+    {CKM_ECDSA_SHA256, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha256},
+    {CKM_ECDSA_SHA384, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha384},
+    {CKM_ECDSA_SHA512, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha512},
+    {CKM_AES_GCM, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_gcm, Hash::none},
+};
+
+bool same_family(KeyType family, KeyType key) {
+    if (family == KeyType::ec_p256) {
+        return key == KeyType::ec_p256 || key == KeyType::ec_p384;
+    }
+    return family == key;
+}
+
+Hash hash_of(CK_MECHANISM_TYPE type) {
+    switch (type) {
+    case CKM_SHA_1:
+        return Hash::sha1;
+    case CKM_SHA224:
+        return Hash::sha224;
+    case CKM_SHA256:
+        return Hash::sha256;
+    case CKM_SHA384:
+        return Hash::sha384;
+    case CKM_SHA512:
+        return Hash::sha512;
+    default:
+        throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported hash in mechanism parameters");
+    }
+}
+
+Hash mgf_of(CK_RSA_PKCS_MGF_TYPE mgf) {
+    switch (mgf) {
+    case CKG_MGF1_SHA1:
+        return Hash::sha1;
+    case CKG_MGF1_SHA224:
+        return Hash::sha224;
+    case CKG_MGF1_SHA256:
+        return Hash::sha256;
+    case CKG_MGF1_SHA384:
+        return Hash::sha384;
+    case CKG_MGF1_SHA512:
+        return Hash::sha512;
+    default:
+        throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported MGF in mechanism parameters");
+    }
+}
+
+template <class T> const T& params_as(const CK_MECHANISM& m) {
+    if (m.pParameter == nullptr || m.ulParameterLen != sizeof(T)) {
+        throw CkError(CKR_MECHANISM_PARAM_INVALID, "mechanism parameters of the wrong size");
+    }
+    return *static_cast<const T*>(m.pParameter);
+}
+
+Bytes bytes_of(const void* p, CK_ULONG len) {
+    if (len == 0) {
+        return {};
+    }
+    if (p == nullptr) {
+        throw CkError(CKR_MECHANISM_PARAM_INVALID, "parameter data pointer is NULL");
+    }
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    return Bytes(b, b + len);
+}
+
+const EVP_MD* md_of(Hash hash) {
+    if (const EVP_MD* md = hsm::evp_md(hash)) {
+        return md;
+    }
+    throw Error(ErrorCode::internal, "no digest for this hash");
+}
+
+} // namespace
+
+const std::vector<MechanismSpec>& mechanism_table() {
+    return kTable;
+}
+
+const MechanismSpec* find_mechanism(CK_MECHANISM_TYPE type) {
+    for (const auto& spec : kTable) {
+        if (spec.type == type) {
+            return &spec;
+        }
+    }
+    return nullptr;
+}
+
+Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpose) {
+    const MechanismSpec* spec = find_mechanism(m.mechanism);
+    if (spec == nullptr || (spec->flags & purpose) == 0) {
+        throw CkError(CKR_MECHANISM_INVALID, "mechanism not offered for this operation");
+    }
+    if (!same_family(spec->family, key.type)) {
+        throw CkError(CKR_KEY_TYPE_INCONSISTENT, "mechanism does not fit the key type");
+    }
+    Prepared out;
+    out.spec = spec;
+    out.prehash = spec->prehash;
+    auto& mech = out.mechanism;
+    mech.kind = spec->kind;
+    const bool encrypting = (purpose & (CKF_ENCRYPT | CKF_DECRYPT)) != 0;
+    switch (spec->kind) {
+    case MechanismKind::rsa_pkcs1:
+        if (encrypting) {
+            mech.kind = MechanismKind::rsa_pkcs1_enc;
+        } else {
+            mech.hash = spec->prehash;
+        }
+        break;
+    case MechanismKind::rsa_pss: {
+        const auto& p = params_as<CK_RSA_PKCS_PSS_PARAMS>(m);
+        mech.hash = hash_of(p.hashAlg);
+        mech.mgf_hash = mgf_of(p.mgf);
+        mech.salt_len = static_cast<std::uint32_t>(p.sLen);
+        if (spec->prehash != Hash::none && spec->prehash != mech.hash) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, "PSS hashAlg differs from the mechanism's");
+        }
+        break;
+    }
+    case MechanismKind::rsa_oaep: {
+        const auto& p = params_as<CK_RSA_PKCS_OAEP_PARAMS>(m);
+        mech.hash = hash_of(p.hashAlg);
+        mech.mgf_hash = mgf_of(p.mgf);
+        if (p.source == CKZ_DATA_SPECIFIED) {
+            mech.label = bytes_of(p.pSourceData, p.ulSourceDataLen);
+        } else if (p.source != 0) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, "unknown OAEP source");
+        }
+        break;
+    }
+    case MechanismKind::ecdsa:
+        mech.hash = Hash::none; // the service gets the digest either way
+        break;
+    case MechanismKind::aes_gcm: {
+        const auto& p = params_as<CK_GCM_PARAMS>(m);
+        mech.iv = bytes_of(p.pIv, p.ulIvLen);
+        mech.aad = bytes_of(p.pAAD, p.ulAADLen);
+        if (p.ulTagBits == 0 || p.ulTagBits > 128 || p.ulTagBits % 8 != 0 || mech.iv.empty()) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, "GCM tag length or IV not usable");
+        }
+        mech.tag_bits = static_cast<std::uint32_t>(p.ulTagBits);
+        break;
+    }
+    case MechanismKind::rsa_pkcs1_enc:
+        break;
+    }
+    return out;
+}
+
+struct Digest::Impl {
+    EVP_MD_CTX* ctx = nullptr;
+    ~Impl() { EVP_MD_CTX_free(ctx); }
+};
+
+Digest::Digest(hsm::Hash hash) : impl_(std::make_unique<Impl>()) {
+    impl_->ctx = EVP_MD_CTX_new();
+    if (impl_->ctx == nullptr || EVP_DigestInit_ex(impl_->ctx, md_of(hash), nullptr) != 1) {
+        throw Error(ErrorCode::crypto, "cannot start a digest");
+    }
+}
+Digest::Digest(Digest&&) noexcept = default;
+Digest& Digest::operator=(Digest&&) noexcept = default;
+Digest::~Digest() = default;
+
+void Digest::update(std::span<const std::uint8_t> data) {
+    if (!data.empty() && EVP_DigestUpdate(impl_->ctx, data.data(), data.size()) != 1) {
+        throw Error(ErrorCode::crypto, "digest update failed");
+    }
+}
+
+Bytes Digest::finish() {
+    Bytes out(EVP_MAX_MD_SIZE);
+    unsigned int len = 0;
+    if (EVP_DigestFinal_ex(impl_->ctx, out.data(), &len) != 1) {
+        throw Error(ErrorCode::crypto, "digest failed");
+    }
+    out.resize(len);
+    return out;
+}
+
+std::size_t signature_length(const hsm::KeyInfo& key) {
+    switch (key.type) {
+    case KeyType::rsa:
+        return (key.bits + 7) / 8;
+    case KeyType::ec_p256:
+        return 64;
+    case KeyType::ec_p384:
+        return 96;
+    case KeyType::aes:
+        break;
+    }
+    return 0;
+}
+
+} // namespace preloadrun::pkcs11

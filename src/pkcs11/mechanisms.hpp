@@ -1,0 +1,60 @@
+#pragma once
+// The mechanisms the module offers: the table behind C_GetMechanismList/Info,
+// and the translation of a CK_MECHANISM (with its parameters) into what the
+// HSM service is asked. The service signs digests: for the hashing
+// mechanisms (CKM_SHA256_RSA_PKCS, CKM_ECDSA_SHA256, ...) the module hashes.
+
+#include "pkcs11/ck.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace preloadrun::pkcs11 {
+
+struct MechanismSpec {
+    CK_MECHANISM_TYPE type;
+    CK_FLAGS flags;    // CKF_SIGN, CKF_ENCRYPT, ... plus CKF_HW
+    CK_ULONG min_size; // bits for RSA and EC, bytes for AES (PKCS#11 v2.40)
+    CK_ULONG max_size;
+    hsm::KeyType family; // rsa, ec_p256 (any EC), aes
+    hsm::MechanismKind kind;
+    hsm::Hash prehash; // hashed by the module first
+};
+
+const std::vector<MechanismSpec>& mechanism_table();
+// nullptr when not offered.
+const MechanismSpec* find_mechanism(CK_MECHANISM_TYPE type);
+
+// What to ask the service for one operation.
+struct Prepared {
+    const MechanismSpec* spec = nullptr;
+    hsm::Mechanism mechanism;
+    hsm::Hash prehash = hsm::Hash::none;
+};
+
+// `purpose` is one of CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT. Throws
+// CkError: CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
+// CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_FUNCTION_NOT_PERMITTED.
+Prepared prepare(const CK_MECHANISM& mechanism, const hsm::KeyInfo& key, CK_FLAGS purpose);
+
+// Incremental hashing for the hashing mechanisms.
+class Digest {
+public:
+    explicit Digest(hsm::Hash hash);
+    Digest(Digest&&) noexcept;
+    Digest& operator=(Digest&&) noexcept;
+    ~Digest();
+    void update(std::span<const std::uint8_t> data);
+    Bytes finish();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// Length of a signature made by `key` (RSA: modulus bytes, EC: 2 x field).
+std::size_t signature_length(const hsm::KeyInfo& key);
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,165 @@
+#include "pkcs11/objects.hpp"
+
+#include "pkcs11/log.hpp"
+
+#include <set>
+
+namespace preloadrun::pkcs11 {
+
+std::optional<hsm::ObjectHandle> KeyObject::handle_on(std::uint32_t module) const {
+    std::lock_guard lock(mutex_);
+    auto it = loaded_.find(module);
+    if (it == loaded_.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+void KeyObject::set_handle(std::uint32_t module, hsm::ObjectHandle handle) {
+    std::lock_guard lock(mutex_);
+    loaded_[module] = handle;
+}
+
+void KeyObject::forget(std::uint32_t module) {
+    std::lock_guard lock(mutex_);
+    loaded_.erase(module);
+}
+
+bool KeyObject::loaded_anywhere() const {
+    std::lock_guard lock(mutex_);
+    return !loaded_.empty();
+}
+
+void KeyObject::mark_lost() {
+    std::lock_guard lock(mutex_);
+    lost_ = true;
+    loaded_.clear();
+}
+
+bool KeyObject::lost() const {
+    std::lock_guard lock(mutex_);
+    return lost_;
+}
+
+CK_OBJECT_HANDLE ObjectStore::handle_for(const std::string& ident, CK_OBJECT_CLASS cls) {
+    auto [it, inserted] = issued_.try_emplace({ident, cls}, next_);
+    if (inserted) {
+        ++next_;
+    }
+    return it->second;
+}
+
+std::shared_ptr<KeyObject> ObjectStore::make(const hsm::KeyInfo& info, CK_SLOT_ID slot,
+                                             bool session) {
+    auto key = std::make_shared<KeyObject>();
+    key->info = info;
+    key->info.persistent = !session;
+    key->slot = slot;
+    key->session = session;
+    const PublicParts parts = parse_public(key->info);
+    const bool is_private = key->info.token.has_value();
+    if (info.type == hsm::KeyType::aes) {
+        key->main_attrs = key_attributes(key->info, parts, CKO_SECRET_KEY, is_private);
+    } else {
+        key->main_attrs = key_attributes(key->info, parts, CKO_PRIVATE_KEY, is_private);
+        key->public_attrs = key_attributes(key->info, parts, CKO_PUBLIC_KEY, false);
+    }
+    return key;
+}
+
+void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
+    const bool secret = key->info.type == hsm::KeyType::aes;
+    key->main_handle = handle_for(key->info.ident, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY);
+    by_handle_[key->main_handle] = Ref{key, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY};
+    if (!secret) {
+        key->public_handle = handle_for(key->info.ident, CKO_PUBLIC_KEY);
+        by_handle_[key->public_handle] = Ref{key, CKO_PUBLIC_KEY};
+    }
+    by_ident_[key->info.ident] = key;
+}
+
+void ObjectStore::sync(const std::vector<hsm::KeyInfo>& world, const SlotOf& slot_of) {
+    std::lock_guard lock(mutex_);
+    std::set<std::string> present;
+    for (const auto& info : world) {
+        if (!info.persistent) {
+            continue;
+        }
+        present.insert(info.ident);
+        if (by_ident_.count(info.ident) != 0) {
+            continue;
+        }
+        auto slot = slot_of(info);
+        if (!slot) {
+            continue;
+        }
+        try {
+            insert(make(info, *slot, false));
+        } catch (const std::exception& e) {
+            logger().warn("key {} ('{}') not shown: {}", info.ident, info.label, e.what());
+        }
+    }
+    for (auto it = by_ident_.begin(); it != by_ident_.end();) {
+        const auto& key = it->second;
+        if (!key->session && present.count(it->first) == 0) {
+            by_handle_.erase(key->main_handle);
+            by_handle_.erase(key->public_handle);
+            it = by_ident_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+std::shared_ptr<KeyObject> ObjectStore::add(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session,
+                                            std::uint32_t home_module, CK_SESSION_HANDLE creator) {
+    auto key = make(info, slot, session);
+    key->home_module = home_module;
+    key->creator = creator;
+    std::lock_guard lock(mutex_);
+    insert(key);
+    return key;
+}
+
+std::optional<ObjectStore::Ref> ObjectStore::get(CK_OBJECT_HANDLE handle) const {
+    std::lock_guard lock(mutex_);
+    auto it = by_handle_.find(handle);
+    if (it == by_handle_.end() || it->second.key->lost()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+std::vector<ObjectStore::Ref> ObjectStore::all() const {
+    std::lock_guard lock(mutex_);
+    std::vector<Ref> out;
+    out.reserve(by_handle_.size());
+    for (const auto& [handle, ref] : by_handle_) {
+        if (!ref.key->lost()) {
+            out.push_back(ref);
+        }
+    }
+    return out;
+}
+
+std::vector<std::shared_ptr<KeyObject>> ObjectStore::keys() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<KeyObject>> out;
+    for (const auto& [ident, key] : by_ident_) {
+        out.push_back(key);
+    }
+    return out;
+}
+
+void ObjectStore::remove(const std::string& ident) {
+    std::lock_guard lock(mutex_);
+    auto it = by_ident_.find(ident);
+    if (it == by_ident_.end()) {
+        return;
+    }
+    by_handle_.erase(it->second->main_handle);
+    by_handle_.erase(it->second->public_handle);
+    by_ident_.erase(it);
+}
+
+} // namespace preloadrun::pkcs11

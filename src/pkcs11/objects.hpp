@@ -1,0 +1,87 @@
+#pragma once
+// Objects: stable CK_OBJECT_HANDLEs that name key identities (the world's
+// ident for persistent keys, the session key's ident for session objects),
+// never per-module handles. A key pair is two objects (private and public)
+// of one KeyObject; an AES key is one secret-key object. Each KeyObject
+// remembers on which modules it is loaded, under which handle.
+
+#include "pkcs11/attributes.hpp"
+#include "pkcs11/ck.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace preloadrun::pkcs11 {
+
+struct KeyObject {
+    hsm::KeyInfo info;
+    CK_SLOT_ID slot = 0;
+    bool session = false;               // a session key (CKA_TOKEN false): never reloaded
+    std::uint32_t home_module = 0;      // session keys: the one module that holds it
+    CK_SESSION_HANDLE creator = 0;      // session keys: destroyed when this session closes
+    CK_OBJECT_HANDLE main_handle = 0;   // the private or secret key object
+    CK_OBJECT_HANDLE public_handle = 0; // 0 for secret keys
+    Attributes main_attrs;
+    Attributes public_attrs;
+
+    // The key's handle on `module`, if loaded there.
+    std::optional<hsm::ObjectHandle> handle_on(std::uint32_t module) const;
+    void set_handle(std::uint32_t module, hsm::ObjectHandle handle);
+    void forget(std::uint32_t module);
+    bool loaded_anywhere() const;
+    // A session key whose module was cleared: gone for good.
+    void mark_lost();
+    bool lost() const;
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::uint32_t, hsm::ObjectHandle> loaded_;
+    bool lost_ = false;
+};
+
+class ObjectStore {
+public:
+    struct Ref {
+        std::shared_ptr<KeyObject> key;
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        const Attributes& attributes() const {
+            return cls == CKO_PUBLIC_KEY ? key->public_attrs : key->main_attrs;
+        }
+    };
+    using SlotOf = std::function<std::optional<CK_SLOT_ID>(const hsm::KeyInfo&)>;
+
+    // Brings the persistent objects in line with the world's key list: adds
+    // new keys (slot_of decides the slot; nullopt: not shown), drops keys
+    // that are gone. Session objects are untouched.
+    void sync(const std::vector<hsm::KeyInfo>& world, const SlotOf& slot_of);
+
+    // Adds one key (a generated one). `session`: CKA_TOKEN false, living on
+    // `home_module` only.
+    std::shared_ptr<KeyObject> add(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session,
+                                   std::uint32_t home_module, CK_SESSION_HANDLE creator);
+
+    std::optional<Ref> get(CK_OBJECT_HANDLE handle) const;
+    std::vector<Ref> all() const;
+    std::vector<std::shared_ptr<KeyObject>> keys() const;
+    void remove(const std::string& ident);
+
+private:
+    std::shared_ptr<KeyObject> make(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session);
+    CK_OBJECT_HANDLE handle_for(const std::string& ident, CK_OBJECT_CLASS cls);
+    void insert(const std::shared_ptr<KeyObject>& key);
+
+    mutable std::mutex mutex_;
+    std::map<std::string, std::shared_ptr<KeyObject>> by_ident_;
+    std::map<CK_OBJECT_HANDLE, Ref> by_handle_;
+    // Handles stay the same for an identity for the life of the process.
+    std::map<std::pair<std::string, CK_OBJECT_CLASS>, CK_OBJECT_HANDLE> issued_;
+    CK_OBJECT_HANDLE next_ = 1;
+};
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,37 @@
+#pragma once
+// Watches the tokens file: a background thread waits on inotify for the
+// file's directory and bumps a counter when the file is replaced
+// (IN_MOVED_TO: atomic publication by rename) or rewritten (IN_CLOSE_WRITE).
+// Readers compare the counter with the value they last saw: an atomic load,
+// no system call, on the hot path.
+
+#include "preloadrun/common/fd.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <thread>
+
+namespace preloadrun::pkcs11 {
+
+class ReloadWatch {
+public:
+    // Starts watching; throws Error(io) when inotify cannot watch the directory.
+    explicit ReloadWatch(const std::filesystem::path& file);
+    ReloadWatch(const ReloadWatch&) = delete;
+    ReloadWatch& operator=(const ReloadWatch&) = delete;
+    ~ReloadWatch();
+
+    std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+
+private:
+    void run() noexcept;
+
+    std::string name_;
+    Fd inotify_;
+    Fd stop_;
+    std::atomic<std::uint64_t> version_{0};
+    std::thread thread_;
+};
+
+} // namespace preloadrun::pkcs11

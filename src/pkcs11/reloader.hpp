@@ -1,0 +1,86 @@
+#pragma once
+// Key reloading (CKNFAST_RELOAD_KEYS). check() runs at each C_SignInit,
+// C_VerifyInit, C_EncryptInit and C_DecryptInit; when the watcher saw no
+// change and no reload is pending it is two relaxed atomic loads. When the
+// tokens file changed, it is re-read: tokens newly loaded on a module (new
+// handle or module generation) get their keys reloaded there, cleared
+// modules (new generation) get their module-protected keys back, new modules
+// join (at most kMaxModules ever). A reload that fails is retried at each
+// check for the retry window, then that module is abandoned (one log line).
+// Session keys are never reloaded. A file whose owner died is reported once;
+// what is loaded keeps serving.
+
+#include "pkcs11/group.hpp"
+#include "pkcs11/objects.hpp"
+#include "pkcs11/reload_watch.hpp"
+#include "pkcs11/retry_window.hpp"
+#include "pkcs11/router.hpp"
+#include "pkcs11/slots.hpp"
+#include "preloadrun/tokens/tokens_file.hpp"
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+
+namespace preloadrun::pkcs11 {
+
+class Reloader {
+public:
+    struct Parts {
+        Group& group;
+        Slots& slots;
+        ObjectStore& objects;
+        Router& router;
+    };
+    // `watch` may be null (then only explicit poke() calls notice changes:
+    // for tests).
+    Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
+             std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
+             std::uint64_t initial_file_generation);
+
+    // The hot path.
+    void check() {
+        const std::uint64_t v = current_version();
+        if (v == seen_.load(std::memory_order_relaxed) &&
+            !pending_.load(std::memory_order_relaxed)) {
+            return;
+        }
+        slow_path(v);
+    }
+
+    // Applies a tokens file (the slow path once the file was read and found
+    // live). Public for tests.
+    void apply(const tokens::TokensFile& file);
+    // Retries pending reloads, abandons those whose window passed.
+    void retry_pending();
+    // For tests without a watcher: count one change.
+    void poke() noexcept { manual_.fetch_add(1, std::memory_order_acq_rel); }
+
+private:
+    std::uint64_t current_version() const noexcept {
+        return (watch_ ? watch_->version() : 0) + manual_.load(std::memory_order_acquire);
+    }
+    void slow_path(std::uint64_t version);
+    void reread();
+    // Loads every key in use onto `module`; joins it to the group when all
+    // loaded, else opens (or keeps) its retry window.
+    void reload_module(std::uint32_t module, const std::string& why);
+    void forget_module(std::uint32_t module);
+
+    std::filesystem::path file_;
+    Parts parts_;
+    std::unique_ptr<ReloadWatch> watch_;
+    std::atomic<std::uint64_t> manual_{0};
+    std::atomic<std::uint64_t> seen_{0};
+    std::atomic<bool> pending_{false};
+    std::mutex mutex_; // one reload at a time; others carry on without waiting
+    RetryWindows retries_;
+    std::map<std::uint32_t, std::string> retry_reason_;
+    std::uint64_t file_generation_ = 0;
+    bool owner_dead_reported_ = false;
+    std::set<std::uint32_t> file_unusable_; // modules the file last called not usable
+};
+
+} // namespace preloadrun::pkcs11

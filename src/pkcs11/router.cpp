@@ -1,0 +1,173 @@
+#include "pkcs11/router.hpp"
+
+#include "pkcs11/ck.hpp"
+#include "pkcs11/log.hpp"
+
+#include <optional>
+
+namespace preloadrun::pkcs11 {
+
+Fault classify(ErrorCode code) noexcept {
+    switch (code) {
+    case ErrorCode::invalid_handle:
+    case ErrorCode::module_not_usable:
+        return Fault::module_gone;
+    case ErrorCode::transient:
+        return Fault::try_elsewhere;
+    case ErrorCode::unavailable:
+    case ErrorCode::timeout:
+    case ErrorCode::protocol:
+    case ErrorCode::io:
+        return Fault::connection;
+    default:
+        return Fault::final;
+    }
+}
+
+void Router::module_gone(std::uint32_t module, const Error& error) {
+    group_.leave(module, error.what());
+}
+
+template <class Result, class Fn>
+Result Router::attempt(const std::vector<std::uint32_t>& candidates, const char* what, Fn&& fn) {
+    if (candidates.empty()) {
+        throw CkError(CKR_DEVICE_ERROR, std::string("no module of the group can ") + what + " now");
+    }
+    const std::size_t n = candidates.size();
+    const std::size_t start = static_cast<std::size_t>(group_.next_turn() % n);
+    // Every candidate once, plus a couple of extra turns for transient
+    // failures and broken connections.
+    const std::size_t tries = n + 2;
+    std::optional<Error> last;
+    for (std::size_t i = 0; i < tries; ++i) {
+        const std::uint32_t module = candidates[(start + i) % n];
+        if (!group_.is_member(module)) {
+            continue;
+        }
+        std::optional<Pool::Lease> lease;
+        try {
+            lease.emplace(pool_.acquire());
+            return fn(**lease, module);
+        } catch (const Error& e) {
+            const Fault fault = classify(e.code());
+            logger().debug("{} on module {} failed ({}): {}", what, module, to_string(e.code()),
+                           e.what());
+            switch (fault) {
+            case Fault::final:
+                throw;
+            case Fault::module_gone:
+                module_gone(module, e);
+                break;
+            case Fault::connection:
+                if (lease) {
+                    lease->discard();
+                }
+                break;
+            case Fault::try_elsewhere:
+                break;
+            }
+            last = e;
+        }
+    }
+    throw CkError(CKR_DEVICE_ERROR, std::string("no module of the group could ") + what +
+                                        (last ? std::string(": ") + last->what() : ""));
+}
+
+std::vector<std::uint32_t> Router::candidates(const KeyObject& key) const {
+    std::vector<std::uint32_t> out;
+    if (key.session) {
+        if (!key.lost() && group_.is_member(key.home_module)) {
+            out.push_back(key.home_module);
+        }
+        return out;
+    }
+    for (std::uint32_t m : group_.members()) {
+        if (!key.info.token || slots_.handle(key.slot, m)) {
+            out.push_back(m);
+        }
+    }
+    return out;
+}
+
+hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint32_t module) {
+    hsm::ObjectHandle token = 0;
+    if (key.info.token) {
+        auto th = slots_.handle(key.slot, module);
+        if (!th) {
+            throw Error(ErrorCode::invalid_handle, "token of key " + key.info.ident +
+                                                       " not loaded on module " +
+                                                       std::to_string(module));
+        }
+        token = th->handle;
+    }
+    const hsm::ObjectHandle handle = service.load_key(module, key.info.ident, token);
+    key.set_handle(module, handle);
+    logger().debug("key {} ('{}') loaded on module {}: handle {}", key.info.ident, key.info.label,
+                   module, handle);
+    return handle;
+}
+
+Bytes Router::run(KeyObject& key, const KeyOp& op) {
+    const auto mods = candidates(key);
+    if (key.session && mods.empty()) {
+        key.mark_lost();
+        throw CkError(CKR_DEVICE_ERROR, "session key " + key.info.ident + " was on module " +
+                                            std::to_string(key.home_module) +
+                                            ", which left the group: the key is gone");
+    }
+    try {
+        return attempt<Bytes>(mods, "use the key", [&](hsm::Service& service, std::uint32_t m) {
+            auto handle = key.handle_on(m);
+            if (!handle) {
+                if (key.session) {
+                    throw Error(ErrorCode::invalid_handle, "session key not on this module");
+                }
+                handle = load(service, key, m);
+            }
+            try {
+                return op(service, m, *handle);
+            } catch (const Error& e) {
+                if (classify(e.code()) == Fault::module_gone) {
+                    key.forget(m);
+                }
+                throw;
+            }
+        });
+    } catch (const CkError&) {
+        if (key.session && !group_.is_member(key.home_module)) {
+            key.mark_lost();
+        }
+        throw;
+    }
+}
+
+Bytes Router::run_any(const ModuleOp& op) {
+    return attempt<Bytes>(group_.members(), "serve the request", op);
+}
+
+std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hsm::KeySpec spec) {
+    std::vector<std::uint32_t> mods;
+    for (std::uint32_t m : group_.members()) {
+        if (slot == kAcceleratorSlot || slots_.handle(slot, m)) {
+            mods.push_back(m);
+        }
+    }
+    std::uint32_t used = 0;
+    hsm::GeneratedKey generated;
+    attempt<Bytes>(mods, "generate the key", [&](hsm::Service& service, std::uint32_t m) {
+        hsm::KeySpec s = spec;
+        if (slot != kAcceleratorSlot) {
+            const auto token = slots_.handle(slot, m);
+            if (!token) {
+                throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
+            }
+            s.token_handle = token->handle;
+        }
+        generated = service.generate_key(m, s);
+        used = m;
+        return Bytes{};
+    });
+    return {used, std::move(generated)};
+}
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,66 @@
+#pragma once
+// Routing: each operation goes to one member of the group where its key is
+// loaded, in turn (round-robin) to spread the load; a key is loaded lazily on
+// a module the first time it is needed there. When the module fails under the
+// operation (cleared: invalid handle; not usable; transient; connection
+// lost), the operation is retried on another member before any error reaches
+// the application. A module that was cleared or is not usable leaves the
+// group. Session keys live on one module only and are never moved: when that
+// module is lost, so is the key.
+
+#include "pkcs11/group.hpp"
+#include "pkcs11/objects.hpp"
+#include "pkcs11/pool.hpp"
+#include "pkcs11/slots.hpp"
+#include "preloadrun/common/error.hpp"
+
+#include <functional>
+#include <vector>
+
+namespace preloadrun::pkcs11 {
+
+// What a failure of the service says about the module it happened on.
+enum class Fault {
+    module_gone,   // cleared (invalid handle) or not usable: leaves the group
+    try_elsewhere, // transient: this operation goes elsewhere, the module stays
+    connection,    // the connection broke: drop it, try again
+    final,         // about the request itself (bad data, bad signature, ...)
+};
+Fault classify(ErrorCode code) noexcept;
+
+class Router {
+public:
+    Router(Pool& pool, Group& group, Slots& slots) : pool_(pool), group_(group), slots_(slots) {}
+
+    using KeyOp = std::function<Bytes(hsm::Service&, std::uint32_t module, hsm::ObjectHandle key)>;
+    using ModuleOp = std::function<Bytes(hsm::Service&, std::uint32_t module)>;
+
+    // Runs `op` with `key` on a member module. Throws CkError(CKR_DEVICE_ERROR)
+    // when no module could do it, or the Error of a final failure.
+    Bytes run(KeyObject& key, const KeyOp& op);
+    // Runs `op` on any member (random numbers).
+    Bytes run_any(const ModuleOp& op);
+    // Generates a key on a member (where the slot's token is loaded, for a
+    // token slot). Returns the module it lives on.
+    std::pair<std::uint32_t, hsm::GeneratedKey> generate(CK_SLOT_ID slot, hsm::KeySpec spec);
+
+    // Loads `key` on `module` (with its token's handle there) and records the
+    // handle. Used lazily here and eagerly by the reloader.
+    hsm::ObjectHandle load(hsm::Service& service, KeyObject& key, std::uint32_t module);
+
+    // The members that can serve `key` now.
+    std::vector<std::uint32_t> candidates(const KeyObject& key) const;
+
+    Pool& pool() noexcept { return pool_; }
+
+private:
+    template <class Result, class Fn>
+    Result attempt(const std::vector<std::uint32_t>& candidates, const char* what, Fn&& fn);
+    void module_gone(std::uint32_t module, const Error& error);
+
+    Pool& pool_;
+    Group& group_;
+    Slots& slots_;
+};
+
+} // namespace preloadrun::pkcs11

@@ -1,0 +1,55 @@
+#pragma once
+// Sessions. The table has its own lock; each session has a mutex that a call
+// on that session holds for its whole length (per-session locking: calls on
+// different sessions run in parallel, calls on one session are serialised).
+
+#include "pkcs11/ck.hpp"
+#include "pkcs11/mechanisms.hpp"
+#include "pkcs11/objects.hpp"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <vector>
+
+namespace preloadrun::pkcs11 {
+
+// An active sign/verify/encrypt/decrypt operation.
+struct Operation {
+    std::shared_ptr<KeyObject> key;
+    Prepared prepared;
+    std::optional<Digest> digest; // hashing mechanisms: data hashed as it comes
+    Bytes buffer;                 // other mechanisms: data collected as it comes
+    bool multipart = false;       // an *Update was called
+    std::optional<Bytes> result;  // output already computed (kept across a length query)
+};
+
+struct Session {
+    std::mutex mutex;
+    CK_SESSION_HANDLE handle = 0;
+    CK_SLOT_ID slot = 0;
+    CK_FLAGS flags = 0;
+    std::optional<Operation> sign, verify, encrypt, decrypt;
+    bool finding = false;
+    std::vector<CK_OBJECT_HANDLE> found;
+    std::size_t found_pos = 0;
+};
+
+class Sessions {
+public:
+    std::shared_ptr<Session> open(CK_SLOT_ID slot, CK_FLAGS flags);
+    // Throws CkError(CKR_SESSION_HANDLE_INVALID).
+    std::shared_ptr<Session> get(CK_SESSION_HANDLE handle) const;
+    std::shared_ptr<Session> close(CK_SESSION_HANDLE handle);
+    std::vector<std::shared_ptr<Session>> close_all(CK_SLOT_ID slot);
+    CK_ULONG count(CK_SLOT_ID slot, bool rw_only) const;
+
+private:
+    mutable std::shared_mutex mutex_;
+    std::map<CK_SESSION_HANDLE, std::shared_ptr<Session>> sessions_;
+    CK_SESSION_HANDLE next_ = 1;
+};
+
+} // namespace preloadrun::pkcs11

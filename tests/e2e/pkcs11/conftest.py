@@ -1,0 +1,164 @@
+"""Fixtures for the PKCS#11 module's end-to-end tests.
+
+Reuses the hsmsim fixtures of tests/e2e/conftest.py (make_service, Sim).
+`world` is a started service with 3 modules, a softcard "card1" (passphrase
+"secret") holding EC key "eck" (CKA_ID 01), and a module-protected RSA key
+"modrsa" (CKA_ID 02). `client_env(world, ...)` is the environment of a client
+application using the module; the module logs to world.root/p11.log.
+"""
+
+import importlib.util
+import os
+import subprocess
+import time
+
+import pytest
+
+_base_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "conftest.py")
+_spec = importlib.util.spec_from_file_location("e2e_base_conftest", _base_path)
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+pytest_runtest_makereport = _base.pytest_runtest_makereport
+hsmsim_bin = _base.hsmsim_bin
+make_service = _base.make_service
+
+PIN = "secret"
+
+
+def _env_path(name):
+    path = os.environ.get(name)
+    if not path:
+        pytest.fail(f"{name} is not set: run these tests through ctest")
+    return path
+
+
+@pytest.fixture(scope="session")
+def module_path():
+    return _env_path("PKCS11_MODULE")
+
+
+@pytest.fixture(scope="session")
+def driver_bin():
+    return _env_path("P11_DRIVER")
+
+
+@pytest.fixture(scope="session")
+def holder_bin():
+    return _env_path("TOKENS_HOLDER")
+
+
+def setup_world(sim):
+    pf = sim.passfile(PIN)
+    sim.ok("softcard", "create", "card1", "--passphrase-file", pf)
+    sim.ok("key", "generate", "--type", "ec-p256", "--label", "eck", "--id", "01",
+           "--protect", "softcard:card1", "--passphrase-file", pf)
+    sim.ok("key", "generate", "--type", "rsa-2048", "--label", "modrsa", "--id", "02",
+           "--protect", "module")
+    sim.pinfile = pf
+    return sim
+
+
+@pytest.fixture
+def world(make_service):
+    return setup_world(make_service(modules=3, init_delay_ms=50))
+
+
+def client_env(sim, loadsharing=True, reload=False, tokens_file=None, extra=None):
+    env = _base._base_env()
+    env["HSMSIM_SOCKET"] = sim.socket
+    env["HSMSIM_ADMIN_SOCKET"] = sim.admin_socket
+    env["NFAST_KMDATA"] = sim.kmdata
+    for var in ("CKNFAST_LOADSHARING", "CKNFAST_RELOAD_KEYS", "NFAST_NFKM_TOKENSFILE"):
+        env.pop(var, None)
+    if loadsharing:
+        env["CKNFAST_LOADSHARING"] = "1"
+    if reload:
+        env["CKNFAST_RELOAD_KEYS"] = "1"
+    if tokens_file:
+        env["NFAST_NFKM_TOKENSFILE"] = tokens_file
+    env["PRELOADRUN_PKCS11_LOG"] = os.path.join(sim.root, "p11.log")
+    env["PRELOADRUN_PKCS11_LOG_LEVEL"] = "debug"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def module_log(sim):
+    try:
+        with open(os.path.join(sim.root, "p11.log")) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def run(args, env, timeout=120, check=True, input=None):
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                       input=input)
+    if check and r.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {r.returncode}\n"
+                    f"stdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
+
+
+def ops(sim):
+    return {n: m["ops"] for n, m in sim.modules().items()}
+
+
+class Holder:
+    """tokens_holder: a stand-in for preloadrun holding a live tokens file."""
+
+    def __init__(self, binary, sim, path):
+        self.path = path
+        self.proc = subprocess.Popen([binary, path, sim.socket, "card1", sim.pinfile],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.wait_ready()
+
+    def wait_ready(self):
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready"):
+            pytest.fail(f"tokens_holder: {line!r} {self.proc.stderr.read()}")
+        return line
+
+    def command(self, cmd, ready=True):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        if ready:
+            return self.wait_ready()
+        return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.command("quit", ready=False)
+                self.proc.wait(10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def make_holder(holder_bin):
+    holders = []
+
+    def factory(sim):
+        d = os.path.join(sim.root, "tf")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        h = Holder(holder_bin, sim, os.path.join(d, "tokens.json"))
+        holders.append(h)
+        return h
+
+    yield factory
+    for h in holders:
+        h.stop()
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")

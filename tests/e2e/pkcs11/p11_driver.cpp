@@ -1,0 +1,369 @@
+// Test driver: loads the PKCS#11 module with dlopen and drives it through its
+// function list, the way an application does. One scenario per command:
+//
+//   p11_driver sign MODULE TOKEN PIN ID COUNT THREADS [MECH]
+//       THREADS threads, each with its own session, sign COUNT times with the
+//       private key of CKA_ID=ID (hex) and verify each signature with the
+//       public key. MECH: ecdsa (default), rsa, pss. Prints "ok=N errors=M".
+//   p11_driver fork MODULE TOKEN PIN ID
+//       signs, forks; the child must see CKR_CRYPTOKI_NOT_INITIALIZED, then
+//       initialise afresh and sign; the parent signs again.
+//   p11_driver initargs MODULE
+//       the four forms of C_Initialize arguments and the lifecycle errors.
+//   p11_driver attrs MODULE TOKEN PIN ID
+//       C_GetAttributeValue conventions on the private and public key.
+//   p11_driver session-key MODULE COUNT
+//       a session EC key in the accelerator slot, signed with COUNT times
+//       (one per second of a test's fault), printing each CK_RV.
+// Exit status 0 when the scenario passed, 1 otherwise (with a message).
+
+#include "pkcs11/ck.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <dlfcn.h>
+#include <iostream>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+CK_FUNCTION_LIST_PTR f = nullptr;
+
+[[noreturn]] void fail(const std::string& what, CK_RV rv = CKR_OK) {
+    std::cerr << "FAIL: " << what;
+    if (rv != CKR_OK) {
+        std::cerr << " (CKR 0x" << std::hex << rv << std::dec << ")";
+    }
+    std::cerr << std::endl;
+    std::exit(1);
+}
+
+void check(CK_RV rv, const std::string& what, CK_RV want = CKR_OK) {
+    if (rv != want) {
+        std::cerr << "FAIL: " << what << ": got 0x" << std::hex << rv << ", want 0x" << want
+                  << std::dec << std::endl;
+        std::exit(1);
+    }
+}
+
+void load(const char* path) {
+    void* lib = ::dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+        fail(std::string("dlopen: ") + ::dlerror());
+    }
+    auto get = reinterpret_cast<CK_C_GetFunctionList>(::dlsym(lib, "C_GetFunctionList"));
+    if (get == nullptr) {
+        fail("no C_GetFunctionList");
+    }
+    check(get(&f), "C_GetFunctionList");
+}
+
+void init_os_locking() {
+    CK_C_INITIALIZE_ARGS args{};
+    args.flags = CKF_OS_LOCKING_OK;
+    check(f->C_Initialize(&args), "C_Initialize");
+}
+
+std::vector<unsigned char> from_hex(const std::string& hex) {
+    std::vector<unsigned char> out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        out.push_back(static_cast<unsigned char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    }
+    return out;
+}
+
+CK_SLOT_ID slot_of(const std::string& label) {
+    CK_ULONG n = 0;
+    check(f->C_GetSlotList(CK_TRUE, nullptr, &n), "C_GetSlotList count");
+    std::vector<CK_SLOT_ID> slots(n);
+    check(f->C_GetSlotList(CK_TRUE, slots.data(), &n), "C_GetSlotList");
+    for (auto s : slots) {
+        CK_TOKEN_INFO info{};
+        check(f->C_GetTokenInfo(s, &info), "C_GetTokenInfo");
+        std::string l(reinterpret_cast<char*>(info.label), sizeof info.label);
+        l.erase(l.find_last_not_of(' ') + 1);
+        if (l == label) {
+            return s;
+        }
+    }
+    fail("no token " + label);
+}
+
+CK_OBJECT_HANDLE find(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, std::vector<unsigned char> id) {
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_ID, id.data(), id.size()}};
+    check(f->C_FindObjectsInit(s, t, 2), "C_FindObjectsInit");
+    CK_OBJECT_HANDLE h = 0;
+    CK_ULONG n = 0;
+    check(f->C_FindObjects(s, &h, 1, &n), "C_FindObjects");
+    check(f->C_FindObjectsFinal(s), "C_FindObjectsFinal");
+    if (n != 1) {
+        fail("key not found");
+    }
+    return h;
+}
+
+CK_SESSION_HANDLE open_login(CK_SLOT_ID slot, const std::string& pin) {
+    CK_SESSION_HANDLE s = 0;
+    check(f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
+          "C_OpenSession");
+    CK_RV rv = f->C_Login(
+        s, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())), pin.size());
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        fail("C_Login", rv);
+    }
+    return s;
+}
+
+// One sign + verify; returns the first non-OK CK_RV.
+CK_RV sign_verify(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                  const std::string& mech_name) {
+    unsigned char digest[32];
+    for (unsigned i = 0; i < 32; ++i) {
+        digest[i] = static_cast<unsigned char>(i * 7 + 1);
+    }
+    CK_RSA_PKCS_PSS_PARAMS pss{CKM_SHA256, CKG_MGF1_SHA256, 32};
+    CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
+    if (mech_name == "rsa") {
+        mech = {CKM_SHA256_RSA_PKCS, nullptr, 0};
+    } else if (mech_name == "pss") {
+        mech = {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof pss};
+    }
+    unsigned char sig[1024];
+    CK_ULONG len = sizeof sig;
+    if (CK_RV rv = f->C_SignInit(s, &mech, priv); rv != CKR_OK) {
+        return rv;
+    }
+    if (CK_RV rv = f->C_Sign(s, digest, sizeof digest, sig, &len); rv != CKR_OK) {
+        return rv;
+    }
+    if (CK_RV rv = f->C_VerifyInit(s, &mech, pub); rv != CKR_OK) {
+        return rv;
+    }
+    return f->C_Verify(s, digest, sizeof digest, sig, len);
+}
+
+int cmd_sign(char** argv) {
+    load(argv[2]);
+    const std::string token = argv[3], pin = argv[4], mech = argv[8] ? argv[8] : "ecdsa";
+    const auto id = from_hex(argv[5]);
+    const int count = std::stoi(argv[6]), threads = std::stoi(argv[7]);
+    init_os_locking();
+    const CK_SLOT_ID slot = slot_of(token);
+    open_login(slot, pin);
+    std::atomic<int> ok{0}, errors{0};
+    std::atomic<CK_RV> first{CKR_OK};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&] {
+            CK_SESSION_HANDLE s = 0;
+            check(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s), "open");
+            const auto priv = find(s, CKO_PRIVATE_KEY, id);
+            const auto pub = find(s, CKO_PUBLIC_KEY, id);
+            for (int i = 0; i < count; ++i) {
+                const CK_RV rv = sign_verify(s, priv, pub, mech);
+                if (rv == CKR_OK) {
+                    ++ok;
+                } else {
+                    CK_RV none = CKR_OK;
+                    first.compare_exchange_strong(none, rv);
+                    ++errors;
+                }
+            }
+            f->C_CloseSession(s);
+        });
+    }
+    for (auto& th : pool) {
+        th.join();
+    }
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    std::cout << "ok=" << ok << " errors=" << errors << " first=0x" << std::hex << first.load()
+              << std::endl;
+    return errors == 0 ? 0 : 1;
+}
+
+int cmd_fork(char** argv) {
+    load(argv[2]);
+    const std::string token = argv[3], pin = argv[4];
+    const auto id = from_hex(argv[5]);
+    init_os_locking();
+    auto s = open_login(slot_of(token), pin);
+    check(sign_verify(s, find(s, CKO_PRIVATE_KEY, id), find(s, CKO_PUBLIC_KEY, id), "ecdsa"),
+          "parent sign before fork");
+    const pid_t child = ::fork();
+    if (child == 0) {
+        CK_ULONG n = 0;
+        check(f->C_GetSlotList(CK_TRUE, nullptr, &n), "child: call before C_Initialize",
+              CKR_CRYPTOKI_NOT_INITIALIZED);
+        init_os_locking();
+        auto cs = open_login(slot_of(token), pin);
+        check(sign_verify(cs, find(cs, CKO_PRIVATE_KEY, id), find(cs, CKO_PUBLIC_KEY, id), "ecdsa"),
+              "child sign");
+        check(f->C_Finalize(nullptr), "child C_Finalize");
+        ::_exit(0);
+    }
+    check(sign_verify(s, find(s, CKO_PRIVATE_KEY, id), find(s, CKO_PUBLIC_KEY, id), "ecdsa"),
+          "parent sign after fork");
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fail("child failed");
+    }
+    check(f->C_Finalize(nullptr), "parent C_Finalize");
+    std::cout << "fork ok" << std::endl;
+    return 0;
+}
+
+CK_RV fake_create(CK_VOID_PTR_PTR) {
+    return CKR_OK;
+}
+CK_RV fake_other(CK_VOID_PTR) {
+    return CKR_OK;
+}
+
+int cmd_initargs(char** argv) {
+    load(argv[2]);
+    CK_ULONG n = 0;
+    check(f->C_GetSlotList(CK_TRUE, nullptr, &n), "before init", CKR_CRYPTOKI_NOT_INITIALIZED);
+    check(f->C_Finalize(nullptr), "finalize before init", CKR_CRYPTOKI_NOT_INITIALIZED);
+    // 1. NULL
+    check(f->C_Initialize(nullptr), "NULL args");
+    check(f->C_Initialize(nullptr), "second init", CKR_CRYPTOKI_ALREADY_INITIALIZED);
+    check(f->C_Finalize(nullptr), "finalize");
+    // 2. no mutex functions, no flag
+    CK_C_INITIALIZE_ARGS a{};
+    check(f->C_Initialize(&a), "args without functions or flag");
+    check(f->C_Finalize(nullptr), "finalize");
+    // 3. CKF_OS_LOCKING_OK
+    a.flags = CKF_OS_LOCKING_OK;
+    check(f->C_Initialize(&a), "CKF_OS_LOCKING_OK");
+    check(f->C_Finalize(nullptr), "finalize");
+    // 4. mutex functions only: the module only locks with OS primitives
+    CK_C_INITIALIZE_ARGS m{};
+    m.CreateMutex = fake_create;
+    m.DestroyMutex = fake_other;
+    m.LockMutex = fake_other;
+    m.UnlockMutex = fake_other;
+    check(f->C_Initialize(&m), "mutex functions only", CKR_CANT_LOCK);
+    m.flags = CKF_OS_LOCKING_OK;
+    check(f->C_Initialize(&m), "mutex functions and CKF_OS_LOCKING_OK");
+    check(f->C_Finalize(nullptr), "finalize");
+    CK_C_INITIALIZE_ARGS partial{};
+    partial.CreateMutex = fake_create;
+    check(f->C_Initialize(&partial), "some mutex functions", CKR_ARGUMENTS_BAD);
+    CK_C_INITIALIZE_ARGS reserved{};
+    reserved.pReserved = &reserved;
+    check(f->C_Initialize(&reserved), "pReserved set", CKR_ARGUMENTS_BAD);
+    check(f->C_Initialize(nullptr), "init again");
+    check(f->C_Finalize(&a), "finalize with argument", CKR_ARGUMENTS_BAD);
+    CK_INFO info{};
+    check(f->C_GetInfo(&info), "C_GetInfo");
+    if (info.cryptokiVersion.major != 2 || info.cryptokiVersion.minor != 40) {
+        fail("cryptoki version is not 2.40");
+    }
+    check(f->C_DigestInit(1, nullptr), "unsupported function", CKR_FUNCTION_NOT_SUPPORTED);
+    check(f->C_Finalize(nullptr), "finalize");
+    check(f->C_Finalize(nullptr), "finalize twice", CKR_CRYPTOKI_NOT_INITIALIZED);
+    std::cout << "initargs ok" << std::endl;
+    return 0;
+}
+
+int cmd_attrs(char** argv) {
+    load(argv[2]);
+    const auto id = from_hex(argv[5]);
+    init_os_locking();
+    auto s = open_login(slot_of(argv[3]), argv[4]);
+    const auto priv = find(s, CKO_PRIVATE_KEY, id);
+    const auto pub = find(s, CKO_PUBLIC_KEY, id);
+    // Length query, then the value.
+    CK_ATTRIBUTE point{CKA_EC_POINT, nullptr, 0};
+    check(f->C_GetAttributeValue(s, pub, &point, 1), "EC_POINT length");
+    if (point.ulValueLen != 67) {
+        fail("EC_POINT of P-256 should be 67 bytes (DER OCTET STRING)");
+    }
+    std::vector<unsigned char> buf(point.ulValueLen);
+    point.pValue = buf.data();
+    check(f->C_GetAttributeValue(s, pub, &point, 1), "EC_POINT value");
+    if (buf[0] != 0x04 || buf[1] != 65 || buf[2] != 0x04) {
+        fail("EC_POINT is not a DER OCTET STRING of an uncompressed point");
+    }
+    CK_ATTRIBUTE small{CKA_EC_POINT, buf.data(), 10};
+    check(f->C_GetAttributeValue(s, pub, &small, 1), "small buffer", CKR_BUFFER_TOO_SMALL);
+    if (small.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+        fail("too small buffer must give CK_UNAVAILABLE_INFORMATION");
+    }
+    CK_ATTRIBUTE secret{CKA_VALUE, nullptr, 0};
+    check(f->C_GetAttributeValue(s, priv, &secret, 1), "CKA_VALUE", CKR_ATTRIBUTE_SENSITIVE);
+    if (secret.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+        fail("sensitive attribute must give CK_UNAVAILABLE_INFORMATION");
+    }
+    CK_ATTRIBUTE bogus{CKA_MODULUS, nullptr, 0};
+    check(f->C_GetAttributeValue(s, pub, &bogus, 1), "CKA_MODULUS on EC",
+          CKR_ATTRIBUTE_TYPE_INVALID);
+    CK_ATTRIBUTE params{CKA_EC_PARAMS, nullptr, 0};
+    check(f->C_GetAttributeValue(s, priv, &params, 1), "private EC_PARAMS");
+    CK_BBOOL sensitive = CK_FALSE;
+    CK_ATTRIBUTE sens{CKA_SENSITIVE, &sensitive, sizeof sensitive};
+    check(f->C_GetAttributeValue(s, priv, &sens, 1), "CKA_SENSITIVE");
+    if (sensitive != CK_TRUE) {
+        fail("private key must be sensitive");
+    }
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    std::cout << "attrs ok" << std::endl;
+    return 0;
+}
+
+int cmd_session_key(char** argv) {
+    load(argv[2]);
+    const int count = std::stoi(argv[3]);
+    init_os_locking();
+    CK_SESSION_HANDLE s = 0;
+    check(f->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s), "open");
+    unsigned char p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE pubt[] = {{CKA_EC_PARAMS, p256, sizeof p256}, {CKA_TOKEN, &no, sizeof no}};
+    CK_ATTRIBUTE privt[] = {{CKA_TOKEN, &no, sizeof no}};
+    CK_MECHANISM gen{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
+    CK_OBJECT_HANDLE pub = 0, priv = 0;
+    check(f->C_GenerateKeyPair(s, &gen, pubt, 2, privt, 1, &pub, &priv), "generate session key");
+    std::cout << "generated" << std::endl;
+    for (int i = 0; i < count; ++i) {
+        std::string line;
+        std::getline(std::cin, line); // the test says when to sign
+        std::cout << "rv=0x" << std::hex << sign_verify(s, priv, pub, "ecdsa") << std::dec
+                  << std::endl;
+    }
+    f->C_Finalize(nullptr);
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 3) {
+        std::cerr << "usage: see the comment at the top of p11_driver.cpp\n";
+        return 2;
+    }
+    const std::string cmd = argv[1];
+    if (cmd == "sign" && argc >= 8) {
+        return cmd_sign(argv);
+    }
+    if (cmd == "fork" && argc == 6) {
+        return cmd_fork(argv);
+    }
+    if (cmd == "initargs") {
+        return cmd_initargs(argv);
+    }
+    if (cmd == "attrs" && argc == 6) {
+        return cmd_attrs(argv);
+    }
+    if (cmd == "session-key" && argc == 4) {
+        return cmd_session_key(argv);
+    }
+    std::cerr << "bad command\n";
+    return 2;
+}

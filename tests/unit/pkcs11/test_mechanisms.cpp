@@ -1,0 +1,67 @@
+#include "pkcs11/mechanisms.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace preloadrun;
+using namespace preloadrun::pkcs11;
+
+TEST_CASE("pkcs11::prepare") {
+    hsm::KeyInfo rsa;
+    rsa.type = hsm::KeyType::rsa;
+    rsa.bits = 2048;
+    hsm::KeyInfo ec;
+    ec.type = hsm::KeyType::ec_p384;
+
+    SUBCASE("hashing mechanisms are hashed by the module") {
+        CK_MECHANISM m{CKM_SHA256_RSA_PKCS, nullptr, 0};
+        auto p = prepare(m, rsa, CKF_SIGN);
+        CHECK(p.prehash == hsm::Hash::sha256);
+        CHECK(p.mechanism.kind == hsm::MechanismKind::rsa_pkcs1);
+        CHECK(p.mechanism.hash == hsm::Hash::sha256);
+        CK_MECHANISM e{CKM_ECDSA_SHA384, nullptr, 0};
+        auto q = prepare(e, ec, CKF_SIGN);
+        CHECK(q.prehash == hsm::Hash::sha384);
+        CHECK(q.mechanism.hash == hsm::Hash::none);
+    }
+    SUBCASE("PSS parameters") {
+        CK_RSA_PKCS_PSS_PARAMS params{CKM_SHA384, CKG_MGF1_SHA384, 48};
+        CK_MECHANISM m{CKM_RSA_PKCS_PSS, &params, sizeof params};
+        auto p = prepare(m, rsa, CKF_SIGN);
+        CHECK(p.mechanism.kind == hsm::MechanismKind::rsa_pss);
+        CHECK(p.mechanism.hash == hsm::Hash::sha384);
+        CHECK(p.mechanism.salt_len == 48);
+        CK_MECHANISM bad{CKM_SHA256_RSA_PKCS_PSS, &params, sizeof params};
+        CHECK_THROWS_AS(prepare(bad, rsa, CKF_SIGN), CkError);
+        CK_MECHANISM none{CKM_RSA_PKCS_PSS, nullptr, 0};
+        CHECK_THROWS_AS(prepare(none, rsa, CKF_SIGN), CkError);
+    }
+    SUBCASE("CKM_RSA_PKCS encrypts with PKCS#1 v1.5 padding") {
+        CK_MECHANISM m{CKM_RSA_PKCS, nullptr, 0};
+        CHECK(prepare(m, rsa, CKF_ENCRYPT).mechanism.kind == hsm::MechanismKind::rsa_pkcs1_enc);
+    }
+    SUBCASE("OAEP label") {
+        unsigned char label[] = {1, 2, 3};
+        CK_RSA_PKCS_OAEP_PARAMS params{CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, label, 3};
+        CK_MECHANISM m{CKM_RSA_PKCS_OAEP, &params, sizeof params};
+        auto p = prepare(m, rsa, CKF_DECRYPT);
+        CHECK(p.mechanism.label == Bytes{1, 2, 3});
+    }
+    SUBCASE("wrong key type or purpose") {
+        CK_MECHANISM m{CKM_ECDSA, nullptr, 0};
+        CHECK_THROWS_AS(prepare(m, rsa, CKF_SIGN), CkError);
+        CHECK_THROWS_AS(prepare(m, ec, CKF_ENCRYPT), CkError);
+        CK_MECHANISM unknown{CKM_MD5, nullptr, 0};
+        CHECK_THROWS_AS(prepare(unknown, rsa, CKF_SIGN), CkError);
+    }
+    SUBCASE("signature lengths") {
+        CHECK(signature_length(rsa) == 256);
+        CHECK(signature_length(ec) == 96);
+    }
+}
+
+TEST_CASE("pkcs11::Digest") {
+    Digest d(hsm::Hash::sha256);
+    d.update(to_bytes("ab"));
+    d.update(to_bytes("c"));
+    CHECK(to_hex(d.finish()) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}

@@ -1,0 +1,157 @@
+#include "pkcs11/router.hpp"
+
+#include <doctest/doctest.h>
+#include <map>
+#include <memory>
+
+using namespace preloadrun;
+using namespace preloadrun::pkcs11;
+
+namespace {
+
+// A scripted HSM service: modules 1..3; signing answers the module number;
+// `fail[m]` makes every operation on module m throw that code.
+struct World {
+    std::map<std::uint32_t, ErrorCode> fail;
+    std::map<std::uint32_t, int> ops;
+    std::map<std::uint32_t, int> loads;
+};
+
+class FakeService final : public hsm::Service {
+public:
+    explicit FakeService(World& w) : w_(w) {}
+    hsm::WorldInfo world() override { return {}; }
+    std::vector<hsm::ModuleInfo> modules() override { return {}; }
+    std::vector<hsm::TokenInfo> tokens() override { return {}; }
+    std::vector<hsm::KeyInfo> keys() override { return {}; }
+    hsm::TokenInfo create_token(hsm::TokenType, const std::string&, const SecureBuffer&) override {
+        return {};
+    }
+    hsm::ObjectHandle load_token(std::uint32_t, const Bytes&, const SecureBuffer&) override {
+        return 1;
+    }
+    hsm::ObjectHandle load_key(std::uint32_t m, const std::string&, hsm::ObjectHandle) override {
+        maybe_fail(m);
+        ++w_.loads[m];
+        return 100 + m;
+    }
+    void unload(std::uint32_t, hsm::ObjectHandle) override {}
+    hsm::GeneratedKey generate_key(std::uint32_t m, const hsm::KeySpec&) override {
+        maybe_fail(m);
+        hsm::GeneratedKey g;
+        g.handle = 200 + m;
+        g.key.ident = "gen";
+        return g;
+    }
+    void destroy_key(const std::string&) override {}
+    Bytes sign(std::uint32_t m, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
+        maybe_fail(m);
+        ++w_.ops[m];
+        return Bytes{static_cast<std::uint8_t>(m)};
+    }
+    void verify(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&,
+                const Bytes&) override {}
+    Bytes encrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
+        return {};
+    }
+    Bytes decrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
+        return {};
+    }
+    Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
+
+private:
+    void maybe_fail(std::uint32_t m) {
+        auto it = w_.fail.find(m);
+        if (it != w_.fail.end()) {
+            throw Error(it->second, "injected on module " + std::to_string(m));
+        }
+    }
+    World& w_;
+};
+
+struct Fixture {
+    World world;
+    Pool pool{[this] { return std::make_unique<FakeService>(world); }};
+    Group group;
+    Slots slots{{}, true};
+    Router router{pool, group, slots};
+    KeyObject key;
+
+    Fixture() {
+        for (std::uint32_t m = 1; m <= 3; ++m) {
+            group.track(m, "ESN", 0);
+            group.join(m, "test");
+        }
+        key.info.ident = "k";
+    }
+    Bytes sign() {
+        return router.run(key, [](hsm::Service& s, std::uint32_t m, hsm::ObjectHandle h) {
+            return s.sign(m, h, {}, {});
+        });
+    }
+};
+
+} // namespace
+
+TEST_CASE("pkcs11::Router") {
+    Fixture fx;
+
+    SUBCASE("operations are spread over the group, keys loaded lazily once per module") {
+        for (int i = 0; i < 30; ++i) {
+            fx.sign();
+        }
+        CHECK(fx.world.ops[1] == 10);
+        CHECK(fx.world.ops[2] == 10);
+        CHECK(fx.world.ops[3] == 10);
+        CHECK(fx.world.loads[1] == 1);
+        CHECK(fx.key.handle_on(2) == 102u);
+    }
+    SUBCASE("a cleared module: the operation goes elsewhere and the module leaves") {
+        fx.world.fail[2] = ErrorCode::invalid_handle;
+        for (int i = 0; i < 12; ++i) {
+            CHECK(fx.sign() != Bytes{2});
+        }
+        CHECK_FALSE(fx.group.is_member(2));
+        CHECK(fx.group.members() == std::vector<std::uint32_t>{1, 3});
+    }
+    SUBCASE("a transient failure goes elsewhere; the module stays") {
+        fx.world.fail[1] = ErrorCode::transient;
+        for (int i = 0; i < 6; ++i) {
+            fx.sign();
+        }
+        CHECK(fx.group.is_member(1));
+        CHECK(fx.world.ops[1] == 0);
+    }
+    SUBCASE("final errors reach the caller") {
+        fx.world.fail[1] = fx.world.fail[2] = fx.world.fail[3] = ErrorCode::crypto;
+        CHECK_THROWS_AS(fx.sign(), Error);
+        CHECK(fx.group.members().size() == 3);
+    }
+    SUBCASE("every module gone: CKR_DEVICE_ERROR") {
+        fx.world.fail[1] = fx.world.fail[2] = fx.world.fail[3] = ErrorCode::module_not_usable;
+        try {
+            fx.sign();
+            FAIL("no error");
+        } catch (const CkError& e) {
+            CHECK(e.rv() == CKR_DEVICE_ERROR);
+        }
+        CHECK(fx.group.members().empty());
+    }
+    SUBCASE("a session key lives on its module only and is lost with it") {
+        fx.key.session = true;
+        fx.key.home_module = 3;
+        fx.key.set_handle(3, 7);
+        for (int i = 0; i < 3; ++i) {
+            CHECK(fx.sign() == Bytes{3});
+        }
+        fx.world.fail[3] = ErrorCode::invalid_handle;
+        try {
+            fx.sign();
+            FAIL("no error");
+        } catch (const CkError& e) {
+            CHECK(e.rv() == CKR_DEVICE_ERROR);
+        }
+        CHECK(fx.key.lost());
+        CHECK(fx.world.ops[1] == 0);
+    }
+}
