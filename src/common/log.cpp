@@ -1,5 +1,6 @@
 #include "preloadrun/common/log.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <cstdlib>
@@ -65,8 +66,7 @@ spdlog::level::level_enum adjust_level(spdlog::level::level_enum base, int verbo
 }
 
 bool want_color() {
-    const char* no_color = std::getenv("NO_COLOR");
-    if (no_color != nullptr && *no_color != '\0') {
+    if (getenv_nonempty("NO_COLOR") != nullptr) {
         return false;
     }
     return ::isatty(STDERR_FILENO) == 1;

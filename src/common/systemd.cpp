@@ -1,5 +1,6 @@
 #include "preloadrun/common/systemd.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/fd.hpp"
 #include "preloadrun/common/log.hpp"
 
@@ -14,8 +15,8 @@
 namespace preloadrun {
 
 bool notify_systemd(std::string_view state) noexcept {
-    const char* env = std::getenv("NOTIFY_SOCKET");
-    if (env == nullptr || *env == '\0') {
+    const char* env = getenv_nonempty("NOTIFY_SOCKET");
+    if (env == nullptr) {
         return true;
     }
     try {

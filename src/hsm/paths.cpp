@@ -1,3 +1,4 @@
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 
@@ -10,7 +11,7 @@ namespace preloadrun::hsm {
 namespace {
 
 std::string env(const char* name) {
-    const char* value = std::getenv(name);
+    const char* value = getenv_nonempty(name);
     return value != nullptr ? std::string(value) : std::string();
 }
 

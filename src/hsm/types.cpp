@@ -40,4 +40,8 @@ std::string_view to_string(KeyType type) noexcept {
     return "unknown";
 }
 
+std::string describe(const TokenInfo& token) {
+    return std::string(to_string(token.type)) + " " + token.name;
+}
+
 } // namespace preloadrun::hsm

@@ -1,6 +1,7 @@
 #include "pkcs11/config.hpp"
 
 #include "pkcs11/log.hpp"
+#include "preloadrun/common/env.hpp"
 
 #include <charconv>
 #include <cstdlib>
@@ -9,15 +10,15 @@
 namespace preloadrun::pkcs11 {
 
 bool env_flag(const char* name) {
-    const char* value = std::getenv(name);
-    return value != nullptr && *value != '\0' && std::string_view(value) != "0";
+    const char* value = getenv_nonempty(name);
+    return value != nullptr && std::string_view(value) != "0";
 }
 
 Config Config::from_environment() {
     Config config;
     config.reload_keys = env_flag("CKNFAST_RELOAD_KEYS");
     config.load_sharing = env_flag("CKNFAST_LOADSHARING") || config.reload_keys;
-    if (const char* path = std::getenv("NFAST_NFKM_TOKENSFILE"); path != nullptr && *path != '\0') {
+    if (const char* path = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
         config.tokens_file = std::filesystem::path(path);
     }
     if (const char* text = std::getenv("PRELOADRUN_PKCS11_RETRY_WINDOW");

@@ -32,6 +32,20 @@ constexpr const char* kExamples = R"(Examples:
 Exit status: COMMAND's status; 128+N if it died of signal N; 125 preloadrun failed;
 126 COMMAND not executable; 127 COMMAND not found. See preloadrun(1).)";
 
+// The usage line of the main command names COMMAND, which CLI11 (taking it
+// as the "remaining" arguments) cannot know of.
+class UsageFormatter : public CLI::Formatter {
+public:
+    std::string make_usage(const CLI::App* app, std::string name) const override {
+        if (app->get_parent() != nullptr) {
+            return CLI::Formatter::make_usage(app, std::move(name));
+        }
+        return "Usage: preloadrun [OPTIONS] [--] COMMAND [ARG...]\n"
+               "       preloadrun [OPTIONS]              (keep the tokens loaded; no command)\n"
+               "       preloadrun check|status [FILE]\n";
+    }
+};
+
 struct LogOptions {
     std::string level = "info";
     int verbose = 0;
@@ -92,6 +106,7 @@ int run_cli(int argc, char** argv) noexcept {
     try {
         CLI::App app(kDescription, "preloadrun");
         app.footer(kExamples);
+        app.formatter(std::make_shared<UsageFormatter>());
         app.prefix_command();
         app.set_version_flag("--version",
                              std::string("preloadrun ") + kVersion + " (" + kGitRevision + "; " +

@@ -1,5 +1,6 @@
 #include "supervisor/inspect.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/tokens/liveness.hpp"
 
@@ -78,8 +79,7 @@ std::string tokens_file_argument(const std::string& given) {
     if (!given.empty()) {
         return given;
     }
-    const char* env = std::getenv("NFAST_NFKM_TOKENSFILE");
-    if (env != nullptr && *env != '\0') {
+    if (const char* env = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
         return env;
     }
     throw Error(ErrorCode::usage, "no tokens file: give FILE or set NFAST_NFKM_TOKENSFILE");

@@ -76,23 +76,41 @@ Loader::load_modules(const std::vector<std::uint32_t>& modules,
 
 void Loader::unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>& loaded)
     const noexcept {
-    if (loaded.empty()) {
-        return;
+    // One connection per module, in parallel: a slow module delays only itself.
+    std::vector<std::future<void>> pending;
+    for (const auto& [module, handles] : loaded) {
+        if (handles.empty()) {
+            continue;
+        }
+        try {
+            pending.push_back(std::async(std::launch::async, [this, module = module, &handles] {
+                unload_module(module, handles);
+            }));
+        } catch (const std::exception& e) {
+            log::get("supervisor")
+                ->warn("could not unload the tokens from module {}: {}", module, e.what());
+        }
     }
+    for (auto& future : pending) {
+        future.wait();
+    }
+}
+
+void Loader::unload_module(std::uint32_t module,
+                           const std::map<std::size_t, hsm::ObjectHandle>& handles) const noexcept {
     try {
         auto service = hsm::connect(endpoint_);
-        for (const auto& [module, handles] : loaded) {
-            for (const auto& [token, handle] : handles) {
-                try {
-                    service->unload(module, handle);
-                } catch (const Error& e) {
-                    log::get("supervisor")
-                        ->debug("unload of handle {} on module {}: {}", handle, module, e.what());
-                }
+        for (const auto& [token, handle] : handles) {
+            try {
+                service->unload(module, handle);
+            } catch (const Error& e) {
+                log::get("supervisor")
+                    ->debug("unload of handle {} on module {}: {}", handle, module, e.what());
             }
         }
     } catch (const std::exception& e) {
-        log::get("supervisor")->warn("could not unload the tokens: {}", e.what());
+        log::get("supervisor")
+            ->warn("could not unload the tokens from module {}: {}", module, e.what());
     }
 }
 

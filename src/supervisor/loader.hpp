@@ -41,11 +41,14 @@ public:
     load_modules(const std::vector<std::uint32_t>& modules,
                  const std::function<void(std::size_t, std::size_t)>& progress = {}) const;
 
-    // Best effort: unloads each handle, ignoring modules that were cleared.
+    // Best effort: unloads each handle, ignoring modules that were cleared;
+    // modules in parallel, each on its own connection.
     void unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>& loaded)
         const noexcept;
 
 private:
+    void unload_module(std::uint32_t module,
+                       const std::map<std::size_t, hsm::ObjectHandle>& handles) const noexcept;
     hsm::Endpoint endpoint_;
     std::vector<hsm::TokenInfo> tokens_;
     std::vector<SecureBuffer> passphrases_;

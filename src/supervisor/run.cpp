@@ -29,10 +29,6 @@ auto logger() {
     return log::get("supervisor");
 }
 
-std::string describe(const hsm::TokenInfo& token) {
-    return std::string(hsm::to_string(token.type)) + " " + token.name;
-}
-
 hsm::Endpoint endpoint_for(const Options& options) {
     auto endpoint = hsm::default_endpoint();
     if (!options.socket.empty()) {
@@ -200,10 +196,10 @@ void load_everything(FleetState& fleet, const Loader& loader,
         const auto& error = first_error[t];
         if (error && error->code() == ErrorCode::wrong_passphrase) {
             throw Error(ErrorCode::wrong_passphrase,
-                        "wrong passphrase for " + describe(fleet.tokens()[t]));
+                        "wrong passphrase for " + hsm::describe(fleet.tokens()[t]));
         }
         throw Error(error ? error->code() : ErrorCode::internal,
-                    "cannot load " + describe(fleet.tokens()[t]) + " on any module" +
+                    "cannot load " + hsm::describe(fleet.tokens()[t]) + " on any module" +
                         (error ? std::string(": ") + error->what() : std::string()));
     }
 }

@@ -16,10 +16,6 @@ std::string lower(std::string text) {
     return text;
 }
 
-std::string describe(const hsm::TokenInfo& token) {
-    return std::string(hsm::to_string(token.type)) + " " + token.name;
-}
-
 // The file given for this token with TOKEN=FILE (by name or hash as typed),
 // else the file given for all tokens, else none.
 const PassphraseFile* file_for(const Options& options, const TokenRequest& request,
@@ -63,7 +59,7 @@ std::vector<hsm::TokenInfo> resolve_tokens(const std::vector<TokenRequest>& requ
         }
         for (const auto& already : resolved) {
             if (already.hash == match->hash) {
-                throw Error(ErrorCode::usage, describe(*match) + " is given twice");
+                throw Error(ErrorCode::usage, hsm::describe(*match) + " is given twice");
             }
         }
         resolved.push_back(*match);
@@ -97,12 +93,12 @@ std::vector<SecureBuffer> collect_passphrases(const Options& options,
         } else {
             try {
                 passphrases.push_back(
-                    prompt_passphrase("Passphrase for " + describe(tokens[i]) + ": "));
+                    prompt_passphrase("Passphrase for " + hsm::describe(tokens[i]) + ": "));
             } catch (const Error& e) {
                 if (e.code() != ErrorCode::usage) {
                     throw;
                 }
-                throw Error(ErrorCode::usage, "no passphrase for " + describe(tokens[i]) +
+                throw Error(ErrorCode::usage, "no passphrase for " + hsm::describe(tokens[i]) +
                                                   ": no terminal to ask on; use "
                                                   "--passphrase-file or --passphrase-fd");
             }

@@ -1,6 +1,7 @@
 #include "preloadrun/tokens/publisher.hpp"
 
 #include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
 
@@ -13,11 +14,6 @@
 namespace preloadrun::tokens {
 
 namespace {
-
-const char* env(const char* name) {
-    const char* value = std::getenv(name);
-    return (value != nullptr && *value != '\0') ? value : nullptr;
-}
 
 void check_file(const std::filesystem::path& path) {
     struct stat st {};
@@ -67,7 +63,7 @@ void check_safe_directory(const std::filesystem::path& dir) {
 
 std::filesystem::path default_directory() {
     std::filesystem::path dir;
-    if (const char* runtime = env("XDG_RUNTIME_DIR")) {
+    if (const char* runtime = getenv_nonempty("XDG_RUNTIME_DIR")) {
         dir = std::filesystem::path(runtime) / "preloadrun";
     } else {
         dir = "/tmp/preloadrun-" + std::to_string(::geteuid());

@@ -46,6 +46,8 @@ struct TokenInfo {
     Bytes hash; // kTokenHashSize bytes
     bool operator==(const TokenInfo&) const = default;
 };
+// "softcard NAME", for messages.
+std::string describe(const TokenInfo& token);
 
 enum class KeyType { rsa, ec_p256, ec_p384, aes };
 std::string_view to_string(KeyType type) noexcept;

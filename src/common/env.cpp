@@ -1,0 +1,12 @@
+#include "preloadrun/common/env.hpp"
+
+#include <cstdlib>
+
+namespace preloadrun {
+
+const char* getenv_nonempty(const char* name) noexcept {
+    const char* value = std::getenv(name);
+    return (value != nullptr && *value != '\0') ? value : nullptr;
+}
+
+} // namespace preloadrun
