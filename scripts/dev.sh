@@ -6,6 +6,7 @@
 #   scripts/dev.sh demo    deps + build + run the demo
 #   scripts/dev.sh test    deps + build + the whole test suite (ctest)
 #   scripts/dev.sh asan    deps + the suite under ASan+UBSan, warnings as errors
+#   scripts/dev.sh tsan    deps + the multi-threaded parts under ThreadSanitizer
 #   scripts/dev.sh fuzz    deps + build the libFuzzer targets and run each briefly
 set -euo pipefail
 
@@ -55,6 +56,7 @@ case "${1:-}" in
   demo) deps; build_preset default; "$here/scripts/demo.sh" "$here/build/default" ;;
   test) deps; test_preset ci ;;
   asan) deps; test_preset asan ;;
+  tsan) deps; test_preset tsan ;;
   fuzz)
     deps
     cmake --preset fuzz >/dev/null
@@ -73,7 +75,7 @@ case "${1:-}" in
     done
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -203,6 +203,12 @@ def test_attribute_conventions(world, module_path, driver_bin):
     assert "attrs ok" in r.stdout
 
 
+def test_aes_gcm_round_trip(world, module_path, driver_bin):
+    """pkcs11-tool 0.23 cannot pass GCM parameters; the driver application does."""
+    r = run([driver_bin, "gcm", module_path], client_env(world))
+    assert "gcm ok" in r.stdout
+
+
 def test_fork_child_gets_a_fresh_state(world, module_path, driver_bin):
     r = run([driver_bin, "fork", module_path, "card1", PIN, "01"], client_env(world))
     assert "fork ok" in r.stdout
