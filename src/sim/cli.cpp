@@ -1,5 +1,6 @@
 #include "sim/cli.hpp"
 
+#include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -25,9 +26,7 @@ constexpr int kExitUnreachable = 3;
 struct GlobalOptions {
     std::string socket;
     std::string admin_socket;
-    std::string log_level = "info";
-    int verbose = 0;
-    int quiet = 0;
+    LogOptions log;
 };
 
 int exit_status(ErrorCode code) {
@@ -100,10 +99,7 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)");
     app.add_option("--admin-socket", g.admin_socket,
                    "Admin socket (default: $HSMSIM_ADMIN_SOCKET)");
-    app.add_option("--log-level", g.log_level,
-                   "trace, debug, info, warn, error, critical or off (default: info)");
-    app.add_flag("-v,--verbose", g.verbose, "More log output (repeatable)");
-    app.add_flag("-q,--quiet", g.quiet, "Less log output (repeatable)");
+    g.log.add_to(app);
     app.require_subcommand(1);
 
     auto* serve = add_command(app, "serve", "Run the simulated HSM service in the foreground");
@@ -188,15 +184,6 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     on_run(fail, action, [&] { sim::fail_next(endpoints(g), number, value); });
 }
 
-void setup_logging(const GlobalOptions& g) {
-    log::Config config;
-    config.program = "hsmsim";
-    config.level = log::adjust_level(log::parse_level(g.log_level), g.verbose, g.quiet);
-    config.color = log::want_color();
-    log::setup(config);
-    hsm::codec::route_protobuf_logs();
-}
-
 } // namespace
 
 int run_cli(int argc, char** argv) noexcept {
@@ -214,19 +201,11 @@ int run_cli(int argc, char** argv) noexcept {
         Action action;
         build(app, g, serve_options, gen, name, passphrase_file, json, number, value, serve_status,
               action);
-        try {
-            app.parse(argc, argv);
-        } catch (const CLI::CallForHelp& e) {
-            return app.exit(e);
-        } catch (const CLI::CallForAllHelp& e) {
-            return app.exit(e);
-        } catch (const CLI::CallForVersion& e) {
-            return app.exit(e);
-        } catch (const CLI::ParseError& e) {
-            std::cerr << "hsmsim: " << e.what() << " (see hsmsim --help)\n";
-            return kExitUsage;
+        if (auto done = parse_command_line(app, argc, argv, [] { return kExitUsage; })) {
+            return *done;
         }
-        setup_logging(g);
+        g.log.setup("hsmsim");
+        hsm::codec::route_protobuf_logs();
         if (action) {
             action();
         }

@@ -1,5 +1,6 @@
 #include "supervisor/cli.hpp"
 
+#include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -45,21 +46,6 @@ public:
                "       preloadrun check|status [FILE]\n";
     }
 };
-
-struct LogOptions {
-    std::string level = "info";
-    int verbose = 0;
-    int quiet = 0;
-};
-
-void setup_logging(const LogOptions& o) {
-    log::Config config;
-    config.program = "preloadrun";
-    config.level = log::adjust_level(log::parse_level(o.level), o.verbose, o.quiet);
-    config.color = log::want_color();
-    log::setup(config);
-    hsm::codec::route_protobuf_logs();
-}
 
 // "5m", "300s", "1500ms", "2h", or a bare number of seconds.
 std::chrono::milliseconds parse_duration(const std::string& text) {
@@ -149,11 +135,7 @@ int run_cli(int argc, char** argv) noexcept {
                      "Adopt and reap orphaned descendants (implicit as PID 1)");
         app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
             ->type_name("PATH");
-        app.add_option("--log-level", log_options.level,
-                       "trace, debug, info, warn, error, critical or off (default: info)")
-            ->type_name("LEVEL");
-        app.add_flag("-v,--verbose", log_options.verbose, "More log output (repeatable)");
-        app.add_flag("-q,--quiet", log_options.quiet, "Less log output (repeatable)");
+        log_options.add_to(app);
 
         std::string file;
         bool json = false;
@@ -168,20 +150,13 @@ int run_cli(int argc, char** argv) noexcept {
             sub->allow_extras(false);
         }
 
-        try {
-            app.parse(argc, argv);
-        } catch (const CLI::CallForHelp& e) {
-            return app.exit(e);
-        } catch (const CLI::CallForAllHelp& e) {
-            return app.exit(e);
-        } catch (const CLI::CallForVersion& e) {
-            return app.exit(e);
-        } catch (const CLI::ParseError& e) {
-            std::cerr << "preloadrun: " << e.what() << " (see preloadrun --help)\n";
-            subcommand_status = (check->parsed() || status->parsed()) ? kCheckUsage : -1;
-            return subcommand_status >= 0 ? subcommand_status : kExitPreloadrunFailed;
+        if (auto done = parse_command_line(app, argc, argv, [&] {
+                return (check->parsed() || status->parsed()) ? kCheckUsage : kExitPreloadrunFailed;
+            })) {
+            return *done;
         }
-        setup_logging(log_options);
+        log_options.setup("preloadrun");
+        hsm::codec::route_protobuf_logs();
 
         if (check->parsed() || status->parsed()) {
             subcommand_status = kCheckUsage;
