@@ -1,5 +1,6 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
@@ -17,15 +18,7 @@ mode_t mode_of(const fs::path& p) {
     REQUIRE(::lstat(p.c_str(), &st) == 0);
     return st.st_mode & 07777;
 }
-ErrorCode code_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no error thrown");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 } // namespace
 
 TEST_CASE("common::write_file_atomic") {

@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/frame.hpp"
+#include "support/errors.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>
@@ -13,15 +14,7 @@ namespace codec = preloadrun::hsm::codec;
 
 namespace {
 
-ErrorCode code_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no preloadrun::Error thrown");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 const Bytes kHash(kTokenHashSize, 0xab);
 

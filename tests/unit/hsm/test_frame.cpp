@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
 #include "preloadrun/hsm/frame.hpp"
+#include "support/errors.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>
@@ -41,15 +42,7 @@ bool readable(int fd) {
     return ::poll(&pfd, 1, 0) == 1;
 }
 
-ErrorCode code_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no preloadrun::Error thrown");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 } // namespace
 

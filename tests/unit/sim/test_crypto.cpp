@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "sim/crypto.hpp"
 #include "sim_test_util.hpp"
+#include "support/errors.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>
@@ -27,15 +28,7 @@ Mechanism mech(MechanismKind kind, Hash hash = Hash::none) {
     return m;
 }
 
-ErrorCode code_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 } // namespace
 

@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "sim/engine.hpp"
 #include "sim_test_util.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
@@ -13,18 +14,7 @@ using hsm::ModuleState;
 
 namespace {
 
-ErrorCode code_of(const std::function<void()>& f, std::string* message = nullptr) {
-    try {
-        f();
-    } catch (const Error& e) {
-        if (message != nullptr) {
-            *message = e.what();
-        }
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 constexpr uid_t kMe = 1000;
 constexpr uid_t kOther = 1001;

@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "sim/fleet.hpp"
 #include "sim_test_util.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
@@ -16,15 +17,7 @@ using hsm::ModuleState;
 
 namespace {
 
-ErrorCode code_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 struct Recorder {
     std::mutex mutex;

@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "sim/listener.hpp"
 #include "sim_test_util.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <cstring>
@@ -15,18 +16,7 @@ using namespace preloadrun::sim;
 
 namespace {
 
-ErrorCode code_of(const std::function<void()>& f, std::string* message = nullptr) {
-    try {
-        f();
-    } catch (const Error& e) {
-        if (message != nullptr) {
-            *message = e.what();
-        }
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 } // namespace
 

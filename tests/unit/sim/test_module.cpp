@@ -1,5 +1,6 @@
 #include "preloadrun/common/error.hpp"
 #include "sim/module.hpp"
+#include "support/errors.hpp"
 
 #include <chrono>
 #include <doctest/doctest.h>
@@ -12,18 +13,7 @@ using hsm::ModuleState;
 
 namespace {
 
-ErrorCode code_of(const std::function<void()>& f, std::string* message = nullptr) {
-    try {
-        f();
-    } catch (const Error& e) {
-        if (message != nullptr) {
-            *message = e.what();
-        }
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 hsm::TokenInfo token_info() {
     return {hsm::TokenType::softcard, "t", Bytes(20, 1)};

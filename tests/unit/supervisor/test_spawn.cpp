@@ -1,5 +1,6 @@
 #include "preloadrun/common/error.hpp"
 #include "supervisor/spawn.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <algorithm>
@@ -21,16 +22,7 @@ void make_file(const std::filesystem::path& path, const std::string& text, mode_
     REQUIRE(::chmod(path.c_str(), mode) == 0);
 }
 
-ErrorCode code_of(const std::function<void()>& fn, std::string& message) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        message = e.what();
-        return e.code();
-    }
-    FAIL("no Error thrown");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 } // namespace
 
@@ -56,27 +48,27 @@ TEST_CASE("resolve_command looks COMMAND up in PATH like execvp") {
         CHECK(sv::resolve_command("tool", path.c_str()) == (b / "tool").string());
     }
     SUBCASE("not found: 'command not found'") {
-        CHECK(code_of([&] { sv::resolve_command("tool", path.c_str()); }, message) ==
+        CHECK(code_of([&] { sv::resolve_command("tool", path.c_str()); }, &message) ==
               ErrorCode::not_found);
         CHECK(message == "tool: command not found");
     }
     SUBCASE("only non-executable candidates: permission denied") {
         make_file(a / "tool", "#!/bin/sh\n", 0644);
-        CHECK(code_of([&] { sv::resolve_command("tool", path.c_str()); }, message) ==
+        CHECK(code_of([&] { sv::resolve_command("tool", path.c_str()); }, &message) ==
               ErrorCode::permission);
         CHECK(message == "tool: permission denied");
         std::filesystem::create_directories(b / "dir-tool");
-        CHECK(code_of([&] { sv::resolve_command("dir-tool", path.c_str()); }, message) ==
+        CHECK(code_of([&] { sv::resolve_command("dir-tool", path.c_str()); }, &message) ==
               ErrorCode::permission);
     }
     SUBCASE("a name with a slash is not looked up") {
         const std::string direct = (b / "tool").string();
         make_file(b / "tool", "x", 0755);
         CHECK(sv::resolve_command(direct, "/nonexistent") == direct);
-        CHECK(code_of([&] { sv::resolve_command((a / "none").string(), path.c_str()); }, message) ==
-              ErrorCode::not_found);
+        CHECK(code_of([&] { sv::resolve_command((a / "none").string(), path.c_str()); },
+                      &message) == ErrorCode::not_found);
         CHECK(message == (a / "none").string() + ": no such file or directory");
-        CHECK(code_of([&] { sv::resolve_command(a.string(), path.c_str()); }, message) ==
+        CHECK(code_of([&] { sv::resolve_command(a.string(), path.c_str()); }, &message) ==
               ErrorCode::permission);
         CHECK(message == a.string() + ": is a directory");
     }

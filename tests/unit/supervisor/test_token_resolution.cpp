@@ -1,6 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
 #include "supervisor/token_resolution.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <cctype>
@@ -19,18 +20,7 @@ std::vector<hsm::TokenInfo> world() {
             {hsm::TokenType::cardset, "alpha", Bytes(20, 0xc3)}};
 }
 
-ErrorCode error_of(const std::function<void()>& fn, std::string* message = nullptr) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        if (message != nullptr) {
-            *message = e.what();
-        }
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 
 } // namespace
 
@@ -51,7 +41,7 @@ TEST_CASE("supervisor::resolve_tokens") {
     }
     SUBCASE("unknown names the known ones") {
         std::string message;
-        CHECK(error_of(
+        CHECK(code_of(
                   [] {
                       resolve_tokens({{"softcard", "gamma"}}, world());
                   },
@@ -60,7 +50,7 @@ TEST_CASE("supervisor::resolve_tokens") {
     }
     SUBCASE("a type with no token") {
         std::string message;
-        CHECK(error_of(
+        CHECK(code_of(
                   [] {
                       resolve_tokens({{"cardset", "x"}}, {});
                   },
@@ -68,7 +58,7 @@ TEST_CASE("supervisor::resolve_tokens") {
         CHECK(message.find("no cardsets") != std::string::npos);
     }
     SUBCASE("the same token twice, by name and by hash") {
-        CHECK(error_of([] {
+        CHECK(code_of([] {
                   resolve_tokens({{"softcard", "alpha"}, {"softcard", to_hex(Bytes(20, 0xa1))}},
                                  world());
               }) == ErrorCode::usage);
@@ -104,7 +94,6 @@ TEST_CASE("supervisor::collect_passphrases") {
     SUBCASE("a file for a token that is not loaded is a usage error") {
         Options options;
         options.passphrase_files = {{"gamma", (dir / "b").string()}};
-        CHECK(error_of([&] { collect_passphrases(options, requests, tokens); }) ==
-              ErrorCode::usage);
+        CHECK(code_of([&] { collect_passphrases(options, requests, tokens); }) == ErrorCode::usage);
     }
 }

@@ -2,6 +2,7 @@
 #include "preloadrun/common/files.hpp"
 #include "preloadrun/tokens/publisher.hpp"
 #include "sample.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #include <atomic>
@@ -20,15 +21,7 @@ mode_t mode_of(const std::filesystem::path& p) {
     REQUIRE(::lstat(p.c_str(), &st) == 0);
     return st.st_mode & 07777;
 }
-ErrorCode error_of(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const Error& e) {
-        return e.code();
-    }
-    FAIL("no error");
-    return ErrorCode::internal;
-}
+using testsupport::code_of;
 } // namespace
 
 TEST_CASE("tokens::Publisher") {
@@ -74,22 +67,21 @@ TEST_CASE("tokens::Publisher") {
     }
     SUBCASE("a group-writable or world-writable directory is refused") {
         ::chmod(dir.path().c_str(), 0770);
-        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        CHECK(code_of([&] { Publisher p(path); }) == ErrorCode::permission);
         ::chmod(dir.path().c_str(), 0777);
-        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        CHECK(code_of([&] { Publisher p(path); }) == ErrorCode::permission);
         ::chmod(dir.path().c_str(), 0700);
     }
     SUBCASE("a symlink at the path is refused") {
         write_file_atomic(dir / "elsewhere", std::string_view("x"));
         std::filesystem::create_symlink(dir / "elsewhere", path);
-        CHECK(error_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        CHECK(code_of([&] { Publisher p(path); }) == ErrorCode::permission);
     }
     SUBCASE("a symlinked directory is refused") {
         std::filesystem::create_directory(dir / "real");
         ::chmod((dir / "real").c_str(), 0700);
         std::filesystem::create_directory_symlink(dir / "real", dir / "link");
-        CHECK(error_of([&] { Publisher p(dir / "link" / "tokens.json"); }) ==
-              ErrorCode::permission);
+        CHECK(code_of([&] { Publisher p(dir / "link" / "tokens.json"); }) == ErrorCode::permission);
     }
     SUBCASE("a reader polling during 1000 rewrites never sees a partial file") {
         Publisher publisher(path);
