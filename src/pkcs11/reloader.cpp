@@ -153,6 +153,7 @@ void Reloader::apply(const tokens::TokensFile& file) {
 void Reloader::reload_module(std::uint32_t module, const std::string& why) {
     auto& router = parts_.router;
     std::size_t reloaded = 0;
+    std::size_t waiting = 0; // keys whose token is not (yet) loaded on this module
     try {
         auto lease = router.pool().acquire();
         for (const auto& key : parts_.objects.keys()) {
@@ -161,7 +162,8 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
                 continue;
             }
             if (key->info.token && !parts_.slots.handle(key->slot, module)) {
-                continue; // its token is not (yet) on this module
+                ++waiting; // reloaded when the tokens file shows the token there
+                continue;
             }
             try {
                 router.load(*lease, *key, module);
@@ -187,7 +189,13 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
     }
     retries_.clear(module);
     retry_reason_.erase(module);
-    logger().info("reloaded {} key(s) onto module {}: {}", reloaded, module, why);
+    if (waiting == 0) {
+        logger().info("reloaded {} key(s) onto module {}: {}", reloaded, module, why);
+    } else {
+        logger().info("reloaded {} key(s) onto module {}: {}; {} key(s) wait for their token to "
+                      "be loaded there",
+                      reloaded, module, why, waiting);
+    }
     parts_.group.join(module, why);
 }
 

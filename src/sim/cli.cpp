@@ -56,11 +56,28 @@ Endpoints endpoints(const GlobalOptions& g) {
     return ep;
 }
 
+constexpr const char* kExamples = R"(Examples:
+  hsmsim serve --modules 3 &
+      a fleet of 3 HSMs; prints "hsmsim: ready: ..." once listening
+  hsmsim softcard create mycard
+      a softcard (asks for its passphrase twice)
+  hsmsim key generate --type ec-p256 --label signer --protect softcard:mycard
+      an EC key protected by the softcard
+  hsmsim module clear 2
+      reset HSM 2: its objects are gone, its generation goes up
+  hsmsim module list
+      the fleet: state, generation, operation counters
+
+Exit status: 0 done; 1 failed; 2 usage error; 3 the HSM service is
+unreachable. See hsmsim(1).)";
+
 using Action = std::function<void()>;
 
 CLI::App* add_command(CLI::App& parent, const std::string& name, const std::string& help) {
     auto* sub = parent.add_subcommand(name, help);
     sub->fallthrough();
+    // At most one; "none given" is reported by missing_subcommand().
+    sub->require_subcommand(0, 1);
     return sub;
 }
 
@@ -86,7 +103,9 @@ void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t&
     };
     for (std::size_t i = 0; i < std::size(actions); ++i) {
         auto* sub = add_command(module, actions[i].first, help[i]);
-        sub->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
+        sub->add_option("N", number, "Module number (1-128)")
+            ->required()
+            ->check(CLI::Range(1u, 128u));
         auto what = actions[i].second;
         on_run(sub, action, [&g, &number, what] { control_module(endpoints(g), number, what); });
     }
@@ -96,26 +115,33 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
            std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
     app.set_version_flag("--version", version_text(), "Print version and build information");
-    app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)");
-    app.add_option("--admin-socket", g.admin_socket,
-                   "Admin socket (default: $HSMSIM_ADMIN_SOCKET)");
+    app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)")
+        ->type_name("PATH");
+    app.add_option("--admin-socket", g.admin_socket, "Admin socket (default: $HSMSIM_ADMIN_SOCKET)")
+        ->type_name("PATH");
     g.log.add_to(app);
-    app.require_subcommand(1);
+    app.require_subcommand(0, 1);
 
     auto* serve = add_command(app, "serve", "Run the simulated HSM service in the foreground");
-    serve->add_option("--kmdata", serve_options.kmdata,
-                      "Security World directory (default: $NFAST_KMDATA)");
+    serve
+        ->add_option("--kmdata", serve_options.kmdata,
+                     "Security World directory (default: $NFAST_KMDATA)")
+        ->type_name("DIR");
     serve
         ->add_option("--modules", serve_options.modules,
-                     "Modules enrolled on first start (default: 1)")
+                     "Modules enrolled on first start (1-128; default 1)")
+        ->type_name("N")
         ->check(CLI::Range(1u, 128u));
     serve
         ->add_option("--op-latency-ms", serve_options.op_latency_ms,
-                     "Simulated latency of each operation, per module (default: 0)")
+                     "Latency of each operation on each module (0-60000; default 0)")
+        ->type_name("MS")
         ->check(CLI::Range(0u, 60000u));
     serve
         ->add_option("--init-delay-ms", serve_options.init_delay_ms,
-                     "Time a module stays initialising after clear/restore/add (default: 1000)")
+                     "How long a module initialises after clear, restore or add "
+                     "(0-600000; default 1000)")
+        ->type_name("MS")
         ->check(CLI::Range(0u, 600000u));
     on_run(serve, action, [&] {
         auto ep = endpoints(g);
@@ -130,12 +156,13 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     for (auto type : {hsm::TokenType::softcard, hsm::TokenType::cardset}) {
         std::string kind(hsm::to_string(type));
         auto* token = add_command(app, kind, "Manage the world's " + kind + "s");
-        token->require_subcommand(1);
         auto* create =
             add_command(*token, "create", "Create a " + kind + " (asks for its passphrase)");
         create->add_option("NAME", name, "Name of the new " + kind)->required();
-        create->add_option("--passphrase-file", passphrase_file,
-                           "Read the passphrase from this file instead of the terminal");
+        create
+            ->add_option("--passphrase-file", passphrase_file,
+                         "Read the passphrase from this file instead of the terminal")
+            ->type_name("FILE");
         on_run(create, action,
                [&, type] { create_token(endpoints(g), type, name, passphrase_file); });
         auto* list = add_command(*token, "list", "List the world's " + kind + "s");
@@ -144,25 +171,29 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     }
 
     auto* key = add_command(app, "key", "Manage the world's persistent keys");
-    key->require_subcommand(1);
     auto* generate = add_command(*key, "generate", "Generate a persistent key");
     generate
         ->add_option("--type", gen.type,
                      "rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384, aes-128, aes-192 or aes-256")
+        ->type_name("TYPE")
         ->required();
-    generate->add_option("--label", gen.label, "The key's label (CKA_LABEL)")->required();
-    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex");
+    generate->add_option("--label", gen.label, "The key's label (CKA_LABEL)")
+        ->type_name("LABEL")
+        ->required();
+    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex")->type_name("HEX");
     generate->add_option("--protect", gen.protect, "module, softcard:NAME or cardset:NAME")
+        ->type_name("PROTECTION")
         ->required();
-    generate->add_option("--passphrase-file", gen.passphrase_file,
-                         "Passphrase of the protecting token, instead of asking");
+    generate
+        ->add_option("--passphrase-file", gen.passphrase_file,
+                     "Passphrase of the protecting token, instead of asking")
+        ->type_name("FILE");
     on_run(generate, action, [&] { generate_key(endpoints(g), gen); });
     auto* keys = add_command(*key, "list", "List the world's persistent keys");
     keys->add_flag("--json", json, "JSON output");
     on_run(keys, action, [&] { list_keys(endpoints(g), json); });
 
     auto* module = add_command(app, "module", "Show and control the simulated modules");
-    module->require_subcommand(1);
     auto* modules = add_command(*module, "list", "List the modules, their state and counters");
     modules->add_flag("--json", json, "JSON output");
     on_run(modules, action, [&] { list_modules(endpoints(g), json); });
@@ -170,18 +201,38 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     auto* add = add_command(*module, "add", "Enrol a new module; prints its number");
     on_run(add, action, [&] { add_module(endpoints(g)); });
     auto* latency = add_command(*module, "latency", "Set module N's per-operation latency");
-    latency->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
-    latency->add_option("MS", value, "Latency in milliseconds")
+    latency->add_option("N", number, "Module number (1-128)")
+        ->required()
+        ->check(CLI::Range(1u, 128u));
+    latency->add_option("MS", value, "Latency in milliseconds (0-60000)")
         ->required()
         ->check(CLI::Range(0u, 60000u));
     on_run(latency, action, [&] { set_latency(endpoints(g), number, value); });
     auto* fail =
         add_command(*module, "fail-next", "Make module N's next COUNT operations fail transiently");
-    fail->add_option("N", number, "Module number")->required()->check(CLI::Range(1u, 128u));
-    fail->add_option("COUNT", value, "Number of operations")
+    fail->add_option("N", number, "Module number (1-128)")->required()->check(CLI::Range(1u, 128u));
+    fail->add_option("COUNT", value, "Number of operations (0 cancels)")
         ->required()
         ->check(CLI::Range(0u, 1000000u));
     on_run(fail, action, [&] { sim::fail_next(endpoints(g), number, value); });
+}
+
+// After a parse that chose no action: the command given stops at one that
+// needs a subcommand. One line naming them, like any other usage error.
+int missing_subcommand(CLI::App& app) {
+    CLI::App* at = &app;
+    std::string path = app.get_name();
+    for (auto subs = at->get_subcommands(); !subs.empty(); subs = at->get_subcommands()) {
+        at = subs.front();
+        path += " " + at->get_name();
+    }
+    std::string names;
+    for (const auto* sub : at->get_subcommands([](const CLI::App*) { return true; })) {
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    std::cerr << path << ": a subcommand is required: " << names << " (see " << path
+              << " --help)\n";
+    return kExitUsage;
 }
 
 } // namespace
@@ -199,16 +250,20 @@ int run_cli(int argc, char** argv) noexcept {
         std::uint32_t value = 0;
         int serve_status = kExitOk;
         Action action;
+        app.formatter(std::make_shared<HelpFormatter>());
         build(app, g, serve_options, gen, name, passphrase_file, json, number, value, serve_status,
               action);
+        app.footer(kExamples); // after build(): subcommands would copy it
+
         if (auto done = parse_command_line(app, argc, argv, [] { return kExitUsage; })) {
             return *done;
         }
+        if (!action) {
+            return missing_subcommand(app);
+        }
         g.log.setup("hsmsim");
         hsm::codec::route_protobuf_logs();
-        if (action) {
-            action();
-        }
+        action();
         return serve_status;
     } catch (const Error& e) {
         std::cerr << "hsmsim: " << e.what() << "\n";

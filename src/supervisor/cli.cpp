@@ -18,34 +18,31 @@ namespace preloadrun::supervisor {
 namespace {
 
 constexpr const char* kDescription =
-    "preloadrun: load HSM tokens onto every usable HSM, keep them loaded while HSMs are\n"
-    "cleared, fail, come back or join, and run COMMAND with a live tokens file.";
+    "preloadrun: load HSM tokens onto every usable HSM, keep them loaded while\n"
+    "HSMs are cleared, fail, come back or join, and run COMMAND with a live\n"
+    "tokens file.";
+
+constexpr const char* kUsage = "Usage: preloadrun [OPTIONS] [--] COMMAND [ARG...]\n"
+                               "       preloadrun [OPTIONS]       (no COMMAND: keep the tokens "
+                               "loaded)\n"
+                               "       preloadrun check|status [FILE]\n";
 
 constexpr const char* kExamples = R"(Examples:
-  preloadrun -s mycard -- myapp --serve        run myapp with softcard mycard loaded
+  preloadrun -s mycard -- myapp --serve
+      run myapp with softcard mycard loaded on every HSM
   preloadrun -s a -s b --passphrase-fd 3 -- myapp 3<pass.txt
-                                               two softcards, passphrases one per line
-  preloadrun -s mycard -f /run/app/tokens      keep mycard loaded; print the shell lines
-  preloadrun --attach /run/app/tokens -- tool  run tool against a live tokens file
-  preloadrun check /run/app/tokens             is it live? (exit 0 yes, 1 no)
-  preloadrun status --json                     what $NFAST_NFKM_TOKENSFILE holds
+      two softcards, their passphrases one per line on descriptor 3
+  preloadrun -s mycard -f /run/app/tokens
+      keep mycard loaded for others; print the shell lines that point at it
+  preloadrun --attach /run/app/tokens -- tool
+      run tool against a live tokens file
+  preloadrun check /run/app/tokens
+      is it live? (exit 0 yes, 1 no)
+  preloadrun status --json
+      what $NFAST_NFKM_TOKENSFILE holds
 
-Exit status: COMMAND's status; 128+N if it died of signal N; 125 preloadrun failed;
-126 COMMAND not executable; 127 COMMAND not found. See preloadrun(1).)";
-
-// The usage line of the main command names COMMAND, which CLI11 (taking it
-// as the "remaining" arguments) cannot know of.
-class UsageFormatter : public CLI::Formatter {
-public:
-    std::string make_usage(const CLI::App* app, std::string name) const override {
-        if (app->get_parent() != nullptr) {
-            return CLI::Formatter::make_usage(app, std::move(name));
-        }
-        return "Usage: preloadrun [OPTIONS] [--] COMMAND [ARG...]\n"
-               "       preloadrun [OPTIONS]              (keep the tokens loaded; no command)\n"
-               "       preloadrun check|status [FILE]\n";
-    }
-};
+Exit status: COMMAND's; 128+N if it died of signal N; 125 if preloadrun
+failed; 126 if COMMAND is not executable; 127 if not found. See preloadrun(1).)";
 
 // "5m", "300s", "1500ms", "2h", or a bare number of seconds.
 std::chrono::milliseconds parse_duration(const std::string& text) {
@@ -91,8 +88,7 @@ int run_cli(int argc, char** argv) noexcept {
     int subcommand_status = -1;
     try {
         CLI::App app(kDescription, "preloadrun");
-        app.footer(kExamples);
-        app.formatter(std::make_shared<UsageFormatter>());
+        app.formatter(std::make_shared<HelpFormatter>(kUsage));
         app.prefix_command();
         app.set_version_flag("--version",
                              std::string("preloadrun ") + kVersion + " (" + kGitRevision + "; " +
@@ -107,12 +103,15 @@ int run_cli(int argc, char** argv) noexcept {
         bool no_ha = false;
 
         app.add_option("-s,--softcard", softcards, "Load this softcard (name or hash); repeatable")
-            ->type_name("NAME|HASH");
+            ->type_name("NAME|HASH")
+            ->allow_extra_args(false); // one value each: COMMAND may follow
         app.add_option("-c,--cardset", cardsets, "Load this card set (name or hash); repeatable")
-            ->type_name("NAME|HASH");
+            ->type_name("NAME|HASH")
+            ->allow_extra_args(false); // one value each: COMMAND may follow
         app.add_option("--passphrase-file", passphrase_files,
                        "Passphrase from FILE, for every token or for TOKEN only; repeatable")
-            ->type_name("[TOKEN=]FILE");
+            ->type_name("[TOKEN=]FILE")
+            ->allow_extra_args(false); // one value each: COMMAND may follow
         app.add_option("--passphrase-fd", options.passphrase_fd,
                        "Passphrases from descriptor FD, one line per token, in order")
             ->type_name("FD")
@@ -149,6 +148,7 @@ int run_cli(int argc, char** argv) noexcept {
             sub->prefix_command(false);
             sub->allow_extras(false);
         }
+        app.footer(kExamples); // after the subcommands: they would copy it
 
         if (auto done = parse_command_line(app, argc, argv, [&] {
                 return (check->parsed() || status->parsed()) ? kCheckUsage : kExitPreloadrunFailed;

@@ -40,6 +40,11 @@ void check_file(const std::filesystem::path& path) {
 void check_safe_directory(const std::filesystem::path& dir) {
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0) {
+        if (errno == ENOENT) {
+            throw Error(ErrorCode::not_found,
+                        "tokens file directory " + dir.string() +
+                            " does not exist; create it (mkdir -m 700) or give -f another path");
+        }
         throw_errno("tokens file directory " + dir.string());
     }
     if (S_ISLNK(st.st_mode)) {

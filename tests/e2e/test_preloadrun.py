@@ -270,6 +270,27 @@ def test_unsafe_tokens_file_location_is_refused(pr, kind):
         assert_nothing_left(pr)
 
 
+def test_command_may_follow_token_options_without_double_dash(pr_card):
+    """-s, -c and --passphrase-file take one value each, as in
+    `preloadrun -s mycard myapp`: the first other word is COMMAND."""
+    pr = pr_card
+    out = pr.fresh("out")
+    r = pr.run("-s", "c1", "--passphrase-file", pr.card_pass, "-f", pr.tokens_file(),
+               "sh", "-c", f'echo "$NFAST_NFKM_TOKENSFILE $1" > {out}', "sh", "arg")
+    assert r.returncode == 0, r.stderr
+    with open(out) as f:
+        assert f.read() == f"{pr.tokens_file()} arg\n"
+    assert_nothing_left(pr)
+
+
+def test_missing_tokens_file_directory_says_what_to_do(pr):
+    missing = pr.path("missing")
+    r = pr.run("-f", os.path.join(missing, "tokens.json"), "--", "true")
+    assert_one_error_line(r, missing, "does not exist", "mkdir")
+    assert not os.path.lexists(missing)
+    assert_nothing_left(pr)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--no-such-option", "--", "true"], "--no-such-option"),
     (["--passphrase-fd", "3", "--", "true"], "token"),
