@@ -103,7 +103,7 @@ SecureBuffer read_passphrase_file(const std::filesystem::path& path) {
             throw Error(ErrorCode::limit, "passphrase file " + path.string() + " is longer than " +
                                               std::to_string(kMaxPassphrase) + " bytes");
         }
-        throw;
+        throw Error(e.code(), std::string("cannot read the passphrase file: ") + e.what());
     }
     SecureBuffer buf(raw.data(), raw.size());
     OPENSSL_cleanse(raw.data(), raw.size());

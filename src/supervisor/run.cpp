@@ -11,9 +11,11 @@
 #include "supervisor/loader.hpp"
 #include "supervisor/reaper.hpp"
 #include "supervisor/service_mode.hpp"
+#include "supervisor/spawn.hpp"
 #include "supervisor/token_resolution.hpp"
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <grp.h>
 #include <iostream>
@@ -196,7 +198,8 @@ void load_everything(FleetState& fleet, const Loader& loader,
         const auto& error = first_error[t];
         if (error && error->code() == ErrorCode::wrong_passphrase) {
             throw Error(ErrorCode::wrong_passphrase,
-                        "wrong passphrase for " + hsm::describe(fleet.tokens()[t]));
+                        "wrong passphrase for " + hsm::describe(fleet.tokens()[t]) +
+                            " (nothing was loaded; check the passphrase given for it)");
         }
         throw Error(error ? error->code() : ErrorCode::internal,
                     "cannot load " + hsm::describe(fleet.tokens()[t]) + " on any module" +
@@ -224,6 +227,16 @@ int run_attached(const Options& options) {
 int run(const Options& options) {
     if (!options.attach.empty()) {
         return run_attached(options);
+    }
+    // A COMMAND that cannot run fails now (127/126), before anything is
+    // loaded; spawning checks again, since the file may change meanwhile.
+    if (!options.command.empty()) {
+        try {
+            resolve_command(options.command.front(), std::getenv("PATH")); // as the child sees it
+        } catch (const std::exception& e) {
+            std::cerr << "preloadrun: " << e.what() << "\n";
+            return exit_status_for_spawn_error(e);
+        }
     }
     auto endpoint = endpoint_for(options);
     auto service = hsm::connect(endpoint);

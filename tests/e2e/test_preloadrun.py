@@ -156,6 +156,23 @@ def test_wrong_passphrase_leaves_nothing(pr_card):
     assert_nothing_left(pr, tok)
 
 
+def test_command_that_cannot_run_fails_before_loading(pr_card):
+    """127/126 come before any token is loaded: no load is logged."""
+    pr = pr_card
+    r = pr.run(*card_args(pr), "--", "no-such-command-e2e")
+    assert r.returncode == 127, r.stderr
+    assert "loaded" not in r.stderr and len(error_lines(r.stderr)) == 1, r.stderr
+    assert_nothing_left(pr)
+
+
+def test_missing_passphrase_file_is_named(pr_card):
+    pr = pr_card
+    missing = pr.path("no-such-passphrase")
+    r = pr.run("-s", "c1", "--passphrase-file", missing, "--", "true")
+    assert_one_error_line(r, "passphrase file", missing)
+    assert_nothing_left(pr)
+
+
 def test_no_usable_module(pr_card):
     pr = pr_card
     for n in pr.sim.modules():
