@@ -22,13 +22,17 @@ something could not be measured at all.
 import argparse
 import os
 import re
-import selectors
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+# The shared helper of the Python tests, for reading hsmsim's ready line.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "support"))
+from procs import read_first_line  # noqa: E402
 
 READY_RE = re.compile(r"^hsmsim: ready: .* socket (?P<socket>\S+), admin socket \S+$")
 RSS_TARGET_KIB = 10 * 1024
@@ -59,28 +63,10 @@ class Service:
                                           "--init-delay-ms", "0"],
                                          env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=log)
-        line = self._ready_line(10.0)
+        line = read_first_line(self.proc, 10.0)
         if line is None or not READY_RE.match(line):
             self.stop()
             die(f"hsmsim serve did not get ready ({line!r}); see {self.root}/serve.log")
-
-    def _ready_line(self, timeout):
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        buf = b""
-        deadline = time.monotonic() + timeout
-        try:
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return None
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    return None
-                buf += chunk
-        finally:
-            sel.close()
-        return buf.split(b"\n", 1)[0].decode(errors="replace")
 
     def stop(self):
         if self.proc.poll() is None:

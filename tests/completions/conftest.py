@@ -10,30 +10,22 @@ directory of the shells (for file completion), and `home` their HOME.
 """
 
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
-import time
 
 import pytest
 
-import shells
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import shells  # noqa: E402
+from procs import executable, read_first_line  # noqa: E402,F401 (executable: test_drift)
 
 READY_TIMEOUT = 10.0
 SOFTCARDS = ("card1", "card2")
 CARDSETS = ("ops",)
-
-
-def executable(var):
-    path = os.environ.get(var)
-    if not path:
-        pytest.fail(f"{var} is not set: run these tests through ctest")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{var}={path} is not an executable file")
-    return path
 
 
 def pytest_generate_tests(metafunc):
@@ -64,29 +56,11 @@ class World:
         self.proc = subprocess.Popen(
             [self.hsmsim, "serve", "--modules", "1", "--init-delay-ms", "0"],
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log)
-        line = self._first_line()
+        line = read_first_line(self.proc, READY_TIMEOUT) or ""
         if "ready" not in line:
             self.stop()
             with open(os.path.join(self.root, "serve.log"), errors="replace") as f:
                 pytest.fail(f"hsmsim serve did not get ready: {line!r}\n{f.read()}")
-
-    def _first_line(self):
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        data = b""
-        deadline = time.monotonic() + READY_TIMEOUT
-        try:
-            while b"\n" not in data:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    break
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            sel.close()
-        return data.decode(errors="replace").split("\n", 1)[0]
 
     def cli(self, *args):
         passphrase = os.path.join(self.root, "passphrase")

@@ -11,16 +11,19 @@ stopped with SIGTERM and must exit 0 and remove both socket files.
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from procs import read_first_line_and_rest  # noqa: E402
 
 READY_RE = re.compile(
     r"^hsmsim: ready: (?P<modules>\d+) modules, world (?P<world>[0-9a-f]+), "
@@ -129,26 +132,10 @@ class Sim:
         return self.proc
 
     def _read_line(self, timeout):
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        buf = b""
-        deadline = time.monotonic() + timeout
-        try:
-            while b"\n" not in buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return None
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    return None
-                buf += chunk
-        finally:
-            sel.close()
-        line, rest = buf.split(b"\n", 1)
-        self.stdout_lines.append(line.decode(errors="replace"))
-        if rest:
-            self.stdout_lines.extend(rest.decode(errors="replace").splitlines())
-        return line.decode(errors="replace")
+        line, rest = read_first_line_and_rest(self.proc, timeout)
+        if line is not None:
+            self.stdout_lines += [line, *rest]
+        return line
 
     def _drain_stdout(self):
         for raw in self.proc.stdout:

@@ -20,6 +20,9 @@ import time
 
 import pytest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from procs import executable  # noqa: E402,F401 (re-exported to the tests)
+
 TIMEOUT = 15.0
 PASS1 = "correct horse 1"        # passphrases: distinctive, easy to grep for
 PASS2 = "battery staple 2"
@@ -28,16 +31,6 @@ PY = sys.executable or "/usr/bin/python3"
 # A log line: "preloadrun[PID]: LEVEL: message" (with or without colour).
 # The one error line of a failure is "preloadrun: message".
 _LOG_RE = re.compile(r"^(\x1b\[[0-9;]*m)*preloadrun\[\d+\]: ")
-
-
-def executable(var):
-    path = os.environ.get(var)
-    if not path:
-        pytest.fail(f"{var} is not set: run these tests through ctest "
-                    f"(or set {var}=/path/to/it)")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{var}={path} is not an executable file")
-    return path
 
 
 def wait_for(predicate, timeout=TIMEOUT, what="condition", interval=0.01):

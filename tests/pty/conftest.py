@@ -10,13 +10,15 @@ core alone), when that is set. `probe` is the probe program (env PROBE).
 
 import os
 import re
-import selectors
 import shutil
 import subprocess
+import sys
 import tempfile
-import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from procs import executable, read_first_line  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -26,35 +28,9 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-def _executable(var):
-    path = os.environ.get(var)
-    if not path:
-        pytest.fail(f"{var} is not set: run these tests through ctest")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{var}={path} is not an executable file")
-    return path
 
 
 READY_RE = re.compile(r"^hsmsim: ready: .* socket (?P<socket>\S+), admin socket \S+$")
-
-
-def _read_ready_line(proc, timeout=10.0):
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                return None
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                return None
-            buf += chunk
-    finally:
-        sel.close()
-    return buf.split(b"\n", 1)[0].decode(errors="replace")
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +38,7 @@ def hsm_service():
     """A running `hsmsim serve` (2 modules) in a private directory under
     /tmp; yields its client socket path. XDG_RUNTIME_DIR points into that
     directory for the session, so preloadrun's tokens files are private."""
-    hsmsim = _executable("HSMSIM")
+    hsmsim = executable("HSMSIM")
     root = tempfile.mkdtemp(prefix="hs", dir="/tmp")
     kmdata = os.path.join(root, "km")
     os.mkdir(kmdata, 0o700)
@@ -77,7 +53,7 @@ def hsm_service():
         proc = subprocess.Popen([hsmsim, "serve", "--modules", "2", "--init-delay-ms", "0"],
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=log)
-    line = _read_ready_line(proc)
+    line = read_first_line(proc)
     if line is None or not READY_RE.match(line):
         proc.kill()
         proc.wait()
@@ -107,15 +83,15 @@ def supervise(request):
     """argv prefix: supervise + [COMMAND, ARG...] runs COMMAND supervised."""
     if request.param == "preloadrun":
         sock = request.getfixturevalue("hsm_service")
-        return [_executable("PRELOADRUN"), "-q", "--socket", sock, "--"]
+        return [executable("PRELOADRUN"), "-q", "--socket", sock, "--"]
     if not os.environ.get("SUPERVISE_DRIVER"):
         pytest.skip("SUPERVISE_DRIVER is not set")
-    return [_executable("SUPERVISE_DRIVER"), "--"]
+    return [executable("SUPERVISE_DRIVER"), "--"]
 
 
 @pytest.fixture(scope="session")
 def probe():
-    return _executable("PROBE")
+    return executable("PROBE")
 
 
 @pytest.fixture
