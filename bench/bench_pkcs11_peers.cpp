@@ -236,18 +236,5 @@ int parent(Options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
-    try {
-        const bool is_worker = argc > 1 && std::string(argv[1]) == "worker";
-        Options o(argc, argv, is_worker ? 2 : 1);
-        if (is_worker) {
-            return worker(o);
-        }
-        return parent(o);
-    } catch (const std::invalid_argument& e) {
-        std::cerr << "bench_pkcs11_peers: " << e.what() << "\n";
-        return 2;
-    } catch (const std::exception& e) {
-        std::cerr << "bench_pkcs11_peers: " << e.what() << "\n";
-        return 1;
-    }
+    return worker_parent_main("bench_pkcs11_peers", argc, argv, worker, parent);
 }

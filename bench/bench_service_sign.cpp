@@ -2,180 +2,40 @@
 // signing in-process?
 //
 // Starts `hsmsim serve` (HSMSIM_PATH) with 1 module and no simulated latency
-// on sockets in a private temp directory, generates a session EC P-256 key,
-// and signs SHA-256 digests through SimClient in one thread for a fixed time.
-// The baseline signs the same digests in-process with OpenSSL
-// (EVP_PKEY_sign on a P-256 key, one context reused: the cheapest in-process
-// path). Each side runs 3 times, interleaved, and the medians are reported
+// on sockets in a private temp directory (bench_support.hpp's Hsmsim), generates a session EC P-256
+// key, and signs SHA-256 digests through SimClient in one thread for a fixed time. The baseline
+// signs the same digests in-process with OpenSSL (EVP_PKEY_sign on a P-256 key, one context reused:
+// the cheapest in-process path). Each side runs 3 times, interleaved, and the medians are reported
 // with their ratio, as a table and as one line:
 //   RESULT service_ops=<ops/s> inproc_ops=<ops/s> ratio=<service/inproc>
 // Exit status: 0 when it measured (whatever the figures), 1 when something
 // broke (service would not start, a signature did not verify), 2 bad usage.
 
+#include "bench_support.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 
-#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fcntl.h>
-#include <filesystem>
-#include <iostream>
 #include <memory>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdexcept>
 #include <string>
-#include <sys/wait.h>
-#include <thread>
-#include <unistd.h>
 #include <vector>
 
-extern char** environ;
-
-namespace fs = std::filesystem;
+using namespace bench_support;
 using namespace preloadrun;
 using namespace preloadrun::hsm;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
 constexpr int kRounds = 3;
 constexpr std::size_t kDigests = 64;
-
-struct Broken : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// ---- the service ---------------------------------------------------------------
-
-class Service {
-public:
-    explicit Service(const fs::path& dir)
-        : socket_((dir / "c.sock").string()), admin_((dir / "a.sock").string()),
-          log_((dir / "serve.log").string()) {
-        const fs::path kmdata = dir / "km";
-        fs::create_directory(kmdata);
-        std::vector<std::string> args = {HSMSIM_PATH, "serve", "--kmdata",        kmdata.string(),
-                                         "--socket",  socket_, "--admin-socket",  admin_,
-                                         "--modules", "1",     "--op-latency-ms", "0"};
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0)
-            throw Broken("pipe2 failed");
-        out_ = fds[0];
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-        // The service's log goes to a file, shown only when something breaks.
-        posix_spawn_file_actions_addopen(&fa, 2, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        const int rc = ::posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&fa);
-        ::close(fds[1]);
-        if (rc != 0)
-            throw Broken(std::string("cannot start ") + HSMSIM_PATH + ": " + strerror(rc));
-        std::string line;
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
-        while (true) {
-            const auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            pollfd p{out_, POLLIN, 0};
-            char c = 0;
-            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0 ||
-                ::read(out_, &c, 1) != 1) {
-                stop();
-                throw Broken("hsmsim serve printed no ready line (got '" + line + "')\n" + log());
-            }
-            if (c == '\n')
-                break;
-            line.push_back(c);
-        }
-        if (line.rfind("hsmsim: ready: ", 0) != 0) {
-            stop();
-            throw Broken("unexpected first line from hsmsim serve: " + line + "\n" + log());
-        }
-    }
-    Service(const Service&) = delete;
-    Service& operator=(const Service&) = delete;
-    ~Service() {
-        if (pid_ > 0)
-            stop();
-        if (out_ >= 0)
-            ::close(out_);
-    }
-
-    // SIGTERM and wait; true when it exited 0.
-    bool stop() {
-        if (pid_ <= 0)
-            return true;
-        ::kill(pid_, SIGTERM);
-        int status = 0;
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
-        while (::waitpid(pid_, &status, WNOHANG) == 0) {
-            if (Clock::now() > deadline) {
-                ::kill(pid_, SIGKILL);
-                ::waitpid(pid_, &status, 0);
-                pid_ = -1;
-                return false;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-        pid_ = -1;
-        return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-
-    Endpoint endpoint() const { return {socket_, std::chrono::milliseconds(10000), "bench"}; }
-
-    // What the service wrote on stderr.
-    std::string log() const {
-        std::string text;
-        if (std::FILE* f = std::fopen(log_.c_str(), "r")) {
-            char buf[4096];
-            std::size_t n;
-            while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
-                text.append(buf, n);
-            std::fclose(f);
-        }
-        return "hsmsim serve log:\n" + text;
-    }
-
-private:
-    std::string socket_, admin_, log_;
-    pid_t pid_ = -1;
-    int out_ = -1;
-};
-
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = "/tmp/hsbenchXXXXXX"; // short: sun_path is 108 bytes
-        if (::mkdtemp(pattern.data()) == nullptr)
-            throw Broken("mkdtemp failed");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 // ---- OpenSSL -----------------------------------------------------------------------
 
@@ -270,12 +130,6 @@ double ops_per_second(double seconds, const std::vector<Bytes>& digests, F&& sig
     return static_cast<double>(ops) / std::chrono::duration<double>(now - start).count();
 }
 
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const auto n = v.size();
-    return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 void usage(std::FILE* to) {
     std::fprintf(to,
                  "usage: bench_service_sign [--seconds N]\n"
@@ -288,8 +142,8 @@ void usage(std::FILE* to) {
 int run(double seconds) {
     const auto digests = make_digests();
     TempDir dir;
-    Service service(dir.path());
-    SimClient client(service.endpoint());
+    Hsmsim service(HSMSIM_PATH, dir.path(), 1, 0);
+    SimClient client(Endpoint{service.socket(), std::chrono::milliseconds(10000), "bench"});
     KeySpec spec;
     spec.type = KeyType::ec_p256;
     spec.label = "bench";
