@@ -1,54 +1,19 @@
 #include "preloadrun/common/files.hpp"
 
+#include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
-#include <random>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace preloadrun {
 
-namespace {
-
-std::string temp_name_for(const std::filesystem::path& path) {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
-    char suffix[17];
-    static constexpr char digits[] = "0123456789abcdef";
-    auto value = rng();
-    for (int i = 0; i < 16; ++i) {
-        suffix[i] = digits[(value >> (4 * i)) & 0xf];
-    }
-    suffix[16] = '\0';
-    return "." + path.filename().string() + ".tmp." + suffix;
-}
-
-void write_all(int fd, const std::uint8_t* data, std::size_t size, const std::string& what) {
-    while (size > 0) {
-        ssize_t n = ::write(fd, data, size);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("cannot write " + what);
-        }
-        data += n;
-        size -= static_cast<std::size_t>(n);
-    }
-}
-
-} // namespace
-
 void sync_dir(const std::filesystem::path& dir) {
-    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) {
-        throw_errno("cannot open directory " + dir.string());
-    }
-    if (::fsync(fd.get()) != 0) {
-        throw_errno("cannot sync directory " + dir.string());
-    }
+    Dir::open(dir, Dir::LastLink::follow).sync();
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> contents,
@@ -57,35 +22,13 @@ void write_file_atomic(const std::filesystem::path& path, std::span<const std::u
     if (dir.empty()) {
         dir = ".";
     }
-    auto temp = dir / temp_name_for(path);
-    Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, options.mode));
-    if (!fd) {
-        throw_errno("cannot create " + temp.string());
-    }
+    Dir parent;
     try {
-        // The umask must not widen or narrow the requested mode.
-        if (options.group != static_cast<gid_t>(-1) &&
-            ::fchown(fd.get(), static_cast<uid_t>(-1), options.group) != 0) {
-            throw_errno("cannot set the group of " + temp.string());
-        }
-        if (::fchmod(fd.get(), options.mode) != 0) {
-            throw_errno("cannot set mode of " + temp.string());
-        }
-        write_all(fd.get(), contents.data(), contents.size(), temp.string());
-        if (options.sync && ::fsync(fd.get()) != 0) {
-            throw_errno("cannot sync " + temp.string());
-        }
-        fd.reset();
-        if (::rename(temp.c_str(), path.c_str()) != 0) {
-            throw_errno("cannot rename " + temp.string() + " to " + path.string());
-        }
-    } catch (...) {
-        ::unlink(temp.c_str());
-        throw;
+        parent = Dir::open(dir, Dir::LastLink::follow);
+    } catch (const Error& e) {
+        throw Error(ErrorCode::io, "cannot create " + path.string() + ": " + e.what());
     }
-    if (options.sync) {
-        sync_dir(dir);
-    }
+    parent.write_atomic(path.filename().string(), contents, options);
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view contents,
@@ -96,20 +39,19 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
                       options);
 }
 
-Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    if (!fd) {
-        int err = errno;
-        if (err == ENOENT) {
-            throw Error(ErrorCode::not_found, path.string() + ": no such file");
-        }
-        if (err == ELOOP) {
-            throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
-        }
-        throw_errno("cannot open " + path.string(), err);
+void throw_open_error(const std::filesystem::path& path, int err) {
+    if (err == ENOENT) {
+        throw Error(ErrorCode::not_found, path.string() + ": no such file");
     }
+    if (err == ELOOP) {
+        throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
+    }
+    throw_errno("cannot open " + path.string(), err);
+}
+
+Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size) {
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
+    if (::fstat(fd, &st) != 0) {
         throw_errno("cannot stat " + path.string());
     }
     if (!S_ISREG(st.st_mode)) {
@@ -129,7 +71,7 @@ Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
             }
             out.resize(std::min(max_size + 1, out.size() + 4096));
         }
-        ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+        ssize_t n = ::read(fd, out.data() + got, out.size() - got);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -147,6 +89,14 @@ Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
     }
     out.resize(got);
     return out;
+}
+
+Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd) {
+        throw_open_error(path, errno);
+    }
+    return read_open_file(fd.get(), path, max_size);
 }
 
 std::string read_text_file(const std::filesystem::path& path, std::size_t max_size) {

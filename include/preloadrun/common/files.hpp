@@ -34,6 +34,11 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view conte
 Bytes read_file(const std::filesystem::path& path, std::size_t max_size = 16 * 1024 * 1024);
 std::string read_text_file(const std::filesystem::path& path,
                            std::size_t max_size = 16 * 1024 * 1024);
+// read_file() of a descriptor already open (`path` names it in messages).
+Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size);
+// The Error for a failed open() of `path` with errno `err`: not_found,
+// permission (a symlink refused by O_NOFOLLOW) or io.
+[[noreturn]] void throw_open_error(const std::filesystem::path& path, int err);
 
 // Creates `dir` (mode 0700) if missing; then checks that it is a real
 // directory (not a symlink), owned by the caller, and not writable by group or

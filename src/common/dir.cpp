@@ -1,0 +1,269 @@
+#include "preloadrun/common/dir.hpp"
+
+#include "preloadrun/common/error.hpp"
+
+#include <cerrno>
+#include <dirent.h>
+#include <fcntl.h>
+#include <random>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace preloadrun {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void check_name(std::string_view name) {
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos ||
+        name.find('\0') != std::string_view::npos) {
+        throw Error(ErrorCode::internal, "'" + std::string(name) + "' is not a directory entry");
+    }
+}
+
+std::string temp_name_for(std::string_view name) {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    static constexpr char digits[] = "0123456789abcdef";
+    auto value = rng();
+    std::string out = "." + std::string(name) + ".tmp.";
+    for (int i = 0; i < 16; ++i) {
+        out += digits[(value >> (4 * i)) & 0xf];
+    }
+    return out;
+}
+
+void write_all(int fd, const std::uint8_t* data, std::size_t size, const std::string& what) {
+    while (size > 0) {
+        ssize_t n = ::write(fd, data, size);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("cannot write " + what);
+        }
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+} // namespace
+
+Dir Dir::open(const fs::path& path, LastLink last) {
+    if (path.empty()) {
+        throw Error(ErrorCode::usage, "an empty directory path");
+    }
+    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    if (last == LastLink::refuse) {
+        flags |= O_NOFOLLOW;
+    }
+    Fd fd(::open(path.c_str(), flags));
+    if (!fd) {
+        const int err = errno;
+        if (err == ENOENT) {
+            throw Error(ErrorCode::not_found, path.string() + ": no such directory");
+        }
+        if (err == ELOOP) {
+            throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
+        }
+        if (err == ENOTDIR) {
+            struct stat st {};
+            if (last == LastLink::refuse && ::lstat(path.c_str(), &st) == 0 &&
+                S_ISLNK(st.st_mode)) {
+                throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
+            }
+            throw Error(ErrorCode::permission, path.string() + ": not a directory");
+        }
+        if (err == EACCES || err == EPERM) {
+            throw Error(ErrorCode::permission, "cannot open directory " + path.string() + ": " +
+                                                   std::generic_category().message(err));
+        }
+        throw_errno("cannot open directory " + path.string(), err);
+    }
+    return Dir(std::move(fd), path);
+}
+
+Dir Dir::open_or_create(const fs::path& path, mode_t mode) {
+    const bool created = ::mkdir(path.c_str(), mode) == 0;
+    if (!created && errno != EEXIST) {
+        const int err = errno;
+        if (err == ENOENT) {
+            throw Error(ErrorCode::not_found,
+                        "cannot create directory " + path.string() + ": its parent does not exist");
+        }
+        throw_errno("cannot create directory " + path.string(), err);
+    }
+    Dir dir = open(path);
+    if (created && ::fchmod(dir.fd(), mode) != 0) { // the umask must not narrow it
+        throw_errno("cannot set the mode of " + path.string());
+    }
+    return dir;
+}
+
+struct stat Dir::status() const {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) {
+        throw_errno("cannot stat " + path_.string());
+    }
+    return st;
+}
+
+void Dir::require(uid_t owner, mode_t forbidden, std::string_view what) const {
+    const auto st = status();
+    const std::string name = std::string(what) + " " + path_.string();
+    if (st.st_uid != owner) {
+        throw Error(ErrorCode::permission, name + " is owned by uid " + std::to_string(st.st_uid) +
+                                               ", not by uid " + std::to_string(owner) +
+                                               "; refused");
+    }
+    if ((st.st_mode & forbidden) != 0) {
+        const bool writable = (st.st_mode & forbidden & 022) != 0;
+        throw Error(ErrorCode::permission,
+                    name + " has mode " + mode_text(st.st_mode) + ": " +
+                        (writable ? "writable" : "readable") + " by " +
+                        ((forbidden & 070) != 0 ? "group or others" : "others") + "; run chmod " +
+                        ((forbidden & 070) != 0 ? "go" : "o") + "-" +
+                        ((forbidden & 044) != 0 ? "rwx" : "w") + " on it");
+    }
+}
+
+Fd Dir::open_entry(std::string_view name, int flags, mode_t mode) const {
+    check_name(name);
+    const std::string entry(name);
+    return Fd(::openat(fd_.get(), entry.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode));
+}
+
+std::optional<struct stat> Dir::stat_entry(std::string_view name) const {
+    check_name(name);
+    const std::string entry(name);
+    struct stat st {};
+    if (::fstatat(fd_.get(), entry.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) {
+            return std::nullopt;
+        }
+        throw_errno("cannot stat " + (path_ / entry).string());
+    }
+    return st;
+}
+
+Bytes Dir::read(std::string_view name, std::size_t max_size) const {
+    const auto path = *this / name;
+    Fd fd = open_entry(name, O_RDONLY | O_NONBLOCK);
+    if (!fd) {
+        throw_open_error(path, errno);
+    }
+    return read_open_file(fd.get(), path, max_size);
+}
+
+std::string Dir::read_text(std::string_view name, std::size_t max_size) const {
+    auto bytes = read(name, max_size);
+    return {bytes.begin(), bytes.end()};
+}
+
+void Dir::write_atomic(std::string_view name, std::span<const std::uint8_t> contents,
+                       const AtomicWriteOptions& options) const {
+    check_name(name);
+    const std::string entry(name);
+    const std::string temp = temp_name_for(name);
+    const std::string temp_text = (path_ / temp).string();
+    Fd fd = open_entry(temp, O_WRONLY | O_CREAT | O_EXCL, options.mode);
+    if (!fd) {
+        throw_errno("cannot create " + temp_text);
+    }
+    try {
+        // The umask must not widen or narrow the requested mode.
+        if (options.group != static_cast<gid_t>(-1) &&
+            ::fchown(fd.get(), static_cast<uid_t>(-1), options.group) != 0) {
+            throw_errno("cannot set the group of " + temp_text);
+        }
+        if (::fchmod(fd.get(), options.mode) != 0) {
+            throw_errno("cannot set mode of " + temp_text);
+        }
+        write_all(fd.get(), contents.data(), contents.size(), temp_text);
+        if (options.sync && ::fsync(fd.get()) != 0) {
+            throw_errno("cannot sync " + temp_text);
+        }
+        fd.reset();
+        if (::renameat(fd_.get(), temp.c_str(), fd_.get(), entry.c_str()) != 0) {
+            throw_errno("cannot rename " + temp_text + " to " + (path_ / entry).string());
+        }
+    } catch (...) {
+        ::unlinkat(fd_.get(), temp.c_str(), 0);
+        throw;
+    }
+    if (options.sync) {
+        sync();
+    }
+}
+
+void Dir::write_atomic(std::string_view name, std::string_view contents,
+                       const AtomicWriteOptions& options) const {
+    write_atomic(name,
+                 std::span<const std::uint8_t>(
+                     reinterpret_cast<const std::uint8_t*>(contents.data()), contents.size()),
+                 options);
+}
+
+bool Dir::remove(std::string_view name) const {
+    check_name(name);
+    const std::string entry(name);
+    if (::unlinkat(fd_.get(), entry.c_str(), 0) != 0) {
+        if (errno == ENOENT) {
+            return false;
+        }
+        throw_errno("cannot remove " + (path_ / entry).string());
+    }
+    return true;
+}
+
+std::vector<std::string> Dir::list() const {
+    // fdopendir takes the descriptor it is given: give it a fresh one.
+    int copy = ::openat(fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (copy < 0) {
+        throw_errno("cannot list " + path_.string());
+    }
+    DIR* stream = ::fdopendir(copy);
+    if (stream == nullptr) {
+        const int err = errno;
+        ::close(copy);
+        throw_errno("cannot list " + path_.string(), err);
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (const dirent* entry = ::readdir(stream)) {
+        const std::string_view name = entry->d_name;
+        if (name != "." && name != "..") {
+            names.emplace_back(name);
+        }
+    }
+    const int err = errno;
+    ::closedir(stream);
+    if (err != 0) {
+        throw_errno("cannot list " + path_.string(), err);
+    }
+    return names;
+}
+
+void Dir::sync() const {
+    if (::fsync(fd_.get()) != 0) {
+        throw_errno("cannot sync directory " + path_.string());
+    }
+}
+
+std::string Dir::fd_path(std::string_view name) const {
+    check_name(name);
+    std::string path = "/proc/self/fd/" + std::to_string(fd_.get()) + "/" + std::string(name);
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+        throw Error(ErrorCode::usage,
+                    "the name '" + std::string(name) + "' is too long for a " + "socket address");
+    }
+    return path;
+}
+
+} // namespace preloadrun
