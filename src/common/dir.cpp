@@ -55,11 +55,11 @@ std::string mode_text(mode_t mode) {
 
 } // namespace
 
-Dir Dir::open(const fs::path& path, LastLink last) {
+Dir Dir::open(const fs::path& path, LastLink last, Access access) {
     if (path.empty()) {
         throw Error(ErrorCode::usage, "an empty directory path");
     }
-    int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    int flags = (access == Access::lookup ? O_PATH : O_RDONLY) | O_DIRECTORY | O_CLOEXEC;
     if (last == LastLink::refuse) {
         flags |= O_NOFOLLOW;
     }

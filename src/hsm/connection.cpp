@@ -3,6 +3,7 @@
 #include "frame_io.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
+#include "preloadrun/hsm/socket_trust.hpp"
 #include "utf8.hpp"
 
 #include <cerrno>
@@ -48,19 +49,31 @@ std::chrono::steady_clock::time_point Connection::deadline() const {
 }
 
 void Connection::connect_socket(std::string_view env_variable) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
     if (path_.empty()) {
         throw Error(ErrorCode::usage,
                     "no socket path for the HSM service (set " + std::string(env_variable) + ")");
     }
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
     if (path_.size() >= sizeof(addr.sun_path)) {
         throw Error(ErrorCode::usage, "the HSM service socket path is too long (" +
                                           std::to_string(path_.size()) + " bytes, at most " +
                                           std::to_string(sizeof(addr.sun_path) - 1) +
                                           "): " + path_);
     }
-    std::memcpy(addr.sun_path, path_.data(), path_.size());
+    // Nothing is sent before the socket and the service are known to be
+    // trusted (see socket_trust.hpp).
+    const auto trusted = TrustedUids::for_client();
+    CheckedSocket checked;
+    try {
+        checked = check_socket_path(path_, trusted);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
+            throw reach_error(path_, env_variable, ENOENT);
+        }
+        throw;
+    }
+    std::memcpy(addr.sun_path, checked.connect_path.data(), checked.connect_path.size());
 
     fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd_) {
@@ -69,11 +82,11 @@ void Connection::connect_socket(std::string_view env_variable) {
     const auto until = deadline();
     for (;;) {
         if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-            return;
+            break;
         }
         int err = errno;
         if (err == EISCONN) {
-            return;
+            break;
         }
         if (err == EINTR) {
             continue;
@@ -94,11 +107,12 @@ void Connection::connect_socket(std::string_view env_variable) {
                 err = errno;
             }
             if (err == 0) {
-                return;
+                break;
             }
         }
         throw reach_error(path_, env_variable, err);
     }
+    check_peer(fd_.get(), path_, trusted);
 }
 
 void Connection::handshake(const std::string& client_name) {

@@ -1,10 +1,11 @@
 #include "preloadrun/common/env.hpp"
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/runtime_dir.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 
 #include <cstdlib>
 #include <string>
-#include <unistd.h>
 
 namespace preloadrun::hsm {
 
@@ -15,19 +16,17 @@ std::string env(const char* name) {
     return value != nullptr ? std::string(value) : std::string();
 }
 
-// $XDG_RUNTIME_DIR/hsmsim, else /tmp/hsmsim-<euid>.
-std::string default_socket_dir() {
-    if (const std::string runtime = env("XDG_RUNTIME_DIR"); !runtime.empty()) {
-        return runtime + "/hsmsim";
-    }
-    return "/tmp/hsmsim-" + std::to_string(::geteuid());
-}
-
+// $XDG_RUNTIME_DIR/hsmsim, else $HOME/.hsmsim: never a directory another
+// user could create first (as one under /tmp).
 std::string socket_path(const char* variable, const char* file_name) {
     if (std::string path = env(variable); !path.empty()) {
         return path;
     }
-    return default_socket_dir() + "/" + file_name;
+    try {
+        return (user_runtime_dir("hsmsim") / file_name).string();
+    } catch (const Error& e) {
+        throw Error(e.code(), std::string(e.what()) + "; set " + variable);
+    }
 }
 
 } // namespace

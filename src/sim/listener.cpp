@@ -1,5 +1,6 @@
 #include "sim/listener.hpp"
 
+#include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 
@@ -27,48 +28,58 @@ sockaddr_un address_of(const fs::path& path) {
     return addr;
 }
 
-// mkdir -p, giving `mode` to each directory it creates.
-void make_dirs(const fs::path& dir, mode_t mode) {
-    if (dir.empty()) {
+// mkdir -p of the directories above `dir`, giving `mode` to each it creates.
+void make_parents(const fs::path& dir, mode_t mode) {
+    const auto parent = dir.parent_path();
+    if (parent.empty() || parent == dir) {
         return;
     }
     struct stat st {};
-    if (::stat(dir.c_str(), &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) {
-            throw Error(ErrorCode::io, dir.string() + ": not a directory");
-        }
+    if (::stat(parent.c_str(), &st) == 0) {
         return;
     }
-    if (dir.has_parent_path() && dir.parent_path() != dir) {
-        make_dirs(dir.parent_path(), mode);
+    make_parents(parent, mode);
+    Dir::open_or_create(parent, mode);
+}
+
+// The socket's directory, created if missing, held open and checked: ours,
+// and writable by no one else (who could otherwise replace the socket).
+Dir socket_directory(const fs::path& socket, mode_t mode) {
+    auto dir = socket.parent_path();
+    if (dir.empty()) {
+        dir = ".";
     }
-    if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
-        throw_errno("cannot create directory " + dir.string());
-    }
-    if (::chmod(dir.c_str(), mode) != 0) { // the umask must not narrow it
-        throw_errno("cannot set the mode of " + dir.string());
+    make_parents(dir, mode);
+    Dir opened = Dir::open_or_create(dir, mode);
+    opened.require(::geteuid(), S_IWGRP | S_IWOTH, "socket directory");
+    return opened;
+}
+
+// A path that reaches `name` through the directory's descriptor when one fits
+// a socket address; else the plain path (the directory is ours and private
+// to writes, so it cannot change under us either).
+std::string bind_path(const Dir& dir, const std::string& name, const fs::path& path) {
+    try {
+        return dir.fd_path(name);
+    } catch (const Error&) {
+        return path.string();
     }
 }
 
 // Removes a socket file nobody serves; refuses a live one or a non-socket.
-void take_over(const fs::path& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) {
-        if (errno == ENOENT) {
-            return;
-        }
-        throw_errno("cannot stat " + path.string());
+void take_over(const Dir& dir, const std::string& name, const fs::path& path) {
+    const auto st = dir.stat_entry(name);
+    if (!st) {
+        return;
     }
-    if (!S_ISSOCK(st.st_mode)) {
+    if (!S_ISSOCK(st->st_mode)) {
         throw Error(ErrorCode::already_exists,
                     path.string() + " exists and is not a socket; refusing to replace it");
     }
-    if (connect_unix(path)) {
+    if (connect_unix(bind_path(dir, name, path))) {
         throw Error(ErrorCode::already_exists, "another hsmsim is serving on " + path.string());
     }
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-        throw_errno("cannot remove the stale socket " + path.string());
-    }
+    dir.remove(name);
     log::get("sim.service")->info("removed stale socket {}", path.string());
 }
 
@@ -90,17 +101,19 @@ Fd connect_unix(const fs::path& path) {
     return fd;
 }
 
-Listener::Listener(fs::path path, mode_t mode, mode_t dir_mode) : path_(std::move(path)) {
-    auto addr = address_of(path_);
-    make_dirs(path_.parent_path(), dir_mode);
-    take_over(path_);
+Listener::Listener(fs::path path, mode_t mode, mode_t dir_mode)
+    : path_(std::move(path)), name_(path_.filename().string()) {
+    (void)address_of(path_); // the path itself must fit, for clients
+    dir_ = socket_directory(path_, dir_mode);
+    take_over(dir_, name_, path_);
+    auto addr = address_of(bind_path(dir_, name_, path_));
     fd_ = Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd_) {
         throw_errno("cannot create a socket");
     }
-    // No window in which the socket is more open than asked: bind under a
-    // umask that leaves at most `mode`, then set `mode` exactly. (serve()
-    // binds before it starts any thread that creates files.)
+    // The socket is created with exactly `mode`, by the umask alone: no
+    // window in which it is more open, and no chmod by path afterwards.
+    // (serve() binds before it starts any thread that creates files.)
     mode_t old = ::umask(static_cast<mode_t>(~mode & 0777));
     int rc = ::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
     int err = errno;
@@ -112,27 +125,33 @@ Listener::Listener(fs::path path, mode_t mode, mode_t dir_mode) : path_(std::mov
         }
         throw_errno("cannot bind " + path_.string(), err);
     }
-    struct stat st {};
-    if (::chmod(path_.c_str(), mode) != 0 || ::stat(path_.c_str(), &st) != 0) {
-        int e = errno;
-        ::unlink(path_.c_str());
-        throw_errno("cannot set the mode of " + path_.string(), e);
+    const auto st = dir_.stat_entry(name_);
+    if (!st || !S_ISSOCK(st->st_mode)) {
+        throw Error(ErrorCode::io, "the socket " + path_.string() + " vanished after bind");
     }
-    dev_ = st.st_dev;
-    ino_ = st.st_ino;
+    dev_ = st->st_dev;
+    ino_ = st->st_ino;
     if (::listen(fd_.get(), 128) != 0) {
         int e = errno;
-        ::unlink(path_.c_str());
+        remove_own_socket();
         throw_errno("cannot listen on " + path_.string(), e);
     }
 }
 
 Listener::~Listener() {
     fd_.reset();
+    remove_own_socket();
+}
+
+void Listener::remove_own_socket() noexcept {
     // Only our own socket: another service may have taken the path over.
-    struct stat st {};
-    if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
-        ::unlink(path_.c_str());
+    try {
+        const auto st = dir_.stat_entry(name_);
+        if (st && st->st_dev == dev_ && st->st_ino == ino_) {
+            dir_.remove(name_);
+        }
+    } catch (const Error&) {
+        // Nothing more to do on the way out.
     }
 }
 

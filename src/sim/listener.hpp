@@ -1,10 +1,15 @@
 #pragma once
-// The service's listening Unix sockets: directory creation, stale-socket
-// takeover, file modes, removal on shutdown.
+// The service's listening Unix sockets: directory creation and checks,
+// stale-socket takeover, file modes, removal on shutdown. The socket's
+// directory is opened once and checked (owned by this user, writable by no
+// one else); the socket is then bound, tested and removed through that
+// descriptor, never by a path that could change in between.
 
+#include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/fd.hpp"
 
 #include <filesystem>
+#include <string>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -12,10 +17,12 @@ namespace preloadrun::sim {
 
 class Listener {
 public:
-    // Creates the socket's directory if missing (with dir_mode), takes over a
-    // stale socket file, binds, sets `mode`, listens. Throws
+    // Creates the socket's directory if missing (with dir_mode), refuses it
+    // unless it is this user's and writable by no one else, takes over a
+    // stale socket file, binds with exactly `mode`, listens. Throws
     // Error(already_exists) when a live service answers on `path`,
-    // Error(usage) for a path too long for a Unix socket, Error(io) otherwise.
+    // Error(permission) for an unsafe directory, Error(usage) for a path
+    // too long for a Unix socket, Error(io) otherwise.
     Listener(std::filesystem::path path, mode_t mode, mode_t dir_mode);
     Listener(const Listener&) = delete;
     Listener& operator=(const Listener&) = delete;
@@ -26,7 +33,11 @@ public:
     const std::filesystem::path& path() const noexcept { return path_; }
 
 private:
+    void remove_own_socket() noexcept;
+
     std::filesystem::path path_;
+    std::string name_;
+    Dir dir_;
     Fd fd_;
     dev_t dev_ = 0;
     ino_t ino_ = 0;

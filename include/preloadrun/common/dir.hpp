@@ -24,12 +24,18 @@ public:
     Dir() = default;
 
     enum class LastLink { refuse, follow };
+    // What the descriptor may do: `full` needs read permission on the
+    // directory; `lookup` (O_PATH) needs only search permission and serves
+    // status(), stat_entry(), fd_path() and opening entries, not list() or
+    // sync().
+    enum class Access { full, lookup };
 
     // Opens `path` as a directory. A symlink as its last component is
     // refused unless `last` says follow; earlier components are resolved
     // once, here. Throws Error(not_found), Error(permission) (a symlink, not
     // a directory, no access) or Error(io).
-    static Dir open(const std::filesystem::path& path, LastLink last = LastLink::refuse);
+    static Dir open(const std::filesystem::path& path, LastLink last = LastLink::refuse,
+                    Access access = Access::full);
     // The same, creating the directory with exactly `mode` (whatever the
     // umask) if it does not exist. An existing directory keeps its mode.
     static Dir open_or_create(const std::filesystem::path& path, mode_t mode);

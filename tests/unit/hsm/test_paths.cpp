@@ -1,3 +1,4 @@
+#include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 
@@ -58,13 +59,29 @@ TEST_CASE("hsm::default_endpoint and hsm::default_admin_endpoint") {
         CHECK(default_endpoint().socket_path == "/run/user/1/hsmsim/client.sock");
         CHECK(default_admin_endpoint().socket_path == "/run/user/1/hsmsim/admin.sock");
     }
-    SUBCASE("under /tmp/hsmsim-<euid> without XDG_RUNTIME_DIR") {
+    SUBCASE("under $HOME/.hsmsim without XDG_RUNTIME_DIR, never under /tmp") {
         EnvGuard env{{"HSMSIM_SOCKET", std::nullopt},
                      {"HSMSIM_ADMIN_SOCKET", std::nullopt},
-                     {"XDG_RUNTIME_DIR", std::nullopt}};
-        const std::string dir = "/tmp/hsmsim-" + std::to_string(::geteuid());
-        CHECK(default_endpoint().socket_path == dir + "/client.sock");
-        CHECK(default_admin_endpoint().socket_path == dir + "/admin.sock");
+                     {"XDG_RUNTIME_DIR", std::nullopt},
+                     {"HOME", "/home/someone"}};
+        CHECK(default_endpoint().socket_path == "/home/someone/.hsmsim/client.sock");
+        CHECK(default_admin_endpoint().socket_path == "/home/someone/.hsmsim/admin.sock");
+    }
+    SUBCASE("a relative XDG_RUNTIME_DIR is ignored") {
+        EnvGuard env{
+            {"HSMSIM_SOCKET", std::nullopt}, {"XDG_RUNTIME_DIR", "run"}, {"HOME", "/home/someone"}};
+        CHECK(default_endpoint().socket_path == "/home/someone/.hsmsim/client.sock");
+    }
+    SUBCASE("no runtime directory and no home: a usage error naming the variable") {
+        EnvGuard env{
+            {"HSMSIM_SOCKET", std::nullopt}, {"XDG_RUNTIME_DIR", std::nullopt}, {"HOME", "/"}};
+        try {
+            (void)default_endpoint();
+            FAIL("no error");
+        } catch (const preloadrun::Error& e) {
+            CHECK(e.code() == preloadrun::ErrorCode::usage);
+            CHECK(std::string(e.what()).find("HSMSIM_SOCKET") != std::string::npos);
+        }
     }
     SUBCASE("the other fields keep their defaults") {
         EnvGuard env{{"HSMSIM_SOCKET", "/x"}};

@@ -1,0 +1,58 @@
+#pragma once
+// What a client checks before it sends anything to the HSM service: the
+// socket's path might have been taken by another local user (a directory
+// created first under a shared path, a fake server bound there), and a
+// client sends passphrases and PINs. The checks:
+//   1. the socket's directory is owned by a trusted uid and not writable by
+//      group or others, so no one else can have put or replaced the socket;
+//   2. the socket is a socket (not a symlink) owned by a trusted uid;
+//   3. the connection goes through that directory's descriptor, so a path
+//      changed after the check changes nothing;
+//   4. the process at the other end (SO_PEERCRED) runs as a trusted uid.
+// Trusted: root, the client's own effective uid, and the service's user.
+
+#include "preloadrun/common/dir.hpp"
+
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace preloadrun::hsm {
+
+class TrustedUids {
+public:
+    // root, geteuid(), and the service's user: HSMSIM_SERVICE_USER (a user
+    // name or a numeric uid) when set, otherwise the `hsmsim` account when
+    // the user database has one. Throws Error(usage) when
+    // HSMSIM_SERVICE_USER names no user.
+    static TrustedUids for_client();
+
+    TrustedUids(uid_t self, std::vector<uid_t> service);
+    bool contains(uid_t uid) const noexcept;
+    // "root, uid 1000 (this user) or uid 998 (the service user)", for messages.
+    std::string describe() const;
+
+private:
+    uid_t self_;
+    std::vector<uid_t> service_;
+};
+
+// The service's user from the environment or the user database, if any.
+// Throws Error(usage) for an HSMSIM_SERVICE_USER that names no user.
+std::vector<uid_t> service_uids();
+
+struct CheckedSocket {
+    Dir dir;                  // the socket's directory, held open
+    std::string connect_path; // the socket, reached through `dir`'s descriptor
+};
+
+// Checks 1 and 2 for the socket at `path`. Throws Error(not_found) when the
+// directory or the socket does not exist, Error(permission) naming what is
+// wrong and whose it is otherwise.
+CheckedSocket check_socket_path(const std::string& path, const TrustedUids& trusted);
+
+// Check 4, on a connected socket: throws Error(permission) naming the uid
+// the service runs as.
+void check_peer(int fd, const std::string& path, const TrustedUids& trusted);
+
+} // namespace preloadrun::hsm

@@ -1,0 +1,163 @@
+#include "preloadrun/hsm/socket_trust.hpp"
+
+#include "preloadrun/common/env.hpp"
+#include "preloadrun/common/error.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <filesystem>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace preloadrun::hsm {
+
+namespace {
+
+constexpr const char* kServiceUserVariable = "HSMSIM_SERVICE_USER";
+constexpr const char* kDefaultServiceUser = "hsmsim";
+
+std::optional<uid_t> lookup_user(const std::string& name) {
+    long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
+    passwd entry{};
+    passwd* found = nullptr;
+    if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+        found == nullptr) {
+        return std::nullopt;
+    }
+    return found->pw_uid;
+}
+
+std::optional<uid_t> parse_uid(std::string_view text) {
+    uid_t uid = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), uid);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+        return std::nullopt;
+    }
+    return uid;
+}
+
+bool have_proc_fd() {
+    static const bool present = ::access("/proc/self/fd", X_OK) == 0;
+    return present;
+}
+
+} // namespace
+
+std::vector<uid_t> service_uids() {
+    if (const char* value = getenv_nonempty(kServiceUserVariable)) {
+        if (auto uid = parse_uid(value)) {
+            return {*uid};
+        }
+        if (auto uid = lookup_user(value)) {
+            return {*uid};
+        }
+        throw Error(ErrorCode::usage, std::string(kServiceUserVariable) + "='" + value +
+                                          "' is neither a user name nor a uid");
+    }
+    if (auto uid = lookup_user(kDefaultServiceUser)) {
+        return {*uid};
+    }
+    return {};
+}
+
+TrustedUids TrustedUids::for_client() {
+    return TrustedUids(::geteuid(), service_uids());
+}
+
+TrustedUids::TrustedUids(uid_t self, std::vector<uid_t> service)
+    : self_(self), service_(std::move(service)) {}
+
+bool TrustedUids::contains(uid_t uid) const noexcept {
+    return uid == 0 || uid == self_ ||
+           std::find(service_.begin(), service_.end(), uid) != service_.end();
+}
+
+std::string TrustedUids::describe() const {
+    std::vector<std::string> names{"root"};
+    if (self_ != 0) {
+        names.push_back("uid " + std::to_string(self_) + " (this user)");
+    }
+    for (uid_t uid : service_) {
+        if (uid != 0 && uid != self_) {
+            names.push_back("uid " + std::to_string(uid) + " (the service user, " +
+                            kServiceUserVariable + ")");
+        }
+    }
+    std::string text;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        text += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+    }
+    return text;
+}
+
+CheckedSocket check_socket_path(const std::string& path, const TrustedUids& trusted) {
+    std::filesystem::path socket(path);
+    auto parent = socket.parent_path();
+    if (parent.empty()) {
+        parent = ".";
+    }
+    const std::string name = socket.filename().string();
+    if (name.empty() || name == "." || name == "..") {
+        throw Error(ErrorCode::usage, "'" + path + "' does not name a socket");
+    }
+    CheckedSocket checked{Dir::open(parent, Dir::LastLink::follow, Dir::Access::lookup), {}};
+    const auto dir = checked.dir.status();
+    const std::string refused = "refusing the HSM service at " + path + ": ";
+    if (!trusted.contains(dir.st_uid)) {
+        throw Error(ErrorCode::permission, refused + "its directory " + parent.string() +
+                                               " belongs to uid " + std::to_string(dir.st_uid) +
+                                               ", not to " + trusted.describe() +
+                                               " (another user may have created it)");
+    }
+    if ((dir.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        throw Error(ErrorCode::permission,
+                    refused + "its directory " + parent.string() +
+                        " is writable by group or others, who could replace the socket");
+    }
+    const auto entry = checked.dir.stat_entry(name);
+    if (!entry) {
+        throw Error(ErrorCode::not_found, path + ": no such socket");
+    }
+    if (!S_ISSOCK(entry->st_mode)) {
+        throw Error(ErrorCode::permission,
+                    refused + (S_ISLNK(entry->st_mode) ? "it is a symbolic link" : "not a socket"));
+    }
+    if (!trusted.contains(entry->st_uid)) {
+        throw Error(ErrorCode::permission, refused + "the socket belongs to uid " +
+                                               std::to_string(entry->st_uid) + ", not to " +
+                                               trusted.describe());
+    }
+    checked.connect_path = path;
+    if (have_proc_fd()) {
+        try {
+            checked.connect_path = checked.dir.fd_path(name);
+        } catch (const Error&) {
+            // A name too long to be reached through /proc: the path itself,
+            // still covered by the check of the peer.
+        }
+    }
+    return checked;
+}
+
+void check_peer(int fd, const std::string& path, const TrustedUids& trusted) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        throw_errno("cannot read the credentials of the HSM service at " + path);
+    }
+    if (!trusted.contains(cred.uid)) {
+        throw Error(ErrorCode::permission,
+                    "refusing the HSM service at " + path + ": it runs as uid " +
+                        std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
+                        "), not as " + trusted.describe() +
+                        "; another user may be serving there (if the service runs as another "
+                        "account, name it in " +
+                        kServiceUserVariable + ")");
+    }
+}
+
+} // namespace preloadrun::hsm
