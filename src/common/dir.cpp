@@ -114,6 +114,14 @@ struct stat Dir::status() const {
     return st;
 }
 
+Dir Dir::duplicate() const {
+    Fd copy(::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!copy) {
+        throw_errno("cannot duplicate the descriptor of " + path_.string());
+    }
+    return Dir(std::move(copy), path_);
+}
+
 void Dir::require(uid_t owner, mode_t forbidden, std::string_view what) const {
     const auto st = status();
     const std::string name = std::string(what) + " " + path_.string();

@@ -5,6 +5,7 @@
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/tokens/publisher.hpp"
 #include "preloadrun/version.hpp"
+#include "supervisor/app_environment.hpp"
 #include "supervisor/child.hpp"
 #include "supervisor/fleet_state.hpp"
 #include "supervisor/ha_loop.hpp"
@@ -58,17 +59,11 @@ std::filesystem::path tokens_path(const Options& options, const std::string& ins
     return std::filesystem::absolute(options.tokens_file);
 }
 
-// The child's environment: where the tokens file is, and what it allows.
-ChildSpec child_spec(const Options& options, const std::filesystem::path& path, bool ha) {
+ChildSpec child_spec(const Options& options, const AppEnvironment& env) {
     ChildSpec spec;
     spec.argv = options.command;
-    spec.set_env.emplace_back("NFAST_NFKM_TOKENSFILE", path.string());
-    spec.set_env.emplace_back("CKNFAST_LOADSHARING", "1");
-    if (ha) {
-        spec.set_env.emplace_back("CKNFAST_RELOAD_KEYS", "1");
-    } else {
-        spec.unset_env.emplace_back("CKNFAST_RELOAD_KEYS");
-    }
+    spec.set_env = env.set;
+    spec.unset_env = env.unset;
     return spec;
 }
 
@@ -218,8 +213,9 @@ int run_attached(const Options& options) {
     block_supervised_signals();
     logger()->info("attached to {} ({})", path.string(), state.reason);
     EventLoop loop;
-    return supervise(loop, child_spec(options, path, state.file->high_availability),
-                     options.subreaper);
+    // Without --socket the child keeps the HSMSIM_SOCKET it inherits.
+    const auto env = app_environment(path, state.file->high_availability, options.socket);
+    return supervise(loop, child_spec(options, env), options.subreaper);
 }
 
 } // namespace
@@ -275,10 +271,11 @@ int run(const Options& options) {
         ha = std::make_unique<HaLoop>(loop, endpoint, fleet, loader, publish, options.retry_window);
         ha->start();
     }
+    // The application talks to the service the tokens were loaded on.
+    const auto env = app_environment(path, options.high_availability, endpoint.socket_path);
     int status = options.command.empty()
-                     ? run_service_mode(loop, path, options.high_availability)
-                     : supervise(loop, child_spec(options, path, options.high_availability),
-                                 options.subreaper);
+                     ? run_service_mode(loop, env)
+                     : supervise(loop, child_spec(options, env), options.subreaper);
     ha.reset();
     // Remove the tokens file and release the lock first: nothing may use the
     // handles while they are being unloaded.

@@ -35,22 +35,20 @@ void export_line(std::string& out, const std::string& name, const std::string& v
 
 } // namespace
 
-std::string shell_lines(const std::filesystem::path& tokens_file, bool high_availability) {
+std::string shell_lines(const AppEnvironment& env) {
     std::string out;
-    export_line(out, "NFAST_NFKM_TOKENSFILE", tokens_file.string());
-    export_line(out, "CKNFAST_LOADSHARING", "1");
-    if (high_availability) {
-        export_line(out, "CKNFAST_RELOAD_KEYS", "1");
-    } else {
-        out += "unset CKNFAST_RELOAD_KEYS;\n";
+    for (const auto& [name, value] : env.set) {
+        export_line(out, name, value);
+    }
+    for (const auto& name : env.unset) {
+        out += "unset " + name + ";\n";
     }
     out += "echo preloadrun pid " + std::to_string(::getpid()) + ";\n";
     return out;
 }
 
-int run_service_mode(EventLoop& loop, const std::filesystem::path& tokens_file,
-                     bool high_availability) {
-    std::cout << shell_lines(tokens_file, high_availability) << std::flush;
+int run_service_mode(EventLoop& loop, const AppEnvironment& env) {
+    std::cout << shell_lines(env) << std::flush;
     Fd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
     if (null && null.get() != STDOUT_FILENO) {
         ::dup2(null.get(), STDOUT_FILENO);

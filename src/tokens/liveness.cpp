@@ -35,6 +35,10 @@ std::filesystem::path lock_path_for(const std::filesystem::path& tokens_file) {
     return lock;
 }
 
+std::string lock_name_for(std::string_view tokens_file_name) {
+    return std::string(tokens_file_name) + ".lock";
+}
+
 std::string_view to_string(Status status) noexcept {
     switch (status) {
     case Status::live:
@@ -54,10 +58,26 @@ std::string_view to_string(Status status) noexcept {
 }
 
 Liveness check(const std::filesystem::path& tokens_file) {
+    auto parent = tokens_file.parent_path();
+    Dir dir;
+    try {
+        dir = Dir::open(parent.empty() ? std::filesystem::path(".") : parent, Dir::LastLink::follow,
+                        Dir::Access::lookup);
+    } catch (const Error& e) {
+        Liveness result;
+        result.status = e.code() == ErrorCode::not_found ? Status::missing : Status::corrupt;
+        result.reason = tokens_file.string() + ": " + e.what();
+        return result;
+    }
+    return check(dir, tokens_file.filename().string());
+}
+
+Liveness check(const Dir& dir, std::string_view name) {
+    const auto tokens_file = dir / name;
     Liveness result;
     std::string text;
     try {
-        text = read_text_file(tokens_file, kMaxFileSize);
+        text = dir.read_text(name, kMaxFileSize);
     } catch (const Error& e) {
         result.status = e.code() == ErrorCode::not_found ? Status::missing : Status::corrupt;
         result.reason = e.what();
@@ -83,8 +103,8 @@ Liveness check(const std::filesystem::path& tokens_file) {
         result.reason = "written by " + owner_text(file) + " before this machine rebooted";
         return result;
     }
-    auto lock_path = lock_path_for(tokens_file);
-    Fd lock_fd(::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    const auto lock_path = lock_path_for(tokens_file);
+    Fd lock_fd = dir.open_entry(lock_name_for(name), O_RDONLY);
     if (!lock_fd) {
         result.status = Status::owner_dead;
         result.reason = owner_text(file) + " is gone (its lock file " + lock_path.string() +
@@ -117,46 +137,56 @@ Liveness check(const std::filesystem::path& tokens_file) {
 }
 
 OwnerLock OwnerLock::acquire(const std::filesystem::path& lock_path) {
+    auto parent = lock_path.parent_path();
+    return acquire(
+        Dir::open(parent.empty() ? std::filesystem::path(".") : parent, Dir::LastLink::follow),
+        lock_path.filename().string());
+}
+
+OwnerLock OwnerLock::acquire(const Dir& dir, const std::string& name) {
+    const auto lock_path = (dir / name).string();
     // The lock file may be unlinked by its previous owner between our open and
     // our lock: then the lock we got is on a dead inode. Check and retry.
     for (int attempt = 0; attempt < 10; ++attempt) {
-        Fd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+        Fd fd = dir.open_entry(name, O_RDWR | O_CREAT, 0600);
         if (!fd) {
             if (errno == ELOOP) {
-                throw Error(ErrorCode::permission,
-                            lock_path.string() + ": is a symbolic link, refused");
+                throw Error(ErrorCode::permission, lock_path + ": is a symbolic link, refused");
             }
-            throw_errno("cannot open lock file " + lock_path.string());
+            throw_errno("cannot open lock file " + lock_path);
         }
         auto lock = whole_file(F_WRLCK);
         if (::fcntl(fd.get(), F_OFD_SETLK, &lock) != 0) {
             if (errno == EAGAIN || errno == EACCES) {
                 throw Error(ErrorCode::already_exists,
-                            lock_path.string() + " is locked by another live process");
+                            lock_path + " is locked by another live process");
             }
-            throw_errno("cannot lock " + lock_path.string());
+            throw_errno("cannot lock " + lock_path);
         }
         struct stat by_fd {};
-        struct stat by_path {};
         if (::fstat(fd.get(), &by_fd) != 0) {
-            throw_errno("cannot stat lock file " + lock_path.string());
+            throw_errno("cannot stat lock file " + lock_path);
         }
-        if (::lstat(lock_path.c_str(), &by_path) == 0 && by_path.st_ino == by_fd.st_ino &&
-            by_path.st_dev == by_fd.st_dev) {
+        const auto by_name = dir.stat_entry(name);
+        if (by_name && by_name->st_ino == by_fd.st_ino && by_name->st_dev == by_fd.st_dev) {
             if (by_fd.st_uid != ::geteuid()) {
-                throw Error(ErrorCode::permission, lock_path.string() + ": owned by uid " +
+                throw Error(ErrorCode::permission, lock_path + ": owned by uid " +
                                                        std::to_string(by_fd.st_uid) +
                                                        ", not by this user");
             }
-            return OwnerLock(lock_path, std::move(fd));
+            return OwnerLock(dir.duplicate(), name, std::move(fd));
         }
     }
-    throw Error(ErrorCode::io, "cannot lock " + lock_path.string() + ": it keeps being replaced");
+    throw Error(ErrorCode::io, "cannot lock " + lock_path + ": it keeps being replaced");
 }
 
 void OwnerLock::release_and_remove() noexcept {
     if (fd_) {
-        ::unlink(path_.c_str());
+        try {
+            dir_.remove(name_);
+        } catch (const Error&) {
+            // Released below all the same; a lock file left unlocked is stale.
+        }
         fd_.reset();
     }
 }

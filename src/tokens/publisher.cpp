@@ -1,9 +1,9 @@
 #include "preloadrun/tokens/publisher.hpp"
 
 #include "preloadrun/common/bytes.hpp"
-#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
+#include "preloadrun/common/runtime_dir.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -15,45 +15,39 @@ namespace preloadrun::tokens {
 
 namespace {
 
-void check_file(const std::filesystem::path& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) {
-        if (errno == ENOENT) {
-            return;
-        }
-        throw_errno("cannot stat " + path.string());
+void check_file(const Dir& dir, const std::string& name) {
+    const auto path = (dir / name).string();
+    const auto st = dir.stat_entry(name);
+    if (!st) {
+        return;
     }
-    if (S_ISLNK(st.st_mode)) {
-        throw Error(ErrorCode::permission, path.string() + ": is a symbolic link, refused");
+    if (S_ISLNK(st->st_mode)) {
+        throw Error(ErrorCode::permission, path + ": is a symbolic link, refused");
     }
-    if (!S_ISREG(st.st_mode)) {
-        throw Error(ErrorCode::permission, path.string() + ": not a regular file");
+    if (!S_ISREG(st->st_mode)) {
+        throw Error(ErrorCode::permission, path + ": not a regular file");
     }
-    if (st.st_uid != ::geteuid()) {
-        throw Error(ErrorCode::permission, path.string() + ": owned by uid " +
-                                               std::to_string(st.st_uid) + ", not by this user");
+    if (st->st_uid != ::geteuid()) {
+        throw Error(ErrorCode::permission,
+                    path + ": owned by uid " + std::to_string(st->st_uid) + ", not by this user");
     }
 }
 
 } // namespace
 
-void check_safe_directory(const std::filesystem::path& dir) {
-    struct stat st {};
-    if (::lstat(dir.c_str(), &st) != 0) {
-        if (errno == ENOENT) {
+Dir open_safe_directory(const std::filesystem::path& dir) {
+    Dir opened;
+    try {
+        opened = Dir::open(dir);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
             throw Error(ErrorCode::not_found,
                         "tokens file directory " + dir.string() +
                             " does not exist; create it (mkdir -m 700) or give -f another path");
         }
-        throw_errno("tokens file directory " + dir.string());
+        throw Error(e.code(), "tokens file directory " + std::string(e.what()));
     }
-    if (S_ISLNK(st.st_mode)) {
-        throw Error(ErrorCode::permission,
-                    "tokens file directory " + dir.string() + " is a symbolic link, refused");
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        throw Error(ErrorCode::permission, dir.string() + " is not a directory");
-    }
+    const auto st = opened.status();
     if (st.st_uid != ::geteuid()) {
         throw Error(ErrorCode::permission, "tokens file directory " + dir.string() +
                                                " is owned by uid " + std::to_string(st.st_uid) +
@@ -64,15 +58,11 @@ void check_safe_directory(const std::filesystem::path& dir) {
                                                " is writable by group or others; use a private "
                                                "directory (chmod go-w) or the default");
     }
+    return opened;
 }
 
 std::filesystem::path default_directory() {
-    std::filesystem::path dir;
-    if (const char* runtime = getenv_nonempty("XDG_RUNTIME_DIR")) {
-        dir = std::filesystem::path(runtime) / "preloadrun";
-    } else {
-        dir = "/tmp/preloadrun-" + std::to_string(::geteuid());
-    }
+    auto dir = user_runtime_dir("preloadrun");
     ensure_private_dir(dir);
     return dir;
 }
@@ -90,20 +80,16 @@ std::string new_instance_id() {
 }
 
 Publisher::Publisher(std::filesystem::path path, PublisherOptions options)
-    : path_(std::move(path)), options_(options) {
-    if (path_.is_relative()) {
-        path_ = std::filesystem::absolute(path_);
-    }
-    auto dir = path_.parent_path();
-    check_safe_directory(dir);
-    check_file(path_);
+    : path_(std::filesystem::absolute(path)), name_(path_.filename().string()), options_(options) {
+    dir_ = open_safe_directory(path_.parent_path());
+    check_file(dir_, name_);
     try {
-        lock_ = OwnerLock::acquire(lock_path_for(path_));
+        lock_ = OwnerLock::acquire(dir_, lock_name_for(name_));
     } catch (const Error& e) {
         if (e.code() != ErrorCode::already_exists) {
             throw;
         }
-        auto state = check(path_);
+        auto state = check(dir_, name_);
         std::string who =
             state.file ? "live preloadrun pid " + std::to_string(state.file->owner.process.pid)
                        : "another live process";
@@ -112,7 +98,7 @@ Publisher::Publisher(std::filesystem::path path, PublisherOptions options)
     }
     // We hold the lock now, so whoever wrote a file here before is gone,
     // whatever the file's other fields say.
-    auto previous = check(path_);
+    auto previous = check(dir_, name_);
     if (previous.status == Status::live && previous.file) {
         previous.status = Status::owner_dead;
         previous.reason = "preloadrun pid " + std::to_string(previous.file->owner.process.pid) +
@@ -138,13 +124,17 @@ void Publisher::publish(TokensFile& file) {
     AtomicWriteOptions write;
     write.mode = options_.group == static_cast<gid_t>(-1) ? 0600 : 0640;
     write.group = options_.group;
-    write_file_atomic(path_, encode(file), write);
+    dir_.write_atomic(name_, encode(file), write);
     generation_ = file.generation;
 }
 
 void Publisher::remove() noexcept {
     if (lock_.held()) {
-        ::unlink(path_.c_str());
+        try {
+            dir_.remove(name_);
+        } catch (const Error&) {
+            // The lock goes all the same: a file without its lock is stale.
+        }
         lock_.release_and_remove();
     }
 }

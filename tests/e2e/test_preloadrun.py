@@ -479,8 +479,12 @@ def test_default_tokens_file_under_xdg_runtime_dir(pr):
 
 
 def test_default_tokens_file_without_xdg_runtime_dir(pr):
+    # Under $HOME/.preloadrun: a directory no other user can create first
+    # (as they could /tmp/preloadrun-UID).
     env = pr.env
     del env["XDG_RUNTIME_DIR"]
+    env["HOME"] = os.path.join(pr.root, "home")
+    os.mkdir(env["HOME"], 0o700)
     out = pr.fresh("out")
     r = pr.run("-q", "--", "sh", "-c",
                f'echo "$NFAST_NFKM_TOKENSFILE" > {out}; '
@@ -488,7 +492,7 @@ def test_default_tokens_file_without_xdg_runtime_dir(pr):
     assert r.returncode == 0, r.stderr
     with open(out) as f:
         path, dmode = f.read().split()
-    assert path.startswith(f"/tmp/preloadrun-{os.getuid()}/tokens-"), path
+    assert path.startswith(env["HOME"] + "/.preloadrun/tokens-"), path
     assert dmode == "700"
     assert not os.path.exists(path) and not os.path.exists(path + ".lock")
 

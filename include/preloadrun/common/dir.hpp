@@ -46,6 +46,9 @@ public:
     // path()/name, for messages.
     std::filesystem::path operator/(std::string_view name) const { return path_ / name; }
     struct stat status() const;
+    // Another descriptor of the same directory (for an object that must
+    // outlive this one).
+    Dir duplicate() const;
 
     // Throws Error(permission) naming `what` and the fix unless the directory
     // is owned by `owner` and has none of the permission bits in `forbidden`

@@ -19,7 +19,8 @@ struct PublisherOptions {
 };
 
 // The default directory for tokens files: $XDG_RUNTIME_DIR/preloadrun, or
-// /tmp/preloadrun-<uid> without XDG_RUNTIME_DIR. Created private (0700).
+// $HOME/.preloadrun without XDG_RUNTIME_DIR (never a name under /tmp that
+// another user could take first). Created private (0700).
 std::filesystem::path default_directory();
 // default_directory()/tokens-<instance>.json
 std::filesystem::path default_path(const std::string& instance);
@@ -29,9 +30,12 @@ std::string new_instance_id();
 
 class Publisher {
 public:
-    // Checks the directory (exists, not a symlink, owned by this user, not
-    // writable by group or others) and the file (not a symlink, not another
-    // user's), takes the lock, and records a stale previous file if any.
+    // Opens the directory once and checks it (exists, not a symlink, owned
+    // by this user, not writable by group or others); every later operation
+    // (the checks of the file and its lock, publication, removal) goes
+    // through that descriptor, so a path changed after the check changes
+    // nothing. Checks the file (not a symlink, not another user's), takes
+    // the lock, and records a stale previous file if any.
     // Throws Error(already_exists) naming the owner pid when a live preloadrun
     // holds the path, Error(permission) for an unsafe location.
     Publisher(std::filesystem::path path, PublisherOptions options = {});
@@ -53,14 +57,17 @@ public:
 
 private:
     std::filesystem::path path_;
+    std::string name_;
+    Dir dir_;
     PublisherOptions options_;
     OwnerLock lock_;
     std::optional<Liveness> taken_over_;
     std::uint64_t generation_ = 0;
 };
 
-// Checks that `dir` is safe for a tokens file: a real directory owned by this
-// user and not writable by group or others. Throws Error(permission).
-void check_safe_directory(const std::filesystem::path& dir);
+// Opens `dir` and checks that it is safe for a tokens file: a real directory
+// (not a symlink) owned by this user and not writable by group or others.
+// Throws Error(not_found) naming the fix, Error(permission).
+Dir open_safe_directory(const std::filesystem::path& dir);
 
 } // namespace preloadrun::tokens

@@ -83,6 +83,23 @@ TEST_CASE("tokens::Publisher") {
         std::filesystem::create_directory_symlink(dir / "real", dir / "link");
         CHECK(code_of([&] { Publisher p(dir / "link" / "tokens.json"); }) == ErrorCode::permission);
     }
+    SUBCASE("a directory swapped after the check changes nothing") {
+        // As root in a directory whose parent another user owns: that user
+        // can rename the checked directory away and put their own (or a
+        // symlink) in its place. Everything stays in the directory checked.
+        std::filesystem::create_directory(dir / "d");
+        ::chmod((dir / "d").c_str(), 0700);
+        Publisher publisher(dir / "d" / "tokens.json");
+        std::filesystem::rename(dir / "d", dir / "checked");
+        std::filesystem::create_directory(dir / "elsewhere");
+        std::filesystem::create_directory_symlink(dir / "elsewhere", dir / "d");
+        publisher.publish(file);
+        CHECK(std::filesystem::exists(dir / "checked" / "tokens.json"));
+        CHECK(std::filesystem::exists(dir / "checked" / "tokens.json.lock"));
+        CHECK(std::filesystem::is_empty(dir / "elsewhere"));
+        publisher.remove();
+        CHECK(std::filesystem::is_empty(dir / "checked"));
+    }
     SUBCASE("a reader polling during 1000 rewrites never sees a partial file") {
         Publisher publisher(path);
         publisher.publish(file);
