@@ -111,6 +111,27 @@ void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t&
     }
 }
 
+// The quotas of `hsmsim serve` on what the clients store in the world.
+void add_world_limits(CLI::App& serve, WorldLimits& limits) {
+    serve
+        .add_option(kMaxKeysOption, limits.max_keys_per_uid,
+                    "Persistent keys one uid may create (1-1000000; default 10000)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, 1000000u));
+    serve
+        .add_option(kMaxTokensOption, limits.max_tokens_per_uid,
+                    "Softcards and card sets one uid may create (1-100000; default 1000)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, 100000u));
+    serve
+        .add_option_function<std::uint32_t>(
+            kMaxWorldOption,
+            [&limits](std::uint32_t mib) { limits.max_bytes = std::uint64_t{mib} * 1024 * 1024; },
+            "Size the world's files may reach, in MiB (1-65536; default 256)")
+        ->type_name("MIB")
+        ->check(CLI::Range(1u, 65536u));
+}
+
 void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
            std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
@@ -143,6 +164,7 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
                      "(0-600000; default 1000)")
         ->type_name("MS")
         ->check(CLI::Range(0u, 600000u));
+    add_world_limits(*serve, serve_options.world_limits);
     on_run(serve, action, [&] {
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;

@@ -421,6 +421,8 @@ USAGE_ERRORS = {
     "bad-protect": ["key", "generate", "--type", "ec-p256", "--label", "x", "--protect", "bogus"],
     "module-not-a-number": ["module", "clear", "abc"],
     "latency-missing-ms": ["module", "latency", "1"],
+    "max-keys-zero": ["serve", "--max-keys-per-uid", "0"],
+    "max-world-too-large": ["serve", "--max-world-mib", "65537"],
 }
 
 
