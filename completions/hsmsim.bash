@@ -111,6 +111,7 @@ _hsmsim()
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
             key\ generate) opts+=' --type --label --id --protect --passphrase-file' ;;
+            key\ destroy) opts+=' --passphrase-file' ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return
@@ -141,7 +142,7 @@ _hsmsim_subcommands()
     case $1 in
         '') echo serve softcard cardset key module ;;
         softcard | cardset) echo create list ;;
-        key) echo generate list ;;
+        key) echo generate destroy list ;;
         module) echo list clear fail restore remove add latency fail-next ;;
     esac
 }

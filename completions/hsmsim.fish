@@ -15,7 +15,7 @@ function __hsmsim_subcommands_of
         case softcard cardset
             printf '%s\n' create list
         case key
-            printf '%s\n' generate list
+            printf '%s\n' generate destroy list
         case module
             printf '%s\n' list clear fail restore remove add latency fail-next
     end
@@ -136,8 +136,10 @@ for kind in softcard cardset
     complete -c hsmsim -n "__hsmsim_at $kind create" -l passphrase-file -r -F -d 'Read the passphrase from this file'
 end
 
-# hsmsim key generate|list
+# hsmsim key generate|destroy|list
 complete -c hsmsim -n '__hsmsim_at key' -a generate -d 'Generate a persistent key'
+complete -c hsmsim -n '__hsmsim_at key' -a destroy -d 'Destroy a persistent key'
+complete -c hsmsim -n '__hsmsim_at key destroy' -l passphrase-file -r -F -d 'Passphrase of the protecting token'
 complete -c hsmsim -n '__hsmsim_at key' -a list -d "List the world's persistent keys"
 set -l generate '__hsmsim_at key generate'
 complete -c hsmsim -n $generate -l type -x -a 'rsa-2048 rsa-3072 rsa-4096 ec-p256 ec-p384 aes-128 aes-192 aes-256' -d 'Key type'

@@ -9,6 +9,7 @@
 #include "sim/commands.hpp"
 #include "sim/paths.hpp"
 #include "sim/serve.hpp"
+#include "sim/world_format.hpp"
 
 #include <CLI/CLI.hpp>
 #include <functional>
@@ -132,6 +133,13 @@ void add_world_limits(CLI::App& serve, WorldLimits& limits) {
         ->check(CLI::Range(1u, 65536u));
 }
 
+// A key's ident: 40 lowercase hex digits.
+const CLI::Validator kIdent(
+    [](std::string& value) {
+        return valid_ident(value) ? std::string() : "an ident is 40 lowercase hex digits";
+    },
+    "IDENT");
+
 void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
            std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
@@ -211,6 +219,15 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
                      "Passphrase of the protecting token, instead of asking")
         ->type_name("FILE");
     on_run(generate, action, [&] { generate_key(endpoints(g), gen); });
+    auto* destroy = add_command(*key, "destroy", "Destroy a persistent key");
+    destroy->add_option("IDENT", name, "The key's ident (see: hsmsim key list)")
+        ->required()
+        ->check(kIdent);
+    destroy
+        ->add_option("--passphrase-file", passphrase_file,
+                     "Passphrase of the protecting token, instead of asking")
+        ->type_name("FILE");
+    on_run(destroy, action, [&] { destroy_key(endpoints(g), name, passphrase_file); });
     auto* keys = add_command(*key, "list", "List the world's persistent keys");
     keys->add_flag("--json", json, "JSON output");
     on_run(keys, action, [&] { list_keys(endpoints(g), json); });
