@@ -38,7 +38,7 @@ _hsmsim()
     _init_completion -s -n : || return
 
     local global_opts='-h --help --socket --admin-socket --log-level -v --verbose -q --quiet'
-    local with_value='@(--socket|--admin-socket|--log-level|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--passphrase-file|--type|--label|--id|--protect)'
+    local with_value='@(--socket|--admin-socket|--log-level|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--max-keys-per-uid|--max-tokens-per-uid|--max-world-mib|--passphrase-file|--type|--label|--id|--protect)'
 
     # Walk the words before the cursor: the subcommands given (path, e.g.
     # "module clear"), how many positional arguments follow them (nargs),
@@ -97,7 +97,7 @@ _hsmsim()
             __ltrim_colon_completions "$cur"
             return
             ;;
-        --modules | --op-latency-ms | --init-delay-ms | --label | --id)
+        --modules | --op-latency-ms | --init-delay-ms | --max-keys-per-uid | --max-tokens-per-uid | --max-world-mib | --label | --id)
             return
             ;;
     esac
@@ -107,10 +107,11 @@ _hsmsim()
         local opts=$global_opts
         case $path in
             '') opts+=' --version' ;;
-            serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms' ;;
+            serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms --max-keys-per-uid --max-tokens-per-uid --max-world-mib' ;;
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
             key\ generate) opts+=' --type --label --id --protect --passphrase-file' ;;
+            key\ destroy) opts+=' --passphrase-file' ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return
@@ -141,7 +142,7 @@ _hsmsim_subcommands()
     case $1 in
         '') echo serve softcard cardset key module ;;
         softcard | cardset) echo create list ;;
-        key) echo generate list ;;
+        key) echo generate destroy list ;;
         module) echo list clear fail restore remove add latency fail-next ;;
     esac
 }

@@ -15,7 +15,7 @@ function __hsmsim_subcommands_of
         case softcard cardset
             printf '%s\n' create list
         case key
-            printf '%s\n' generate list
+            printf '%s\n' generate destroy list
         case module
             printf '%s\n' list clear fail restore remove add latency fail-next
     end
@@ -33,7 +33,7 @@ function __hsmsim_where
         set -l token $tokens[1]
         set -e tokens[1]
         switch $token
-            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --passphrase-file --type --label --id --protect
+            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-keys-per-uid --max-tokens-per-uid --max-world-mib --passphrase-file --type --label --id --protect
                 set -e tokens[1]
             case '-*'
             case '*'
@@ -125,6 +125,9 @@ complete -c hsmsim -n $serve -l kmdata -x -a '(__fish_complete_directories)' -d 
 complete -c hsmsim -n $serve -l modules -x -d 'Modules enrolled on first start (1-128)'
 complete -c hsmsim -n $serve -l op-latency-ms -x -d 'Latency of each operation, per module'
 complete -c hsmsim -n $serve -l init-delay-ms -x -d 'Time a module stays initialising'
+complete -c hsmsim -n $serve -l max-keys-per-uid -x -d 'Persistent keys one uid may create'
+complete -c hsmsim -n $serve -l max-tokens-per-uid -x -d 'Softcards and card sets one uid may create'
+complete -c hsmsim -n $serve -l max-world-mib -x -d "Size the world's files may reach, in MiB"
 
 # hsmsim softcard|cardset create|list
 for kind in softcard cardset
@@ -133,8 +136,10 @@ for kind in softcard cardset
     complete -c hsmsim -n "__hsmsim_at $kind create" -l passphrase-file -r -F -d 'Read the passphrase from this file'
 end
 
-# hsmsim key generate|list
+# hsmsim key generate|destroy|list
 complete -c hsmsim -n '__hsmsim_at key' -a generate -d 'Generate a persistent key'
+complete -c hsmsim -n '__hsmsim_at key' -a destroy -d 'Destroy a persistent key'
+complete -c hsmsim -n '__hsmsim_at key destroy' -l passphrase-file -r -F -d 'Passphrase of the protecting token'
 complete -c hsmsim -n '__hsmsim_at key' -a list -d "List the world's persistent keys"
 set -l generate '__hsmsim_at key generate'
 complete -c hsmsim -n $generate -l type -x -a 'rsa-2048 rsa-3072 rsa-4096 ec-p256 ec-p384 aes-128 aes-192 aes-256' -d 'Key type'

@@ -91,6 +91,16 @@ int main(int argc, char** argv) {
     control.mutable_control_module()->set_action(wire::MODULE_CLEAR);
     write("request-control", framed({codec::encode(control)}));
 
+    wire::Request destroy;
+    destroy.set_id(6);
+    destroy.mutable_destroy_key()->set_ident(std::string(40, 'a'));
+    destroy.mutable_destroy_key()->set_module(1);
+    destroy.mutable_destroy_key()->set_token_handle(12);
+    wire::Request page;
+    page.set_id(7);
+    page.mutable_list_keys()->set_after(std::string(40, 'b'));
+    write("request-destroy-list-keys", framed({codec::encode(destroy), codec::encode(page)}));
+
     wire::Response hello_reply;
     hello_reply.set_id(1);
     hello_reply.mutable_hello()->set_version(codec::kProtocolVersion);
@@ -113,6 +123,7 @@ int main(int argc, char** argv) {
     wire::Response keys;
     keys.set_id(3);
     *keys.mutable_keys()->add_keys() = codec::to_wire(key);
+    keys.mutable_keys()->set_next(std::string(40, 'c'));
     write("server-keys", framed({server(keys)}));
 
     write(

@@ -5,7 +5,9 @@
 #include "preloadrun/hsm/codec.hpp"
 #include "utf8.hpp"
 
+#include <algorithm>
 #include <openssl/crypto.h>
+#include <tuple>
 
 namespace preloadrun::hsm {
 
@@ -42,6 +44,37 @@ template <class Info, class Repeated> auto list_from_wire(const Repeated& items)
         out.push_back(codec::from_wire(item));
     }
     return out;
+}
+
+// Every entry of a paged listing: `page(after)` returns the page after the
+// cursor `after` ("" for the first), and its `next` cursor ("" after the
+// last page). Each cursor must come after the previous one, so a listing
+// always ends.
+// `entries(list)` is the repeated field of a page.
+template <class Info, class Page, class Entries>
+std::vector<Info> fetch_pages(Page page, Entries entries) {
+    constexpr std::size_t kMaxEntries = 10'000'000;
+    std::vector<Info> out;
+    std::string after;
+    for (;;) {
+        const auto list = page(after);
+        for (const auto& item : entries(list)) {
+            out.push_back(codec::from_wire(item));
+        }
+        if (out.size() > kMaxEntries) {
+            throw Error(ErrorCode::limit, "the HSM service lists more than " +
+                                              std::to_string(kMaxEntries) + " entries");
+        }
+        if (list.next().empty()) {
+            return out;
+        }
+        if (list.next() <= after) {
+            throw Error(ErrorCode::protocol,
+                        "the HSM service's listing does not advance (cursor '" + list.next() +
+                            "' after '" + after + "')");
+        }
+        after = list.next();
+    }
 }
 
 // Names, labels and idents travel as protobuf strings, which must be UTF-8.
@@ -139,15 +172,31 @@ std::vector<ModuleInfo> SimClient::modules() {
 }
 
 std::vector<TokenInfo> SimClient::tokens() {
-    wire::Request request;
-    request.mutable_list_tokens();
-    return list_from_wire<TokenInfo>(conn_->call(request, Body::kTokens).tokens().tokens());
+    auto out = fetch_pages<TokenInfo>(
+        [this](const std::string& after) {
+            wire::Request request;
+            request.mutable_list_tokens()->set_after(after);
+            return std::move(*conn_->call(request, Body::kTokens).mutable_tokens());
+        },
+        [](const wire::TokenList& list) -> const auto& { return list.tokens(); });
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.type, a.name) < std::tie(b.type, b.name);
+    });
+    return out;
 }
 
 std::vector<KeyInfo> SimClient::keys() {
-    wire::Request request;
-    request.mutable_list_keys();
-    return list_from_wire<KeyInfo>(conn_->call(request, Body::kKeys).keys().keys());
+    auto out = fetch_pages<KeyInfo>(
+        [this](const std::string& after) {
+            wire::Request request;
+            request.mutable_list_keys()->set_after(after);
+            return std::move(*conn_->call(request, Body::kKeys).mutable_keys());
+        },
+        [](const wire::KeyList& list) -> const auto& { return list.keys(); });
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.label, a.ident) < std::tie(b.label, b.ident);
+    });
+    return out;
 }
 
 TokenInfo SimClient::create_token(TokenType type, const std::string& name,
@@ -205,9 +254,13 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     return {response.generated().handle(), codec::from_wire(response.generated().key())};
 }
 
-void SimClient::destroy_key(const std::string& ident) {
+void SimClient::destroy_key(const std::string& ident, std::uint32_t module,
+                            ObjectHandle token_handle) {
     wire::Request request;
-    request.mutable_destroy_key()->set_ident(text(ident, "the key ident"));
+    auto* body = request.mutable_destroy_key();
+    body->set_ident(text(ident, "the key ident"));
+    body->set_module(module);
+    body->set_token_handle(token_handle);
     conn_->call(request, Body::kOk);
 }
 

@@ -33,6 +33,32 @@ std::shared_ptr<KeyObject> make(Instance& instance, Session& session, hsm::KeySp
     return key;
 }
 
+// Removes a token (persistent) key from the world. A token's key needs the
+// token: a logged-in session of its slot, and the token's handle, which the
+// service checks against the caller. Whatever is visible without login (the
+// public half) is never a way to the private half.
+void destroy_in_world(Instance& instance, const Session& session, const KeyObject& key) {
+    if (key.info.token && !instance.slots().logged_in(session.slot)) {
+        throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to destroy its keys");
+    }
+    if ((session.flags & CKF_RW_SESSION) == 0) {
+        throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
+    }
+    try {
+        if (key.info.token) {
+            instance.router().destroy(key);
+        } else {
+            auto lease = instance.pool().acquire();
+            lease->destroy_key(key.info.ident, 0, 0);
+        }
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::permission) {
+            throw CkError(CKR_ACTION_PROHIBITED, e.what());
+        }
+        throw;
+    }
+}
+
 } // namespace
 
 std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instance,
@@ -125,11 +151,7 @@ void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE objec
     }
     auto& key = *ref->key;
     if (!key.session) {
-        if ((session.flags & CKF_RW_SESSION) == 0) {
-            throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
-        }
-        auto lease = instance.pool().acquire();
-        lease->destroy_key(key.info.ident);
+        destroy_in_world(instance, session, key);
     }
     // The key's objects go together (both halves of a pair).
     for (const auto& rec : instance.group().records()) {

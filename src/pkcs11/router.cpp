@@ -170,4 +170,21 @@ std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hs
     return {used, std::move(generated)};
 }
 
+void Router::destroy(const KeyObject& key) {
+    std::vector<std::uint32_t> mods;
+    for (std::uint32_t m : group_.members()) {
+        if (slots_.handle(key.slot, m)) {
+            mods.push_back(m);
+        }
+    }
+    attempt<Bytes>(mods, "destroy the key", [&](hsm::Service& service, std::uint32_t m) {
+        const auto token = slots_.handle(key.slot, m);
+        if (!token) {
+            throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
+        }
+        service.destroy_key(key.info.ident, m, token->handle);
+        return Bytes{};
+    });
+}
+
 } // namespace preloadrun::pkcs11

@@ -44,6 +44,11 @@ public:
     // token slot). Returns the module it lives on.
     std::pair<std::uint32_t, hsm::GeneratedKey> generate(CK_SLOT_ID slot, hsm::KeySpec spec);
 
+    // Removes the persistent key `key` of a token slot from the world, on a
+    // member where the slot's token is loaded, with the token's handle there
+    // (the service checks that it is the caller's and the key's token).
+    void destroy(const KeyObject& key);
+
     // Loads `key` on `module` (with its token's handle there) and records the
     // handle. Used lazily here and eagerly by the reloader.
     hsm::ObjectHandle load(hsm::Service& service, KeyObject& key, std::uint32_t module);

@@ -9,6 +9,7 @@
 #include "sim/commands.hpp"
 #include "sim/paths.hpp"
 #include "sim/serve.hpp"
+#include "sim/world_format.hpp"
 
 #include <CLI/CLI.hpp>
 #include <functional>
@@ -111,6 +112,34 @@ void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t&
     }
 }
 
+// The quotas of `hsmsim serve` on what the clients store in the world.
+void add_world_limits(CLI::App& serve, WorldLimits& limits) {
+    serve
+        .add_option(kMaxKeysOption, limits.max_keys_per_uid,
+                    "Persistent keys one uid may create (1-1000000; default 10000)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, 1000000u));
+    serve
+        .add_option(kMaxTokensOption, limits.max_tokens_per_uid,
+                    "Softcards and card sets one uid may create (1-100000; default 1000)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, 100000u));
+    serve
+        .add_option_function<std::uint32_t>(
+            kMaxWorldOption,
+            [&limits](std::uint32_t mib) { limits.max_bytes = std::uint64_t{mib} * 1024 * 1024; },
+            "Size the world's files may reach, in MiB (1-65536; default 256)")
+        ->type_name("MIB")
+        ->check(CLI::Range(1u, 65536u));
+}
+
+// A key's ident: 40 lowercase hex digits.
+const CLI::Validator kIdent(
+    [](std::string& value) {
+        return valid_ident(value) ? std::string() : "an ident is 40 lowercase hex digits";
+    },
+    "IDENT");
+
 void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
            std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
@@ -143,6 +172,7 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
                      "(0-600000; default 1000)")
         ->type_name("MS")
         ->check(CLI::Range(0u, 600000u));
+    add_world_limits(*serve, serve_options.world_limits);
     on_run(serve, action, [&] {
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;
@@ -189,6 +219,15 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
                      "Passphrase of the protecting token, instead of asking")
         ->type_name("FILE");
     on_run(generate, action, [&] { generate_key(endpoints(g), gen); });
+    auto* destroy = add_command(*key, "destroy", "Destroy a persistent key");
+    destroy->add_option("IDENT", name, "The key's ident (see: hsmsim key list)")
+        ->required()
+        ->check(kIdent);
+    destroy
+        ->add_option("--passphrase-file", passphrase_file,
+                     "Passphrase of the protecting token, instead of asking")
+        ->type_name("FILE");
+    on_run(destroy, action, [&] { destroy_key(endpoints(g), name, passphrase_file); });
     auto* keys = add_command(*key, "list", "List the world's persistent keys");
     keys->add_flag("--json", json, "JSON output");
     on_run(keys, action, [&] { list_keys(endpoints(g), json); });

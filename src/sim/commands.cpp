@@ -35,13 +35,34 @@ hsm::TokenInfo find_token(hsm::Service& service, hsm::TokenType type, const std:
                                           " list)");
 }
 
-std::uint32_t first_usable_module(hsm::Service& service) {
+std::uint32_t first_usable_module(hsm::Service& service, const std::string& what) {
     for (const auto& module : service.modules()) {
         if (module.state == hsm::ModuleState::usable) {
             return module.number;
         }
     }
-    throw Error(ErrorCode::module_not_usable, "no usable module to generate the key on");
+    throw Error(ErrorCode::module_not_usable, "no usable module to " + what + " on");
+}
+
+// A key's token by name (key lists carry only its type and hash), or by
+// hash when the world no longer lists it.
+std::string token_name(hsm::Service& service, const hsm::TokenInfo& token) {
+    for (const auto& t : service.tokens()) {
+        if (t.type == token.type && t.hash == token.hash) {
+            return t.name;
+        }
+    }
+    return to_hex(token.hash);
+}
+
+hsm::KeyInfo find_key(hsm::Service& service, const std::string& ident) {
+    for (auto& key : service.keys()) {
+        if (key.ident == ident) {
+            return key;
+        }
+    }
+    throw Error(ErrorCode::not_found,
+                "no key with ident " + ident + " in this world (see: hsmsim key list)");
 }
 
 // Unloads what a command loaded, also when it fails half-way: objects belong
@@ -112,7 +133,7 @@ void generate_key(const Endpoints& ep, const GenerateOptions& options) {
     if (protection.token) {
         token = find_token(client, protection.token->type, protection.token->name);
     }
-    auto module = first_usable_module(client);
+    auto module = first_usable_module(client, "generate the key");
     LoadedObjects loaded(client, module);
     if (token) {
         auto passphrase = get_passphrase(options.passphrase_file,
@@ -131,6 +152,31 @@ void list_keys(const Endpoints& ep, bool json) {
     auto tokens = client.tokens();
     auto keys = client.keys();
     std::cout << (json ? keys_json(keys, tokens) : keys_table(keys, tokens));
+}
+
+void destroy_key(const Endpoints& ep, const std::string& ident,
+                 const std::optional<std::string>& passphrase_file) {
+    hsm::SimClient client(ep.client);
+    const auto key = find_key(client, ident);
+    const std::string what = "key '" + key.label + "' (ident " + key.ident + ")";
+    if (!key.token) {
+        if (passphrase_file) {
+            throw Error(ErrorCode::usage, what + " is module-protected: it takes no passphrase "
+                                                 "(drop --passphrase-file)");
+        }
+        client.destroy_key(ident, 0, 0);
+        std::cout << "destroyed " << what << "\n";
+        return;
+    }
+    const auto& token = *key.token;
+    const std::string token_text = token_kind(token.type) + " " + token_name(client, token);
+    auto module = first_usable_module(client, "load " + token_text);
+    LoadedObjects loaded(client, module);
+    auto passphrase = get_passphrase(passphrase_file, token_text, false);
+    const auto handle = client.load_token(module, token.hash, passphrase);
+    loaded.add(handle);
+    client.destroy_key(ident, module, handle);
+    std::cout << "destroyed " << what << " protected by " << token_text << "\n";
 }
 
 void list_modules(const Endpoints& ep, bool json) {

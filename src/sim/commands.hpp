@@ -30,6 +30,10 @@ void create_token(const Endpoints& ep, hsm::TokenType type, const std::string& n
 void list_tokens(const Endpoints& ep, hsm::TokenType type, bool json);
 void generate_key(const Endpoints& ep, const GenerateOptions& options);
 void list_keys(const Endpoints& ep, bool json);
+// A token's key: loads the token (asking for its passphrase, or reading
+// passphrase_file) on a usable module, destroys the key, unloads the token.
+void destroy_key(const Endpoints& ep, const std::string& ident,
+                 const std::optional<std::string>& passphrase_file);
 void list_modules(const Endpoints& ep, bool json);
 void control_module(const Endpoints& ep, std::uint32_t module, hsm::ModuleAction action);
 void add_module(const Endpoints& ep);

@@ -1,6 +1,7 @@
 #include "sim/engine.hpp"
 
 #include "preloadrun/common/log.hpp"
+#include "sim/key_rights.hpp"
 #include "sim/keywrap.hpp"
 
 namespace preloadrun::sim {
@@ -92,6 +93,7 @@ hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec&
             record.ident = new_ident();
             record.label = spec.label;
             record.id = spec.id;
+            record.creator = uid;
             if (token) {
                 record.protection = Protection{token->info.type, token->info.hash};
             }
@@ -106,6 +108,36 @@ hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec&
                     describe(info.type, info.bits), info.ident, info.label, module, handle);
         return hsm::GeneratedKey{handle, std::move(info)};
     });
+}
+
+void Engine::destroy_key(std::uint32_t module, const std::string& ident,
+                         hsm::ObjectHandle token_handle, uid_t uid) {
+    const auto record = world_.key_record(ident);
+    if (!record.protection) {
+        if (token_handle != 0) {
+            throw Error(ErrorCode::usage,
+                        "key " + ident + " is module-protected: destroy it with token handle 0");
+        }
+        check_may_destroy(record, uid, service_uid_);
+        world_.destroy_key(ident);
+        log::get("sim.engine")->info("uid {} destroyed module-protected key {}", uid, ident);
+        return;
+    }
+    if (token_handle == 0) {
+        throw Error(ErrorCode::permission,
+                    "key " + ident + " is protected by " +
+                        token_label(*world_.info_of(record).token) +
+                        ": destroying it needs that token loaded (with its passphrase) by uid " +
+                        std::to_string(uid) + ", and its module and handle in the request");
+    }
+    Module& m = fleet_.module(module);
+    m.operate(OpKind::management, [&] {
+        const auto token = m.token(token_handle, uid);
+        check_token_protects(record, *token, token_handle, module);
+        world_.destroy_key(ident);
+    });
+    log::get("sim.engine")
+        ->info("uid {} destroyed key {} with its token loaded on module {}", uid, ident, module);
 }
 
 Bytes Engine::sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,

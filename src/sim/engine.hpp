@@ -9,12 +9,16 @@
 #include "sim/world.hpp"
 
 #include <sys/types.h>
+#include <unistd.h>
 
 namespace preloadrun::sim {
 
 class Engine {
 public:
-    Engine(World& world, Fleet& fleet) : world_(world), fleet_(fleet) {}
+    // service_uid: the uid the service runs as, which manages the world (see
+    // destroy_key).
+    Engine(World& world, Fleet& fleet, uid_t service_uid = ::geteuid())
+        : world_(world), fleet_(fleet), service_uid_(service_uid) {}
 
     // Checks the passphrase inside the module (KDF, unwrap).
     hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
@@ -24,7 +28,14 @@ public:
     hsm::ObjectHandle load_key(std::uint32_t module, const std::string& ident,
                                hsm::ObjectHandle token_handle, uid_t uid);
     void unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid);
+    // A persistent key records `uid` as its creator.
     hsm::GeneratedKey generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid);
+    // Removes a persistent key from the world, if `uid` may (key_rights.hpp):
+    // for a token-protected key, token_handle is the caller's handle of that
+    // token on `module`; for a module-protected key it is 0 (and `module` is
+    // not used). Throws Error(permission) saying what is needed otherwise.
+    void destroy_key(std::uint32_t module, const std::string& ident, hsm::ObjectHandle token_handle,
+                     uid_t uid);
 
     Bytes sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                const Bytes& data, uid_t uid);
@@ -39,6 +50,7 @@ public:
 private:
     World& world_;
     Fleet& fleet_;
+    uid_t service_uid_;
 };
 
 } // namespace preloadrun::sim

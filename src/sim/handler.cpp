@@ -192,26 +192,21 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         world->set_modules(fleet_.size());
         break;
     }
-    case Request::kListTokens: {
-        auto* list = out.mutable_tokens();
-        for (const auto& token : world_.tokens()) {
-            *list->add_tokens() = hsm::codec::to_wire(token);
-        }
+    case Request::kListTokens:
+        *out.mutable_tokens() =
+            token_page(world_, validate::token_cursor(request.list_tokens().after()), pages_);
         break;
-    }
-    case Request::kListKeys: {
-        auto* list = out.mutable_keys();
-        for (const auto& key : world_.keys()) {
-            *list->add_keys() = hsm::codec::to_wire(key);
-        }
+    case Request::kListKeys:
+        *out.mutable_keys() =
+            key_page(world_, validate::key_cursor(request.list_keys().after()), pages_);
         break;
-    }
     case Request::kCreateToken: {
         const auto& r = request.create_token();
         auto type = validate::token_type(r.type());
         const auto& name = validate::token_name(r.name());
         auto passphrase = validate::passphrase(r.passphrase(), true);
-        *out.mutable_token() = hsm::codec::to_wire(world_.create_token(type, name, passphrase));
+        *out.mutable_token() =
+            hsm::codec::to_wire(world_.create_token(type, name, passphrase, peer.uid));
         break;
     }
     case Request::kLoadToken: {
@@ -246,10 +241,15 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         *body->mutable_key() = hsm::codec::to_wire(generated.key);
         break;
     }
-    case Request::kDestroyKey:
-        world_.destroy_key(validate::ident(request.destroy_key().ident()));
+    case Request::kDestroyKey: {
+        const auto& r = request.destroy_key();
+        const auto& ident = validate::ident(r.ident());
+        // The module matters only with a token handle (a module-protected key).
+        auto module = r.token_handle() == 0 ? r.module() : module_number(r.module());
+        engine_.destroy_key(module, ident, r.token_handle(), peer.uid);
         out.mutable_ok();
         break;
+    }
     case Request::kSign: {
         const auto& r = request.sign();
         auto module = module_number(r.module());

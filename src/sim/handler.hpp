@@ -5,6 +5,7 @@
 
 #include "sim/engine.hpp"
 #include "sim/fleet.hpp"
+#include "sim/paging.hpp"
 #include "sim/world.hpp"
 #include "wire.pb.h"
 
@@ -25,8 +26,8 @@ std::string server_name();
 
 class Handler {
 public:
-    Handler(World& world, Fleet& fleet, Engine& engine)
-        : world_(world), fleet_(fleet), engine_(engine) {}
+    Handler(World& world, Fleet& fleet, Engine& engine, PageLimits pages = {})
+        : world_(world), fleet_(fleet), engine_(engine), pages_(pages) {}
 
     // Any request but Subscribe (see subscribe()). Never throws
     // preloadrun::Error: failures come back as Response{error}.
@@ -44,6 +45,7 @@ private:
     World& world_;
     Fleet& fleet_;
     Engine& engine_;
+    PageLimits pages_;
 };
 
 // Whether a request may only come over the admin socket.

@@ -1,6 +1,8 @@
 #pragma once
 // hsmsim's service entry point, called by `hsmsim serve`.
 
+#include "sim/world_usage.hpp"
+
 #include <cstdint>
 #include <filesystem>
 
@@ -13,6 +15,7 @@ struct ServeOptions {
     std::uint32_t modules = 1;          // modules enrolled at least (first start enrols this many)
     std::uint32_t op_latency_ms = 0;    // initial per-operation latency of every module
     std::uint32_t init_delay_ms = 1000; // time a module stays initialising after clear/restore/add
+    WorldLimits world_limits;           // keys and tokens per creating uid, bytes of the world
 };
 
 // Runs the service in the foreground until SIGTERM or SIGINT. Prints one

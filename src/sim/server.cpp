@@ -44,7 +44,11 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     if (options_.socket == options_.admin_socket) {
         throw Error(ErrorCode::usage, "the client socket and the admin socket must differ");
     }
-    world_ = std::make_unique<World>(WorldOptions{options_.kmdata, tuning_.kdf_iterations});
+    WorldOptions world;
+    world.dir = options_.kmdata;
+    world.kdf_iterations = tuning_.kdf_iterations;
+    world.limits = options_.world_limits;
+    world_ = std::make_unique<World>(world);
     for (auto n = world_->modules().size(); n < options_.modules; ++n) {
         world_->enrol_module();
     }

@@ -85,6 +85,20 @@ const std::string& ident(const std::string& ident) {
     return ident;
 }
 
+const std::string& key_cursor(const std::string& after) {
+    if (!after.empty() && !valid_ident(after)) {
+        bad("invalid listing cursor: the ident of a key (40 lowercase hex digits) or empty");
+    }
+    return after;
+}
+
+const std::string& token_cursor(const std::string& after) {
+    if (!after.empty() && !(after.size() == 2 * hsm::kTokenHashSize && valid_ident(after))) {
+        bad("invalid listing cursor: the hash of a token (40 lowercase hex digits) or empty");
+    }
+    return after;
+}
+
 SecureBuffer passphrase(const std::string& passphrase, bool required) {
     if (passphrase.size() > kMaxPassphrase) {
         bad("passphrase longer than " + std::to_string(kMaxPassphrase) + " bytes");

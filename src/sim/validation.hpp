@@ -5,6 +5,7 @@
 
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
+#include "sim/world_format.hpp"
 #include "wire.pb.h"
 
 #include <cstdint>
@@ -13,8 +14,8 @@
 namespace preloadrun::sim::validate {
 
 inline constexpr std::uint32_t kMaxRandom = 65536;
-inline constexpr std::size_t kMaxLabel = 256;
-inline constexpr std::size_t kMaxId = 256;
+inline constexpr std::size_t kMaxLabel = kMaxLabelSize; // what a key file may hold
+inline constexpr std::size_t kMaxId = kMaxIdSize;
 inline constexpr std::size_t kMaxPassphrase = 4096;
 
 // 1..module_count.
@@ -27,6 +28,10 @@ const std::string& token_name(const std::string& name);
 Bytes token_hash(const std::string& hash);
 // A persistent key's ident (40 hex digits).
 const std::string& ident(const std::string& ident);
+// The cursors of paged listings: "" or a key ident; "" or the hex of a
+// token hash.
+const std::string& key_cursor(const std::string& after);
+const std::string& token_cursor(const std::string& after);
 // At most kMaxPassphrase bytes; non-empty when `required`.
 SecureBuffer passphrase(const std::string& passphrase, bool required);
 hsm::KeySpec key_spec(const wire::GenerateKey& request);

@@ -1,12 +1,12 @@
 #include "sim/world.hpp"
 
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/common/files.hpp"
 #include "preloadrun/common/log.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sys/file.h>
@@ -15,20 +15,16 @@
 
 namespace preloadrun::sim {
 
-namespace fs = std::filesystem;
-
 namespace {
 
 constexpr std::size_t kMaxFile = 1024 * 1024;
-constexpr mode_t kPublicMode = 0644;
-constexpr mode_t kSecretMode = 0600;
+constexpr mode_t kDirMode = 0700;
+constexpr mode_t kFileMode = 0600;
+constexpr std::string_view kCardPrefix = "card_";
+constexpr std::string_view kKeyPrefix = "key_";
 
 std::shared_ptr<spdlog::logger> logger() {
     return log::get("sim.world");
-}
-
-std::string read_world_file(const fs::path& path) {
-    return read_text_file(path, kMaxFile);
 }
 
 std::string token_aad(std::span<const std::uint8_t> hash) {
@@ -37,6 +33,14 @@ std::string token_aad(std::span<const std::uint8_t> hash) {
 
 std::string key_aad(const KeyRecord& record) {
     return "hsmsim key " + record.ident + " " + protection_text(record.protection);
+}
+
+std::string card_name(std::span<const std::uint8_t> hash) {
+    return std::string(kCardPrefix) + to_hex(hash);
+}
+
+std::string key_name(const std::string& ident) {
+    return std::string(kKeyPrefix) + ident;
 }
 
 std::string new_esn() {
@@ -56,13 +60,31 @@ bool ignorable_entry(const std::string& name) {
     return name == ".lock" || (name.starts_with('.') && name.find(".tmp.") != std::string::npos);
 }
 
-bool path_exists(const fs::path& path) {
-    struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0;
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
 }
 
-std::string quoted(const fs::path& p) {
-    return p.string();
+// The world holds the wrapped keys and each token's KDF salt and wrapped
+// token key: whoever reads them can guess passphrases offline, and whoever
+// writes there can destroy or plant keys. Only its owner may do either.
+void require_private(const Dir& dir, uid_t owner) {
+    const auto st = dir.status();
+    const std::string path = dir.path().string();
+    if (st.st_uid != owner) {
+        throw Error(ErrorCode::permission,
+                    "the Security World directory " + path + " belongs to uid " +
+                        std::to_string(st.st_uid) + ", not to uid " + std::to_string(owner) +
+                        " that runs hsmsim serve: run it as its owner, or run chown -R " +
+                        std::to_string(owner) + " " + path);
+    }
+    if ((st.st_mode & 077) != 0) {
+        throw Error(ErrorCode::permission,
+                    "the Security World directory " + path + " has mode " + mode_text(st.st_mode) +
+                        ": other users may read or change the keys in it; run chmod -R go-rwx " +
+                        path);
+    }
 }
 
 } // namespace
@@ -72,103 +94,125 @@ std::string new_ident() {
 }
 
 World::World(const WorldOptions& options)
-    : dir_(options.dir), kdf_iterations_(options.kdf_iterations) {
-    if (dir_.empty()) {
+    : kdf_iterations_(options.kdf_iterations), usage_(options.limits) {
+    if (options.dir.empty()) {
         throw Error(ErrorCode::usage, "no Security World directory given (set NFAST_KMDATA or "
                                       "use --kmdata)");
     }
     if (kdf_iterations_ == 0 || kdf_iterations_ > kMaxKdfIterations) {
         throw Error(ErrorCode::usage, "KDF iteration count out of range");
     }
-    if (::mkdir(dir_.c_str(), 0755) != 0 && errno != EEXIST) {
-        throw_errno("cannot create the Security World directory " + quoted(dir_));
-    }
-    struct stat st {};
-    if (::stat(dir_.c_str(), &st) != 0) {
-        throw_errno("cannot stat " + quoted(dir_));
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        throw Error(ErrorCode::usage, quoted(dir_) + ": not a directory");
-    }
-    if ((st.st_mode & S_IWOTH) != 0) {
-        throw Error(ErrorCode::permission, quoted(dir_) + ": writable by others; run chmod o-w "
-                                                          "on it");
-    }
+    dir_ = Dir::open_or_create(options.dir, kDirMode);
+    require_private(dir_, options.owner.value_or(::geteuid()));
     // Refuse a foreign directory before leaving anything (the lock file) in it.
-    const bool has_world = path_exists(dir_ / "world");
-    if (!has_world) {
-        std::error_code ec;
-        for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
-            auto name = it->path().filename().string();
-            if (!ignorable_entry(name)) {
-                throw Error(ErrorCode::usage,
-                            quoted(dir_) +
-                                " is not empty and holds no Security World (no 'world' "
-                                "file; found '" +
-                                name +
-                                "'); point NFAST_KMDATA at an hsmsim world or an "
-                                "empty directory");
-            }
-        }
-        if (ec) {
-            throw Error(ErrorCode::io, "cannot list " + quoted(dir_) + ": " + ec.message());
+    if (!dir_.stat_entry("world")) {
+        refuse_foreign_directory();
+    }
+    take_lock();
+    if (dir_.stat_entry("world")) {
+        open_world();
+    } else {
+        create_world();
+    }
+    count_files();
+}
+
+std::string World::path_of(std::string_view name) const {
+    return (dir_ / name).string();
+}
+
+void World::refuse_foreign_directory() const {
+    for (const auto& name : dir_.list()) {
+        if (!ignorable_entry(name)) {
+            throw Error(ErrorCode::usage,
+                        dir_.path().string() +
+                            " is not empty and holds no Security World (no 'world' file; found '" +
+                            name +
+                            "'); point NFAST_KMDATA at an hsmsim world or an empty directory");
         }
     }
-    auto lock_path = dir_ / ".lock";
-    lock_ = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+}
+
+void World::take_lock() {
+    const auto lock_path = path_of(".lock");
+    lock_ = dir_.open_entry(".lock", O_RDWR | O_CREAT, kFileMode);
     if (!lock_) {
-        throw_errno("cannot open lock file " + quoted(lock_path));
+        throw_errno("cannot open lock file " + lock_path);
     }
     if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
             throw Error(ErrorCode::already_exists,
-                        "the Security World in " + quoted(dir_) +
-                            " is already served by another hsmsim (it holds " + quoted(lock_path) +
-                            ")");
+                        "the Security World in " + dir_.path().string() +
+                            " is already served by another hsmsim (it holds " + lock_path + ")");
         }
-        throw_errno("cannot lock " + quoted(lock_path));
-    }
-    if (path_exists(dir_ / "world")) {
-        open_world();
-    } else {
-        create_world();
+        throw_errno("cannot lock " + lock_path);
     }
 }
 
 void World::create_world() {
     WorldRecord record{random_bytes(kWorldIdSize), random_secret(kWorldKeySize)};
     // `world` first: a directory holding `world` is a world, whatever else is missing.
-    write_file_atomic(dir_ / "world", encode_world(record), {.mode = kSecretMode});
-    write_file_atomic(dir_ / "modules", encode_modules({}), {.mode = kPublicMode});
+    dir_.write_atomic("world", encode_world(record), {.mode = kFileMode});
+    dir_.write_atomic("modules", encode_modules({}), {.mode = kFileMode});
     id_ = std::move(record.id);
     key_ = std::move(record.key);
     created_ = true;
-    logger()->info("created a new Security World {} in {}", to_hex(id_), quoted(dir_));
+    logger()->info("created a new Security World {} in {}", to_hex(id_), dir_.path().string());
 }
 
 void World::open_world() {
-    auto path = dir_ / "world";
-    struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    auto path = path_of("world");
+    if (auto st = dir_.stat_entry("world"); st && (st->st_mode & 077) != 0) {
         logger()->warn("{} is readable or writable by others (mode {:o}); it holds the world "
                        "key: run chmod 600 on it",
-                       quoted(path), st.st_mode & 0777);
+                       path, st->st_mode & 0777);
     }
-    std::string text = read_world_file(path);
-    WorldRecord record = decode_world(text, quoted(path));
+    std::string text = dir_.read_text("world", kMaxFile);
+    WorldRecord record = decode_world(text, path);
     OPENSSL_cleanse(text.data(), text.size());
     id_ = std::move(record.id);
     key_ = std::move(record.key);
-    auto modules_path = dir_ / "modules";
     try {
-        modules_ = decode_modules(read_world_file(modules_path), quoted(modules_path));
+        modules_ = decode_modules(dir_.read_text("modules", kMaxFile), path_of("modules"));
     } catch (const Error& e) {
         if (e.code() != ErrorCode::not_found) {
             throw;
         }
     }
     logger()->debug("opened Security World {} in {} ({} modules enrolled)", to_hex(id_),
-                    quoted(dir_), modules_.size());
+                    dir_.path().string(), modules_.size());
+}
+
+// Counts what is there once; from then on the World's own writes keep the
+// count. A damaged key or card file counts its bytes but no creator.
+void World::count_files() {
+    for (const auto& name : dir_.list()) {
+        const auto st = dir_.stat_entry(name);
+        if (!st || !S_ISREG(st->st_mode)) {
+            continue;
+        }
+        const auto bytes = static_cast<std::uint64_t>(st->st_size);
+        std::optional<uid_t> creator;
+        WorldFile kind = WorldFile::other;
+        try {
+            if (name.starts_with(kKeyPrefix)) {
+                kind = WorldFile::key;
+                creator = decode_key(dir_.read_text(name, kMaxFile), path_of(name)).creator;
+            } else if (name.starts_with(kCardPrefix)) {
+                kind = WorldFile::token;
+                creator = decode_card(dir_.read_text(name, kMaxFile), path_of(name)).creator;
+            }
+        } catch (const Error& e) {
+            logger()->warn("a damaged file counts for no uid: {}", e.what());
+        }
+        usage_.record(name, kind, creator, bytes);
+    }
+    logger()->debug("the Security World's files take {} bytes", usage_.bytes());
+}
+
+WorldUsage World::usage() const {
+    std::lock_guard lock(mutex_);
+    return usage_;
 }
 
 std::vector<EnrolledModule> World::modules() const {
@@ -181,36 +225,26 @@ EnrolledModule World::enrol_module() {
     auto modules = modules_;
     EnrolledModule m{static_cast<std::uint32_t>(modules.size() + 1), new_esn()};
     modules.push_back(m);
-    write_file_atomic(dir_ / "modules", encode_modules(modules), {.mode = kPublicMode});
+    const auto text = encode_modules(modules);
+    dir_.write_atomic("modules", text, {.mode = kFileMode});
+    usage_.record("modules", WorldFile::other, std::nullopt, text.size());
     modules_ = std::move(modules);
     return m;
 }
 
-fs::path World::card_path(std::span<const std::uint8_t> hash) const {
-    return dir_ / ("card_" + to_hex(hash));
-}
-
-fs::path World::key_path(const std::string& ident) const {
-    return dir_ / ("key_" + ident);
-}
-
-std::vector<fs::path> World::files_with_prefix(std::string_view prefix) const {
-    std::vector<fs::path> out;
-    std::error_code ec;
-    for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
-        if (it->path().filename().string().starts_with(prefix)) {
-            out.push_back(it->path());
+std::vector<std::string> World::names_after(std::string_view prefix, std::string_view after) const {
+    std::vector<std::string> out;
+    for (auto& name : dir_.list()) {
+        if (name.starts_with(prefix) && std::string_view(name).substr(prefix.size()) > after) {
+            out.push_back(std::move(name));
         }
-    }
-    if (ec) {
-        throw Error(ErrorCode::io, "cannot list " + quoted(dir_) + ": " + ec.message());
     }
     std::sort(out.begin(), out.end());
     return out;
 }
 
 hsm::TokenInfo World::create_token(hsm::TokenType type, const std::string& name,
-                                   const SecureBuffer& passphrase) {
+                                   const SecureBuffer& passphrase, std::optional<uid_t> creator) {
     if (!valid_token_name(name)) {
         throw Error(ErrorCode::usage,
                     "invalid token name '" + name + "' (1..64 characters of A-Z a-z 0-9 . _ -)");
@@ -223,6 +257,7 @@ hsm::TokenInfo World::create_token(hsm::TokenType type, const std::string& name,
                                                        to_hex(token.hash) + ")");
         }
     }
+    usage_.check_room(WorldFile::token, creator, 0); // before the KDF's work
     SecureBuffer token_key = random_secret(kWrapKeySize);
     CardRecord card;
     card.type = type;
@@ -231,14 +266,19 @@ hsm::TokenInfo World::create_token(hsm::TokenType type, const std::string& name,
     card.hash.resize(hsm::kTokenHashSize);
     card.iterations = kdf_iterations_;
     card.salt = random_bytes(kKdfSaltSize);
+    card.creator = creator;
     SecureBuffer kek = derive_key(passphrase, card.salt, card.iterations);
     card.wrapped_key = wrap(kek, token_key.span(), token_aad(card.hash));
-    auto path = card_path(card.hash);
-    if (path_exists(path)) {
-        throw Error(ErrorCode::already_exists, quoted(path) + " already exists");
+    const auto file = card_name(card.hash);
+    if (dir_.stat_entry(file)) {
+        throw Error(ErrorCode::already_exists, path_of(file) + " already exists");
     }
-    write_file_atomic(path, encode_card(card), {.mode = kPublicMode});
-    logger()->info("created {} '{}' (hash {})", token_type_text(type), name, to_hex(card.hash));
+    const auto text = encode_card(card);
+    usage_.check_room(WorldFile::token, creator, text.size());
+    dir_.write_atomic(file, text, {.mode = kFileMode});
+    usage_.record(file, WorldFile::token, creator, text.size());
+    logger()->info("created {} '{}' (hash {}){}", token_type_text(type), name, to_hex(card.hash),
+                   creator ? " for uid " + std::to_string(*creator) : std::string());
     return info_of(card);
 }
 
@@ -246,19 +286,37 @@ hsm::TokenInfo World::info_of(const CardRecord& card) {
     return hsm::TokenInfo{card.type, card.name, card.hash};
 }
 
-std::vector<hsm::TokenInfo> World::tokens() const {
-    std::vector<hsm::TokenInfo> out;
-    for (const auto& path : files_with_prefix("card_")) {
-        try {
-            auto card = decode_card(read_world_file(path), quoted(path));
-            if (path.filename().string() != "card_" + to_hex(card.hash)) {
-                throw Error(ErrorCode::corrupt, quoted(path) + ": hash does not match the name");
-            }
-            out.push_back(info_of(card));
-        } catch (const Error& e) {
-            logger()->warn("skipping a damaged token file: {}", e.what());
+std::optional<hsm::TokenInfo> World::read_token(const std::string& name) const {
+    try {
+        auto card = decode_card(dir_.read_text(name, kMaxFile), path_of(name));
+        if (name != card_name(card.hash)) {
+            throw Error(ErrorCode::corrupt, path_of(name) + ": hash does not match the name");
+        }
+        return info_of(card);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
+            return std::nullopt; // removed since the directory was read
+        }
+        logger()->warn("skipping a damaged token file: {}", e.what());
+        return std::nullopt;
+    }
+}
+
+void World::visit_tokens(std::string_view after,
+                         const std::function<bool(const hsm::TokenInfo&)>& visit) const {
+    for (const auto& name : names_after(kCardPrefix, after)) {
+        if (auto token = read_token(name); token && !visit(*token)) {
+            return;
         }
     }
+}
+
+std::vector<hsm::TokenInfo> World::tokens() const {
+    std::vector<hsm::TokenInfo> out;
+    visit_tokens("", [&](const hsm::TokenInfo& token) {
+        out.push_back(token);
+        return true;
+    });
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
         return std::tie(a.type, a.name) < std::tie(b.type, b.name);
     });
@@ -266,20 +324,20 @@ std::vector<hsm::TokenInfo> World::tokens() const {
 }
 
 CardRecord World::card(std::span<const std::uint8_t> hash) const {
-    auto path = card_path(hash);
+    const auto name = card_name(hash);
     std::string text;
     try {
-        text = read_world_file(path);
+        text = dir_.read_text(name, kMaxFile);
     } catch (const Error& e) {
         if (e.code() == ErrorCode::not_found) {
             throw Error(ErrorCode::not_found, "no softcard or card set with hash " + to_hex(hash) +
-                                                  " in the Security World " + quoted(dir_));
+                                                  " in the Security World " + dir_.path().string());
         }
         throw;
     }
-    auto card = decode_card(text, quoted(path));
+    auto card = decode_card(text, path_of(name));
     if (!std::equal(card.hash.begin(), card.hash.end(), hash.begin(), hash.end())) {
-        throw Error(ErrorCode::corrupt, quoted(path) + ": hash does not match the name");
+        throw Error(ErrorCode::corrupt, path_of(name) + ": hash does not match the name");
     }
     return card;
 }
@@ -297,8 +355,8 @@ SecureBuffer World::unlock_token(const CardRecord& card, const SecureBuffer& pas
     Bytes check = sha256(token_key.span());
     if (token_key.size() != kWrapKeySize ||
         !std::equal(card.hash.begin(), card.hash.end(), check.begin())) {
-        throw Error(ErrorCode::corrupt,
-                    quoted(card_path(card.hash)) + ": the token key does not match the token hash");
+        throw Error(ErrorCode::corrupt, path_of(card_name(card.hash)) +
+                                            ": the token key does not match the token hash");
     }
     return token_key;
 }
@@ -318,15 +376,23 @@ void World::store_key(KeyRecord& record, const Key& key, const SecureBuffer* tok
     record.bits = key.bits();
     record.public_der = key.public_der();
     record.wrapped_private = wrap(*kek, key.private_bytes().span(), key_aad(record));
-    auto path = key_path(record.ident);
+    const auto file = key_name(record.ident);
+    const auto text = encode_key(record);
     std::lock_guard lock(mutex_);
-    if (path_exists(path)) {
-        throw Error(ErrorCode::already_exists, quoted(path) + " already exists");
+    if (dir_.stat_entry(file)) {
+        throw Error(ErrorCode::already_exists, path_of(file) + " already exists");
     }
-    write_file_atomic(path, encode_key(record), {.mode = kPublicMode});
+    usage_.check_room(WorldFile::key, record.creator, text.size());
+    dir_.write_atomic(file, text, {.mode = kFileMode});
+    usage_.record(file, WorldFile::key, record.creator, text.size());
 }
 
 hsm::KeyInfo World::info_of(const KeyRecord& record) const {
+    NameCache names;
+    return info_of(record, names);
+}
+
+hsm::KeyInfo World::info_of(const KeyRecord& record, NameCache& names) const {
     hsm::KeyInfo info;
     info.ident = record.ident;
     info.label = record.label;
@@ -337,29 +403,54 @@ hsm::KeyInfo World::info_of(const KeyRecord& record) const {
     info.public_der = record.public_der;
     if (record.protection) {
         hsm::TokenInfo token{record.protection->type, {}, record.protection->hash};
-        try {
-            token.name = card(record.protection->hash).name;
-        } catch (const Error&) {
-            // The name is informative only; lists still show the key.
+        auto it = names.find(token.hash);
+        if (it == names.end()) {
+            std::string name;
+            try {
+                name = card(record.protection->hash).name;
+            } catch (const Error&) {
+                // The name is informative only; lists still show the key.
+            }
+            it = names.emplace(token.hash, std::move(name)).first;
         }
+        token.name = it->second;
         info.token = std::move(token);
     }
     return info;
 }
 
-std::vector<hsm::KeyInfo> World::keys() const {
-    std::vector<hsm::KeyInfo> out;
-    for (const auto& path : files_with_prefix("key_")) {
-        try {
-            auto record = decode_key(read_world_file(path), quoted(path));
-            if (path.filename().string() != "key_" + record.ident) {
-                throw Error(ErrorCode::corrupt, quoted(path) + ": ident does not match the name");
-            }
-            out.push_back(info_of(record));
-        } catch (const Error& e) {
-            logger()->warn("skipping a damaged key file: {}", e.what());
+std::optional<hsm::KeyInfo> World::read_key(const std::string& name, NameCache& names) const {
+    try {
+        auto record = decode_key(dir_.read_text(name, kMaxFile), path_of(name));
+        if (name != key_name(record.ident)) {
+            throw Error(ErrorCode::corrupt, path_of(name) + ": ident does not match the name");
+        }
+        return info_of(record, names);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
+            return std::nullopt; // destroyed since the directory was read
+        }
+        logger()->warn("skipping a damaged key file: {}", e.what());
+        return std::nullopt;
+    }
+}
+
+void World::visit_keys(std::string_view after,
+                       const std::function<bool(const hsm::KeyInfo&)>& visit) const {
+    NameCache names;
+    for (const auto& name : names_after(kKeyPrefix, after)) {
+        if (auto key = read_key(name, names); key && !visit(*key)) {
+            return;
         }
     }
+}
+
+std::vector<hsm::KeyInfo> World::keys() const {
+    std::vector<hsm::KeyInfo> out;
+    visit_keys("", [&](const hsm::KeyInfo& key) {
+        out.push_back(key);
+        return true;
+    });
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
         return std::tie(a.label, a.ident) < std::tie(b.label, b.ident);
     });
@@ -372,20 +463,20 @@ KeyRecord World::key_record(const std::string& ident) const {
                                               "' (an ident is 40 hex "
                                               "digits)");
     }
-    auto path = key_path(ident);
+    const auto name = key_name(ident);
     std::string text;
     try {
-        text = read_world_file(path);
+        text = dir_.read_text(name, kMaxFile);
     } catch (const Error& e) {
         if (e.code() == ErrorCode::not_found) {
             throw Error(ErrorCode::not_found,
-                        "no key " + ident + " in the Security World " + quoted(dir_));
+                        "no key " + ident + " in the Security World " + dir_.path().string());
         }
         throw;
     }
-    auto record = decode_key(text, quoted(path));
+    auto record = decode_key(text, path_of(name));
     if (record.ident != ident) {
-        throw Error(ErrorCode::corrupt, quoted(path) + ": ident does not match the name");
+        throw Error(ErrorCode::corrupt, path_of(name) + ": ident does not match the name");
     }
     return record;
 }
@@ -398,7 +489,7 @@ Key World::unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) co
         }
         kek = token_key;
     }
-    auto path = quoted(key_path(record.ident));
+    auto path = path_of(key_name(record.ident));
     SecureBuffer secret;
     try {
         secret = unwrap(*kek, record.wrapped_private, key_aad(record));
@@ -416,15 +507,13 @@ Key World::unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) co
 
 void World::destroy_key(const std::string& ident) {
     auto record = key_record(ident); // not_found / corrupt: say so before deleting
+    const auto name = key_name(record.ident);
     std::lock_guard lock(mutex_);
-    auto path = key_path(record.ident);
-    if (::unlink(path.c_str()) != 0) {
-        if (errno == ENOENT) {
-            throw Error(ErrorCode::not_found, "no key " + ident);
-        }
-        throw_errno("cannot remove " + quoted(path));
+    if (!dir_.remove(name)) {
+        throw Error(ErrorCode::not_found, "no key " + ident);
     }
-    sync_dir(dir_);
+    usage_.forget(name);
+    dir_.sync();
     logger()->info("destroyed key {} ('{}')", ident, record.label);
 }
 

@@ -3,16 +3,29 @@
 // key, enrolled modules, softcards / card sets, persistent keys). See
 // world_format.hpp for the files. Thread-safe. While a World object lives it
 // holds an advisory lock on <dir>/.lock, so one world has one service.
+//
+// The world is private to the service's user: the directory is created mode
+// 0700 and every file 0600, and a directory that group or others may use, or
+// that another user owns, is refused. It is opened once, as a descriptor,
+// and every file operation goes through that descriptor (no path is looked
+// up again after the check).
 
+#include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/fd.hpp"
 #include "sim/crypto.hpp"
 #include "sim/keywrap.hpp"
 #include "sim/world_format.hpp"
+#include "sim/world_usage.hpp"
 
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <sys/types.h>
 #include <vector>
 
 namespace preloadrun::sim {
@@ -20,6 +33,8 @@ namespace preloadrun::sim {
 struct WorldOptions {
     std::filesystem::path dir;
     std::uint32_t kdf_iterations = kDefaultKdfIterations; // for tokens created from now on
+    WorldLimits limits;
+    std::optional<uid_t> owner; // who must own the directory; nullopt: this process's euid
 };
 
 // A new random key ident (20 bytes, hex).
@@ -28,26 +43,38 @@ std::string new_ident();
 class World {
 public:
     // Opens the world in options.dir, or creates one if the directory is
-    // missing or empty. Throws Error(usage) for a non-empty directory that is
-    // not a world, Error(already_exists) when another service holds the lock,
-    // Error(corrupt) naming the file for a damaged `world` or `modules` file.
+    // missing or empty. Throws Error(permission) for a directory that is a
+    // symlink, is owned by another user or that group or others may use
+    // (the message names the fix), Error(usage) for a non-empty directory
+    // that is not a world, Error(already_exists) when another service holds
+    // the lock, Error(corrupt) naming the file for a damaged `world` or
+    // `modules` file.
     explicit World(const WorldOptions& options);
     World(const World&) = delete;
     World& operator=(const World&) = delete;
 
     const Bytes& id() const noexcept { return id_; }
-    const std::filesystem::path& dir() const noexcept { return dir_; }
+    const std::filesystem::path& dir() const noexcept { return dir_.path(); }
     bool created() const noexcept { return created_; } // by this process, just now
 
     std::vector<EnrolledModule> modules() const;
     // Enrols one more module (next number, new random ESN) and persists it.
     EnrolledModule enrol_module();
 
-    // Throws Error(already_exists) if a token of that type has that name.
+    // Throws Error(already_exists) if a token of that type has that name,
+    // Error(limit) past a limit of options.limits. `creator` is recorded in
+    // the card file and counted against its quota.
     hsm::TokenInfo create_token(hsm::TokenType type, const std::string& name,
-                                const SecureBuffer& passphrase);
-    // Every readable token; damaged card files are skipped and logged.
+                                const SecureBuffer& passphrase,
+                                std::optional<uid_t> creator = std::nullopt);
+    // Every readable token, by type then name; damaged card files are
+    // skipped and logged.
     std::vector<hsm::TokenInfo> tokens() const;
+    // The readable tokens in the order of their hashes, starting after the
+    // hash whose hex is `after` ("": from the first), for as long as `visit`
+    // returns true. Reads only the card files it visits.
+    void visit_tokens(std::string_view after,
+                      const std::function<bool(const hsm::TokenInfo&)>& visit) const;
     // Throws Error(not_found) or Error(corrupt) naming the file.
     CardRecord card(std::span<const std::uint8_t> hash) const;
     static hsm::TokenInfo info_of(const CardRecord& card);
@@ -57,34 +84,53 @@ public:
 
     // Writes key_<record.ident> with the private part of `key` wrapped under
     // the token key (record.protection set) or the world key. `token_key` is
-    // ignored for module-protected keys.
+    // ignored for module-protected keys. record.creator, when set, is counted
+    // against its quota: Error(limit) past a limit of options.limits.
     void store_key(KeyRecord& record, const Key& key, const SecureBuffer* token_key);
-    // Every readable persistent key; damaged key files are skipped and logged.
+    // Every readable persistent key, by label then ident; damaged key files
+    // are skipped and logged.
     std::vector<hsm::KeyInfo> keys() const;
+    // The readable keys in ident order, starting after the ident `after`
+    // ("": from the first), for as long as `visit` returns true. Reads only
+    // the key files it visits (and their tokens' card files, for the names).
+    void visit_keys(std::string_view after,
+                    const std::function<bool(const hsm::KeyInfo&)>& visit) const;
     // Throws Error(not_found) or Error(corrupt) naming the file.
     KeyRecord key_record(const std::string& ident) const;
     hsm::KeyInfo info_of(const KeyRecord& record) const;
     // Unwraps the private part; Error(corrupt) naming the file when it does
     // not unwrap (altered, or moved from another world or token).
     Key unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) const;
-    // Removes key_<ident>. Throws Error(not_found).
+    // Removes key_<ident>. Throws Error(not_found). Says nothing of who may:
+    // the caller checked that.
     void destroy_key(const std::string& ident);
 
+    // What the world's files take now (a copy).
+    WorldUsage usage() const;
+
 private:
-    std::filesystem::path card_path(std::span<const std::uint8_t> hash) const;
-    std::filesystem::path key_path(const std::string& ident) const;
+    using NameCache = std::map<Bytes, std::string>;
+    std::string path_of(std::string_view name) const;
+    void refuse_foreign_directory() const;
+    void take_lock();
     void create_world();
     void open_world();
-    std::vector<std::filesystem::path> files_with_prefix(std::string_view prefix) const;
+    void count_files();
+    // The names "<prefix><suffix>" in the directory with suffix > after, sorted.
+    std::vector<std::string> names_after(std::string_view prefix, std::string_view after) const;
+    std::optional<hsm::TokenInfo> read_token(const std::string& name) const;
+    std::optional<hsm::KeyInfo> read_key(const std::string& name, NameCache& names) const;
+    hsm::KeyInfo info_of(const KeyRecord& record, NameCache& names) const;
 
-    std::filesystem::path dir_;
+    Dir dir_;
     std::uint32_t kdf_iterations_;
     Fd lock_;
     Bytes id_;
     SecureBuffer key_;
     bool created_ = false;
-    mutable std::mutex mutex_; // modules_ and read-modify-write of files
+    mutable std::mutex mutex_; // modules_, usage_ and read-modify-write of files
     std::vector<EnrolledModule> modules_;
+    WorldUsage usage_;
 };
 
 } // namespace preloadrun::sim

@@ -17,8 +17,6 @@ constexpr std::string_view kModulesFormat = "hsmsim-modules/1";
 constexpr std::string_view kCardFormat = "hsmsim-card/1";
 constexpr std::string_view kKeyFormat = "hsmsim-key/1";
 constexpr std::string_view kKdf = "pbkdf2-sha256";
-constexpr std::size_t kMaxLabel = 256;
-constexpr std::size_t kMaxId = 256;
 constexpr std::size_t kMaxBlob = 64 * 1024;
 
 [[noreturn]] void corrupt(const std::string& file, const std::string& what) {
@@ -110,6 +108,21 @@ std::optional<Protection> protection_from(std::string_view text, const std::stri
     }
     p.hash = from_hex(hex);
     return p;
+}
+
+// The uid that created a token or key, when the file records one. A uid is
+// 32 bits, and (uid_t)-1 means "no uid" to the kernel.
+std::optional<uid_t> get_creator(const json& doc, const std::string& file) {
+    if (!doc.contains("creator")) {
+        return std::nullopt;
+    }
+    return static_cast<uid_t>(get_uint(doc, "creator", file, 0, 0xfffffffeU));
+}
+
+void set_creator(json& doc, const std::optional<uid_t>& creator) {
+    if (creator) {
+        doc["creator"] = static_cast<std::uint64_t>(*creator);
+    }
 }
 
 std::string dump(const json& doc) {
@@ -212,14 +225,16 @@ std::vector<EnrolledModule> decode_modules(std::string_view text, const std::str
 }
 
 std::string encode_card(const CardRecord& r) {
-    return dump({{"format", kCardFormat},
-                 {"type", token_type_text(r.type)},
-                 {"name", r.name},
-                 {"hash", to_hex(r.hash)},
-                 {"kdf", kKdf},
-                 {"iterations", r.iterations},
-                 {"salt", to_hex(r.salt)},
-                 {"wrapped_key", to_hex(r.wrapped_key)}});
+    json doc = {{"format", kCardFormat},
+                {"type", token_type_text(r.type)},
+                {"name", r.name},
+                {"hash", to_hex(r.hash)},
+                {"kdf", kKdf},
+                {"iterations", r.iterations},
+                {"salt", to_hex(r.salt)},
+                {"wrapped_key", to_hex(r.wrapped_key)}};
+    set_creator(doc, r.creator);
+    return dump(doc);
 }
 
 CardRecord decode_card(std::string_view text, const std::string& file) {
@@ -238,19 +253,22 @@ CardRecord decode_card(std::string_view text, const std::string& file) {
         static_cast<std::uint32_t>(get_uint(doc, "iterations", file, 1, kMaxKdfIterations));
     r.salt = get_hex(doc, "salt", file, 8, 64);
     r.wrapped_key = get_hex(doc, "wrapped_key", file, 1, kMaxBlob);
+    r.creator = get_creator(doc, file);
     return r;
 }
 
 std::string encode_key(const KeyRecord& r) {
-    return dump({{"format", kKeyFormat},
-                 {"ident", r.ident},
-                 {"label", r.label},
-                 {"id", to_hex(r.id)},
-                 {"type", key_type_text(r.type)},
-                 {"bits", r.bits},
-                 {"protection", protection_text(r.protection)},
-                 {"public", to_hex(r.public_der)},
-                 {"wrapped_private", to_hex(r.wrapped_private)}});
+    json doc = {{"format", kKeyFormat},
+                {"ident", r.ident},
+                {"label", r.label},
+                {"id", to_hex(r.id)},
+                {"type", key_type_text(r.type)},
+                {"bits", r.bits},
+                {"protection", protection_text(r.protection)},
+                {"public", to_hex(r.public_der)},
+                {"wrapped_private", to_hex(r.wrapped_private)}};
+    set_creator(doc, r.creator);
+    return dump(doc);
 }
 
 KeyRecord decode_key(std::string_view text, const std::string& file) {
@@ -261,15 +279,16 @@ KeyRecord decode_key(std::string_view text, const std::string& file) {
         corrupt(file, "invalid ident");
     }
     r.label = get_string(doc, "label", file);
-    if (r.label.size() > kMaxLabel) {
+    if (r.label.size() > kMaxLabelSize) {
         corrupt(file, "label too long");
     }
-    r.id = get_hex(doc, "id", file, 0, kMaxId);
+    r.id = get_hex(doc, "id", file, 0, kMaxIdSize);
     r.type = key_type_from(get_string(doc, "type", file), file);
     r.bits = static_cast<std::uint32_t>(get_uint(doc, "bits", file, 1, 65536));
     r.protection = protection_from(get_string(doc, "protection", file), file);
     r.public_der = get_hex(doc, "public", file, 0, kMaxBlob);
     r.wrapped_private = get_hex(doc, "wrapped_private", file, 1, kMaxBlob);
+    r.creator = get_creator(doc, file);
     return r;
 }
 

@@ -6,10 +6,14 @@
 //   world         {"format":"hsmsim-world/1","id":HEX20,"key":HEX32}
 //   modules       {"format":"hsmsim-modules/1","modules":[{"number":1,"esn":"A1B2-C3D4-E5F6"}]}
 //   card_<hash>   {"format":"hsmsim-card/1","type":"softcard"|"cardset","name":..,"hash":HEX20,
-//                  "kdf":"pbkdf2-sha256","iterations":N,"salt":HEX,"wrapped_key":HEX}
+//                  "kdf":"pbkdf2-sha256","iterations":N,"salt":HEX,"wrapped_key":HEX,
+//                  "creator":UID}
 //   key_<ident>   {"format":"hsmsim-key/1","ident":HEX20,"label":..,"id":HEX,"type":"rsa"|
 //                  "ec-p256"|"ec-p384"|"aes","bits":N,"protection":"module"|"softcard:HEX20"|
-//                  "cardset:HEX20","public":HEX,"wrapped_private":HEX}
+//                  "cardset:HEX20","public":HEX,"wrapped_private":HEX,"creator":UID}
+//
+// "creator" (the uid of the client that created the token or key) is
+// optional: files written before it was recorded have none.
 
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
@@ -19,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 #include <vector>
 
 namespace preloadrun::sim {
@@ -27,6 +32,8 @@ inline constexpr std::size_t kWorldIdSize = 20;
 inline constexpr std::size_t kWorldKeySize = 32;
 inline constexpr std::size_t kIdentSize = 20;
 inline constexpr std::uint32_t kMaxKdfIterations = 10'000'000;
+inline constexpr std::size_t kMaxLabelSize = 256; // bytes of a key label (CKA_LABEL)
+inline constexpr std::size_t kMaxIdSize = 256;    // bytes of a key's CKA_ID
 
 struct WorldRecord {
     Bytes id;
@@ -46,6 +53,7 @@ struct CardRecord {
     std::uint32_t iterations = 0;
     Bytes salt;
     Bytes wrapped_key;
+    std::optional<uid_t> creator; // nullopt: not recorded
 };
 
 struct Protection {
@@ -63,6 +71,7 @@ struct KeyRecord {
     std::optional<Protection> protection; // nullopt: module-protected
     Bytes public_der;
     Bytes wrapped_private;
+    std::optional<uid_t> creator; // nullopt: not recorded
 };
 
 std::string encode_world(const WorldRecord& record);

@@ -155,7 +155,7 @@ def test_hsmsim_subcommands(complete):
     assert set(complete("hsmsim ")) == {"serve", "softcard", "cardset", "key", "module"}
     assert set(complete("hsmsim module ")) == {
         "list", "clear", "fail", "restore", "remove", "add", "latency", "fail-next"}
-    assert set(complete("hsmsim key ")) == {"generate", "list"}
+    assert set(complete("hsmsim key ")) == {"generate", "destroy", "list"}
     assert set(complete("hsmsim --log-level debug softcard ")) == {"create", "list"}
     assert set(complete("hsmsim -q cardset cr")) == {"create"}
 

@@ -104,7 +104,7 @@ def test_hsmsim_unknown_option_is_named():
 @pytest.mark.parametrize("command,names", [
     ([], "serve, softcard, cardset, key, module"),
     (["module"], "list, clear, fail, restore, remove, add, latency, fail-next"),
-    (["key"], "generate, list"),
+    (["key"], "generate, destroy, list"),
 ])
 def test_hsmsim_missing_subcommand_lists_the_choices(command, names):
     r = run(HSMSIM, *command)

@@ -25,6 +25,8 @@ public:
 
     virtual WorldInfo world() = 0;
     virtual std::vector<ModuleInfo> modules() = 0;
+    // The whole lists (however many pages they take on the wire): tokens by
+    // type then name, keys by label then ident.
     virtual std::vector<TokenInfo> tokens() = 0;
     virtual std::vector<KeyInfo> keys() = 0;
 
@@ -36,7 +38,13 @@ public:
                                   ObjectHandle token_handle) = 0;
     virtual void unload(std::uint32_t module, ObjectHandle handle) = 0;
     virtual GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) = 0;
-    virtual void destroy_key(const std::string& ident) = 0;
+    // Removes a persistent key from the world. A token-protected key needs
+    // that token loaded by this caller: token_handle is its handle on
+    // `module`. A module-protected key takes token_handle 0 (module unused)
+    // and is for the world's managers and the key's creator. Throws
+    // Error(permission) when the caller may not.
+    virtual void destroy_key(const std::string& ident, std::uint32_t module,
+                             ObjectHandle token_handle) = 0;
 
     virtual Bytes sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                        const Bytes& data) = 0;

@@ -39,7 +39,8 @@ public:
                           ObjectHandle token_handle) override;
     void unload(std::uint32_t module, ObjectHandle handle) override;
     GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) override;
-    void destroy_key(const std::string& ident) override;
+    void destroy_key(const std::string& ident, std::uint32_t module,
+                     ObjectHandle token_handle) override;
     Bytes sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                const Bytes& data) override;
     void verify(std::uint32_t module, ObjectHandle key, const Mechanism& mech, const Bytes& data,

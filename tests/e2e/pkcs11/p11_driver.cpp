@@ -18,6 +18,11 @@
 //   p11_driver gcm MODULE
 //       AES-GCM with a session AES-256 key: round trip with AAD, a tampered
 //       tag and a wrong AAD refused, multi-part decryption. Prints "gcm ok".
+//   p11_driver destroy MODULE TOKEN PIN ID CLASS
+//       in a read/write session of TOKEN's slot, logged in with PIN unless
+//       PIN is "-", C_DestroyObject of the CLASS (public or private) key
+//       object with CKA_ID=ID. Prints "rv=0x.. left=N": the CK_RV and how
+//       many objects of that class and CKA_ID a new session finds afterwards.
 // Exit status 0 when the scenario passed, 1 otherwise (with a message).
 
 #include "pkcs11/ck.hpp"
@@ -425,6 +430,39 @@ int cmd_gcm(char** argv) {
     return 0;
 }
 
+CK_ULONG count_objects(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, std::vector<unsigned char> id) {
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_ID, id.data(), id.size()}};
+    check(f->C_FindObjectsInit(s, t, 2), "C_FindObjectsInit");
+    CK_OBJECT_HANDLE found[16];
+    CK_ULONG n = 0;
+    check(f->C_FindObjects(s, found, 16, &n), "C_FindObjects");
+    check(f->C_FindObjectsFinal(s), "C_FindObjectsFinal");
+    return n;
+}
+
+int cmd_destroy(char** argv) {
+    load(argv[2]);
+    init_os_locking();
+    const std::string token = argv[3], pin = argv[4], cls_name = argv[6];
+    const auto id = from_hex(argv[5]);
+    const CK_OBJECT_CLASS cls = cls_name == "private" ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY;
+    const CK_SLOT_ID slot = slot_of(token);
+    CK_SESSION_HANDLE s = 0;
+    if (pin == "-") {
+        check(f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s),
+              "C_OpenSession");
+    } else {
+        s = open_login(slot, pin);
+    }
+    const CK_RV rv = f->C_DestroyObject(s, find(s, cls, id));
+    CK_SESSION_HANDLE again = 0;
+    check(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &again), "C_OpenSession");
+    const CK_ULONG left = count_objects(again, cls, id);
+    std::cout << "rv=0x" << std::hex << rv << std::dec << " left=" << left << std::endl;
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -450,6 +488,9 @@ int main(int argc, char** argv) {
     }
     if (cmd == "gcm" && argc == 3) {
         return cmd_gcm(argv);
+    }
+    if (cmd == "destroy" && argc == 7) {
+        return cmd_destroy(argv);
     }
     std::cerr << "bad command\n";
     return 2;

@@ -252,7 +252,7 @@ TEST_CASE("hsm::SimClient requests and replies") {
         const auto generated = client.generate_key(1, spec);
         CHECK(generated.handle == 13);
         CHECK(generated.key.label == "k1");
-        client.destroy_key("abcd");
+        client.destroy_key("abcd", 2, 11);
         CHECK(client.sign(1, 12, mech, to_bytes("digest")) == to_bytes("sig:digest"));
         client.verify(1, 12, mech, to_bytes("digest"), to_bytes("good"));
         const Error bad =
@@ -289,6 +289,10 @@ TEST_CASE("hsm::SimClient requests and replies") {
         CHECK_FALSE(got[9].generate_key().persistent());
         CHECK(got[9].generate_key().token_handle() == 11);
         CHECK(got[10].destroy_key().ident() == "abcd");
+        CHECK(got[10].destroy_key().module() == 2);
+        CHECK(got[10].destroy_key().token_handle() == 11);
+        CHECK(got[3].list_tokens().after().empty());
+        CHECK(got[4].list_keys().after().empty());
         CHECK(codec::from_wire(got[11].sign().mechanism()) == mech);
         CHECK(got[11].sign().handle() == 12);
         CHECK(got[16].random().length() == 16);
@@ -340,7 +344,7 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
             peer.wait_closed();
         });
         SimClient client(server.endpoint());
-        CHECK(error_of([&] { client.destroy_key("k"); }).code() == ErrorCode::protocol);
+        CHECK(error_of([&] { client.destroy_key("k", 0, 0); }).code() == ErrorCode::protocol);
     }
     SUBCASE("an error about the connection (id 0) is rethrown, then the connection is dropped") {
         FakeServer server([](Peer& peer) {
@@ -406,6 +410,90 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         server.join();
         REQUIRE(server.received().size() == 2); // Hello, ListModules
         CHECK(server.received()[1].has_list_modules());
+    }
+}
+
+namespace {
+
+std::string ident_of(int n) {
+    std::string text = std::to_string(n);
+    return std::string(40 - text.size(), '0') + text;
+}
+
+// Keys 1..total, `per_page` a page, in ident order, labelled in the other order.
+wire::Response key_pages(const wire::Request& r, int total, int per_page) {
+    wire::Response out;
+    if (!r.has_list_keys()) {
+        return fake_hsm(r);
+    }
+    const int first = r.list_keys().after().empty() ? 1 : std::stoi(r.list_keys().after()) + 1;
+    auto* list = out.mutable_keys();
+    for (int n = first; n < first + per_page && n <= total; ++n) {
+        auto* key = list->add_keys();
+        key->set_ident(ident_of(n));
+        key->set_label("label " + std::to_string(1000 - n));
+        key->set_type(wire::KEY_EC_P256);
+    }
+    if (first + per_page <= total) {
+        list->set_next(ident_of(first + per_page - 1));
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("hsm::SimClient fetches every page of a listing") {
+    SUBCASE("keys: every page, sorted by label as a single reply was") {
+        FakeServer server(
+            hsmtest::serve([](const wire::Request& r) { return key_pages(r, 10, 3); }));
+        {
+            SimClient client(server.endpoint());
+            const auto keys = client.keys();
+            REQUIRE(keys.size() == 10);
+            CHECK(keys.front().ident == ident_of(10)); // "label 990" comes first
+            CHECK(keys.back().ident == ident_of(1));
+        }
+        server.join();
+        const auto& got = server.received();
+        REQUIRE(got.size() == 1 + 4); // Hello, then 4 pages of 3, 3, 3, 1
+        CHECK(got[1].list_keys().after().empty());
+        CHECK(got[2].list_keys().after() == ident_of(3));
+        CHECK(got[4].list_keys().after() == ident_of(9));
+    }
+    SUBCASE("tokens: every page, sorted by type then name") {
+        FakeServer server(hsmtest::serve([](const wire::Request& r) {
+            if (!r.has_list_tokens()) {
+                return fake_hsm(r);
+            }
+            wire::Response out;
+            const bool first = r.list_tokens().after().empty();
+            *out.mutable_tokens()->add_tokens() =
+                codec::to_wire(TokenInfo{first ? TokenType::cardset : TokenType::softcard,
+                                         first ? "a" : "z", Bytes(kTokenHashSize, first ? 1 : 2)});
+            if (first) {
+                out.mutable_tokens()->set_next(to_hex(Bytes(kTokenHashSize, 1)));
+            }
+            return out;
+        }));
+        SimClient client(server.endpoint());
+        const auto tokens = client.tokens();
+        REQUIRE(tokens.size() == 2);
+        CHECK(tokens[0].name == "z"); // softcards before card sets
+        CHECK(tokens[1].name == "a");
+    }
+    SUBCASE("a cursor that does not advance: Error(protocol), not a loop") {
+        FakeServer server(hsmtest::serve([](const wire::Request& r) {
+            wire::Response out = key_pages(r, 10, 3);
+            if (r.has_list_keys()) {
+                out.mutable_keys()->set_next(r.list_keys().after().empty() ? ident_of(3)
+                                                                           : r.list_keys().after());
+            }
+            return out;
+        }));
+        SimClient client(server.endpoint());
+        const Error e = error_of([&] { client.keys(); });
+        CHECK(e.code() == ErrorCode::protocol);
+        CHECK(contains(e.what(), "does not advance"));
     }
 }
 

@@ -15,6 +15,7 @@ struct World {
     std::map<std::uint32_t, ErrorCode> fail;
     std::map<std::uint32_t, int> ops;
     std::map<std::uint32_t, int> loads;
+    std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> destroyed; // module, token handle
 };
 
 class FakeService final : public hsm::Service {
@@ -43,7 +44,10 @@ public:
         g.key.ident = "gen";
         return g;
     }
-    void destroy_key(const std::string&) override {}
+    void destroy_key(const std::string&, std::uint32_t m, hsm::ObjectHandle token) override {
+        maybe_fail(m);
+        w_.destroyed.emplace_back(m, token);
+    }
     Bytes sign(std::uint32_t m, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
         maybe_fail(m);
         ++w_.ops[m];
@@ -153,5 +157,56 @@ TEST_CASE("pkcs11::Router") {
         }
         CHECK(fx.key.lost());
         CHECK(fx.world.ops[1] == 0);
+    }
+}
+
+TEST_CASE("pkcs11::Router::destroy uses the slot's token handle on a member") {
+    World world;
+    Pool pool{[&world] { return std::make_unique<FakeService>(world); }};
+    Group group;
+    const hsm::TokenInfo card{hsm::TokenType::softcard, "card", Bytes(hsm::kTokenHashSize, 7)};
+    Slots slots{{card}, true};
+    Router router{pool, group, slots};
+    for (std::uint32_t m = 1; m <= 3; ++m) {
+        group.track(m, "ESN", 0);
+        group.join(m, "test");
+    }
+    KeyObject key;
+    key.info.ident = "k";
+    key.info.token = card;
+    key.slot = 1;
+
+    SUBCASE("the token's handle on a module where it is loaded") {
+        slots.set_handle(1, 2, TokenHandle{55, 0});
+        router.destroy(key);
+        REQUIRE(world.destroyed.size() == 1);
+        CHECK(world.destroyed[0] == std::pair<std::uint32_t, hsm::ObjectHandle>{2, 55});
+    }
+    SUBCASE("a module that was cleared: the next one where the token is loaded") {
+        slots.set_handle(1, 1, TokenHandle{11, 0});
+        slots.set_handle(1, 3, TokenHandle{33, 0});
+        world.fail[1] = ErrorCode::invalid_handle;
+        router.destroy(key);
+        REQUIRE(world.destroyed.size() == 1);
+        CHECK(world.destroyed[0] == std::pair<std::uint32_t, hsm::ObjectHandle>{3, 33});
+    }
+    SUBCASE("a refusal reaches the caller as is") {
+        slots.set_handle(1, 1, TokenHandle{11, 0});
+        world.fail[1] = ErrorCode::permission;
+        try {
+            router.destroy(key);
+            FAIL("no error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::permission);
+        }
+    }
+    SUBCASE("the token loaded nowhere: CKR_DEVICE_ERROR, nothing sent") {
+        try {
+            router.destroy(key);
+            FAIL("no error");
+        } catch (const CkError& e) {
+            CHECK(e.rv() == CKR_DEVICE_ERROR);
+        }
+        CHECK(world.destroyed.empty());
     }
 }

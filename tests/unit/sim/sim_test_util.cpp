@@ -41,8 +41,18 @@ Ctx verify_ctx(EVP_PKEY* key) {
 
 } // namespace
 
-std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& dir) {
-    return std::make_unique<preloadrun::sim::World>(preloadrun::sim::WorldOptions{dir, kFastKdf});
+std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& dir,
+                                                   const preloadrun::sim::WorldLimits& limits) {
+    return std::make_unique<preloadrun::sim::World>(world_options(dir, limits));
+}
+
+preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
+                                            const preloadrun::sim::WorldLimits& limits) {
+    preloadrun::sim::WorldOptions options;
+    options.dir = dir;
+    options.kdf_iterations = kFastKdf;
+    options.limits = limits;
+    return options;
 }
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data) {

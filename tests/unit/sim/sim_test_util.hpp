@@ -18,7 +18,10 @@ using preloadrun::Bytes;
 
 inline constexpr std::uint32_t kFastKdf = 10; // KDF iterations in tests
 
-std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& dir);
+std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& dir,
+                                                   const preloadrun::sim::WorldLimits& limits = {});
+preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
+                                            const preloadrun::sim::WorldLimits& limits = {});
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data);
 // DigestInfo (PKCS#1 v1.5) for a SHA-256 digest.

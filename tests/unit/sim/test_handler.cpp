@@ -12,6 +12,7 @@ namespace {
 
 const Peer kClient{1000, 42, false};
 const Peer kAdmin{1000, 42, true};
+constexpr uid_t kServiceUid = 2100; // the uid hsmsim runs as, in these tests
 
 struct Setup {
     testsupport::TempDir tmp;
@@ -20,15 +21,15 @@ struct Setup {
     std::unique_ptr<Engine> engine;
     std::unique_ptr<Handler> handler;
     std::uint64_t next_id = 1;
-    Setup() {
+    explicit Setup(PageLimits pages = {}) {
         world = simtest::make_world(tmp.path());
         world->enrol_module();
         world->enrol_module();
         // A long initialisation delay: a test that clears a module sees it
         // initialising however slow the build (ASan) is.
         fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000});
-        engine = std::make_unique<Engine>(*world, *fleet);
-        handler = std::make_unique<Handler>(*world, *fleet, *engine);
+        engine = std::make_unique<Engine>(*world, *fleet, kServiceUid);
+        handler = std::make_unique<Handler>(*world, *fleet, *engine, pages);
     }
     // Through the codec both ways, as over a socket.
     wire::Response call(wire::Request request, const Peer& peer = kClient) {
@@ -318,4 +319,246 @@ TEST_CASE("sim::wipe_secrets clears passphrases") {
         return a;
     }()));
     CHECK(request_name(r) == "LoadToken");
+}
+
+namespace {
+
+const Peer kVictim{2000, 10, false};
+const Peer kAttacker{2001, 11, false};
+const Peer kRoot{0, 12, false};
+const Peer kService{kServiceUid, 13, false};
+
+// A client's view of the world through the handler, as one uid.
+struct As {
+    Setup& s;
+    Peer peer;
+
+    std::string create_token(const std::string& name, const std::string& pw) {
+        wire::Request r;
+        r.mutable_create_token()->set_type(wire::TOKEN_SOFTCARD);
+        r.mutable_create_token()->set_name(name);
+        r.mutable_create_token()->set_passphrase(pw);
+        auto out = s.call(r, peer);
+        REQUIRE(out.has_token());
+        return out.token().hash();
+    }
+    std::uint64_t load_token(std::uint32_t module, const std::string& hash, const std::string& pw) {
+        wire::Request r;
+        r.mutable_load_token()->set_module(module);
+        r.mutable_load_token()->set_token_hash(hash);
+        r.mutable_load_token()->set_passphrase(pw);
+        auto out = s.call(r, peer);
+        REQUIRE(out.has_handle());
+        return out.handle().handle();
+    }
+    std::string generate(std::uint64_t token_handle, std::uint32_t module = 1) {
+        wire::Request r;
+        auto* g = r.mutable_generate_key();
+        g->set_module(module);
+        g->set_type(wire::KEY_EC_P256);
+        g->set_label("k");
+        g->set_persistent(true);
+        g->set_token_handle(token_handle);
+        auto out = s.call(r, peer);
+        REQUIRE(out.has_generated());
+        return out.generated().key().ident();
+    }
+    wire::Response destroy(const std::string& ident, std::uint32_t module = 0,
+                           std::uint64_t token_handle = 0) {
+        wire::Request r;
+        r.mutable_destroy_key()->set_ident(ident);
+        r.mutable_destroy_key()->set_module(module);
+        r.mutable_destroy_key()->set_token_handle(token_handle);
+        return s.call(r, peer);
+    }
+};
+
+bool key_exists(Setup& s, const std::string& ident) {
+    return std::filesystem::exists(s.tmp / ("key_" + ident));
+}
+
+} // namespace
+
+TEST_CASE("sim::Handler DestroyKey of a token-protected key needs that token, loaded by the "
+          "caller") {
+    Setup s;
+    As victim{s, kVictim};
+    As attacker{s, kAttacker};
+    const auto victim_card = victim.create_token("victim", "victim-pw");
+    const auto victim_handle = victim.load_token(1, victim_card, "victim-pw");
+    const auto key = victim.generate(victim_handle);
+    const auto attacker_card = attacker.create_token("attacker", "attacker-pw");
+    const auto attacker_handle = attacker.load_token(1, attacker_card, "attacker-pw");
+    REQUIRE(key_exists(s, key));
+
+    SUBCASE("without a token handle: refused, whoever asks") {
+        for (const auto& peer : {kAttacker, kRoot, kService, kVictim}) {
+            auto refused = As{s, peer}.destroy(key);
+            CHECK(error_of(refused) == wire::ERROR_PERMISSION);
+            CHECK(refused.error().message().find("loaded") != std::string::npos);
+        }
+    }
+    SUBCASE("with the victim's handle, as another uid: refused") {
+        CHECK(error_of(attacker.destroy(key, 1, victim_handle)) == wire::ERROR_PERMISSION);
+        CHECK(error_of(As{s, kRoot}.destroy(key, 1, victim_handle)) == wire::ERROR_PERMISSION);
+    }
+    SUBCASE("with the caller's own handle of another token: refused") {
+        auto refused = attacker.destroy(key, 1, attacker_handle);
+        CHECK(error_of(refused) == wire::ERROR_PERMISSION);
+        CHECK(refused.error().message().find(
+                  to_hex(Bytes(victim_card.begin(), victim_card.end()))) != std::string::npos);
+    }
+    SUBCASE("with a handle that does not exist, or on a module that does not") {
+        CHECK(error_of(attacker.destroy(key, 1, 999)) == wire::ERROR_INVALID_HANDLE);
+        CHECK(error_of(attacker.destroy(key, 7, attacker_handle)) == wire::ERROR_NOT_FOUND);
+    }
+    SUBCASE("with the handle on another module than the one named: refused") {
+        CHECK(error_of(victim.destroy(key, 2, victim_handle)) == wire::ERROR_INVALID_HANDLE);
+    }
+    SUBCASE("the owner with the token loaded destroys it") {
+        CHECK(victim.destroy(key, 1, victim_handle).has_ok());
+        CHECK_FALSE(key_exists(s, key));
+        CHECK(error_of(victim.destroy(key, 1, victim_handle)) == wire::ERROR_NOT_FOUND);
+        return;
+    }
+    CHECK(key_exists(s, key));
+}
+
+TEST_CASE("sim::Handler DestroyKey of a module-protected key: the world's managers and its "
+          "creator") {
+    Setup s;
+    As victim{s, kVictim};
+    As attacker{s, kAttacker};
+
+    SUBCASE("another uid is refused, saying who may") {
+        const auto key = victim.generate(0);
+        auto refused = attacker.destroy(key);
+        CHECK(error_of(refused) == wire::ERROR_PERMISSION);
+        CHECK(refused.error().message().find("creator, uid 2000") != std::string::npos);
+        CHECK(key_exists(s, key));
+    }
+    SUBCASE("the creator may") {
+        const auto key = victim.generate(0);
+        CHECK(victim.destroy(key).has_ok());
+        CHECK_FALSE(key_exists(s, key));
+    }
+    SUBCASE("root and the service's uid may") {
+        for (const auto& peer : {kRoot, kService}) {
+            const auto key = attacker.generate(0);
+            CHECK(As{s, peer}.destroy(key).has_ok());
+            CHECK_FALSE(key_exists(s, key));
+        }
+    }
+    SUBCASE("a key without a recorded creator: root and the service's uid only") {
+        KeyRecord old;
+        old.ident = new_ident();
+        s.world->store_key(old, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+        auto refused = victim.destroy(old.ident);
+        CHECK(error_of(refused) == wire::ERROR_PERMISSION);
+        CHECK(refused.error().message().find("not recorded") != std::string::npos);
+        CHECK(As{s, kService}.destroy(old.ident).has_ok());
+    }
+    SUBCASE("a token handle for a module-protected key is a bad request") {
+        const auto key = victim.generate(0);
+        CHECK(error_of(victim.destroy(key, 1, 5)) == wire::ERROR_BAD_REQUEST);
+        CHECK(key_exists(s, key));
+    }
+}
+
+TEST_CASE("sim::Handler lists keys and tokens in pages") {
+    Setup s(PageLimits{512 * 1024, 2});
+    As victim{s, kVictim};
+    auto list_keys = [&](const std::string& after) {
+        wire::Request r;
+        r.mutable_list_keys()->set_after(after);
+        auto out = s.call(r);
+        REQUIRE(out.has_keys());
+        return out.keys();
+    };
+
+    SUBCASE("an empty world: one empty page") {
+        auto page = list_keys("");
+        CHECK(page.keys_size() == 0);
+        CHECK(page.next().empty());
+    }
+    SUBCASE("pages follow the cursor to the end, each key once, in ident order") {
+        std::vector<std::string> made;
+        for (int i = 0; i < 5; ++i) {
+            made.push_back(victim.generate(0));
+        }
+        std::sort(made.begin(), made.end());
+        std::vector<std::string> seen;
+        std::string after;
+        int pages = 0;
+        do {
+            auto page = list_keys(after);
+            ++pages;
+            CHECK(page.keys_size() <= 2);
+            for (const auto& k : page.keys()) {
+                seen.push_back(k.ident());
+            }
+            if (!page.next().empty()) {
+                CHECK(page.next() == seen.back());
+            }
+            after = page.next();
+        } while (!after.empty() && pages < 10);
+        CHECK(pages == 3);
+        CHECK(seen == made);
+    }
+    SUBCASE("a full last page says there is no next one") {
+        for (int i = 0; i < 4; ++i) {
+            victim.generate(0);
+        }
+        auto first = list_keys("");
+        REQUIRE_FALSE(first.next().empty());
+        auto last = list_keys(first.next());
+        CHECK(last.keys_size() == 2);
+        CHECK(last.next().empty());
+    }
+    SUBCASE("tokens too") {
+        for (const char* name : {"a", "b", "c"}) {
+            victim.create_token(name, "pw");
+        }
+        wire::Request r;
+        r.mutable_list_tokens();
+        auto first = s.call(r).tokens();
+        CHECK(first.tokens_size() == 2);
+        REQUIRE_FALSE(first.next().empty());
+        r.mutable_list_tokens()->set_after(first.next());
+        auto second = s.call(r).tokens();
+        CHECK(second.tokens_size() == 1);
+        CHECK(second.next().empty());
+    }
+    SUBCASE("a cursor that is not an ident or hash is a bad request") {
+        wire::Request r;
+        r.mutable_list_keys()->set_after("../../etc");
+        CHECK(error_of(s.call(r)) == wire::ERROR_BAD_REQUEST);
+        r.mutable_list_tokens()->set_after("ABC");
+        CHECK(error_of(s.call(r)) == wire::ERROR_BAD_REQUEST);
+    }
+}
+
+TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
+    testsupport::TempDir tmp;
+    WorldLimits limits;
+    limits.max_keys_per_uid = 1;
+    World world(simtest::world_options(tmp.path(), limits));
+    world.enrol_module();
+    Fleet fleet(world, FleetOptions{0, 0});
+    Engine engine(world, fleet, kServiceUid);
+    Handler handler(world, fleet, engine);
+    wire::Request gen;
+    gen.mutable_generate_key()->set_module(1);
+    gen.mutable_generate_key()->set_type(wire::KEY_EC_P256);
+    gen.mutable_generate_key()->set_persistent(true);
+    auto first = handler.handle(gen, kAttacker);
+    REQUIRE(first.has_generated());
+    CHECK(world.key_record(first.generated().key().ident()).creator ==
+          std::optional<uid_t>(kAttacker.uid));
+    auto refused = handler.handle(gen, kAttacker);
+    CHECK(error_of(refused) == wire::ERROR_LIMIT);
+    CHECK(refused.error().message().find("--max-keys-per-uid") != std::string::npos);
+    CHECK(handler.handle(gen, kVictim).has_generated());
+    gen.mutable_generate_key()->set_persistent(false); // session keys are not counted
+    CHECK(handler.handle(gen, kAttacker).has_generated());
 }

@@ -2,12 +2,16 @@
 #include "preloadrun/common/files.hpp"
 #include "sim/world.hpp"
 #include "sim_test_util.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
+#include <algorithm>
 #include <doctest/doctest.h>
 #include <fstream>
 #include <functional>
 #include <regex>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace preloadrun;
 using namespace preloadrun::sim;
@@ -44,8 +48,10 @@ TEST_CASE("sim::World creation, reopening and locking") {
         CHECK(world->created());
         id = world->id();
         CHECK(id.size() == kWorldIdSize);
+        CHECK(simtest::file_mode(dir) == 0700);
         CHECK(simtest::file_mode(dir / "world") == 0600);
-        CHECK(simtest::file_mode(dir / "modules") == 0644);
+        CHECK(simtest::file_mode(dir / "modules") == 0600);
+        CHECK(simtest::file_mode(dir / ".lock") == 0600);
         CHECK(world->modules().empty());
 
         SUBCASE("a second World on the same directory is refused while the first lives") {
@@ -100,7 +106,7 @@ TEST_CASE("sim::World tokens") {
     CHECK(card.hash.size() == hsm::kTokenHashSize);
     const auto file = tmp / ("card_" + to_hex(card.hash));
     REQUIRE(fs::exists(file));
-    CHECK(simtest::file_mode(file) == 0644);
+    CHECK(simtest::file_mode(file) == 0600);
     CHECK(read_text_file(file).find("secret one") == std::string::npos);
 
     SUBCASE("names are unique per type") {
@@ -172,7 +178,7 @@ TEST_CASE("sim::World persistent keys") {
     t.protection = Protection{hsm::TokenType::softcard, card.hash};
     world->store_key(t, token_key_pair, &token_key);
 
-    CHECK(simtest::file_mode(tmp / ("key_" + m.ident)) == 0644);
+    CHECK(simtest::file_mode(tmp / ("key_" + m.ident)) == 0600);
     auto keys = world->keys();
     REQUIRE(keys.size() == 2);
     CHECK(keys[0].label == "module key");
@@ -224,4 +230,213 @@ TEST_CASE("sim::World persistent keys") {
         CHECK(error_of([&] { world->key_record(m.ident); }).code() == ErrorCode::not_found);
         CHECK(error_of([&] { world->destroy_key(m.ident); }).code() == ErrorCode::not_found);
     }
+}
+
+TEST_CASE("sim::World is private to its owner") {
+    testsupport::TempDir tmp;
+    const auto dir = tmp / "kmdata";
+
+    SUBCASE("a new directory is 0700 whatever the umask, and every file 0600") {
+        const mode_t old = ::umask(0);
+        auto world = simtest::make_world(dir);
+        ::umask(old);
+        world->enrol_module();
+        auto card = world->create_token(hsm::TokenType::softcard, "c", pass("p"));
+        KeyRecord r;
+        r.ident = new_ident();
+        world->store_key(r, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+        CHECK(simtest::file_mode(dir) == 0700);
+        for (const auto& entry : fs::directory_iterator(dir)) {
+            CAPTURE(entry.path());
+            CHECK(simtest::file_mode(entry.path()) == 0600);
+        }
+    }
+    SUBCASE("a directory that group or others may use is refused, naming the fix") {
+        for (mode_t mode : {0755, 0750, 0701, 0770, 0707, 0740}) {
+            CAPTURE(mode);
+            fs::create_directory(dir);
+            ::chmod(dir.c_str(), mode);
+            std::string message;
+            CHECK(testsupport::code_of([&] { simtest::make_world(dir); }, &message) ==
+                  ErrorCode::permission);
+            CHECK(message.find("chmod -R go-rwx " + dir.string()) != std::string::npos);
+            CHECK(fs::is_empty(dir)); // nothing created in it, not even the lock
+            fs::remove(dir);
+        }
+    }
+    SUBCASE("an existing world made readable by others is refused") {
+        { simtest::make_world(dir); }
+        ::chmod(dir.c_str(), 0755);
+        CHECK(testsupport::code_of([&] { simtest::make_world(dir); }) == ErrorCode::permission);
+        ::chmod(dir.c_str(), 0700);
+        CHECK_NOTHROW(simtest::make_world(dir));
+    }
+    SUBCASE("a directory owned by another uid is refused") {
+        fs::create_directory(dir);
+        ::chmod(dir.c_str(), 0700);
+        auto options = simtest::world_options(dir);
+        options.owner = ::geteuid() + 1;
+        std::string message;
+        CHECK(testsupport::code_of([&] { World world(options); }, &message) ==
+              ErrorCode::permission);
+        CHECK(message.find("uid " + std::to_string(::geteuid() + 1)) != std::string::npos);
+        CHECK(message.find("chown") != std::string::npos);
+    }
+    SUBCASE("a symlink to a directory is refused, not followed") {
+        const auto real = tmp / "real";
+        fs::create_directory(real);
+        ::chmod(real.c_str(), 0700);
+        fs::create_directory_symlink(real, dir);
+        CHECK(testsupport::code_of([&] { simtest::make_world(dir); }) == ErrorCode::permission);
+        CHECK(fs::is_empty(real));
+    }
+    SUBCASE("a missing parent is not created") {
+        CHECK(testsupport::code_of([&] { simtest::make_world(tmp / "no" / "kmdata"); }) ==
+              ErrorCode::not_found);
+    }
+}
+
+TEST_CASE("sim::World records who created tokens and keys") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    auto card = world->create_token(hsm::TokenType::softcard, "c", pass("p"), 2000);
+    CHECK(world->card(card.hash).creator == std::optional<uid_t>(2000));
+    KeyRecord r;
+    r.ident = new_ident();
+    r.creator = 2001;
+    world->store_key(r, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+    CHECK(world->key_record(r.ident).creator == std::optional<uid_t>(2001));
+    KeyRecord anonymous;
+    anonymous.ident = new_ident();
+    world->store_key(anonymous, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+    CHECK_FALSE(world->key_record(anonymous.ident).creator);
+}
+
+namespace {
+
+std::unique_ptr<World> limited_world(const fs::path& dir, WorldLimits limits) {
+    return simtest::make_world(dir, limits);
+}
+
+std::string store_module_key(World& world, std::optional<uid_t> creator) {
+    KeyRecord r;
+    r.ident = new_ident();
+    r.label = "k";
+    r.creator = creator;
+    world.store_key(r, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+    return r.ident;
+}
+
+} // namespace
+
+TEST_CASE("sim::World quotas") {
+    testsupport::TempDir tmp;
+    WorldLimits limits;
+    limits.max_keys_per_uid = 2;
+    limits.max_tokens_per_uid = 1;
+
+    SUBCASE("keys per uid: refused past the limit, other uids unaffected") {
+        auto world = limited_world(tmp.path(), limits);
+        const auto first = store_module_key(*world, 2001);
+        store_module_key(*world, 2001);
+        std::string message;
+        CHECK(testsupport::code_of([&] { store_module_key(*world, 2001); }, &message) ==
+              ErrorCode::limit);
+        CHECK(message.find("--max-keys-per-uid 2") != std::string::npos);
+        CHECK(message.find("uid 2001") != std::string::npos);
+        CHECK(world->keys().size() == 2); // nothing written
+        CHECK_NOTHROW(store_module_key(*world, 2000));
+        SUBCASE("destroying one makes room") {
+            world->destroy_key(first);
+            CHECK_NOTHROW(store_module_key(*world, 2001));
+        }
+    }
+    SUBCASE("tokens per uid") {
+        auto world = limited_world(tmp.path(), limits);
+        world->create_token(hsm::TokenType::softcard, "one", pass("p"), 2001);
+        std::string message;
+        CHECK(testsupport::code_of(
+                  [&] { world->create_token(hsm::TokenType::cardset, "two", pass("p"), 2001); },
+                  &message) == ErrorCode::limit);
+        CHECK(message.find("--max-tokens-per-uid 1") != std::string::npos);
+        CHECK(world->tokens().size() == 1);
+        CHECK_NOTHROW(world->create_token(hsm::TokenType::softcard, "two", pass("p"), 2000));
+    }
+    SUBCASE("the counts survive a restart: they come from the files") {
+        {
+            auto world = limited_world(tmp.path(), limits);
+            store_module_key(*world, 2001);
+            store_module_key(*world, 2001);
+            store_module_key(*world, std::nullopt); // recorded for nobody
+            world->create_token(hsm::TokenType::softcard, "one", pass("p"), 2001);
+        }
+        auto world = limited_world(tmp.path(), limits);
+        CHECK(world->usage().keys_of(2001) == 2);
+        CHECK(world->usage().tokens_of(2001) == 1);
+        CHECK(testsupport::code_of([&] { store_module_key(*world, 2001); }) == ErrorCode::limit);
+    }
+    SUBCASE("the bytes of the whole world") {
+        std::uint64_t base = 0;
+        std::uint64_t one_key = 0;
+        {
+            auto world = limited_world(tmp.path(), limits);
+            base = world->usage().bytes();
+            CHECK(base > 0); // world, modules
+            store_module_key(*world, 2000);
+            one_key = world->usage().bytes() - base;
+            CHECK(one_key > 0);
+        }
+        limits.max_bytes = base + one_key + one_key / 2; // room for one more key, not two
+        auto world = limited_world(tmp.path(), limits);
+        CHECK(world->usage().bytes() == base + one_key); // counted from the files
+        world->destroy_key(world->keys().front().ident);
+        CHECK(world->usage().bytes() == base);
+        store_module_key(*world, 2000);
+        std::string message;
+        CHECK(testsupport::code_of([&] { store_module_key(*world, 2001); }, &message) ==
+              ErrorCode::limit);
+        CHECK(message.find("--max-world-mib") != std::string::npos);
+        CHECK(world->keys().size() == 1);
+    }
+}
+
+TEST_CASE("sim::World visits keys and tokens in order, from a cursor") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    std::vector<std::string> idents;
+    for (int i = 0; i < 5; ++i) {
+        KeyRecord r;
+        r.ident = new_ident();
+        r.label = "k" + std::to_string(4 - i); // labels in the other order
+        world->store_key(r, Key::generate(hsm::KeyType::ec_p256, 0), nullptr);
+        idents.push_back(r.ident);
+    }
+    std::sort(idents.begin(), idents.end());
+    auto visited = [&](const std::string& after, std::size_t stop_after) {
+        std::vector<std::string> out;
+        world->visit_keys(after, [&](const hsm::KeyInfo& key) {
+            out.push_back(key.ident);
+            return out.size() < stop_after;
+        });
+        return out;
+    };
+    CHECK(visited("", 100) == idents);
+    CHECK(visited(idents[1], 100) == std::vector<std::string>(idents.begin() + 2, idents.end()));
+    CHECK(visited("", 2) == std::vector<std::string>(idents.begin(), idents.begin() + 2));
+    CHECK(visited(idents.back(), 100).empty());
+    // keys() keeps its order: label, then ident.
+    auto all = world->keys();
+    REQUIRE(all.size() == 5);
+    CHECK(all.front().label == "k0");
+
+    auto a = world->create_token(hsm::TokenType::softcard, "a", pass("p"));
+    auto b = world->create_token(hsm::TokenType::softcard, "b", pass("p"));
+    std::vector<std::string> hashes{to_hex(a.hash), to_hex(b.hash)};
+    std::sort(hashes.begin(), hashes.end());
+    std::vector<std::string> seen;
+    world->visit_tokens(hashes[0], [&](const hsm::TokenInfo& t) {
+        seen.push_back(to_hex(t.hash));
+        return true;
+    });
+    CHECK(seen == std::vector<std::string>{hashes[1]});
 }

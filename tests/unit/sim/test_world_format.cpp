@@ -49,8 +49,13 @@ TEST_CASE("sim::world_format round trips") {
         CHECK(decode_modules(encode_modules({}), "modules").empty());
     }
     SUBCASE("card") {
-        CardRecord c{
-            hsm::TokenType::cardset, "ocs-1", Bytes(20, 3), 1000, Bytes(16, 4), Bytes(60, 5)};
+        CardRecord c{hsm::TokenType::cardset,
+                     "ocs-1",
+                     Bytes(20, 3),
+                     1000,
+                     Bytes(16, 4),
+                     Bytes(60, 5),
+                     std::nullopt};
         auto text = encode_card(c);
         CHECK(text.find("\"format\": \"hsmsim-card/1\"") != std::string::npos);
         CHECK(text.find("pbkdf2-sha256") != std::string::npos);
@@ -100,7 +105,13 @@ TEST_CASE("sim::world_format rejects damaged files, naming them") {
     auto bad_prot = key;
     bad_prot.replace(bad_prot.find("softcard:"), 9, "smartcard:");
     corrupt_message([&] { decode_key(bad_prot, "f"); });
-    CardRecord c{hsm::TokenType::softcard, "a", Bytes(20, 3), 1000, Bytes(16, 4), Bytes(60, 5)};
+    CardRecord c{hsm::TokenType::softcard,
+                 "a",
+                 Bytes(20, 3),
+                 1000,
+                 Bytes(16, 4),
+                 Bytes(60, 5),
+                 std::nullopt};
     auto many = encode_card(c);
     many.replace(many.find("1000"), 4, "99999999999");
     CHECK(corrupt_message([&] { decode_card(many, "f"); }).find("iterations") != std::string::npos);
@@ -122,4 +133,37 @@ TEST_CASE("sim::valid_token_name and valid_ident") {
     CHECK_FALSE(valid_ident(std::string(40, 'F')));
     CHECK_FALSE(valid_ident(std::string(39, 'a')));
     CHECK_FALSE(valid_ident("../" + std::string(37, 'a')));
+}
+
+TEST_CASE("sim::world_format records the creator of cards and keys, optionally") {
+    auto key = sample_key();
+    CHECK_FALSE(decode_key(encode_key(key), "f").creator);
+    CHECK(encode_key(key).find("creator") == std::string::npos); // as files were before
+    key.creator = 2001;
+    CHECK(encode_key(key).find("\"creator\": 2001") != std::string::npos);
+    CHECK(decode_key(encode_key(key), "f").creator == std::optional<uid_t>(2001));
+    key.creator = 0;
+    CHECK(decode_key(encode_key(key), "f").creator == std::optional<uid_t>(0));
+
+    CardRecord c{hsm::TokenType::softcard,
+                 "a",
+                 Bytes(20, 3),
+                 1000,
+                 Bytes(16, 4),
+                 Bytes(60, 5),
+                 std::nullopt};
+    CHECK_FALSE(decode_card(encode_card(c), "f").creator);
+    c.creator = 2000;
+    CHECK(decode_card(encode_card(c), "f").creator == std::optional<uid_t>(2000));
+
+    SUBCASE("a creator that is not a uid is corrupt") {
+        key.creator = 7;
+        for (const char* bad : {"-1", "\"7\"", "4294967295", "1e3"}) {
+            auto text = encode_key(key);
+            text.replace(text.find("\"creator\": 7") + 11, 1, bad);
+            CAPTURE(text);
+            CHECK(corrupt_message([&] { decode_key(text, "f"); }).find("creator") !=
+                  std::string::npos);
+        }
+    }
 }
