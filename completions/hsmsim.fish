@@ -33,7 +33,7 @@ function __hsmsim_where
         set -l token $tokens[1]
         set -e tokens[1]
         switch $token
-            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --passphrase-file --type --label --id --protect
+            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --passphrase-file --type --label --id --protect
                 set -e tokens[1]
             case '-*'
             case '*'
@@ -125,6 +125,7 @@ complete -c hsmsim -n $serve -l kmdata -x -a '(__fish_complete_directories)' -d 
 complete -c hsmsim -n $serve -l modules -x -d 'Modules enrolled on first start (1-128)'
 complete -c hsmsim -n $serve -l op-latency-ms -x -d 'Latency of each operation, per module'
 complete -c hsmsim -n $serve -l init-delay-ms -x -d 'Time a module stays initialising'
+complete -c hsmsim -n $serve -l max-objects-per-uid -x -d 'Objects one user may hold on one module'
 
 # hsmsim softcard|cardset create|list
 for kind in softcard cardset

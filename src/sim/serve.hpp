@@ -1,6 +1,8 @@
 #pragma once
 // hsmsim's service entry point, called by `hsmsim serve`.
 
+#include "sim/object_table.hpp"
+
 #include <cstdint>
 #include <filesystem>
 
@@ -13,6 +15,8 @@ struct ServeOptions {
     std::uint32_t modules = 1;          // modules enrolled at least (first start enrols this many)
     std::uint32_t op_latency_ms = 0;    // initial per-operation latency of every module
     std::uint32_t init_delay_ms = 1000; // time a module stays initialising after clear/restore/add
+    // Objects (tokens, keys) one uid may hold on one module: 1..kMaxObjectsPerModule.
+    std::uint32_t max_objects_per_uid = kDefaultMaxObjectsPerUid;
 };
 
 // Runs the service in the foreground until SIGTERM or SIGINT. Prints one

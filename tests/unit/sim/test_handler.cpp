@@ -26,7 +26,7 @@ struct Setup {
         world->enrol_module();
         // A long initialisation delay: a test that clears a module sees it
         // initialising however slow the build (ASan) is.
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000});
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, {}});
         engine = std::make_unique<Engine>(*world, *fleet);
         handler = std::make_unique<Handler>(*world, *fleet, *engine);
     }
