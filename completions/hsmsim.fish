@@ -33,7 +33,7 @@ function __hsmsim_where
         set -l token $tokens[1]
         set -e tokens[1]
         switch $token
-            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-keys-per-uid --max-tokens-per-uid --max-world-mib --passphrase-file --type --label --id --protect
+            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --passphrase-file --type --label --id --protect
                 set -e tokens[1]
             case '-*'
             case '*'
@@ -128,6 +128,7 @@ complete -c hsmsim -n $serve -l init-delay-ms -x -d 'Time a module stays initial
 complete -c hsmsim -n $serve -l max-keys-per-uid -x -d 'Persistent keys one uid may create'
 complete -c hsmsim -n $serve -l max-tokens-per-uid -x -d 'Softcards and card sets one uid may create'
 complete -c hsmsim -n $serve -l max-world-mib -x -d "Size the world's files may reach, in MiB"
+complete -c hsmsim -n $serve -l max-objects-per-uid -x -d 'Objects one user may hold on one module'
 
 # hsmsim softcard|cardset create|list
 for kind in softcard cardset

@@ -44,6 +44,8 @@ std::string_view to_string(ErrorCode code) noexcept {
         return "signature invalid";
     case ErrorCode::conflict:
         return "not possible in the current state";
+    case ErrorCode::too_many_attempts:
+        return "too many wrong passphrases";
     }
     return "unknown error";
 }

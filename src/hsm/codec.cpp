@@ -434,6 +434,8 @@ wire::ErrorCode to_wire(ErrorCode code) {
         return wire::ERROR_BAD_SIGNATURE;
     case ErrorCode::conflict:
         return wire::ERROR_CONFLICT;
+    case ErrorCode::too_many_attempts:
+        return wire::ERROR_TOO_MANY_ATTEMPTS;
     }
     return wire::ERROR_INTERNAL;
 }
@@ -470,6 +472,8 @@ ErrorCode from_wire(wire::ErrorCode code) {
         return ErrorCode::io;
     case wire::ERROR_CONFLICT:
         return ErrorCode::conflict;
+    case wire::ERROR_TOO_MANY_ATTEMPTS:
+        return ErrorCode::too_many_attempts;
     default:
         return ErrorCode::internal;
     }

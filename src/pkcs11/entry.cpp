@@ -24,6 +24,8 @@ CK_RV to_rv(const Error& error) noexcept {
     switch (error.code()) {
     case ErrorCode::wrong_passphrase:
         return CKR_PIN_INCORRECT;
+    case ErrorCode::too_many_attempts:
+        return CKR_PIN_LOCKED;
     case ErrorCode::bad_signature:
         return CKR_SIGNATURE_INVALID;
     case ErrorCode::usage:

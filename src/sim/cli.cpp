@@ -173,6 +173,11 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
         ->type_name("MS")
         ->check(CLI::Range(0u, 600000u));
     add_world_limits(*serve, serve_options.world_limits);
+    serve
+        ->add_option("--max-objects-per-uid", serve_options.max_objects_per_uid,
+                     "Objects one user may hold on one module (1-100000; default 10000)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, static_cast<std::uint32_t>(kMaxObjectsPerModule)));
     on_run(serve, action, [&] {
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;

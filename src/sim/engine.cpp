@@ -21,9 +21,9 @@ std::string token_label(const hsm::TokenInfo& token) {
 hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_hash,
                                      const SecureBuffer& passphrase, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::management, [&] {
-        auto card = world_.card(token_hash);
-        auto token_key = world_.unlock_token(card, passphrase);
+    auto card = world_.card(token_hash);
+    auto token_key = unlocker_.unlock(card, passphrase, uid);
+    return m.operate(uid, OpKind::management, [&] {
         auto handle = m.add_token(uid, World::info_of(card), std::move(token_key));
         log::get("sim.engine")
             ->debug("uid {} loaded {} on module {}: handle {}", uid,
@@ -35,7 +35,7 @@ hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_ha
 hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& ident,
                                    hsm::ObjectHandle token_handle, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::management, [&] {
+    return m.operate(uid, OpKind::management, [&] {
         auto record = world_.key_record(ident);
         auto info = world_.info_of(record);
         std::shared_ptr<const TokenObject> token;
@@ -67,12 +67,12 @@ hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& iden
 
 void Engine::unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid) {
     Module& m = fleet_.module(module);
-    m.operate(OpKind::management, [&] { m.unload(handle, uid); });
+    m.operate(uid, OpKind::management, [&] { m.unload(handle, uid); });
 }
 
 hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::crypto, [&] {
+    return m.operate(uid, OpKind::crypto, [&] {
         std::shared_ptr<const TokenObject> token;
         if (spec.token_handle != 0) {
             token = m.token(spec.token_handle, uid);
@@ -131,7 +131,7 @@ void Engine::destroy_key(std::uint32_t module, const std::string& ident,
                         std::to_string(uid) + ", and its module and handle in the request");
     }
     Module& m = fleet_.module(module);
-    m.operate(OpKind::management, [&] {
+    m.operate(uid, OpKind::management, [&] {
         const auto token = m.token(token_handle, uid);
         check_token_protects(record, *token, token_handle, module);
         world_.destroy_key(ident);
@@ -143,30 +143,32 @@ void Engine::destroy_key(std::uint32_t module, const std::string& ident,
 Bytes Engine::sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                    const Bytes& data, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->sign(mech, data); });
+    return m.operate(uid, OpKind::crypto, [&] { return m.key(key, uid)->key->sign(mech, data); });
 }
 
 void Engine::verify(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                     const Bytes& data, const Bytes& signature, uid_t uid) {
     Module& m = fleet_.module(module);
-    m.operate(OpKind::crypto, [&] { m.key(key, uid)->key->verify(mech, data, signature); });
+    m.operate(uid, OpKind::crypto, [&] { m.key(key, uid)->key->verify(mech, data, signature); });
 }
 
 Bytes Engine::encrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                       const Bytes& data, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->encrypt(mech, data); });
+    return m.operate(uid, OpKind::crypto,
+                     [&] { return m.key(key, uid)->key->encrypt(mech, data); });
 }
 
 Bytes Engine::decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                       const Bytes& data, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::crypto, [&] { return m.key(key, uid)->key->decrypt(mech, data); });
+    return m.operate(uid, OpKind::crypto,
+                     [&] { return m.key(key, uid)->key->decrypt(mech, data); });
 }
 
-Bytes Engine::random(std::uint32_t module, std::uint32_t length, uid_t /*uid*/) {
+Bytes Engine::random(std::uint32_t module, std::uint32_t length, uid_t uid) {
     Module& m = fleet_.module(module);
-    return m.operate(OpKind::crypto, [&] { return random_bytes(length); });
+    return m.operate(uid, OpKind::crypto, [&] { return random_bytes(length); });
 }
 
 } // namespace preloadrun::sim

@@ -1,11 +1,14 @@
 #pragma once
 // The operations a client asks of a module, composed from the world (files,
 // key material) and the fleet (modules, object tables). Each runs as one
-// module operation (serialised per module, with its latency and injected
-// failures). Arguments are validated by the handler before they get here.
+// module operation of the caller's uid (one at a time per module, shared
+// fairly between uids, with its latency and injected failures). Arguments
+// are validated by the handler before they get here.
 
+#include "preloadrun/common/clock.hpp"
 #include "preloadrun/hsm/types.hpp"
 #include "sim/fleet.hpp"
+#include "sim/token_unlocker.hpp"
 #include "sim/world.hpp"
 
 #include <sys/types.h>
@@ -16,11 +19,14 @@ namespace preloadrun::sim {
 class Engine {
 public:
     // service_uid: the uid the service runs as, which manages the world (see
-    // destroy_key).
-    Engine(World& world, Fleet& fleet, uid_t service_uid = ::geteuid())
-        : world_(world), fleet_(fleet), service_uid_(service_uid) {}
+    // destroy_key). clock and passphrases: the rate limit of wrong passphrases.
+    Engine(World& world, Fleet& fleet, uid_t service_uid = ::geteuid(),
+           const Clock& clock = steady_clock(), const PassphrasePolicy& passphrases = {})
+        : world_(world), fleet_(fleet), service_uid_(service_uid),
+          unlocker_(world, clock, passphrases) {}
 
-    // Checks the passphrase inside the module (KDF, unwrap).
+    // Checks the passphrase (KDF, unwrap; rate-limited per uid and token)
+    // before taking the module: only adding the token is a module operation.
     hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
                                  const SecureBuffer& passphrase, uid_t uid);
     // token_handle: the handle of the key's token on the same module, 0 for a
@@ -51,6 +57,7 @@ private:
     World& world_;
     Fleet& fleet_;
     uid_t service_uid_;
+    TokenUnlocker unlocker_;
 };
 
 } // namespace preloadrun::sim

@@ -49,8 +49,9 @@ Fleet::Subscription::~Subscription() {
 
 Fleet::Fleet(World& world, const FleetOptions& options) : world_(world), options_(options) {
     for (const auto& enrolled : world_.modules()) {
-        modules_.push_back(
-            std::make_unique<Module>(enrolled.number, enrolled.esn, options_.op_latency_ms));
+        modules_.push_back(std::make_unique<Module>(enrolled.number, enrolled.esn,
+                                                    options_.op_latency_ms,
+                                                    hsm::ModuleState::usable, options_.objects));
     }
     timer_ = std::thread([this] { timer_loop(); });
 }
@@ -186,8 +187,9 @@ hsm::ModuleInfo Fleet::add() {
                         " modules is the most hsmsim simulates");
     }
     auto enrolled = world_.enrol_module();
-    modules_.push_back(std::make_unique<Module>(
-        enrolled.number, enrolled.esn, options_.op_latency_ms, hsm::ModuleState::initialising));
+    modules_.push_back(std::make_unique<Module>(enrolled.number, enrolled.esn,
+                                                options_.op_latency_ms,
+                                                hsm::ModuleState::initialising, options_.objects));
     Module& m = *modules_.back();
     auto now = m.info();
     emit_locked(Module::Change{now.state, now.generation, now}, true);

@@ -24,6 +24,7 @@ inline constexpr std::uint32_t kMaxModules = 128;
 struct FleetOptions {
     std::uint32_t op_latency_ms = 0;    // initial latency of every module
     std::uint32_t init_delay_ms = 1000; // initialising -> usable after a clear, restore or add
+    ObjectLimits objects;               // of every module
 };
 
 struct FleetEvent {

@@ -1,6 +1,8 @@
 #include "sim/module.hpp"
 
+#include <map>
 #include <thread>
+#include <vector>
 
 namespace preloadrun::sim {
 
@@ -13,8 +15,9 @@ std::string module_name(std::uint32_t number) {
 } // namespace
 
 Module::Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
-               hsm::ModuleState state)
-    : number_(number), esn_(std::move(esn)), state_(state), latency_ms_(latency_ms) {}
+               hsm::ModuleState state, const ObjectLimits& limits)
+    : number_(number), esn_(std::move(esn)), state_(state), latency_ms_(latency_ms),
+      objects_(number, limits) {}
 
 hsm::ModuleInfo Module::info_locked() const {
     hsm::ModuleInfo info;
@@ -46,7 +49,8 @@ std::uint64_t Module::generation() const {
 }
 
 Module::Change Module::transition(hsm::ModuleState state, bool bump_generation, bool drop_objects) {
-    std::map<hsm::ObjectHandle, Object> dropped; // destroyed (and wiped) outside the lock
+    // Destroyed (and token keys wiped) outside the lock.
+    std::map<hsm::ObjectHandle, ObjectTable::Object> dropped;
     std::lock_guard lock(state_mutex_);
     Change change{state_, generation_, {}};
     state_ = state;
@@ -54,7 +58,7 @@ Module::Change Module::transition(hsm::ModuleState state, bool bump_generation, 
         ++generation_;
     }
     if (drop_objects) {
-        dropped.swap(objects_);
+        dropped = objects_.take_all();
     }
     change.now = info_locked();
     return change;
@@ -106,24 +110,17 @@ void Module::end_operation(OpKind kind, bool ok) noexcept {
     }
 }
 
-hsm::ObjectHandle Module::add_locked(Object object) {
+hsm::ObjectHandle Module::add_locked(ObjectTable::Object object) {
     // A clear between the start of the operation and now must not let an
     // object into the new generation's table: re-check under the lock.
     check_usable_locked();
-    if (objects_.size() >= kMaxObjectsPerModule) {
-        throw Error(ErrorCode::limit, module_name(number_) + " holds " +
-                                          std::to_string(objects_.size()) +
-                                          " objects, the most it can; unload some first");
-    }
-    auto handle = next_handle_++;
-    objects_.emplace(handle, std::move(object));
-    return handle;
+    return objects_.add(std::move(object));
 }
 
 hsm::ObjectHandle Module::add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key) {
     auto token = std::make_shared<TokenObject>(TokenObject{std::move(info), std::move(token_key)});
     std::lock_guard lock(state_mutex_);
-    return add_locked(Object{owner, std::move(token), nullptr});
+    return add_locked(ObjectTable::Object{owner, std::move(token), nullptr});
 }
 
 hsm::ObjectHandle Module::add_key(uid_t owner, KeyObject key) {
@@ -131,34 +128,19 @@ hsm::ObjectHandle Module::add_key(uid_t owner, KeyObject key) {
     std::lock_guard lock(state_mutex_);
     if (shared->token_handle != 0) {
         // The token must still be loaded (a clear or an unload may have raced).
-        const auto& token = find_locked(shared->token_handle, owner);
+        const auto& token = objects_.find(shared->token_handle, owner);
         if (!token.token) {
             throw Error(ErrorCode::invalid_handle,
                         "handle " + std::to_string(shared->token_handle) + " on " +
                             module_name(number_) + " is a key, not a token");
         }
     }
-    return add_locked(Object{owner, nullptr, std::move(shared)});
-}
-
-const Module::Object& Module::find_locked(hsm::ObjectHandle handle, uid_t caller) const {
-    auto it = objects_.find(handle);
-    if (it == objects_.end()) {
-        throw Error(ErrorCode::invalid_handle,
-                    "no object with handle " + std::to_string(handle) + " on " +
-                        module_name(number_) +
-                        " (never loaded, unloaded, or the module was cleared since)");
-    }
-    if (it->second.owner != caller) {
-        throw Error(ErrorCode::permission, "object " + std::to_string(handle) + " on " +
-                                               module_name(number_) + " belongs to another user");
-    }
-    return it->second;
+    return add_locked(ObjectTable::Object{owner, nullptr, std::move(shared)});
 }
 
 std::shared_ptr<const TokenObject> Module::token(hsm::ObjectHandle handle, uid_t caller) const {
     std::lock_guard lock(state_mutex_);
-    const auto& object = find_locked(handle, caller);
+    const auto& object = objects_.find(handle, caller);
     if (!object.token) {
         throw Error(ErrorCode::invalid_handle, "handle " + std::to_string(handle) + " on " +
                                                    module_name(number_) + " is a key, not a token");
@@ -168,7 +150,7 @@ std::shared_ptr<const TokenObject> Module::token(hsm::ObjectHandle handle, uid_t
 
 std::shared_ptr<const KeyObject> Module::key(hsm::ObjectHandle handle, uid_t caller) const {
     std::lock_guard lock(state_mutex_);
-    const auto& object = find_locked(handle, caller);
+    const auto& object = objects_.find(handle, caller);
     if (!object.key) {
         throw Error(ErrorCode::invalid_handle, "handle " + std::to_string(handle) + " on " +
                                                    module_name(number_) + " is a token, not a key");
@@ -177,23 +159,15 @@ std::shared_ptr<const KeyObject> Module::key(hsm::ObjectHandle handle, uid_t cal
 }
 
 std::size_t Module::unload(hsm::ObjectHandle handle, uid_t caller) {
-    std::vector<Object> dropped; // destroyed outside the lock
+    std::vector<ObjectTable::Object> dropped; // destroyed outside the lock
     std::lock_guard lock(state_mutex_);
-    const auto& object = find_locked(handle, caller);
-    const bool token = static_cast<bool>(object.token);
-    dropped.push_back(std::move(objects_.at(handle)));
-    objects_.erase(handle);
-    if (token) {
-        for (auto it = objects_.begin(); it != objects_.end();) {
-            if (it->second.key && it->second.key->token_handle == handle) {
-                dropped.push_back(std::move(it->second));
-                it = objects_.erase(it);
-            } else {
-                ++it;
-            }
-        }
-    }
+    dropped = objects_.erase(handle, caller);
     return dropped.size();
+}
+
+std::size_t Module::held_by(uid_t owner) const {
+    std::lock_guard lock(state_mutex_);
+    return objects_.held_by(owner);
 }
 
 } // namespace preloadrun::sim

@@ -1,42 +1,30 @@
 #pragma once
 // One simulated HSM: number, ESN, state, generation, counters, latency,
-// injected failures, and its object table (loaded tokens and keys).
+// injected failures, and its object table (loaded tokens and keys, with a
+// share per uid).
 //
-// Locking: op_mutex_ serialises the operations a module serves (one at a
-// time, each taking latency_ms); state_mutex_ guards everything else and is
-// only ever held briefly, so state changes (clear, fail, ...) never wait
-// behind a slow operation.
+// Locking: the scheduler gives the module to one operation at a time (each
+// taking latency_ms), fairly between uids (fair_scheduler.hpp); state_mutex_
+// guards everything else and is only ever held briefly, so state changes
+// (clear, fail, ...) never wait behind a slow operation.
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
 #include "sim/crypto.hpp"
+#include "sim/fair_scheduler.hpp"
+#include "sim/object_table.hpp"
 
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <sys/types.h>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 namespace preloadrun::sim {
-
-inline constexpr std::size_t kMaxObjectsPerModule = 100000;
-
-struct TokenObject {
-    hsm::TokenInfo info;
-    SecureBuffer key; // the unlocked token key
-};
-
-struct KeyObject {
-    hsm::KeyInfo info;
-    std::shared_ptr<const Key> key;
-    hsm::ObjectHandle token_handle = 0; // the token it was loaded under; 0: module-protected
-};
 
 // What a module operation counts as.
 enum class OpKind {
@@ -47,7 +35,7 @@ enum class OpKind {
 class Module {
 public:
     Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
-           hsm::ModuleState state = hsm::ModuleState::usable);
+           hsm::ModuleState state = hsm::ModuleState::usable, const ObjectLimits& limits = {});
     Module(const Module&) = delete;
     Module& operator=(const Module&) = delete;
 
@@ -70,12 +58,14 @@ public:
     void set_fail_next(std::uint32_t count);
 
     // ---- operations ----
-    // Serves one operation: takes the module (one operation at a time),
-    // checks it is usable and consumes an injected failure, runs `body`, and
-    // answers once the latency has passed since the start (the latency of a
-    // real HSM includes its work), provided the module is still usable then.
-    template <class Body> auto operate(OpKind kind, Body&& body) -> decltype(body()) {
-        std::lock_guard op(op_mutex_);
+    // Serves one operation of `uid`: waits for the module (one operation at
+    // a time, the next from the waiting uid that has used the least
+    // operation time on it), checks it is usable and consumes an injected
+    // failure, runs `body`, and answers once the latency has passed since the
+    // start (the latency of a real HSM includes its work), provided the
+    // module is still usable then.
+    template <class Body> auto operate(uid_t uid, OpKind kind, Body&& body) -> decltype(body()) {
+        auto turn = scheduler_.acquire(uid);
         try {
             auto deadline = begin_operation();
             if constexpr (std::is_void_v<decltype(body())>) {
@@ -93,6 +83,8 @@ public:
             throw;
         }
     }
+    // Operations waiting for the module (not counting the one it serves).
+    std::size_t waiting() const { return scheduler_.waiting(); }
 
     // ---- object table (use inside operate()) ----
     hsm::ObjectHandle add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key);
@@ -104,14 +96,10 @@ public:
     // Removes the object; for a token also every key loaded under it.
     // Returns how many objects went.
     std::size_t unload(hsm::ObjectHandle handle, uid_t caller);
+    // How many objects `owner` holds on the module (its share is limited).
+    std::size_t held_by(uid_t owner) const;
 
 private:
-    struct Object {
-        uid_t owner = 0;
-        std::shared_ptr<const TokenObject> token; // exactly one of token, key
-        std::shared_ptr<const KeyObject> key;
-    };
-
     // Checks the module and consumes an injected failure; returns when the
     // operation may answer (start + latency).
     std::chrono::steady_clock::time_point begin_operation();
@@ -119,14 +107,13 @@ private:
     void finish_operation(std::chrono::steady_clock::time_point deadline);
     void end_operation(OpKind kind, bool ok) noexcept;
     void check_usable_locked() const;
-    hsm::ObjectHandle add_locked(Object object);
-    const Object& find_locked(hsm::ObjectHandle handle, uid_t caller) const;
+    hsm::ObjectHandle add_locked(ObjectTable::Object object);
     hsm::ModuleInfo info_locked() const;
 
     const std::uint32_t number_;
     const std::string esn_;
 
-    std::mutex op_mutex_;
+    FairScheduler scheduler_;
     mutable std::mutex state_mutex_;
     hsm::ModuleState state_;
     std::uint64_t generation_ = 0;
@@ -134,8 +121,7 @@ private:
     std::uint64_t ops_ = 0;
     std::uint64_t ops_failed_ = 0;
     std::uint32_t fail_next_ = 0;
-    hsm::ObjectHandle next_handle_ = 1; // never reset: old handles never come back
-    std::map<hsm::ObjectHandle, Object> objects_;
+    ObjectTable objects_;
 };
 
 } // namespace preloadrun::sim

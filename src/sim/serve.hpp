@@ -1,6 +1,7 @@
 #pragma once
 // hsmsim's service entry point, called by `hsmsim serve`.
 
+#include "sim/object_table.hpp"
 #include "sim/world_usage.hpp"
 
 #include <cstdint>
@@ -16,6 +17,8 @@ struct ServeOptions {
     std::uint32_t op_latency_ms = 0;    // initial per-operation latency of every module
     std::uint32_t init_delay_ms = 1000; // time a module stays initialising after clear/restore/add
     WorldLimits world_limits;           // keys and tokens per creating uid, bytes of the world
+    // Objects (tokens, keys) one uid may hold on one module: 1..kMaxObjectsPerModule.
+    std::uint32_t max_objects_per_uid = kDefaultMaxObjectsPerUid;
 };
 
 // Runs the service in the foreground until SIGTERM or SIGINT. Prints one

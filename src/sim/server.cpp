@@ -44,6 +44,10 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     if (options_.socket == options_.admin_socket) {
         throw Error(ErrorCode::usage, "the client socket and the admin socket must differ");
     }
+    if (options_.max_objects_per_uid == 0 || options_.max_objects_per_uid > kMaxObjectsPerModule) {
+        throw Error(ErrorCode::usage,
+                    "--max-objects-per-uid must be 1 to " + std::to_string(kMaxObjectsPerModule));
+    }
     WorldOptions world;
     world.dir = options_.kmdata;
     world.kdf_iterations = tuning_.kdf_iterations;
@@ -52,8 +56,9 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     for (auto n = world_->modules().size(); n < options_.modules; ++n) {
         world_->enrol_module();
     }
-    fleet_ = std::make_unique<Fleet>(*world_,
-                                     FleetOptions{options_.op_latency_ms, options_.init_delay_ms});
+    FleetOptions fleet{options_.op_latency_ms, options_.init_delay_ms, {}};
+    fleet.objects.per_uid = options_.max_objects_per_uid;
+    fleet_ = std::make_unique<Fleet>(*world_, fleet);
     engine_ = std::make_unique<Engine>(*world_, *fleet_);
     handler_ = std::make_unique<Handler>(*world_, *fleet_, *engine_);
     admin_ = std::make_unique<Listener>(options_.admin_socket, 0600, 0700);

@@ -182,8 +182,10 @@ void load_everything(FleetState& fleet, const Loader& loader,
             first_error[token] = result.error;
         }
         // A wrong passphrase fails on every module alike: the one error below says it.
-        auto level = result.error->code() == ErrorCode::wrong_passphrase ? spdlog::level::debug
-                                                                         : spdlog::level::warn;
+        auto code = result.error->code();
+        auto level = code == ErrorCode::wrong_passphrase || code == ErrorCode::too_many_attempts
+                         ? spdlog::level::debug
+                         : spdlog::level::warn;
         logger()->log(level, "module {}: {}", result.module, result.error->what());
     }
     for (std::size_t t = 0; t < fleet.tokens().size(); ++t) {
@@ -195,6 +197,11 @@ void load_everything(FleetState& fleet, const Loader& loader,
             throw Error(ErrorCode::wrong_passphrase,
                         "wrong passphrase for " + hsm::describe(fleet.tokens()[t]) +
                             " (nothing was loaded; check the passphrase given for it)");
+        }
+        if (error && error->code() == ErrorCode::too_many_attempts) {
+            // The service's message names the token and says when to try again.
+            throw Error(ErrorCode::too_many_attempts,
+                        std::string(error->what()) + " (nothing was loaded)");
         }
         throw Error(error ? error->code() : ErrorCode::internal,
                     "cannot load " + hsm::describe(fleet.tokens()[t]) + " on any module" +

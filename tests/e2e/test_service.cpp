@@ -212,6 +212,8 @@ std::string code_name(ErrorCode code) {
         return "bad_signature";
     case ErrorCode::conflict:
         return "conflict";
+    case ErrorCode::too_many_attempts:
+        return "too_many_attempts";
     }
     return "unknown code " + std::to_string(static_cast<int>(code));
 }

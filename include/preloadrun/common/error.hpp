@@ -29,6 +29,7 @@ enum class ErrorCode {
     crypto,            // the cryptographic operation failed (bad key, bad data)
     bad_signature,     // verification ran and the signature does not match
     conflict,          // not possible in the current state (e.g. restore a usable module)
+    too_many_attempts, // too many wrong passphrases: refused without checking, try again later
 };
 
 std::string_view to_string(ErrorCode code) noexcept;

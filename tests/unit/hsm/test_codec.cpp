@@ -343,7 +343,8 @@ TEST_CASE("hsm::codec error codes") {
         ErrorCode::wrong_passphrase, ErrorCode::permission,     ErrorCode::unavailable,
         ErrorCode::protocol,         ErrorCode::timeout,        ErrorCode::module_not_usable,
         ErrorCode::transient,        ErrorCode::invalid_handle, ErrorCode::limit,
-        ErrorCode::crypto,           ErrorCode::bad_signature};
+        ErrorCode::crypto,           ErrorCode::bad_signature,  ErrorCode::conflict,
+        ErrorCode::too_many_attempts};
     SUBCASE("each code comes back as itself, except the documented merges") {
         for (const ErrorCode code : all) {
             CAPTURE(to_string(code));

@@ -4,8 +4,12 @@
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
+#include <condition_variable>
 #include <doctest/doctest.h>
 #include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 
 using namespace preloadrun;
 using namespace preloadrun::sim;
@@ -15,22 +19,33 @@ using hsm::ModuleState;
 namespace {
 
 using testsupport::code_of;
+using namespace std::chrono_literals;
 
 constexpr uid_t kMe = 1000;
 constexpr uid_t kOther = 1001;
 
+class FakeClock final : public Clock {
+public:
+    time_point now() const override { return now_; }
+    void advance(std::chrono::milliseconds d) { now_ += d; }
+
+private:
+    time_point now_{};
+};
+
 struct Setup {
     testsupport::TempDir tmp;
+    FakeClock clock; // for the passphrase limiter
     std::unique_ptr<World> world;
     std::unique_ptr<Fleet> fleet;
     std::unique_ptr<Engine> engine;
     hsm::TokenInfo card;
-    Setup() {
+    explicit Setup(const ObjectLimits& limits = {}) {
         world = simtest::make_world(tmp.path());
         world->enrol_module();
         world->enrol_module();
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 10});
-        engine = std::make_unique<Engine>(*world, *fleet);
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 10, limits});
+        engine = std::make_unique<Engine>(*world, *fleet, ::geteuid(), clock);
         card = world->create_token(hsm::TokenType::softcard, "card", SecureBuffer::from("pw"));
     }
     hsm::KeySpec spec(hsm::KeyType type, hsm::ObjectHandle token = 0, bool persistent = true) {
@@ -61,10 +76,105 @@ TEST_CASE("sim::Engine load_token checks the passphrase") {
     CHECK(code_of([&] { s.engine->load_token(1, s.card.hash, SecureBuffer::from("nope"), kMe); },
                   &message) == ErrorCode::wrong_passphrase);
     CHECK(message.find("nope") == std::string::npos);
-    CHECK(s.fleet->info(1).objects == 1); // nothing changed
-    CHECK(s.fleet->info(1).ops_failed == 1);
+    CHECK(s.fleet->info(1).objects == 1);    // nothing changed
+    CHECK(s.fleet->info(1).ops_failed == 0); // checked before the module was taken
     CHECK(code_of([&] { s.engine->load_token(1, Bytes(20, 0), SecureBuffer::from("pw"), kMe); }) ==
           ErrorCode::not_found);
+}
+
+// Holds a module (an operation of kOther that lasts until release()).
+class Holder {
+public:
+    explicit Holder(Module& module)
+        : thread_([this, &module] {
+              module.operate(kOther, OpKind::crypto, [this] {
+                  std::unique_lock lock(mutex_);
+                  held_ = true;
+                  cv_.notify_all();
+                  cv_.wait(lock, [this] { return released_; });
+              });
+          }) {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [this] { return held_; });
+    }
+    Holder(const Holder&) = delete;
+    Holder& operator=(const Holder&) = delete;
+    ~Holder() { release(); }
+    void release() {
+        {
+            std::lock_guard lock(mutex_);
+            released_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) {
+            thread_.join();
+        }
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool held_ = false;
+    bool released_ = false;
+    std::thread thread_;
+};
+
+TEST_CASE("sim::Engine checks a passphrase without taking the module") {
+    Setup s;
+    Module& m = s.fleet->module(1);
+    Holder holder(m);
+    // A wrong passphrase is answered while another uid's operation holds
+    // the module: the check does not wait for it.
+    auto wrong = std::async(std::launch::async, [&] {
+        return code_of(
+            [&] { s.engine->load_token(1, s.card.hash, SecureBuffer::from("nope"), kMe); });
+    });
+    REQUIRE(wrong.wait_for(30s) == std::future_status::ready);
+    CHECK(wrong.get() == ErrorCode::wrong_passphrase);
+    CHECK(m.waiting() == 0);
+    // The right one waits for the module only to add the token.
+    auto right = std::async(std::launch::async, [&] {
+        return s.engine->load_token(1, s.card.hash, SecureBuffer::from("pw"), kMe);
+    });
+    REQUIRE(simtest::eventually([&] { return m.waiting() == 1; }));
+    holder.release();
+    CHECK(right.get() != 0);
+    CHECK(m.held_by(kMe) == 1);
+}
+
+TEST_CASE("sim::Engine refuses a uid's tries after 5 wrong passphrases, not another uid's") {
+    Setup s;
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(code_of([&] {
+                    s.engine->load_token(1, s.card.hash,
+                                         SecureBuffer::from("guess" + std::to_string(i)), kOther);
+                }) == ErrorCode::wrong_passphrase);
+    }
+    std::string message;
+    CHECK(code_of([&] { s.engine->load_token(2, s.card.hash, SecureBuffer::from("pw"), kOther); },
+                  &message) == ErrorCode::too_many_attempts);
+    CHECK(message.find("softcard 'card' from this user; try again in 1 s") != std::string::npos);
+    CHECK(s.engine->load_token(1, s.card.hash, SecureBuffer::from("pw"), kMe) != 0);
+    s.clock.advance(1s);
+    CHECK(s.engine->load_token(2, s.card.hash, SecureBuffer::from("pw"), kOther) != 0);
+}
+
+TEST_CASE("sim::Engine a uid holds at most its share of a module's objects") {
+    Setup s(ObjectLimits{kMaxObjectsPerModule, 2});
+    auto gen = s.engine->generate_key(1, s.spec(hsm::KeyType::ec_p256), kOther);
+    s.engine->load_key(1, gen.key.ident, 0, kOther);
+    std::string message;
+    CHECK(code_of([&] { s.engine->load_key(1, gen.key.ident, 0, kOther); }, &message) ==
+          ErrorCode::limit);
+    CHECK(message.find("--max-objects-per-uid 2") != std::string::npos);
+    CHECK(code_of([&] {
+              s.engine->load_token(1, s.card.hash, SecureBuffer::from("pw"), kOther);
+          }) == ErrorCode::limit);
+    // Another uid loads the same key there; the same uid on another module.
+    CHECK(s.engine->load_key(1, gen.key.ident, 0, kMe) != 0);
+    CHECK(s.engine->load_token(1, s.card.hash, SecureBuffer::from("pw"), kMe) != 0);
+    CHECK(s.engine->load_key(2, gen.key.ident, 0, kOther) != 0);
+    CHECK(s.fleet->module(1).held_by(kOther) == 2);
 }
 
 TEST_CASE("sim::Engine module-protected persistent keys load on any module") {

@@ -43,7 +43,7 @@ struct Setup {
         for (std::uint32_t i = 0; i < modules; ++i) {
             world->enrol_module();
         }
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, init_delay_ms});
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, init_delay_ms, {}});
     }
     ModuleState state(std::uint32_t n) { return fleet->info(n).state; }
 };
@@ -77,7 +77,7 @@ TEST_CASE("sim::Fleet clear") {
     CHECK(info.generation == 1);
     CHECK(info.objects == 0);
     CHECK(code_of([&] { m.token(handle, 0); }) == ErrorCode::invalid_handle);
-    CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }) == ErrorCode::module_not_usable);
+    CHECK(code_of([&] { m.operate(1000, OpKind::crypto, [] {}); }) == ErrorCode::module_not_usable);
     REQUIRE(simtest::eventually([&] { return s.state(1) == ModuleState::usable; }));
     CHECK(s.fleet->info(1).generation == 1);
     CHECK(s.state(2) == ModuleState::usable);
@@ -173,8 +173,8 @@ TEST_CASE("sim::Fleet latency and fail_next") {
     CHECK(s.fleet->fail_next(1, 3).fail_next == 3);
     CHECK(s.fleet->fail_next(1, 4).fail_next == 4); // sets, does not add
     auto& m = s.fleet->module(1);
-    CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }) == ErrorCode::transient);
+    CHECK(code_of([&] { m.operate(1000, OpKind::crypto, [] {}); }) == ErrorCode::transient);
     CHECK(s.fleet->info(1).fail_next == 3);
     CHECK(s.fleet->fail_next(1, 0).fail_next == 0); // 0 cancels what is pending
-    m.operate(OpKind::crypto, [] {});
+    m.operate(1000, OpKind::crypto, [] {});
 }

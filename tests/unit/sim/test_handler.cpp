@@ -27,7 +27,7 @@ struct Setup {
         world->enrol_module();
         // A long initialisation delay: a test that clears a module sees it
         // initialising however slow the build (ASan) is.
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000});
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, {}});
         engine = std::make_unique<Engine>(*world, *fleet, kServiceUid);
         handler = std::make_unique<Handler>(*world, *fleet, *engine, pages);
     }
@@ -544,7 +544,7 @@ TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
     limits.max_keys_per_uid = 1;
     World world(simtest::world_options(tmp.path(), limits));
     world.enrol_module();
-    Fleet fleet(world, FleetOptions{0, 0});
+    Fleet fleet(world, FleetOptions{0, 0, {}});
     Engine engine(world, fleet, kServiceUid);
     Handler handler(world, fleet, engine);
     wire::Request gen;

@@ -15,6 +15,8 @@ namespace {
 
 using testsupport::code_of;
 
+constexpr uid_t kMe = 1000;
+
 hsm::TokenInfo token_info() {
     return {hsm::TokenType::softcard, "t", Bytes(20, 1)};
 }
@@ -37,11 +39,11 @@ TEST_CASE("sim::Module info and operations") {
     CHECK(info.state == ModuleState::usable);
     CHECK(info.generation == 0);
 
-    CHECK(m.operate(OpKind::crypto, [] { return 42; }) == 42);
-    m.operate(OpKind::management, [] {});
+    CHECK(m.operate(kMe, OpKind::crypto, [] { return 42; }) == 42);
+    m.operate(kMe, OpKind::management, [] {});
     CHECK(m.info().ops == 1);
     CHECK(code_of([&] {
-              m.operate(OpKind::crypto, []() -> int { throw Error(ErrorCode::crypto, "x"); });
+              m.operate(kMe, OpKind::crypto, []() -> int { throw Error(ErrorCode::crypto, "x"); });
           }) == ErrorCode::crypto);
     CHECK(m.info().ops == 1);
     CHECK(m.info().ops_failed == 1);
@@ -52,7 +54,7 @@ TEST_CASE("sim::Module refuses operations unless usable, naming the state") {
         Module m(1, "E", 0);
         m.transition(state, false, true);
         std::string message;
-        CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }, &message) ==
+        CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }, &message) ==
               ErrorCode::module_not_usable);
         CHECK(message.find(std::string(hsm::to_string(state))) != std::string::npos);
         CHECK(message.find("module 1") != std::string::npos);
@@ -113,10 +115,11 @@ TEST_CASE("sim::Module fail_next fails the next N operations transiently") {
     m.set_fail_next(2);
     CHECK(m.info().fail_next == 2);
     std::string message;
-    CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }, &message) == ErrorCode::transient);
+    CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }, &message) ==
+          ErrorCode::transient);
     CHECK(message.find("1 more pending") != std::string::npos);
-    CHECK(code_of([&] { m.operate(OpKind::management, [] {}); }) == ErrorCode::transient);
-    CHECK_NOTHROW(m.operate(OpKind::crypto, [] {}));
+    CHECK(code_of([&] { m.operate(kMe, OpKind::management, [] {}); }) == ErrorCode::transient);
+    CHECK_NOTHROW(m.operate(kMe, OpKind::crypto, [] {}));
     auto info = m.info();
     CHECK(info.fail_next == 0);
     CHECK(info.ops_failed == 2);
@@ -127,9 +130,9 @@ TEST_CASE("sim::Module latency serialises operations") {
     Module m(1, "E", 40);
     CHECK(m.info().latency_ms == 40);
     auto start = std::chrono::steady_clock::now();
-    std::thread a([&] { m.operate(OpKind::crypto, [] {}); });
-    std::thread b([&] { m.operate(OpKind::crypto, [] {}); });
-    m.operate(OpKind::crypto, [] {});
+    std::thread a([&] { m.operate(kMe, OpKind::crypto, [] {}); });
+    std::thread b([&] { m.operate(kMe, OpKind::crypto, [] {}); });
+    m.operate(kMe, OpKind::crypto, [] {});
     a.join();
     b.join();
     auto took = std::chrono::steady_clock::now() - start;
@@ -139,7 +142,7 @@ TEST_CASE("sim::Module latency serialises operations") {
     SUBCASE("a state change does not wait behind a slow operation") {
         m.set_latency(500);
         std::thread slow([&] {
-            CHECK(code_of([&] { m.operate(OpKind::crypto, [] {}); }) ==
+            CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }) ==
                   ErrorCode::module_not_usable);
         });
         std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -133,6 +133,25 @@ TEST_CASE("sim::Server a second server on the same world or socket is refused") 
     }
 }
 
+TEST_CASE("sim::Server refuses a per-uid object share out of range, leaving nothing") {
+    testsupport::TempDir tmp;
+    ServeOptions options;
+    options.kmdata = tmp / "kmdata";
+    options.socket = tmp / "socket";
+    options.admin_socket = tmp / "admin";
+    for (std::uint32_t bad : {0u, static_cast<std::uint32_t>(kMaxObjectsPerModule) + 1}) {
+        options.max_objects_per_uid = bad;
+        try {
+            Server server(options);
+            FAIL("started with --max-objects-per-uid " << bad);
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::usage);
+            CHECK(std::string(e.what()).find("--max-objects-per-uid") != std::string::npos);
+        }
+        CHECK_FALSE(std::filesystem::exists(options.kmdata));
+    }
+}
+
 TEST_CASE("sim::Server the first request must be Hello") {
     Running s;
     Raw raw(s.options.socket);

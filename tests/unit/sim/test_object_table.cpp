@@ -1,0 +1,89 @@
+#include "preloadrun/common/error.hpp"
+#include "sim/object_table.hpp"
+#include "support/errors.hpp"
+
+#include <doctest/doctest.h>
+#include <string>
+
+using namespace preloadrun;
+using namespace preloadrun::sim;
+
+namespace {
+
+using testsupport::code_of;
+
+constexpr uid_t kVictim = 2000;
+constexpr uid_t kAttacker = 2001;
+
+ObjectTable::Object token_of(uid_t owner) {
+    auto token = std::make_shared<TokenObject>(
+        TokenObject{{hsm::TokenType::softcard, "t", Bytes(20, 1)}, SecureBuffer::from("k")});
+    return {owner, std::move(token), nullptr};
+}
+
+ObjectTable::Object key_of(uid_t owner, hsm::ObjectHandle token = 0) {
+    auto key = std::make_shared<KeyObject>();
+    key->info.label = "k";
+    key->token_handle = token;
+    return {owner, nullptr, std::move(key)};
+}
+
+} // namespace
+
+TEST_CASE("sim::ObjectTable counts each uid's objects") {
+    ObjectTable table(1, {});
+    auto token = table.add(token_of(kVictim));
+    table.add(key_of(kVictim, token));
+    table.add(key_of(kVictim));
+    table.add(key_of(kAttacker));
+    CHECK(table.size() == 4);
+    CHECK(table.held_by(kVictim) == 3);
+    CHECK(table.held_by(kAttacker) == 1);
+    CHECK(table.held_by(4242) == 0);
+
+    SUBCASE("unloading a token gives back its keys' places too") {
+        CHECK(table.erase(token, kVictim).size() == 2);
+        CHECK(table.held_by(kVictim) == 1);
+        CHECK(table.size() == 2);
+    }
+    SUBCASE("another uid's object is neither found nor unloaded") {
+        CHECK(code_of([&] { table.erase(token, kAttacker); }) == ErrorCode::permission);
+        CHECK(table.held_by(kVictim) == 3);
+    }
+    SUBCASE("clearing forgets every share, never the handles") {
+        auto dropped = table.take_all();
+        CHECK(dropped.size() == 4);
+        CHECK(table.size() == 0);
+        CHECK(table.held_by(kVictim) == 0);
+        CHECK(table.add(key_of(kVictim)) > dropped.rbegin()->first);
+    }
+}
+
+TEST_CASE("sim::ObjectTable one uid fills its share, not the module") {
+    ObjectTable table(3, {100, 4});
+    for (int i = 0; i < 4; ++i) {
+        table.add(key_of(kAttacker));
+    }
+    std::string message;
+    CHECK(code_of([&] { table.add(key_of(kAttacker)); }, &message) == ErrorCode::limit);
+    CHECK(message.find("uid 2001") != std::string::npos);
+    CHECK(message.find("module 3") != std::string::npos);
+    CHECK(message.find("--max-objects-per-uid 4") != std::string::npos);
+    CHECK(table.held_by(kAttacker) == 4);
+    // Another uid still loads; the attacker may again once it unloads one.
+    auto victims = table.add(key_of(kVictim));
+    CHECK(table.find(victims, kVictim).owner == kVictim);
+    table.erase(1, kAttacker);
+    CHECK_NOTHROW(table.add(key_of(kAttacker)));
+}
+
+TEST_CASE("sim::ObjectTable the module-wide limit still holds") {
+    ObjectTable table(2, {3, 2});
+    table.add(key_of(kAttacker));
+    table.add(key_of(kAttacker));
+    table.add(key_of(kVictim));
+    std::string message;
+    CHECK(code_of([&] { table.add(key_of(4000)); }, &message) == ErrorCode::limit);
+    CHECK(message.find("module 2 holds 3 objects") != std::string::npos);
+    CHECK(table.held_by(4000) == 0);
+}
