@@ -27,7 +27,10 @@ except ImportError:
     sys.exit("demo_client: PyKCS11 is missing (Debian package python3-pykcs11)")
 
 
-class Stop(Exception):
+class Stop(BaseException):
+    """Raised by the signal handler. Not an Exception, so that no `except
+    Exception` on the way (the software check of a signature) can swallow it."""
+
     def __init__(self, status):
         super().__init__(status)
         self.status = status
