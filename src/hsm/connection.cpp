@@ -44,8 +44,9 @@ Connection::Connection(const Endpoint& endpoint, std::string_view env_variable)
     handshake(endpoint.client_name);
 }
 
-std::chrono::steady_clock::time_point Connection::deadline() const {
-    return std::chrono::steady_clock::now() + timeout_;
+std::chrono::steady_clock::time_point
+Connection::deadline(std::chrono::milliseconds at_least) const {
+    return std::chrono::steady_clock::now() + std::max(timeout_, at_least);
 }
 
 void Connection::connect_socket(std::string_view env_variable) {
@@ -145,17 +146,23 @@ void Connection::fail(const Error& error) {
     fd_.reset();
     if (error.code() == ErrorCode::timeout) {
         throw Error(ErrorCode::timeout, "no answer from the HSM service at " + path_ + " within " +
-                                            std::to_string(timeout_.count()) + " ms");
+                                            std::to_string(waited_.count()) + " ms");
     }
     throw Error(error.code(), "HSM service at " + path_ + ": " + error.what());
 }
 
 wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase expected) {
+    return call(request, expected, timeout_);
+}
+
+wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase expected,
+                                std::chrono::milliseconds at_least) {
     check_usable();
     request.set_id(++last_id_);
     Bytes bytes = codec::encode(request); // too big: nothing sent, the connection stays good
     WipeOnExit wipe{bytes};
-    const auto until = deadline();
+    waited_ = std::max(timeout_, at_least);
+    const auto until = deadline(at_least);
 
     wire::ServerMessage message;
     try {

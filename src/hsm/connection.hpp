@@ -29,6 +29,10 @@ public:
     // must be `expected` (else Error(protocol)). An error response is thrown as
     // Error(its code, its message). The serialised request is wiped after use.
     wire::Response call(wire::Request& request, wire::Response::BodyCase expected);
+    // The same with a longer wait for the answer, for a request that may
+    // take long (key generation): at least `at_least`.
+    wire::Response call(wire::Request& request, wire::Response::BodyCase expected,
+                        std::chrono::milliseconds at_least);
 
     // On a subscribed connection: the next event, or nullopt when the deadline
     // passes first (a partial frame stays buffered).
@@ -39,7 +43,7 @@ public:
     const Bytes& world_id() const noexcept { return world_id_; }
 
 private:
-    std::chrono::steady_clock::time_point deadline() const;
+    std::chrono::steady_clock::time_point deadline(std::chrono::milliseconds at_least = {}) const;
     void connect_socket(std::string_view env_variable);
     void handshake(const std::string& client_name);
     void check_usable() const;
@@ -48,6 +52,7 @@ private:
 
     std::string path_;
     std::chrono::milliseconds timeout_;
+    std::chrono::milliseconds waited_{0}; // how long the last call could wait, for messages
     Fd fd_;
     FrameReader reader_;
     std::uint64_t last_id_ = 0;

@@ -237,6 +237,10 @@ void SimClient::unload(std::uint32_t module, ObjectHandle handle) {
     conn_->call(request, Body::kOk);
 }
 
+namespace {
+constexpr std::chrono::milliseconds kKeyGenerationTimeout{120'000};
+} // namespace
+
 GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) {
     wire::Request request;
     auto* body = request.mutable_generate_key();
@@ -247,7 +251,10 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_id(to_field(spec.id));
     body->set_persistent(spec.persistent);
     body->set_token_handle(spec.token_handle);
-    const auto response = conn_->call(request, Body::kGenerated);
+    // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
+    // wait for its turn on the module: a plain request's timeout would give
+    // up on a key that is still being made.
+    const auto response = conn_->call(request, Body::kGenerated, kKeyGenerationTimeout);
     if (response.generated().handle() == 0) {
         throw Error(ErrorCode::protocol, "the HSM service returned object handle 0");
     }

@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <thread>
 
 using namespace preloadrun;
 using namespace preloadrun::hsm;
@@ -323,6 +324,22 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         CHECK(e.code() == ErrorCode::timeout);
         CHECK(contains(e.what(), "within 100 ms"));
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
+    }
+    SUBCASE("a key generation may take longer than a plain request's timeout") {
+        FakeServer server(hsmtest::serve([](const wire::Request& r) {
+            if (r.has_generate_key() || r.has_list_modules()) {
+                std::this_thread::sleep_for(300ms); // an RSA-4096 key on a busy module
+            }
+            return fake_hsm(r);
+        }));
+        SimClient client(server.endpoint(100ms));
+        KeySpec spec;
+        spec.type = KeyType::rsa;
+        spec.bits = 4096;
+        CHECK(client.generate_key(1, spec).handle == 13);
+        const Error e = error_of([&] { client.modules(); });
+        CHECK(e.code() == ErrorCode::timeout);
+        CHECK(contains(e.what(), "within 100 ms"));
     }
     SUBCASE("the server closes: Error(unavailable), and again on the next call") {
         FakeServer server([](Peer& peer) {
