@@ -55,6 +55,18 @@ std::string mode_text(mode_t mode) {
 
 } // namespace
 
+void create_directories(const fs::path& dir, mode_t mode) {
+    struct stat st {};
+    if (dir.empty() || ::stat(dir.c_str(), &st) == 0) {
+        return;
+    }
+    const auto parent = dir.parent_path();
+    if (parent != dir) {
+        create_directories(parent, mode);
+    }
+    Dir::open_or_create(dir, mode);
+}
+
 Dir Dir::open(const fs::path& path, LastLink last, Access access) {
     if (path.empty()) {
         throw Error(ErrorCode::usage, "an empty directory path");

@@ -1,6 +1,7 @@
 #include "sim/cli.hpp"
 
 #include "preloadrun/common/cli.hpp"
+#include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -183,7 +184,10 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
         serve_options.socket = ep.client.socket_path;
         serve_options.admin_socket = ep.admin.socket_path;
         if (serve_options.kmdata.empty()) {
+            // The default lies a few levels down (~/.local/share/hsmsim/kmdata):
+            // make what is missing above it, private.
             serve_options.kmdata = default_kmdata();
+            create_directories(serve_options.kmdata.parent_path(), 0700);
         }
         serve_status = sim::serve(serve_options);
     });

@@ -28,20 +28,6 @@ sockaddr_un address_of(const fs::path& path) {
     return addr;
 }
 
-// mkdir -p of the directories above `dir`, giving `mode` to each it creates.
-void make_parents(const fs::path& dir, mode_t mode) {
-    const auto parent = dir.parent_path();
-    if (parent.empty() || parent == dir) {
-        return;
-    }
-    struct stat st {};
-    if (::stat(parent.c_str(), &st) == 0) {
-        return;
-    }
-    make_parents(parent, mode);
-    Dir::open_or_create(parent, mode);
-}
-
 // The socket's directory, created if missing, held open and checked: ours,
 // and writable by no one else (who could otherwise replace the socket).
 Dir socket_directory(const fs::path& socket, mode_t mode) {
@@ -49,7 +35,7 @@ Dir socket_directory(const fs::path& socket, mode_t mode) {
     if (dir.empty()) {
         dir = ".";
     }
-    make_parents(dir, mode);
+    create_directories(dir.parent_path(), mode);
     Dir opened = Dir::open_or_create(dir, mode);
     opened.require(::geteuid(), S_IWGRP | S_IWOTH, "socket directory");
     return opened;

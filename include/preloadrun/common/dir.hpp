@@ -19,6 +19,10 @@
 
 namespace preloadrun {
 
+// mkdir -p: creates `dir` and the directories above it that are missing,
+// each with exactly `mode`; existing ones are left as they are.
+void create_directories(const std::filesystem::path& dir, mode_t mode);
+
 class Dir {
 public:
     Dir() = default;

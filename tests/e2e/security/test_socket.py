@@ -169,8 +169,7 @@ def test_default_paths_without_xdg_runtime_dir_cannot_be_taken_first(machine):
     try:
         log = os.path.join(machine.root, "requests.log")
         start_fake(machine, os.path.join(old_sock_dir, "client.sock"), log)
-        env = machine.env(VICTIM, HSMSIM_SOCKET=None, XDG_RUNTIME_DIR=None,
-                          NFAST_KMDATA=os.path.join(machine.home(VICTIM), "kmdata"))
+        env = machine.env(VICTIM, HSMSIM_SOCKET=None, XDG_RUNTIME_DIR=None)
         serve = machine.spawn(VICTIM, [machine.hsmsim, "serve", "--modules", "2",
                                        "--init-delay-ms", "0"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -179,6 +178,9 @@ def test_default_paths_without_xdg_runtime_dir_cannot_be_taken_first(machine):
         home = machine.home(VICTIM)
         assert f"socket {home}/.hsmsim/client.sock" in ready, ready
         assert os.stat(f"{home}/.hsmsim").st_mode & 0o777 == 0o700
+        # The world too goes to its default, made private on the way.
+        assert os.stat(f"{home}/.local/share/hsmsim/kmdata/world").st_mode & 0o777 == 0o600
+        assert os.stat(f"{home}/.local").st_mode & 0o777 == 0o700
         passfile = machine.file_for(VICTIM, "pass", PASSPHRASE + "\n")
         r = machine.run(VICTIM, [machine.hsmsim, "softcard", "create", "mycard",
                                  "--passphrase-file", passfile], env=env)

@@ -54,6 +54,19 @@ TEST_CASE("common::Dir::open") {
     }
 }
 
+TEST_CASE("common::create_directories") {
+    testsupport::TempDir tmp;
+    auto old = ::umask(0);
+    create_directories(tmp / "a" / "b" / "c", 0700);
+    ::umask(old);
+    CHECK(mode_of(tmp / "a") == 0700);
+    CHECK(mode_of(tmp / "a" / "b" / "c") == 0700);
+    ::chmod((tmp / "a").c_str(), 0750);
+    create_directories(tmp / "a" / "d", 0700); // existing ones keep their mode
+    CHECK(mode_of(tmp / "a") == 0750);
+    CHECK(mode_of(tmp / "a" / "d") == 0700);
+}
+
 TEST_CASE("common::Dir::require") {
     testsupport::TempDir tmp;
     auto dir = Dir::open_or_create(tmp / "d", 0700);
