@@ -19,7 +19,7 @@ namespace preloadrun {
 
 class SecureArena {
 public:
-    // How chunks are locked: ::mlock unless a test says otherwise.
+    // How chunks are locked: the mlock system call unless a test says otherwise.
     using LockFunction = int (*)(const void*, std::size_t);
 
     static constexpr std::size_t kAlignment = 16;

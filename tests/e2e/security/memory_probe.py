@@ -1,6 +1,6 @@
 """Reads another process's memory the way any local process may try to: its
-mappings from /proc/PID/maps, their bytes from /proc/PID/mem, searched for a
-secret. test_memory.py uses search() itself (as root) and runs this file as
+mappings from /proc/PID/maps (and smaps), their bytes from /proc/PID/mem,
+searched for a secret. test_memory.py uses search() itself (as root) and runs this file as
 a process of another uid:
 
   memory_probe.py pid PID NEEDLE
@@ -30,9 +30,47 @@ def _attempt(fn):
         return None, type(e).__name__
 
 
+# Mappings larger than this are the sanitizers' shadow memory (terabytes,
+# metadata only); they are skipped.
+HUGE = 1 << 30
+CHUNK = 4 << 20
+
+
+def _touched_mappings(pid):
+    """(start, end) of each readable mapping of PID that holds pages, from
+    /proc/PID/smaps (a mapping never touched holds nothing)."""
+    out = []
+    current = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = (start, end) if "r" in fields[1] and end - start <= HUGE else None
+            elif current is not None and fields and fields[0] == "Rss:" and int(fields[1]) > 0:
+                out.append(current)
+                current = None
+    return out
+
+
+def _holds(mem, start, end, needle):
+    tail = b""
+    for at in range(start, end, CHUNK):
+        try:
+            mem.seek(at)
+            data = mem.read(min(CHUNK, end - at))
+        except (OSError, OverflowError, ValueError):
+            return False  # [vvar], guard pages: not readable through mem
+        if needle in tail + data:
+            return True
+        tail = data[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False
+
+
 def search(pid, needle):
-    """{"maps": "ok" or the exception opening it, "mem": the same, "found":
-    whether NEEDLE is in a readable mapping (None when either failed)}."""
+    """{"maps": "ok" or the exception opening /proc/PID/maps, "mem": the same
+    for /proc/PID/mem, "found": whether NEEDLE is in PID's memory (None when
+    either could not be opened)}."""
     maps, maps_status = _attempt(lambda: open(f"/proc/{pid}/maps").read())
     mem, mem_status = _attempt(lambda: open(f"/proc/{pid}/mem", "rb", buffering=0))
     result = {"maps": maps_status, "mem": mem_status, "found": None}
@@ -40,22 +78,9 @@ def search(pid, needle):
         if mem is not None:
             mem.close()
         return result
-    found = False
     with mem:
-        for line in maps.splitlines():
-            fields = line.split()
-            if "r" not in fields[1]:
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, OverflowError, ValueError):
-                continue  # [vvar], guard pages: not readable through mem
-            if data and needle in data:
-                found = True
-                break
-    result["found"] = found
+        result["found"] = any(_holds(mem, start, end, needle)
+                              for start, end in _touched_mappings(pid))
     return result
 
 
