@@ -181,6 +181,15 @@ Bytes Dir::read(std::string_view name, std::size_t max_size) const {
     return read_open_file(fd.get(), path, max_size);
 }
 
+SecureBuffer Dir::read_secret(std::string_view name, std::size_t max_size) const {
+    const auto path = *this / name;
+    Fd fd = open_entry(name, O_RDONLY | O_NONBLOCK);
+    if (!fd) {
+        throw_open_error(path, errno);
+    }
+    return read_open_secret(fd.get(), path, max_size);
+}
+
 std::string Dir::read_text(std::string_view name, std::size_t max_size) const {
     auto bytes = read(name, max_size);
     return {bytes.begin(), bytes.end()};

@@ -5,7 +5,7 @@
 namespace preloadrun {
 
 const char* getenv_nonempty(const char* name) noexcept {
-    const char* value = std::getenv(name);
+    const char* value = ::secure_getenv(name);
     return (value != nullptr && *value != '\0') ? value : nullptr;
 }
 

@@ -49,7 +49,15 @@ void throw_open_error(const std::filesystem::path& path, int err) {
     throw_errno("cannot open " + path.string(), err);
 }
 
-Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size) {
+namespace {
+
+[[noreturn]] void throw_too_large(const std::filesystem::path& path, std::size_t max_size) {
+    throw Error(ErrorCode::limit,
+                path.string() + ": larger than " + std::to_string(max_size) + " bytes");
+}
+
+// The size of a regular file of at most max_size bytes.
+std::size_t regular_file_size(int fd, const std::filesystem::path& path, std::size_t max_size) {
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
         throw_errno("cannot stat " + path.string());
@@ -58,11 +66,44 @@ Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_
         throw Error(ErrorCode::io, path.string() + ": not a regular file");
     }
     if (static_cast<std::size_t>(st.st_size) > max_size) {
-        throw Error(ErrorCode::limit,
-                    path.string() + ": larger than " + std::to_string(max_size) + " bytes");
+        throw_too_large(path, max_size);
     }
+    return static_cast<std::size_t>(st.st_size);
+}
+
+// Reads until end of file or until `size` bytes are in; how many came.
+std::size_t read_into(int fd, std::uint8_t* data, std::size_t size,
+                      const std::filesystem::path& path) {
+    std::size_t got = 0;
+    while (got < size) {
+        const ssize_t n = ::read(fd, data + got, size - got);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw_errno("cannot read " + path.string());
+        }
+        if (n == 0) {
+            break;
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    return got;
+}
+
+Fd open_regular(const std::filesystem::path& path) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd) {
+        throw_open_error(path, errno);
+    }
+    return fd;
+}
+
+} // namespace
+
+Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size) {
     Bytes out;
-    out.resize(static_cast<std::size_t>(st.st_size));
+    out.resize(regular_file_size(fd, path, max_size));
     std::size_t got = 0;
     while (true) {
         if (got == out.size()) {
@@ -84,19 +125,33 @@ Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_
         got += static_cast<std::size_t>(n);
     }
     if (got > max_size) {
-        throw Error(ErrorCode::limit,
-                    path.string() + ": larger than " + std::to_string(max_size) + " bytes");
+        throw_too_large(path, max_size);
     }
     out.resize(got);
     return out;
 }
 
 Bytes read_file(const std::filesystem::path& path, std::size_t max_size) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    if (!fd) {
-        throw_open_error(path, errno);
+    return read_open_file(open_regular(path).get(), path, max_size);
+}
+
+SecureBuffer read_open_secret(int fd, const std::filesystem::path& path, std::size_t max_size) {
+    const std::size_t size = regular_file_size(fd, path, max_size);
+    // One byte more than the file has, to see its end (or that it grew).
+    SecureBuffer out(size + 1);
+    const std::size_t got = read_into(fd, out.data(), out.size(), path);
+    if (got > size) {
+        if (size == max_size) {
+            throw_too_large(path, max_size);
+        }
+        throw Error(ErrorCode::io, path.string() + ": changed while it was read; try again");
     }
-    return read_open_file(fd.get(), path, max_size);
+    out.truncate(got);
+    return out;
+}
+
+SecureBuffer read_secret_file(const std::filesystem::path& path, std::size_t max_size) {
+    return read_open_secret(open_regular(path).get(), path, max_size);
 }
 
 std::string read_text_file(const std::filesystem::path& path, std::size_t max_size) {

@@ -31,23 +31,27 @@ void require_non_empty(const SecureBuffer& buf, const std::string& where) {
     }
 }
 
+// Reads straight into the buffer, a byte at a time: no copy of the line is
+// left on the stack or in the heap.
 SecureBuffer read_line(int fd, const std::string& where) {
     SecureBuffer buf(kMaxPassphrase + 1);
     std::size_t got = 0;
     while (got < buf.size()) {
-        char c = 0;
-        ssize_t n = ::read(fd, &c, 1);
+        const ssize_t n = ::read(fd, buf.data() + got, 1);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             throw_errno("cannot read passphrase from " + where);
         }
-        if (n == 0 || c == '\n') {
+        if (n == 0) {
             break;
         }
-        buf.data()[got++] = static_cast<std::uint8_t>(c);
-        c = 0;
+        if (buf.data()[got] == '\n') {
+            buf.data()[got] = 0;
+            break;
+        }
+        ++got;
     }
     if (got > kMaxPassphrase) {
         throw Error(ErrorCode::limit, "passphrase from " + where + " is longer than " +
@@ -95,9 +99,9 @@ SecureBuffer ask(int tty, const std::string& prompt) {
 } // namespace
 
 SecureBuffer read_passphrase_file(const std::filesystem::path& path) {
-    Bytes raw;
+    SecureBuffer buf;
     try {
-        raw = read_file(path, kMaxPassphrase + 2);
+        buf = read_secret_file(path, kMaxPassphrase + 2); // + "\r\n"
     } catch (const Error& e) {
         if (e.code() == ErrorCode::limit) {
             throw Error(ErrorCode::limit, "passphrase file " + path.string() + " is longer than " +
@@ -105,8 +109,6 @@ SecureBuffer read_passphrase_file(const std::filesystem::path& path) {
         }
         throw Error(e.code(), std::string("cannot read the passphrase file: ") + e.what());
     }
-    SecureBuffer buf(raw.data(), raw.size());
-    OPENSSL_cleanse(raw.data(), raw.size());
     strip_newline(buf);
     if (buf.size() > kMaxPassphrase) {
         throw Error(ErrorCode::limit, "passphrase file " + path.string() + " is longer than " +

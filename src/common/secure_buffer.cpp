@@ -1,9 +1,9 @@
 #include "preloadrun/common/secure_buffer.hpp"
 
+#include "preloadrun/common/secure_arena.hpp"
+
 #include <cstring>
-#include <new>
 #include <openssl/crypto.h>
-#include <sys/mman.h>
 #include <utility>
 
 namespace preloadrun {
@@ -12,9 +12,7 @@ SecureBuffer::SecureBuffer(std::size_t size) : size_(size), capacity_(size) {
     if (size == 0) {
         return;
     }
-    data_ = new std::uint8_t[size]();
-    // Best effort: RLIMIT_MEMLOCK may be small for unprivileged users.
-    (void)::mlock(data_, size);
+    data_ = static_cast<std::uint8_t*>(SecureArena::instance().allocate(size)); // zeroed
 }
 
 SecureBuffer::SecureBuffer(const void* data, std::size_t size) : SecureBuffer(size) {
@@ -60,9 +58,7 @@ void SecureBuffer::truncate(std::size_t size) noexcept {
 
 void SecureBuffer::release() noexcept {
     if (data_ != nullptr) {
-        OPENSSL_cleanse(data_, capacity_);
-        (void)::munlock(data_, capacity_);
-        delete[] data_;
+        SecureArena::instance().deallocate(data_, capacity_); // wipes
     }
     data_ = nullptr;
     size_ = capacity_ = 0;

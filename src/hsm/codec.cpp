@@ -44,14 +44,19 @@ template <class Message> Bytes serialize(const Message& message) {
     return out;
 }
 
-template <class Message> Message parse(std::span<const std::uint8_t> bytes, const char* what) {
+template <class Message>
+void parse_into(std::span<const std::uint8_t> bytes, Message& message, const char* what) {
     static constexpr std::uint8_t kEmpty = 0;
-    Message message;
     const void* data = bytes.empty() ? &kEmpty : bytes.data();
     if (bytes.size() > kMaxFrame || !message.ParseFromArray(data, static_cast<int>(bytes.size()))) {
         throw Error(ErrorCode::protocol, std::string("malformed ") + what + " (" +
                                              std::to_string(bytes.size()) + " bytes)");
     }
+}
+
+template <class Message> Message parse(std::span<const std::uint8_t> bytes, const char* what) {
+    Message message;
+    parse_into(bytes, message, what);
     return message;
 }
 
@@ -66,11 +71,16 @@ Bytes encode(const wire::ServerMessage& message) {
     return serialize(message);
 }
 
-wire::Request decode_request(std::span<const std::uint8_t> bytes) {
-    auto request = parse<wire::Request>(bytes, "request");
-    if (request.body_case() == wire::Request::BODY_NOT_SET) {
+void decode_request(std::span<const std::uint8_t> bytes, wire::Request& into) {
+    parse_into(bytes, into, "request");
+    if (into.body_case() == wire::Request::BODY_NOT_SET) {
         throw Error(ErrorCode::protocol, "request without a body (unknown or missing kind)");
     }
+}
+
+wire::Request decode_request(std::span<const std::uint8_t> bytes) {
+    wire::Request request;
+    decode_request(bytes, request);
     return request;
 }
 

@@ -81,7 +81,7 @@ void FrameReader::feed(std::span<const std::uint8_t> bytes) {
     }
 }
 
-std::optional<Bytes> FrameReader::next() {
+std::optional<SecretBytes> FrameReader::next() {
     if (pending() < kFrameHeader) {
         return std::nullopt;
     }
@@ -90,14 +90,14 @@ std::optional<Bytes> FrameReader::next() {
         return std::nullopt;
     }
     const auto begin = buffer_.begin() + static_cast<std::ptrdiff_t>(offset_ + kFrameHeader);
-    Bytes payload(begin, begin + static_cast<std::ptrdiff_t>(length));
+    SecretBytes payload(begin, begin + static_cast<std::ptrdiff_t>(length));
     offset_ += kFrameHeader + length;
     if (offset_ == buffer_.size()) { // nothing left: wipe, and give back a big buffer
         OPENSSL_cleanse(buffer_.data(), buffer_.size());
         buffer_.clear();
         offset_ = 0;
         if (buffer_.capacity() > kKeepCapacity) {
-            Bytes().swap(buffer_);
+            SecretBytes().swap(buffer_);
         }
     }
     return payload;
@@ -149,7 +149,8 @@ void write_frame(int fd, std::span<const std::uint8_t> payload,
     }
 }
 
-Bytes read_frame(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline) {
+SecretBytes read_frame(int fd, FrameReader& reader,
+                       std::chrono::steady_clock::time_point deadline) {
     auto frame = detail::try_read_frame(fd, reader, deadline);
     if (!frame) {
         throw Error(ErrorCode::timeout, "no complete frame before the deadline");
@@ -188,8 +189,8 @@ bool wait_until(int fd, short events, std::chrono::steady_clock::time_point dead
     }
 }
 
-std::optional<Bytes> try_read_frame(int fd, FrameReader& reader,
-                                    std::chrono::steady_clock::time_point deadline) {
+std::optional<SecretBytes> try_read_frame(int fd, FrameReader& reader,
+                                          std::chrono::steady_clock::time_point deadline) {
     std::array<std::uint8_t, kReadChunk> chunk; // NOLINT: filled by recv before use
     std::size_t used = 0;                       // high-water mark, wiped on the way out
     struct Wipe {

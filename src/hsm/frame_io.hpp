@@ -21,7 +21,7 @@ void wait_ready(int fd, short events, std::chrono::steady_clock::time_point dead
 
 // read_frame, except that nullopt means "deadline passed"; the bytes of a
 // partial frame stay in `reader` for the next call.
-std::optional<Bytes> try_read_frame(int fd, FrameReader& reader,
-                                    std::chrono::steady_clock::time_point deadline);
+std::optional<SecretBytes> try_read_frame(int fd, FrameReader& reader,
+                                          std::chrono::steady_clock::time_point deadline);
 
 } // namespace preloadrun::hsm::detail

@@ -4,7 +4,6 @@
 #include "preloadrun/common/env.hpp"
 
 #include <charconv>
-#include <cstdlib>
 #include <string_view>
 
 namespace preloadrun::pkcs11 {
@@ -21,8 +20,7 @@ Config Config::from_environment() {
     if (const char* path = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
         config.tokens_file = std::filesystem::path(path);
     }
-    if (const char* text = std::getenv("PRELOADRUN_PKCS11_RETRY_WINDOW");
-        text != nullptr && *text != '\0') {
+    if (const char* text = getenv_nonempty("PRELOADRUN_PKCS11_RETRY_WINDOW")) {
         const std::string_view view(text);
         long long ms = 0;
         const auto [end, ec] = std::from_chars(view.data(), view.data() + view.size(), ms);

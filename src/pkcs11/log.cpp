@@ -1,8 +1,8 @@
 #include "pkcs11/log.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/log.hpp"
 
-#include <cstdlib>
 #include <memory>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/null_sink.h>
@@ -14,7 +14,7 @@ namespace preloadrun::pkcs11 {
 namespace {
 
 std::shared_ptr<spdlog::logger> make_logger() {
-    const char* where = std::getenv("PRELOADRUN_PKCS11_LOG");
+    const char* where = getenv_nonempty("PRELOADRUN_PKCS11_LOG");
     spdlog::sink_ptr sink;
     std::string pattern = "preloadrun-pkcs11[%P]: %l: %v";
     try {
@@ -33,7 +33,7 @@ std::shared_ptr<spdlog::logger> make_logger() {
     sink->set_pattern(pattern);
     auto result = std::make_shared<spdlog::logger>("preloadrun-pkcs11", sink);
     auto level = spdlog::level::info;
-    if (const char* text = std::getenv("PRELOADRUN_PKCS11_LOG_LEVEL"); text != nullptr) {
+    if (const char* text = getenv_nonempty("PRELOADRUN_PKCS11_LOG_LEVEL")) {
         try {
             level = log::parse_level(text);
         } catch (const std::exception&) {

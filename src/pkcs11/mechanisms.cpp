@@ -2,7 +2,9 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/digest.hpp"
+#include "preloadrun/hsm/gcm.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <openssl/evp.h>
 
@@ -180,12 +182,13 @@ Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpos
         break;
     case MechanismKind::aes_gcm: {
         const auto& p = params_as<CK_GCM_PARAMS>(m);
+        const auto tag_bits = static_cast<std::uint32_t>(std::min<CK_ULONG>(p.ulTagBits, 0xffff));
+        if (auto problem = hsm::gcm_parameter_problem(p.ulIvLen, tag_bits); !problem.empty()) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, problem);
+        }
         mech.iv = bytes_of(p.pIv, p.ulIvLen);
         mech.aad = bytes_of(p.pAAD, p.ulAADLen);
-        if (p.ulTagBits == 0 || p.ulTagBits > 128 || p.ulTagBits % 8 != 0 || mech.iv.empty()) {
-            throw CkError(CKR_MECHANISM_PARAM_INVALID, "GCM tag length or IV not usable");
-        }
-        mech.tag_bits = static_cast<std::uint32_t>(p.ulTagBits);
+        mech.tag_bits = tag_bits;
         break;
     }
     case MechanismKind::rsa_pkcs1_enc:

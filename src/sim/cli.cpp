@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/dir.hpp"
+#include "preloadrun/common/dumpable.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -287,6 +288,7 @@ int missing_subcommand(CLI::App& app) {
 
 int run_cli(int argc, char** argv) noexcept {
     try {
+        make_undumpable(); // the world key, token keys, passphrases: every subcommand
         CLI::App app("hsmsim: a simulated fleet of HSMs sharing one Security World", "hsmsim");
         GlobalOptions g;
         ServeOptions serve_options;

@@ -58,6 +58,19 @@ std::string printable(const std::string& text) {
     return out;
 }
 
+// Wipes the passphrases a request carries when it goes, whatever happened
+// to it: decoded part-way, refused, handled or not.
+class WipeOnExit {
+public:
+    explicit WipeOnExit(wire::Request& request) : request_(request) {}
+    WipeOnExit(const WipeOnExit&) = delete;
+    WipeOnExit& operator=(const WipeOnExit&) = delete;
+    ~WipeOnExit() { wipe_secrets(request_); }
+
+private:
+    wire::Request& request_;
+};
+
 // -1: wait forever.
 int poll_timeout(std::optional<Clock::time_point> deadline) {
     if (!deadline) {
@@ -152,10 +165,8 @@ void Connection::serve() {
             send_response(hsm::codec::error_response(0, e));
             return;
         }
-        while (auto payload = reader.next()) {
-            bool keep = process(*payload);
-            OPENSSL_cleanse(payload->data(), payload->size());
-            if (!keep) {
+        while (auto payload = reader.next()) { // wiped when it goes
+            if (!process(*payload)) {
                 return;
             }
         }
@@ -167,10 +178,11 @@ void Connection::serve() {
     }
 }
 
-bool Connection::process(const Bytes& payload) {
+bool Connection::process(std::span<const std::uint8_t> payload) {
     wire::Request request;
+    const WipeOnExit wipe(request);
     try {
-        request = hsm::codec::decode_request(payload);
+        hsm::codec::decode_request(payload, request);
     } catch (const Error& e) {
         logger()->warn("connection {} (uid {}, pid {}): {}; closing it", id_, peer_.uid, peer_.pid,
                        e.what());
@@ -200,7 +212,6 @@ bool Connection::process(const Bytes& payload) {
         return false;
     }
     auto response = handler_.handle(request, peer_);
-    wipe_secrets(request);
     send_response(response);
     return true;
 }

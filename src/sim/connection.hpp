@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <span>
 
 namespace preloadrun::sim {
 
@@ -39,7 +40,7 @@ public:
 private:
     void serve();
     // false: close the connection.
-    bool process(const Bytes& payload);
+    bool process(std::span<const std::uint8_t> payload);
     void send_response(const wire::Response& response);
     void stream_events(const wire::Request& request);
 

@@ -1,6 +1,7 @@
 #include "sim/crypto.hpp"
 
 #include "preloadrun/hsm/digest.hpp"
+#include "preloadrun/hsm/gcm.hpp"
 #include "sim/ossl.hpp"
 
 #include <climits>
@@ -21,8 +22,6 @@ using hsm::KeyType;
 using hsm::Mechanism;
 using hsm::MechanismKind;
 using Span = std::span<const std::uint8_t>;
-
-constexpr std::size_t kMaxGcmIv = 128;
 
 const char* curve_name(KeyType type) {
     return type == KeyType::ec_p256 ? "P-256" : "P-384";
@@ -191,34 +190,18 @@ const EVP_CIPHER* gcm_cipher(std::uint32_t bits) {
     }
 }
 
+// The tag size in bytes, once the IV and tag sizes are known to be accepted.
 std::size_t gcm_tag_size(const Mechanism& mech) {
-    std::uint32_t bits = mech.tag_bits == 0 ? 128 : mech.tag_bits;
-    switch (bits) {
-    case 32:
-    case 64:
-    case 96:
-    case 104:
-    case 112:
-    case 120:
-    case 128:
-        return bits / 8;
-    default:
-        throw Error(ErrorCode::usage, "AES-GCM tag length " + std::to_string(bits) +
-                                          " bits is not one of 32, 64, 96, 104, 112, 120, 128");
+    const std::uint32_t bits = mech.tag_bits == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits;
+    if (auto problem = hsm::gcm_parameter_problem(mech.iv.size(), bits); !problem.empty()) {
+        throw Error(ErrorCode::usage, problem);
     }
+    return bits / 8;
 }
 
-void check_gcm_iv(const Mechanism& mech) {
-    if (mech.iv.empty() || mech.iv.size() > kMaxGcmIv) {
-        throw Error(ErrorCode::usage, "AES-GCM needs an IV of 1.." + std::to_string(kMaxGcmIv) +
-                                          " bytes (12 recommended), got " +
-                                          std::to_string(mech.iv.size()));
-    }
-}
-
+// After gcm_tag_size(), which checked the IV and tag sizes.
 ossl::CipherCtx gcm_context(bool encrypt, std::uint32_t bits, const SecureBuffer& key,
                             const Mechanism& mech) {
-    check_gcm_iv(mech);
     ossl::CipherCtx ctx(EVP_CIPHER_CTX_new());
     if (!ctx ||
         EVP_CipherInit_ex(ctx.get(), gcm_cipher(bits), nullptr, nullptr, nullptr,
@@ -235,6 +218,27 @@ ossl::CipherCtx gcm_context(bool encrypt, std::uint32_t bits, const SecureBuffer
         ossl::fail(ErrorCode::crypto, "AES-GCM refuses the AAD");
     }
     return ctx;
+}
+
+// Every way an RSA decryption can fail once set up depends on the ciphertext
+// (too long, too large for the modulus, bad padding): all of them give this
+// one error, same code and same words, and partial output is wiped, so that a
+// caller learns nothing but "it failed" (no padding oracle beyond that).
+Bytes rsa_decrypt(EVP_PKEY_CTX* ctx, const Mechanism& mech, Span data) {
+    std::size_t len = 0;
+    Bytes out;
+    if (EVP_PKEY_decrypt(ctx, nullptr, &len, data.data(), data.size()) == 1) {
+        out.resize(len);
+        if (EVP_PKEY_decrypt(ctx, out.data(), &len, data.data(), data.size()) == 1) {
+            out.resize(len);
+            return out;
+        }
+    }
+    ossl::clear_errors();
+    OPENSSL_cleanse(out.data(), out.size());
+    throw Error(ErrorCode::crypto, std::string(mech_name(mech.kind)) +
+                                       ": decryption failed (wrong key, or not a ciphertext "
+                                       "of this key)");
 }
 
 } // namespace
@@ -534,18 +538,7 @@ Bytes Key::decrypt(const Mechanism& mech, Span data) const {
         ossl::fail(ErrorCode::crypto, "cannot start decryption");
     }
     setup_rsa_encryption(ctx.get(), mech);
-    std::size_t len = 0;
-    if (EVP_PKEY_decrypt(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
-        ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " decryption failed");
-    }
-    Bytes out(len);
-    if (EVP_PKEY_decrypt(ctx.get(), out.data(), &len, data.data(), data.size()) != 1) {
-        ossl::clear_errors();
-        throw Error(ErrorCode::crypto, std::string(mech_name(mech.kind)) +
-                                           " decryption failed (wrong key or corrupt data)");
-    }
-    out.resize(len);
-    return out;
+    return rsa_decrypt(ctx.get(), mech, data);
 }
 
 } // namespace preloadrun::sim

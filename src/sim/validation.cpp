@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/codec.hpp"
+#include "preloadrun/hsm/gcm.hpp"
 #include "sim/crypto.hpp"
 #include "sim/world_format.hpp"
 
@@ -154,9 +155,15 @@ hsm::Mechanism mechanism(const wire::Mechanism& mech) {
     out.mgf_hash = hash(mech.mgf_hash(), "MGF1 hash");
     out.salt_len = mech.salt_len();
     out.label = bytes_of(mech.label());
+    out.tag_bits = mech.tag_bits() == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits();
+    if (out.kind == hsm::MechanismKind::aes_gcm) {
+        if (auto problem = hsm::gcm_parameter_problem(mech.iv().size(), out.tag_bits);
+            !problem.empty()) {
+            bad(problem);
+        }
+    }
     out.iv = bytes_of(mech.iv());
     out.aad = bytes_of(mech.aad());
-    out.tag_bits = mech.tag_bits() == 0 ? 128 : mech.tag_bits();
     return out;
 }
 

@@ -35,6 +35,7 @@ const std::string& token_cursor(const std::string& after);
 // At most kMaxPassphrase bytes; non-empty when `required`.
 SecureBuffer passphrase(const std::string& passphrase, bool required);
 hsm::KeySpec key_spec(const wire::GenerateKey& request);
+// AES-GCM: only the IV and tag sizes of preloadrun/hsm/gcm.hpp.
 hsm::Mechanism mechanism(const wire::Mechanism& mech);
 std::uint32_t random_length(std::uint32_t length);
 

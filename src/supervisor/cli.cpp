@@ -1,6 +1,7 @@
 #include "supervisor/cli.hpp"
 
 #include "preloadrun/common/cli.hpp"
+#include "preloadrun/common/dumpable.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -87,6 +88,7 @@ PassphraseFile parse_passphrase_file(const std::string& text, const Options& opt
 int run_cli(int argc, char** argv) noexcept {
     int subcommand_status = -1;
     try {
+        make_undumpable(); // before any passphrase: not even the child may read them
         CLI::App app(kDescription, "preloadrun");
         app.formatter(std::make_shared<HelpFormatter>(kUsage));
         app.prefix_command();

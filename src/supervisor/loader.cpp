@@ -17,6 +17,10 @@ ModuleLoad Loader::load_module(std::uint32_t module) const {
     auto start = std::chrono::steady_clock::now();
     std::unique_ptr<hsm::Service> service;
     try {
+        if (passphrases_.size() != tokens_.size()) {
+            throw Error(ErrorCode::internal, "the passphrases were wiped after the first load "
+                                             "(--no-ha): nothing can be loaded again");
+        }
         service = hsm::connect(endpoint_);
         for (std::size_t t = 0; t < tokens_.size(); ++t) {
             result.failed_token = t;
@@ -72,6 +76,11 @@ Loader::load_modules(const std::vector<std::uint32_t>& modules,
         results.push_back(future.get());
     }
     return results;
+}
+
+void Loader::forget_passphrases() noexcept {
+    passphrases_.clear(); // each SecureBuffer wipes itself
+    passphrases_.shrink_to_fit();
 }
 
 void Loader::unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>& loaded)

@@ -41,6 +41,11 @@ public:
     load_modules(const std::vector<std::uint32_t>& modules,
                  const std::function<void(std::size_t, std::size_t)>& progress = {}) const;
 
+    // Wipes the passphrases: with --no-ha nothing is loaded after the first
+    // load, and they are not kept a moment longer. A load_module() after this
+    // fails with Error(internal). Call it when no load runs.
+    void forget_passphrases() noexcept;
+
     // Best effort: unloads each handle, ignoring modules that were cleared;
     // modules in parallel, each on its own connection.
     void unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::ObjectHandle>>& loaded)

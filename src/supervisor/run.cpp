@@ -259,9 +259,12 @@ int run(const Options& options) {
     FleetState fleet(service->world().world_id, tokens, options.high_availability);
     auto modules = usable_modules(fleet, service->modules());
     service.reset();
-    auto loader = std::make_shared<const Loader>(endpoint, tokens, std::move(passphrases));
+    auto loader = std::make_shared<Loader>(endpoint, tokens, std::move(passphrases));
     UnloadAtExit unload(*loader, fleet);
     load_everything(fleet, *loader, modules);
+    if (!options.high_availability) {
+        loader->forget_passphrases(); // nothing loads again; HA keeps them for the reloads
+    }
 
     auto publish = [&] {
         auto file = fleet.render(owner);

@@ -68,6 +68,8 @@ public:
     // read_file() of an entry (a symlink or non-regular file is refused).
     Bytes read(std::string_view name, std::size_t max_size) const;
     std::string read_text(std::string_view name, std::size_t max_size) const;
+    // read_secret_file() of an entry: a secret read into one SecureBuffer.
+    SecureBuffer read_secret(std::string_view name, std::size_t max_size) const;
     // write_file_atomic() of an entry: temporary entry, write, fsync,
     // renameat, fsync of this directory.
     void write_atomic(std::string_view name, std::span<const std::uint8_t> contents,

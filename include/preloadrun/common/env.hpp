@@ -1,9 +1,14 @@
 #pragma once
-// Reading the environment: a variable set to the empty string counts as unset.
+// Reading the environment: a variable set to the empty string counts as unset,
+// and a process running with more privileges than its caller (setuid,
+// setgid, file capabilities: AT_SECURE) sees none at all, so that whoever
+// starts it cannot point it at a service, a file or a log of their choosing
+// (secure_getenv). The PKCS#11 module may be loaded by such a program.
 
 namespace preloadrun {
 
-// The value of `name`, or nullptr when it is unset or empty.
+// The value of `name`, or nullptr when it is unset or empty, or when this
+// process runs in secure-execution mode.
 const char* getenv_nonempty(const char* name) noexcept;
 
 } // namespace preloadrun

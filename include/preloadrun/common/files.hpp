@@ -3,6 +3,7 @@
 // private directories.
 
 #include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
 
 #include <cstddef>
 #include <filesystem>
@@ -36,6 +37,13 @@ std::string read_text_file(const std::filesystem::path& path,
                            std::size_t max_size = 16 * 1024 * 1024);
 // read_file() of a descriptor already open (`path` names it in messages).
 Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size);
+
+// read_file() for a file that holds a secret (a passphrase, a key): read
+// straight into one SecureBuffer sized from the file, never reallocated, so
+// no copy of the contents is left anywhere else. Same checks and errors as
+// read_file(), plus Error(io) when the file grows while it is read.
+SecureBuffer read_secret_file(const std::filesystem::path& path, std::size_t max_size);
+SecureBuffer read_open_secret(int fd, const std::filesystem::path& path, std::size_t max_size);
 // The Error for a failed open() of `path` with errno `err`: not_found,
 // permission (a symlink refused by O_NOFOLLOW) or io.
 [[noreturn]] void throw_open_error(const std::filesystem::path& path, int err);

@@ -1,6 +1,8 @@
 #pragma once
-// Memory for secrets (passphrases, unwrapped keys): locked in RAM where the
-// system allows it, wiped with OPENSSL_cleanse when released.
+// Memory for secrets (passphrases, unwrapped keys), from the SecureArena:
+// locked in RAM where the system allows it, out of core dumps and of forked
+// children, wiped when released. Never reallocated: its address and size are
+// fixed until it is released (truncate only shrinks the logical size).
 
 #include <cstddef>
 #include <cstdint>

@@ -25,6 +25,10 @@ Bytes encode(const wire::ServerMessage& message);
 // Throw Error(protocol) for bytes that do not parse, or a Request/ServerMessage
 // with no body set.
 wire::Request decode_request(std::span<const std::uint8_t> bytes);
+// The same into a request of the caller's, which after a failure may hold
+// part of the input (a passphrase decoded before the error): for a caller
+// that wipes the secrets of `into` however decoding ends.
+void decode_request(std::span<const std::uint8_t> bytes, wire::Request& into);
 wire::ServerMessage decode_server_message(std::span<const std::uint8_t> bytes);
 
 // Conversions. from_wire throws Error(protocol) for unknown enum values.

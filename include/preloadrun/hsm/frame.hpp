@@ -3,6 +3,7 @@
 // functions plus a bounded incremental reader; no knowledge of the messages.
 
 #include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -19,14 +20,16 @@ inline constexpr std::size_t kFrameHeader = 4;
 // Header + payload. Throws Error(limit) when payload exceeds kMaxFrame.
 Bytes encode_frame(std::span<const std::uint8_t> payload);
 
-// Accumulates bytes read from a stream and yields complete frames.
+// Accumulates bytes read from a stream and yields complete frames. Frames
+// carry passphrases and decrypted data: the buffer and the payloads it hands
+// out are SecretBytes, wiped whenever their memory is given back.
 class FrameReader {
 public:
     // Appends received bytes. Throws Error(protocol) as soon as a header
     // announces a frame larger than kMaxFrame.
     void feed(std::span<const std::uint8_t> bytes);
     // The next complete payload, if one is buffered.
-    std::optional<Bytes> next();
+    std::optional<SecretBytes> next();
     // Bytes buffered that do not yet form a complete frame.
     std::size_t pending() const noexcept { return buffer_.size() - offset_; }
     // How many more bytes complete the next frame (or its header). Reading
@@ -35,7 +38,7 @@ public:
     std::size_t wanted() const noexcept;
 
 private:
-    Bytes buffer_;
+    SecretBytes buffer_;
     std::size_t offset_ = 0;
 };
 
@@ -47,6 +50,6 @@ private:
 // an oversized frame.
 void write_frame(int fd, std::span<const std::uint8_t> payload,
                  std::chrono::steady_clock::time_point deadline);
-Bytes read_frame(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
+SecretBytes read_frame(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
 
 } // namespace preloadrun::hsm

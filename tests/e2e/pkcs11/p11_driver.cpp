@@ -17,7 +17,13 @@
 //       (one per second of a test's fault), printing each CK_RV.
 //   p11_driver gcm MODULE
 //       AES-GCM with a session AES-256 key: round trip with AAD, a tampered
-//       tag and a wrong AAD refused, multi-part decryption. Prints "gcm ok".
+//       tag and a wrong AAD refused, multi-part decryption, unsafe IV and tag
+//       sizes refused at C_EncryptInit/C_DecryptInit. Prints "gcm ok".
+//   p11_driver rsa-pkcs MODULE
+//       CKM_RSA_PKCS decryption with a session RSA-2048 key: a round trip,
+//       then ciphertexts of badly padded blocks (made with the raw public
+//       key), each refused with CKR_ENCRYPTED_DATA_INVALID. Prints
+//       "rsa-pkcs ok".
 //   p11_driver destroy MODULE TOKEN PIN ID CLASS
 //       in a read/write session of TOKEN's slot, logged in with PIN unless
 //       PIN is "-", C_DestroyObject of the CLASS (public or private) key
@@ -32,10 +38,12 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <iostream>
+#include <openssl/bn.h>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -425,6 +433,36 @@ int cmd_gcm(char** argv) {
     if (out != plain) {
         fail("multi-part decryption differs");
     }
+
+    // Unsafe sizes are refused before anything is asked of the HSM.
+    unsigned char long_iv[200] = {};
+    auto with_sizes = [&](CK_ULONG iv_len, CK_ULONG tag_bits) {
+        CK_GCM_PARAMS p = params;
+        p.pIv = long_iv;
+        p.ulIvLen = iv_len;
+        p.ulIvBits = 8 * iv_len;
+        p.ulTagBits = tag_bits;
+        return p;
+    };
+    const std::pair<CK_ULONG, CK_ULONG> unsafe[] = {{8, 128}, {11, 128}, {129, 128},
+                                                    {12, 32}, {12, 64},  {12, 100}};
+    for (const auto& [iv_len, tag_bits] : unsafe) {
+        CK_GCM_PARAMS p = with_sizes(iv_len, tag_bits);
+        CK_MECHANISM m{CKM_AES_GCM, &p, sizeof p};
+        const std::string what =
+            "IV " + std::to_string(iv_len) + " bytes, tag " + std::to_string(tag_bits) + " bits";
+        check(f->C_EncryptInit(s, &m, key), "C_EncryptInit, " + what, CKR_MECHANISM_PARAM_INVALID);
+        check(f->C_DecryptInit(s, &m, key), "C_DecryptInit, " + what, CKR_MECHANISM_PARAM_INVALID);
+    }
+    // The longest IV and the shortest tag accepted work end to end.
+    params = with_sizes(128, 96);
+    check(f->C_EncryptInit(s, &mech, key), "C_EncryptInit (IV 128, tag 96)");
+    ct.assign(plain.size() + 12, 0);
+    ct_len = ct.size();
+    check(f->C_Encrypt(s, plain.data(), plain.size(), ct.data(), &ct_len), "C_Encrypt (tag 96)");
+    if (decrypt(ct, CKR_OK) != plain) {
+        fail("IV 128, tag 96: decrypted text differs");
+    }
     check(f->C_Finalize(nullptr), "C_Finalize");
     std::cout << "gcm ok" << std::endl;
     return 0;
@@ -463,6 +501,99 @@ int cmd_destroy(char** argv) {
     return 0;
 }
 
+// c = m^e mod n for a block m of the modulus' size: any encoding at all.
+std::vector<unsigned char> raw_rsa(const std::vector<unsigned char>& modulus,
+                                   const std::vector<unsigned char>& exponent,
+                                   const std::vector<unsigned char>& block) {
+    BN_CTX* ctx = BN_CTX_new();
+    BIGNUM* n = BN_bin2bn(modulus.data(), static_cast<int>(modulus.size()), nullptr);
+    BIGNUM* e = BN_bin2bn(exponent.data(), static_cast<int>(exponent.size()), nullptr);
+    BIGNUM* m = BN_bin2bn(block.data(), static_cast<int>(block.size()), nullptr);
+    BIGNUM* c = BN_new();
+    std::vector<unsigned char> out(modulus.size());
+    if (ctx == nullptr || n == nullptr || e == nullptr || m == nullptr || c == nullptr ||
+        BN_mod_exp(c, m, e, n, ctx) != 1 ||
+        BN_bn2binpad(c, out.data(), static_cast<int>(out.size())) < 0) {
+        fail("raw RSA with OpenSSL");
+    }
+    BN_free(c);
+    BN_free(m);
+    BN_free(e);
+    BN_free(n);
+    BN_CTX_free(ctx);
+    return out;
+}
+
+std::vector<unsigned char> attribute(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE object,
+                                     CK_ATTRIBUTE_TYPE type) {
+    CK_ATTRIBUTE a{type, nullptr, 0};
+    check(f->C_GetAttributeValue(s, object, &a, 1), "C_GetAttributeValue length");
+    std::vector<unsigned char> value(a.ulValueLen);
+    a.pValue = value.data();
+    check(f->C_GetAttributeValue(s, object, &a, 1), "C_GetAttributeValue");
+    return value;
+}
+
+int cmd_rsa_pkcs(char** argv) {
+    load(argv[2]);
+    init_os_locking();
+    CK_SESSION_HANDLE s = 0;
+    check(f->C_OpenSession(0, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s), "open");
+    CK_ULONG bits = 2048;
+    CK_BBOOL no = CK_FALSE;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE pubt[] = {{CKA_MODULUS_BITS, &bits, sizeof bits},
+                           {CKA_TOKEN, &no, sizeof no},
+                           {CKA_ENCRYPT, &yes, sizeof yes}};
+    CK_ATTRIBUTE privt[] = {{CKA_TOKEN, &no, sizeof no}, {CKA_DECRYPT, &yes, sizeof yes}};
+    CK_MECHANISM gen{CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
+    CK_OBJECT_HANDLE pub = 0;
+    CK_OBJECT_HANDLE priv = 0;
+    check(f->C_GenerateKeyPair(s, &gen, pubt, 3, privt, 2, &pub, &priv), "generate RSA key");
+    const auto modulus = attribute(s, pub, CKA_MODULUS);
+    const auto exponent = attribute(s, pub, CKA_PUBLIC_EXPONENT);
+    if (modulus.size() != 256) {
+        fail("the modulus is not 256 bytes");
+    }
+    CK_MECHANISM mech{CKM_RSA_PKCS, nullptr, 0};
+    auto decrypt = [&](const std::vector<unsigned char>& ct, CK_RV want, const std::string& what) {
+        check(f->C_DecryptInit(s, &mech, priv), "C_DecryptInit");
+        std::vector<unsigned char> out(256);
+        CK_ULONG len = out.size();
+        const CK_RV rv =
+            f->C_Decrypt(s, const_cast<unsigned char*>(ct.data()), ct.size(), out.data(), &len);
+        check(rv, "C_Decrypt, " + what, want);
+        out.resize(rv == CKR_OK ? len : 0);
+        return out;
+    };
+    // EM = 00 02 PS(>= 8 non-zero bytes) 00 M when well formed.
+    auto block = [](unsigned char first, unsigned char type, std::size_t ps, bool separator) {
+        std::vector<unsigned char> em(256, 0x42);
+        em[0] = first;
+        em[1] = type;
+        if (separator) {
+            em[2 + ps] = 0;
+        }
+        return em;
+    };
+    const auto good = decrypt(raw_rsa(modulus, exponent, block(0, 2, 20, true)), CKR_OK, "good");
+    if (good != std::vector<unsigned char>(256 - 23, 0x42)) {
+        fail("the well-formed block did not decrypt to its message");
+    }
+    decrypt(raw_rsa(modulus, exponent, block(0, 1, 20, true)), CKR_ENCRYPTED_DATA_INVALID,
+            "block type 1");
+    decrypt(raw_rsa(modulus, exponent, block(0, 2, 0, false)), CKR_ENCRYPTED_DATA_INVALID,
+            "no separator");
+    decrypt(raw_rsa(modulus, exponent, block(0, 2, 5, true)), CKR_ENCRYPTED_DATA_INVALID,
+            "padding too short");
+    decrypt(raw_rsa(modulus, exponent, block(1, 2, 20, true)), CKR_ENCRYPTED_DATA_INVALID,
+            "first byte not zero");
+    decrypt(std::vector<unsigned char>(256, 0xff), CKR_ENCRYPTED_DATA_INVALID, "above the modulus");
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    std::cout << "rsa-pkcs ok" << std::endl;
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -491,6 +622,9 @@ int main(int argc, char** argv) {
     }
     if (cmd == "destroy" && argc == 7) {
         return cmd_destroy(argv);
+    }
+    if (cmd == "rsa-pkcs" && argc == 3) {
+        return cmd_rsa_pkcs(argv);
     }
     std::cerr << "bad command\n";
     return 2;

@@ -209,6 +209,19 @@ def test_aes_gcm_round_trip(world, module_path, driver_bin):
     assert "gcm ok" in r.stdout
 
 
+def test_rsa_pkcs1_decryption_failures_look_alike(world, module_path, driver_bin):
+    """Whatever is wrong with a CKM_RSA_PKCS ciphertext (padding, block type,
+    size), the application gets the same CK_RV and the module the same words
+    from the HSM: nothing tells one padding error from another."""
+    r = run([driver_bin, "rsa-pkcs", module_path], client_env(world))
+    assert "rsa-pkcs ok" in r.stdout
+    marker = "C_Decrypt -> CKR 0x40: "  # CKR_ENCRYPTED_DATA_INVALID
+    reasons = [line.split(marker, 1)[1] for line in module_log(world).splitlines()
+               if marker in line]
+    assert len(reasons) == 5, module_log(world)
+    assert len(set(reasons)) == 1, reasons
+
+
 def test_fork_child_gets_a_fresh_state(world, module_path, driver_bin):
     r = run([driver_bin, "fork", module_path, "card1", PIN, "01"], client_env(world))
     assert "fork ok" in r.stdout

@@ -111,10 +111,17 @@ TEST_CASE("common::Dir entries") {
         CHECK(fs::exists(tmp / "moved" / "f"));
         CHECK_FALSE(fs::exists(tmp / "mine" / "f"));
     }
+    SUBCASE("read_secret reads an entry into a SecureBuffer, bounded") {
+        dir.write_atomic("world", std::string_view("the key"));
+        CHECK(dir.read_secret("world", 7).view() == "the key");
+        CHECK(code_of([&] { dir.read_secret("world", 6); }) == ErrorCode::limit);
+        CHECK(code_of([&] { dir.read_secret("none", 6); }) == ErrorCode::not_found);
+    }
     SUBCASE("symlinked entries are neither read nor followed") {
         dir.write_atomic("target", std::string_view("secret"));
         fs::create_symlink(tmp / "target", tmp / "link");
         CHECK(code_of([&] { dir.read("link", 100); }) == ErrorCode::permission);
+        CHECK(code_of([&] { dir.read_secret("link", 100); }) == ErrorCode::permission);
         auto st = dir.stat_entry("link");
         REQUIRE(st);
         CHECK(S_ISLNK(st->st_mode));

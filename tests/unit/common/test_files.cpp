@@ -69,6 +69,33 @@ TEST_CASE("common::read_file") {
     }
 }
 
+TEST_CASE("common::read_secret_file") {
+    testsupport::TempDir dir;
+    SUBCASE("the contents, exactly, in a SecureBuffer") {
+        write_file_atomic(dir / "key", std::string_view("k3y\n\0bytes", 10));
+        const SecureBuffer secret = read_secret_file(dir / "key", 100);
+        CHECK(secret.view() == std::string_view("k3y\n\0bytes", 10));
+    }
+    SUBCASE("an empty file is an empty secret") {
+        write_file_atomic(dir / "empty", std::string_view(""));
+        CHECK(read_secret_file(dir / "empty", 100).empty());
+    }
+    SUBCASE("size limit: exactly max_size is read, one byte more refused") {
+        write_file_atomic(dir / "big", std::string(100, 'a'));
+        CHECK(read_secret_file(dir / "big", 100).size() == 100);
+        CHECK(code_of([&] { read_secret_file(dir / "big", 99); }) == ErrorCode::limit);
+    }
+    SUBCASE("the checks of read_file") {
+        CHECK(code_of([&] { read_secret_file(dir / "missing", 10); }) == ErrorCode::not_found);
+        write_file_atomic(dir / "target", std::string_view("x"));
+        fs::create_symlink(dir / "target", dir / "link");
+        CHECK(code_of([&] { read_secret_file(dir / "link", 10); }) == ErrorCode::permission);
+        CHECK(code_of([&] { read_secret_file(dir.path(), 10); }) == ErrorCode::io);
+        REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+        CHECK(code_of([&] { read_secret_file(dir / "fifo", 10); }) == ErrorCode::io);
+    }
+}
+
 TEST_CASE("common::ensure_private_dir") {
     testsupport::TempDir dir;
     SUBCASE("creates a 0700 directory") {

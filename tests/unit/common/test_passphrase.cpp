@@ -30,6 +30,12 @@ TEST_CASE("common::read_passphrase_file") {
     SUBCASE("too long is refused") {
         write_file_atomic(file, std::string(kMaxPassphrase + 5, 'a'));
         CHECK_THROWS_AS(read_passphrase_file(file), Error);
+        write_file_atomic(file, std::string(kMaxPassphrase + 1, 'a') + "\n");
+        CHECK_THROWS_AS(read_passphrase_file(file), Error);
+    }
+    SUBCASE("the longest passphrase, with CRLF") {
+        write_file_atomic(file, std::string(kMaxPassphrase, 'a') + "\r\n");
+        CHECK(read_passphrase_file(file).size() == kMaxPassphrase);
     }
     SUBCASE("missing file") {
         try {

@@ -1,6 +1,7 @@
 #include "pkcs11/mechanisms.hpp"
 
 #include <doctest/doctest.h>
+#include <string>
 
 using namespace preloadrun;
 using namespace preloadrun::pkcs11;
@@ -45,6 +46,44 @@ TEST_CASE("pkcs11::prepare") {
         CK_MECHANISM m{CKM_RSA_PKCS_OAEP, &params, sizeof params};
         auto p = prepare(m, rsa, CKF_DECRYPT);
         CHECK(p.mechanism.label == Bytes{1, 2, 3});
+    }
+    SUBCASE("AES-GCM: only safe IV and tag sizes") {
+        hsm::KeyInfo aes;
+        aes.type = hsm::KeyType::aes;
+        aes.bits = 256;
+        unsigned char iv[200] = {};
+        unsigned char aad[] = {'a'};
+        auto gcm = [&](CK_ULONG iv_len, CK_ULONG tag_bits, CK_FLAGS purpose) {
+            CK_GCM_PARAMS params{};
+            params.pIv = iv;
+            params.ulIvLen = iv_len;
+            params.ulIvBits = 8 * iv_len;
+            params.pAAD = aad;
+            params.ulAADLen = sizeof aad;
+            params.ulTagBits = tag_bits;
+            CK_MECHANISM m{CKM_AES_GCM, &params, sizeof params};
+            return prepare(m, aes, purpose);
+        };
+        auto refused = [&](CK_ULONG iv_len, CK_ULONG tag_bits) {
+            try {
+                gcm(iv_len, tag_bits, CKF_ENCRYPT);
+            } catch (const CkError& e) {
+                return e.rv() == CKR_MECHANISM_PARAM_INVALID ? std::string(e.what())
+                                                             : std::string("wrong CK_RV");
+            }
+            return std::string();
+        };
+        const auto p = gcm(12, 96, CKF_ENCRYPT);
+        CHECK(p.mechanism.iv.size() == 12);
+        CHECK(p.mechanism.tag_bits == 96);
+        CHECK(p.mechanism.aad == Bytes{'a'});
+        CHECK(gcm(128, 128, CKF_DECRYPT).mechanism.iv.size() == 128);
+        for (CK_ULONG iv_len : {0ul, 8ul, 11ul, 129ul}) {
+            CHECK(refused(iv_len, 128).find("12 to 128 bytes") != std::string::npos);
+        }
+        for (CK_ULONG tag : {0ul, 32ul, 64ul, 100ul, 136ul, (1ul << 32) + 128}) {
+            CHECK(refused(12, tag).find("96, 104, 112, 120 or 128 bits") != std::string::npos);
+        }
     }
     SUBCASE("wrong key type or purpose") {
         CK_MECHANISM m{CKM_ECDSA, nullptr, 0};

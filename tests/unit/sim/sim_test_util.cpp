@@ -148,6 +148,20 @@ Bytes openssl_encrypt_oaep(const Bytes& spki, const Bytes& data, const Bytes& la
     return out;
 }
 
+Bytes openssl_rsa_raw(const Bytes& spki, const Bytes& block) {
+    auto key = public_key(spki);
+    Ctx ctx(EVP_PKEY_CTX_new(key.get(), nullptr));
+    EVP_PKEY_encrypt_init(ctx.get());
+    EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_NO_PADDING);
+    std::size_t len = block.size();
+    Bytes out(len);
+    if (EVP_PKEY_encrypt(ctx.get(), out.data(), &len, block.data(), block.size()) != 1) {
+        throw std::runtime_error("raw RSA");
+    }
+    out.resize(len);
+    return out;
+}
+
 mode_t file_mode(const std::filesystem::path& path) {
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) {

@@ -32,6 +32,9 @@ bool openssl_verify_pkcs1(const Bytes& spki, const Bytes& digest, const Bytes& s
 bool openssl_verify_pss(const Bytes& spki, const Bytes& digest, const Bytes& sig, int salt_len);
 bool openssl_verify_ecdsa_raw(const Bytes& spki, const Bytes& digest, const Bytes& raw_sig);
 Bytes openssl_encrypt_oaep(const Bytes& spki, const Bytes& data, const Bytes& label);
+// The raw RSA public operation (no padding) on a block of the modulus' size:
+// ciphertexts with any encoding at all, well-formed or not.
+Bytes openssl_rsa_raw(const Bytes& spki, const Bytes& block);
 
 mode_t file_mode(const std::filesystem::path& path);
 

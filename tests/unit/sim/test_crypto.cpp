@@ -6,6 +6,10 @@
 #include <doctest/doctest.h>
 #include <functional>
 #include <openssl/evp.h>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 using namespace preloadrun;
 using namespace preloadrun::sim;
@@ -155,6 +159,45 @@ TEST_CASE("sim::Key RSA encryption") {
         Mechanism m = mech(MechanismKind::rsa_pkcs1_enc);
         CHECK(key.decrypt(m, key.encrypt(m, secret)) == secret);
     }
+    SUBCASE("PKCS#1 v1.5: every bad ciphertext fails alike (no padding oracle)") {
+        const Mechanism m = mech(MechanismKind::rsa_pkcs1_enc);
+        const Bytes spki = key.public_der();
+        // Encoded blocks (EM, 256 bytes): 00 02 PS(>= 8 non-zero) 00 M when well formed.
+        auto block = [](std::uint8_t first, std::uint8_t type, std::size_t ps, bool separator) {
+            Bytes em(256, 0x42);
+            em[0] = first;
+            em[1] = type;
+            if (separator) {
+                em[2 + ps] = 0x00;
+            }
+            return em;
+        };
+        REQUIRE(key.decrypt(m, simtest::openssl_rsa_raw(spki, block(0, 2, 20, true))) ==
+                Bytes(256 - 23, 0x42));
+        std::vector<Bytes> bad = {
+            simtest::openssl_rsa_raw(spki, block(0, 1, 20, true)), // block type 1
+            simtest::openssl_rsa_raw(spki, block(0, 2, 0, false)), // no separator
+            simtest::openssl_rsa_raw(spki, block(0, 2, 5, true)),  // padding too short
+            simtest::openssl_rsa_raw(spki, block(1, 2, 20, true)), // first byte not zero
+            Bytes(256, 0xff),                                      // above the modulus
+            Bytes(255, 0x01),                                      // one byte short
+            Bytes(257, 0x01),                                      // one byte long
+        };
+        std::set<std::pair<ErrorCode, std::string>> outcomes;
+        for (const auto& ct : bad) {
+            try {
+                key.decrypt(m, ct);
+                FAIL("a bad ciphertext decrypted");
+            } catch (const Error& e) {
+                outcomes.emplace(e.code(), e.what());
+            }
+        }
+        REQUIRE(outcomes.size() == 1);
+        CHECK(outcomes.begin()->first == ErrorCode::crypto);
+        CHECK(outcomes.begin()->second ==
+              "RSA PKCS#1 v1.5 encryption: decryption failed (wrong key, or not a ciphertext of "
+              "this key)");
+    }
     SUBCASE("too much data for the key") {
         CHECK(code_of([&] { key.encrypt(mech(MechanismKind::rsa_pkcs1_enc), Bytes(300, 1)); }) ==
               ErrorCode::crypto);
@@ -206,11 +249,19 @@ TEST_CASE("sim::Key AES-GCM") {
         Bytes ct = key.encrypt(m, to_bytes("x"));
         CHECK(ct.size() == 1 + 12);
         CHECK(key.decrypt(m, ct) == to_bytes("x"));
-        m.tag_bits = 100;
-        CHECK(code_of([&] { key.encrypt(m, to_bytes("x")); }) == ErrorCode::usage);
+        for (std::uint32_t unsafe : {32u, 64u, 100u}) {
+            m.tag_bits = unsafe;
+            CHECK(code_of([&] { key.encrypt(m, to_bytes("x")); }) == ErrorCode::usage);
+            CHECK(code_of([&] { key.decrypt(m, ct); }) == ErrorCode::usage);
+        }
         m.tag_bits = 128;
-        m.iv.clear();
-        CHECK(code_of([&] { key.encrypt(m, to_bytes("x")); }) == ErrorCode::usage);
+        for (std::size_t unsafe :
+             {std::size_t{0}, std::size_t{8}, std::size_t{11}, std::size_t{129}}) {
+            m.iv = Bytes(unsafe, 1);
+            CHECK(code_of([&] { key.encrypt(m, to_bytes("x")); }) == ErrorCode::usage);
+        }
+        m.iv = Bytes(128, 1); // the longest IV accepted
+        CHECK(key.decrypt(m, key.encrypt(m, to_bytes("x"))) == to_bytes("x"));
     }
 }
 
