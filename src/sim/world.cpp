@@ -152,7 +152,7 @@ void World::take_lock() {
 void World::create_world() {
     WorldRecord record{random_bytes(kWorldIdSize), random_secret(kWorldKeySize)};
     // `world` first: a directory holding `world` is a world, whatever else is missing.
-    dir_.write_atomic("world", encode_world(record), {.mode = kFileMode});
+    dir_.write_atomic("world", encode_world(record).span(), {.mode = kFileMode});
     dir_.write_atomic("modules", encode_modules({}), {.mode = kFileMode});
     id_ = std::move(record.id);
     key_ = std::move(record.key);
@@ -167,9 +167,7 @@ void World::open_world() {
                        "key: run chmod 600 on it",
                        path, st->st_mode & 0777);
     }
-    std::string text = dir_.read_text("world", kMaxFile);
-    WorldRecord record = decode_world(text, path);
-    OPENSSL_cleanse(text.data(), text.size());
+    WorldRecord record = decode_world(dir_.read_secret("world", kMaxFile).span(), path);
     id_ = std::move(record.id);
     key_ = std::move(record.key);
     try {

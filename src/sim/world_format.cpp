@@ -169,25 +169,128 @@ bool valid_ident(std::string_view ident) noexcept {
            });
 }
 
-std::string encode_world(const WorldRecord& record) {
-    std::string key_hex = to_hex(record.key.span());
-    json doc = {{"format", kWorldFormat}, {"id", to_hex(record.id)}, {"key", key_hex}};
-    OPENSSL_cleanse(key_hex.data(), key_hex.size());
-    std::string text = dump(doc);
-    auto& stored = doc["key"].get_ref<std::string&>();
-    OPENSSL_cleanse(stored.data(), stored.size());
-    return text;
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+// Appends `text` to `out` at `at`; returns the new position.
+std::size_t put(SecureBuffer& out, std::size_t at, std::string_view text) {
+    std::copy(text.begin(), text.end(), out.data() + at);
+    return at + text.size();
 }
 
-WorldRecord decode_world(std::string_view text, const std::string& file) {
-    json doc = parse(text, file, kWorldFormat);
+std::size_t put_hex(SecureBuffer& out, std::size_t at, std::span<const std::uint8_t> bytes) {
+    for (auto b : bytes) {
+        out.data()[at++] = static_cast<std::uint8_t>(kHexDigits[b >> 4]);
+        out.data()[at++] = static_cast<std::uint8_t>(kHexDigits[b & 0xf]);
+    }
+    return at;
+}
+
+int hex_value(std::uint8_t c) noexcept {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+// Where the string value of the top-level member "key" lies in a JSON
+// object's text (the characters between its quotes), found without copying
+// it. A lenient scan: the text is parsed for real afterwards, key blanked.
+// nullopt when there is no such member (or more than one, or it is not a
+// plain string).
+std::optional<std::pair<std::size_t, std::size_t>>
+key_value_span(std::span<const std::uint8_t> text) {
+    std::optional<std::pair<std::size_t, std::size_t>> found;
+    int depth = 0;
+    bool expect_name = false;  // at depth 1, after '{' or ','
+    bool value_of_key = false; // the value that follows is the "key" member's
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const auto c = text[i];
+        if (c == '"') {
+            const std::size_t begin = i + 1;
+            bool escaped = false;
+            std::size_t end = begin;
+            for (; end < text.size() && text[end] != '"'; ++end) {
+                if (text[end] == '\\') {
+                    escaped = true;
+                    ++end;
+                }
+            }
+            if (end >= text.size()) {
+                return std::nullopt;
+            }
+            const std::string_view token(reinterpret_cast<const char*>(text.data()) + begin,
+                                         end - begin);
+            if (depth == 1 && expect_name) {
+                value_of_key = token == "key";
+                expect_name = false;
+            } else if (depth == 1 && value_of_key) {
+                if (found || escaped) {
+                    return std::nullopt;
+                }
+                found = std::pair{begin, end};
+                value_of_key = false;
+            }
+            i = end;
+        } else if (c == '{' || c == '[') {
+            ++depth;
+            expect_name = depth == 1 && c == '{';
+        } else if (c == '}' || c == ']') {
+            --depth;
+        } else if (c == ',' && depth == 1) {
+            expect_name = true;
+            value_of_key = false;
+        }
+    }
+    return found;
+}
+
+} // namespace
+
+SecureBuffer encode_world(const WorldRecord& record) {
+    const std::string head = "{\n  \"format\": \"" + std::string(kWorldFormat) +
+                             "\",\n  \"id\": \"" + to_hex(record.id) + "\",\n  \"key\": \"";
+    const std::string_view tail = "\"\n}\n";
+    SecureBuffer out(head.size() + 2 * record.key.size() + tail.size());
+    std::size_t at = put(out, 0, head);
+    at = put_hex(out, at, record.key.span());
+    put(out, at, tail);
+    return out;
+}
+
+WorldRecord decode_world(std::span<const std::uint8_t> text, const std::string& file) {
+    const auto key = key_value_span(text);
+    if (!key) {
+        corrupt(file, "missing or non-string field \"key\"");
+    }
+    const auto [begin, end] = *key;
+    // The parser checks everything else on a copy whose key is blanked.
+    std::string blanked(reinterpret_cast<const char*>(text.data()), begin);
+    blanked.append(end - begin, '0');
+    blanked.append(reinterpret_cast<const char*>(text.data()) + end, text.size() - end);
+    json doc = parse(blanked, file, kWorldFormat);
     WorldRecord record;
     record.id = get_hex(doc, "id", file, kWorldIdSize, kWorldIdSize);
-    Bytes key = get_hex(doc, "key", file, kWorldKeySize, kWorldKeySize);
-    record.key = SecureBuffer(key.data(), key.size());
-    OPENSSL_cleanse(key.data(), key.size());
-    auto& stored = doc["key"].get_ref<std::string&>();
-    OPENSSL_cleanse(stored.data(), stored.size());
+    (void)get_hex(doc, "key", file, kWorldKeySize, kWorldKeySize); // the member, as parsed
+    if (end - begin != 2 * kWorldKeySize) {
+        corrupt(file, "field \"key\" has a wrong length");
+    }
+    record.key = SecureBuffer(kWorldKeySize);
+    for (std::size_t i = 0; i < kWorldKeySize; ++i) {
+        const int high = hex_value(text[begin + 2 * i]);
+        const int low = hex_value(text[begin + 2 * i + 1]);
+        if (high < 0 || low < 0) {
+            corrupt(file, "field \"key\" is not hex");
+        }
+        record.key.data()[i] = static_cast<std::uint8_t>((high << 4) | low);
+    }
     return record;
 }
 

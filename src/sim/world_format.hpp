@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -74,8 +75,11 @@ struct KeyRecord {
     std::optional<uid_t> creator; // nullopt: not recorded
 };
 
-std::string encode_world(const WorldRecord& record);
-WorldRecord decode_world(std::string_view text, const std::string& file);
+// The world file holds the world key: it is encoded into, and decoded from,
+// locked memory, and the key's text never passes through a JSON parser or a
+// buffer that is freed unwiped (the parser sees a copy with the key blanked).
+SecureBuffer encode_world(const WorldRecord& record);
+WorldRecord decode_world(std::span<const std::uint8_t> text, const std::string& file);
 std::string encode_modules(const std::vector<EnrolledModule>& modules);
 std::vector<EnrolledModule> decode_modules(std::string_view text, const std::string& file);
 std::string encode_card(const CardRecord& record);

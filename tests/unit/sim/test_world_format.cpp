@@ -1,3 +1,4 @@
+#include "freed_memory.hpp"
 #include "preloadrun/common/error.hpp"
 #include "sim/world_format.hpp"
 
@@ -39,7 +40,7 @@ KeyRecord sample_key() {
 TEST_CASE("sim::world_format round trips") {
     SUBCASE("world") {
         WorldRecord w{Bytes(20, 1), SecureBuffer(Bytes(32, 2).data(), 32)};
-        auto back = decode_world(encode_world(w), "world");
+        auto back = decode_world(encode_world(w).span(), "world");
         CHECK(back.id == w.id);
         CHECK(Bytes(back.key.data(), back.key.data() + 32) == Bytes(32, 2));
     }
@@ -83,6 +84,83 @@ TEST_CASE("sim::world_format round trips") {
         CHECK(back.wrapped_private == r.wrapped_private);
         r.protection.reset();
         CHECK_FALSE(decode_key(encode_key(r), "key_x").protection);
+    }
+}
+
+namespace {
+
+std::span<const std::uint8_t> bytes_of(std::string_view text) {
+    return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
+}
+
+const std::string kKeyHex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const std::string kIdHex(40, 'a');
+
+} // namespace
+
+TEST_CASE("sim::world file: the world key") {
+    SUBCASE("the file is the JSON object it always was") {
+        SecureBuffer key(32);
+        for (std::size_t i = 0; i < 32; ++i) {
+            key.data()[i] = static_cast<std::uint8_t>(i);
+        }
+        const auto text = encode_world(WorldRecord{Bytes(20, 0xaa), std::move(key)});
+        CHECK(std::string(text.view()) == "{\n  \"format\": \"hsmsim-world/1\",\n  \"id\": \"" +
+                                              kIdHex + "\",\n  \"key\": \"" + kKeyHex + "\"\n}\n");
+    }
+    SUBCASE("read in any layout and order") {
+        for (const std::string& text : std::vector<std::string>{
+                 R"({"format":"hsmsim-world/1","id":")" + kIdHex + R"(","key":")" + kKeyHex +
+                     R"("})",
+                 R"( { "key" : ")" + kKeyHex + R"(" , "id": ")" + kIdHex +
+                     R"(", "format": "hsmsim-world/1", "note": {"key": "x"} } )",
+                 R"({"format":"hsmsim-world/1","id":")" + kIdHex + R"(","key":")" +
+                     "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F" +
+                     R"("})"}) {
+            CAPTURE(text);
+            auto world = decode_world(bytes_of(text), "w");
+            REQUIRE(world.key.size() == 32);
+            CHECK(world.key.data()[31] == 0x1f);
+            CHECK(world.id == Bytes(20, 0xaa));
+        }
+    }
+    SUBCASE("a damaged key is refused, naming the file") {
+        const std::string head = R"({"format":"hsmsim-world/1","id":")" + kIdHex + R"(")";
+        for (const std::string& tail : std::vector<std::string>{
+                 "}", R"(,"key":"00"})", R"(,"key":")" + kKeyHex + R"(00"})",
+                 R"(,"key":")" + std::string(63, '0') + R"(g"})", R"(,"key":1})",
+                 R"(,"key":")" + kKeyHex + R"(","key":")" + kKeyHex + R"("})",
+                 R"(,"key":"\u0030)" + kKeyHex.substr(1) + R"("})",
+                 R"(,"other":{"key":")" + kKeyHex + R"("}})", R"(,"key":")" + kKeyHex}) {
+            CAPTURE(tail);
+            const auto text = head + tail;
+            CHECK(corrupt_message([&] {
+                      decode_world(bytes_of(text), "the-world");
+                  }).find("the-world") != std::string::npos);
+        }
+    }
+    SUBCASE("no freed heap block ever held the key's text") {
+        SecureBuffer key(32);
+        for (std::size_t i = 0; i < 32; ++i) {
+            key.data()[i] = static_cast<std::uint8_t>(i);
+        }
+        WorldRecord record{Bytes(20, 0xaa), std::move(key)};
+        std::vector<std::string> parts;
+        for (std::size_t at = 0; at < kKeyHex.size(); at += 16) {
+            parts.push_back(kKeyHex.substr(at, 16));
+        }
+        std::size_t hits = 0;
+        std::size_t blocks = 0;
+        {
+            simtest::FreedWatch watch(parts);
+            auto text = encode_world(record);
+            auto back = decode_world(text.span(), "world");
+            CHECK(back.key.size() == 32);
+            hits = watch.hits();
+            blocks = watch.blocks();
+        }
+        CHECK(blocks > 0); // the parser worked on the heap, and was watched
+        CHECK(hits == 0);
     }
 }
 
