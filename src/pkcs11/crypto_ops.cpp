@@ -96,8 +96,8 @@ std::optional<std::size_t> output_bound(const Operation& op, OpKind kind, std::s
 
 Bytes compute(Instance& instance, Operation& op, OpKind kind, const Bytes& data) {
     const hsm::Mechanism mech = op.prepared.mechanism;
-    logger().trace("operation on key {}: {} bytes: {}", op.key->info.ident, data.size(),
-                   to_hex(data));
+    // Sizes only: the data may be a plaintext, which no log may hold.
+    logger().trace("operation on key {}: {} bytes", op.key->info.ident, data.size());
     try {
         return instance.router().run(
             *op.key, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
