@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/frame.hpp"
 
@@ -103,18 +104,31 @@ void Connection::run() noexcept {
     done_.store(true);
 }
 
-void Connection::send_response(const wire::Response& response) {
+void Connection::send_response(wire::Response response) {
     wire::ServerMessage message;
-    *message.mutable_response() = response;
+    *message.mutable_response() = std::move(response);
     Bytes bytes;
+    // A response may carry a decrypted plaintext: wiped once sent, however.
+    struct Wipe {
+        wire::ServerMessage& message;
+        Bytes& bytes;
+        ~Wipe() {
+            secure_wipe(bytes.data(), bytes.size());
+            if (message.response().has_data()) {
+                auto* data = message.mutable_response()->mutable_data()->mutable_data();
+                secure_wipe(data->data(), data->size());
+            }
+        }
+    } wipe{message, bytes};
     try {
         bytes = hsm::codec::encode(message);
     } catch (const Error& e) {
         if (e.code() != ErrorCode::limit) {
             throw;
         }
+        const auto id = message.response().id();
         *message.mutable_response() = hsm::codec::error_response(
-            response.id(), Error(ErrorCode::limit, "the response would exceed the frame limit"));
+            id, Error(ErrorCode::limit, "the response would exceed the frame limit"));
         bytes = hsm::codec::encode(message);
     }
     hsm::write_frame(fd_.get(), bytes, Clock::now() + limits_.write_timeout);
@@ -198,8 +212,9 @@ bool Connection::process(std::span<const std::uint8_t> payload) {
             return false;
         }
         auto response = handler_.handle(request, peer_);
-        send_response(response);
-        if (response.has_error()) {
+        const bool refused = response.has_error();
+        send_response(std::move(response));
+        if (refused) {
             return false;
         }
         hello_done_ = true;
@@ -211,8 +226,7 @@ bool Connection::process(std::span<const std::uint8_t> payload) {
         stream_events(request);
         return false;
     }
-    auto response = handler_.handle(request, peer_);
-    send_response(response);
+    send_response(handler_.handle(request, peer_));
     return true;
 }
 
@@ -225,7 +239,7 @@ void Connection::stream_events(const wire::Request& request) {
     }
     auto [response, subscription] =
         handler_.subscribe(request, [queue](const FleetEvent& event) { queue->push(event); });
-    send_response(response);
+    send_response(std::move(response));
     logger()->debug("connection {} (uid {}, pid {}): subscribed to module events", id_, peer_.uid,
                     peer_.pid);
     std::array<std::uint8_t, 4096> scratch{};

@@ -41,7 +41,8 @@ private:
     void serve();
     // false: close the connection.
     bool process(std::span<const std::uint8_t> payload);
-    void send_response(const wire::Response& response);
+    // Sends one response, then wipes what it carried (data included).
+    void send_response(wire::Response response);
     void stream_events(const wire::Request& request);
 
     Fd fd_;
