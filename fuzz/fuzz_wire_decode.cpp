@@ -87,7 +87,8 @@ void convert(const wire::Response& response) {
 void exercise(std::span<const std::uint8_t> bytes) {
     try {
         const auto request = codec::decode_request(bytes);
-        check_reencode(request, codec::decode_request);
+        check_reencode(request,
+                       [](std::span<const std::uint8_t> b) { return codec::decode_request(b); });
         convert(request);
     } catch (const preloadrun::Error&) {
     }

@@ -19,14 +19,32 @@ int hex_value(char c) noexcept {
 }
 } // namespace
 
-std::string to_hex(std::span<const std::uint8_t> bytes) {
+void to_hex_into(std::span<const std::uint8_t> bytes, std::span<char> out) noexcept {
     static constexpr char digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (auto b : bytes) {
-        out.push_back(digits[b >> 4]);
-        out.push_back(digits[b & 0x0f]);
+    for (std::size_t i = 0; i < bytes.size() && 2 * i + 1 < out.size(); ++i) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 0x0f];
     }
+}
+
+bool from_hex_into(std::string_view hex, std::span<std::uint8_t> out) noexcept {
+    if (hex.size() != 2 * out.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        const int high = hex_value(hex[2 * i]);
+        const int low = hex_value(hex[2 * i + 1]);
+        if (high < 0 || low < 0) {
+            return false;
+        }
+        out[i] = static_cast<std::uint8_t>(high * 16 + low);
+    }
+    return true;
+}
+
+std::string to_hex(std::span<const std::uint8_t> bytes) {
+    std::string out(bytes.size() * 2, '\0');
+    to_hex_into(bytes, out);
     return out;
 }
 
@@ -43,12 +61,9 @@ bool is_hex(std::string_view text) noexcept {
 }
 
 Bytes from_hex(std::string_view hex) {
-    if (!is_hex(hex)) {
-        throw Error(ErrorCode::usage, "not an even-length hex string: '" + std::string(hex) + "'");
-    }
     Bytes out(hex.size() / 2);
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        out[i] = static_cast<std::uint8_t>(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
+    if (!from_hex_into(hex, out)) {
+        throw Error(ErrorCode::usage, "not an even-length hex string: '" + std::string(hex) + "'");
     }
     return out;
 }

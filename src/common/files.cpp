@@ -102,27 +102,16 @@ Fd open_regular(const std::filesystem::path& path) {
 } // namespace
 
 Bytes read_open_file(int fd, const std::filesystem::path& path, std::size_t max_size) {
-    Bytes out;
-    out.resize(regular_file_size(fd, path, max_size));
-    std::size_t got = 0;
-    while (true) {
-        if (got == out.size()) {
-            if (out.size() >= max_size + 1) {
-                break;
-            }
-            out.resize(std::min(max_size + 1, out.size() + 4096));
-        }
-        ssize_t n = ::read(fd, out.data() + got, out.size() - got);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("cannot read " + path.string());
-        }
-        if (n == 0) {
+    Bytes out(regular_file_size(fd, path, max_size));
+    std::size_t got = read_into(fd, out.data(), out.size(), path);
+    // A file may grow while it is read: take what came, up to the bound.
+    while (got == out.size() && out.size() <= max_size) {
+        out.resize(std::min(max_size + 1, out.size() + 4096));
+        const std::size_t more = read_into(fd, out.data() + got, out.size() - got, path);
+        if (more == 0) {
             break;
         }
-        got += static_cast<std::size_t>(n);
+        got += more;
     }
     if (got > max_size) {
         throw_too_large(path, max_size);

@@ -171,33 +171,10 @@ bool valid_ident(std::string_view ident) noexcept {
 
 namespace {
 
-constexpr char kHexDigits[] = "0123456789abcdef";
-
 // Appends `text` to `out` at `at`; returns the new position.
 std::size_t put(SecureBuffer& out, std::size_t at, std::string_view text) {
     std::copy(text.begin(), text.end(), out.data() + at);
     return at + text.size();
-}
-
-std::size_t put_hex(SecureBuffer& out, std::size_t at, std::span<const std::uint8_t> bytes) {
-    for (auto b : bytes) {
-        out.data()[at++] = static_cast<std::uint8_t>(kHexDigits[b >> 4]);
-        out.data()[at++] = static_cast<std::uint8_t>(kHexDigits[b & 0xf]);
-    }
-    return at;
-}
-
-int hex_value(std::uint8_t c) noexcept {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
 }
 
 // Where the string value of the top-level member "key" lies in a JSON
@@ -260,8 +237,9 @@ SecureBuffer encode_world(const WorldRecord& record) {
     const std::string_view tail = "\"\n}\n";
     SecureBuffer out(head.size() + 2 * record.key.size() + tail.size());
     std::size_t at = put(out, 0, head);
-    at = put_hex(out, at, record.key.span());
-    put(out, at, tail);
+    to_hex_into(record.key.span(),
+                {reinterpret_cast<char*>(out.data()) + at, 2 * record.key.size()});
+    put(out, at + 2 * record.key.size(), tail);
     return out;
 }
 
@@ -283,13 +261,9 @@ WorldRecord decode_world(std::span<const std::uint8_t> text, const std::string& 
         corrupt(file, "field \"key\" has a wrong length");
     }
     record.key = SecureBuffer(kWorldKeySize);
-    for (std::size_t i = 0; i < kWorldKeySize; ++i) {
-        const int high = hex_value(text[begin + 2 * i]);
-        const int low = hex_value(text[begin + 2 * i + 1]);
-        if (high < 0 || low < 0) {
-            corrupt(file, "field \"key\" is not hex");
-        }
-        record.key.data()[i] = static_cast<std::uint8_t>((high << 4) | low);
+    const std::string_view hex(reinterpret_cast<const char*>(text.data()) + begin, end - begin);
+    if (!from_hex_into(hex, {record.key.data(), record.key.size()})) {
+        corrupt(file, "field \"key\" is not hex");
     }
     return record;
 }

@@ -1,4 +1,5 @@
 #include "pkcs11/retry_window.hpp"
+#include "support/fake_clock.hpp"
 
 #include <doctest/doctest.h>
 
@@ -7,14 +8,8 @@ using namespace preloadrun::pkcs11;
 using namespace std::chrono_literals;
 
 namespace {
-class FakeClock final : public Clock {
-public:
-    time_point now() const override { return now_; }
-    void advance(std::chrono::milliseconds d) { now_ += d; }
+using testsupport::FakeClock;
 
-private:
-    time_point now_{};
-};
 } // namespace
 
 TEST_CASE("pkcs11::RetryWindows") {

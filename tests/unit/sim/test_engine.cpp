@@ -2,6 +2,7 @@
 #include "sim/engine.hpp"
 #include "sim_test_util.hpp"
 #include "support/errors.hpp"
+#include "support/fake_clock.hpp"
 #include "support/temp_dir.hpp"
 
 #include <condition_variable>
@@ -24,14 +25,7 @@ using namespace std::chrono_literals;
 constexpr uid_t kMe = 1000;
 constexpr uid_t kOther = 1001;
 
-class FakeClock final : public Clock {
-public:
-    time_point now() const override { return now_; }
-    void advance(std::chrono::milliseconds d) { now_ += d; }
-
-private:
-    time_point now_{};
-};
+using testsupport::FakeClock;
 
 struct Setup {
     testsupport::TempDir tmp;

@@ -1,4 +1,5 @@
 #include "sim/fair_scheduler.hpp"
+#include "support/fake_clock.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -17,14 +18,7 @@ namespace {
 constexpr uid_t kVictim = 2000;
 constexpr uid_t kAttacker = 2001;
 
-class FakeClock final : public Clock {
-public:
-    time_point now() const override { return time_point(std::chrono::nanoseconds(ns_.load())); }
-    void advance(std::chrono::nanoseconds d) { ns_ += d.count(); }
-
-private:
-    std::atomic<std::chrono::nanoseconds::rep> ns_{0};
-};
+using testsupport::FakeClock;
 
 // Until `scheduler` has `n` operations waiting (the threads got in line).
 void wait_until_waiting(const FairScheduler& scheduler, std::size_t n) {

@@ -1,4 +1,5 @@
 #include "sim/passphrase_limiter.hpp"
+#include "support/fake_clock.hpp"
 
 #include <doctest/doctest.h>
 
@@ -13,14 +14,7 @@ namespace {
 constexpr uid_t kVictim = 2000;
 constexpr uid_t kAttacker = 2001;
 
-class FakeClock final : public Clock {
-public:
-    time_point now() const override { return now_; }
-    void advance(std::chrono::milliseconds d) { now_ += d; }
-
-private:
-    time_point now_{};
-};
+using testsupport::FakeClock;
 
 const Bytes kCard(20, 7);
 const Bytes kOtherCard(20, 8);

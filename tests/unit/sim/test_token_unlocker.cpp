@@ -2,6 +2,7 @@
 #include "sim/token_unlocker.hpp"
 #include "sim_test_util.hpp"
 #include "support/errors.hpp"
+#include "support/fake_clock.hpp"
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
@@ -20,14 +21,7 @@ using testsupport::code_of;
 constexpr uid_t kVictim = 2000;
 constexpr uid_t kAttacker = 2001;
 
-class FakeClock final : public Clock {
-public:
-    time_point now() const override { return now_; }
-    void advance(std::chrono::milliseconds d) { now_ += d; }
-
-private:
-    time_point now_{};
-};
+using testsupport::FakeClock;
 
 struct Setup {
     testsupport::TempDir tmp;
