@@ -35,6 +35,16 @@ KeyRecord sample_key() {
     return r;
 }
 
+CardRecord sample_card() {
+    return {hsm::TokenType::softcard,
+            "a",
+            Bytes(20, 3),
+            1000,
+            Bytes(16, 4),
+            Bytes(60, 5),
+            std::nullopt};
+}
+
 } // namespace
 
 TEST_CASE("sim::world_format round trips") {
@@ -183,13 +193,7 @@ TEST_CASE("sim::world_format rejects damaged files, naming them") {
     auto bad_prot = key;
     bad_prot.replace(bad_prot.find("softcard:"), 9, "smartcard:");
     corrupt_message([&] { decode_key(bad_prot, "f"); });
-    CardRecord c{hsm::TokenType::softcard,
-                 "a",
-                 Bytes(20, 3),
-                 1000,
-                 Bytes(16, 4),
-                 Bytes(60, 5),
-                 std::nullopt};
+    auto c = sample_card();
     auto many = encode_card(c);
     many.replace(many.find("1000"), 4, "99999999999");
     CHECK(corrupt_message([&] { decode_card(many, "f"); }).find("iterations") != std::string::npos);
@@ -223,13 +227,7 @@ TEST_CASE("sim::world_format records the creator of cards and keys, optionally")
     key.creator = 0;
     CHECK(decode_key(encode_key(key), "f").creator == std::optional<uid_t>(0));
 
-    CardRecord c{hsm::TokenType::softcard,
-                 "a",
-                 Bytes(20, 3),
-                 1000,
-                 Bytes(16, 4),
-                 Bytes(60, 5),
-                 std::nullopt};
+    auto c = sample_card();
     CHECK_FALSE(decode_card(encode_card(c), "f").creator);
     c.creator = 2000;
     CHECK(decode_card(encode_card(c), "f").creator == std::optional<uid_t>(2000));
