@@ -7,9 +7,17 @@
 //   probe [OPTION...]
 //   --report FILE       at start, before anything else: pid, ppid, pgid, sid,
 //                       tty_fg, sigblk, sigign (hex from /proc/self/status),
-//                       fds (from /proc/self/fd), cwd, env=NAME=VALUE lines
+//                       fds (from /proc/self/fd), fd.N=TARGET for each of
+//                       them (its /proc/self/fd link), listening (the fds
+//                       that are listening sockets), cwd, env=NAME=VALUE lines
 //   --count FILE        count TERM INT HUP QUIT USR1 USR2 WINCH CONT ALRM;
 //                       FILE is rewritten ("SIGTERM=1" lines) after each one
+//   --count-all FILE    block every signal (1-64, 32 and 33 included) and
+//                       count each by number as it arrives; FILE is rewritten
+//                       ("15=1" lines, the signals received so far) after
+//                       each batch, and is empty at first. Not with --count
+//                       or --until-signal: end it with --until-file or
+//                       --until-line
 //   --ready FILE        create FILE once set up
 //   --print-ready       print "READY <pid>" on stdout once set up
 //   --orphans N         make N orphans: grandchildren whose parent has
@@ -32,6 +40,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,6 +54,10 @@
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -119,7 +132,7 @@ std::string status_field(const std::string& name) {
     return "?";
 }
 
-std::string open_fds() {
+std::vector<int> open_fds() {
     DIR* dir = ::opendir("/proc/self/fd");
     if (dir == nullptr) {
         fail("opendir /proc/self/fd");
@@ -136,11 +149,30 @@ std::string open_fds() {
     }
     ::closedir(dir);
     std::sort(fds.begin(), fds.end());
+    return fds;
+}
+
+std::string join(const std::vector<int>& numbers) {
     std::string text;
-    for (int fd : fds) {
-        text += (text.empty() ? "" : ",") + std::to_string(fd);
+    for (int n : numbers) {
+        text += (text.empty() ? "" : ",") + std::to_string(n);
     }
     return text;
+}
+
+std::string fd_target(int fd) {
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    char target[4096] = {};
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    return n < 0 ? "?" : std::string(target, static_cast<std::size_t>(n));
+}
+
+bool is_listening_socket(int fd) {
+    struct stat st {};
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+           ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting != 0;
 }
 
 pid_t tty_foreground() {
@@ -155,13 +187,25 @@ pid_t tty_foreground() {
 
 void write_report(const std::string& path) {
     // Gathered before anything else opens a file or touches a signal.
-    const std::string fds = open_fds();
+    const std::vector<int> fds = open_fds();
+    std::vector<std::string> targets;
+    std::vector<int> listening;
+    for (int fd : fds) {
+        targets.push_back(fd_target(fd));
+        if (is_listening_socket(fd)) {
+            listening.push_back(fd);
+        }
+    }
     const std::string sigblk = status_field("SigBlk");
     const std::string sigign = status_field("SigIgn");
     std::ostringstream out;
     out << "pid=" << ::getpid() << "\nppid=" << ::getppid() << "\npgid=" << ::getpgrp()
         << "\nsid=" << ::getsid(0) << "\ntty_fg=" << tty_foreground() << "\nsigblk=" << sigblk
-        << "\nsigign=" << sigign << "\nfds=" << fds << "\n";
+        << "\nsigign=" << sigign << "\nfds=" << join(fds) << "\n";
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+        out << "fd." << fds[i] << "=" << targets[i] << "\n";
+    }
+    out << "listening=" << join(listening) << "\n";
     char cwd[4096] = {};
     if (::getcwd(cwd, sizeof cwd) != nullptr) {
         out << "cwd=" << cwd << "\n";
@@ -227,6 +271,51 @@ bool drain_signals(std::map<int, int>& counts, const std::optional<std::string>&
     return any;
 }
 
+// --count-all: every signal but KILL and STOP (the kernel leaves those
+// out of both masks), by number. glibc's sigset functions refuse 32 and 33
+// (its own), so the mask is the kernel's 64-bit one, set by raw system calls.
+int block_all_signals_on_a_signalfd() {
+    const std::uint64_t all = ~std::uint64_t{0};
+    if (::syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, nullptr, sizeof all) != 0) {
+        fail("rt_sigprocmask");
+    }
+    const long fd = ::syscall(SYS_signalfd4, -1, &all, sizeof all, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) {
+        fail("signalfd4");
+    }
+    return static_cast<int>(fd);
+}
+
+void write_counts_by_number(const std::string& path, const std::map<int, int>& counts) {
+    std::string text;
+    for (const auto& [signo, n] : counts) {
+        text += std::to_string(signo) + "=" + std::to_string(n) + "\n";
+    }
+    write_file(path, text);
+}
+
+// Counts what the signalfd holds; rewrites the file when there was any.
+void drain_signalfd(int fd, std::map<int, int>& counts, const std::string& file) {
+    signalfd_siginfo info[16];
+    bool any = false;
+    for (;;) {
+        const ssize_t got = ::read(fd, info, sizeof info);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            break;
+        }
+        for (std::size_t i = 0; i < static_cast<std::size_t>(got) / sizeof info[0]; ++i) {
+            ++counts[static_cast<int>(info[i].ssi_signo)];
+        }
+        any = true;
+    }
+    if (any) {
+        write_counts_by_number(file, counts);
+    }
+}
+
 // Reads what is there (blocking); true once a line is complete or at EOF,
 // then prints "GOT line".
 bool read_line(std::string& line) {
@@ -253,7 +342,7 @@ bool read_line(std::string& line) {
 }
 
 struct Options {
-    std::optional<std::string> report, count, ready, until_file, read_after;
+    std::optional<std::string> report, count, count_all, ready, until_file, read_after;
     bool print_ready = false;
     bool until_line = false;
     bool eager_read = false;
@@ -280,6 +369,8 @@ Options parse(int argc, char** argv) {
             o.report = value();
         } else if (arg == "--count") {
             o.count = value();
+        } else if (arg == "--count-all") {
+            o.count_all = value();
         } else if (arg == "--ready") {
             o.ready = value();
         } else if (arg == "--print-ready") {
@@ -309,6 +400,9 @@ Options parse(int argc, char** argv) {
         } else {
             usage("unknown option " + arg);
         }
+    }
+    if (o.count_all && (o.count || o.until_signal != 0)) {
+        usage("--count-all blocks every signal: not with --count or --until-signal");
     }
     if (o.sleep_ms < 0) {
         o.sleep_ms = (o.until_file || o.until_line || o.until_signal != 0) ? 30000 : 0;
@@ -351,6 +445,12 @@ int main(int argc, char** argv) {
             write_counts(*o.count, counts);
         }
     }
+    std::map<int, int> counts_by_number;
+    int all_signals_fd = -1;
+    if (o.count_all) {
+        all_signals_fd = block_all_signals_on_a_signalfd();
+        write_counts_by_number(*o.count_all, counts_by_number);
+    }
     int release_fd = -1;
     if (o.orphans > 0) {
         make_orphans(o.orphans, release_fd);
@@ -385,10 +485,15 @@ int main(int argc, char** argv) {
                 break;
             }
             drain_signals(counts, o.count);
+            if (all_signals_fd >= 0) {
+                drain_signalfd(all_signals_fd, counts_by_number, *o.count_all);
+            }
             continue;
         }
-        pollfd fds[2] = {{g_signal_pipe[0], POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
-        const nfds_t nfds = reading ? 2 : 1;
+        // poll() skips a negative fd: the signalfd is there with --count-all.
+        pollfd fds[3] = {
+            {g_signal_pipe[0], POLLIN, 0}, {all_signals_fd, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+        const nfds_t nfds = reading ? 3 : 2;
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
         const int n = ::poll(fds, nfds, static_cast<int>(std::min<long long>(left, 20)) + 1);
@@ -400,13 +505,19 @@ int main(int argc, char** argv) {
             got_until_signal = true;
             deadline = Clock::now() + std::chrono::milliseconds(o.grace_ms);
         }
-        if (reading && n > 0 && (fds[1].revents & (POLLIN | POLLHUP)) != 0 && read_line(line)) {
+        if (all_signals_fd >= 0) {
+            drain_signalfd(all_signals_fd, counts_by_number, *o.count_all);
+        }
+        if (reading && n > 0 && (fds[2].revents & (POLLIN | POLLHUP)) != 0 && read_line(line)) {
             break;
         }
     }
     drain_signals(counts, o.count);
     if (o.count) {
         write_counts(*o.count, counts);
+    }
+    if (all_signals_fd >= 0) {
+        drain_signalfd(all_signals_fd, counts_by_number, *o.count_all);
     }
     if (release_fd >= 0) {
         ::close(release_fd); // the orphans exit now
