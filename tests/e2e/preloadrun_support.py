@@ -163,13 +163,14 @@ class Runner:
                               pass_fds=pass_fds, **kw)
 
     def start(self, *args, env=None, pass_fds=(), stdout=subprocess.PIPE,
-              stderr=None, stdin=subprocess.DEVNULL):
-        """Popen of preloadrun ARGS; stderr goes to a log file (self.stderr_of(p))."""
+              stderr=None, stdin=subprocess.DEVNULL, preexec_fn=None):
+        """Popen of preloadrun ARGS; stderr goes to a log file (self.stderr_of(p)).
+        preexec_fn runs in the new process before preloadrun is executed."""
         log_path = self.fresh("stderr")
         log = open(log_path, "wb")
         p = subprocess.Popen(self.argv(*args), env=env or self.env, stdin=stdin,
                              stdout=stdout, stderr=stderr or log, pass_fds=pass_fds,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=preexec_fn)
         log.close()
         p.stderr_path = log_path
         self.procs.append(p)
