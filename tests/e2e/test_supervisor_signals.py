@@ -5,6 +5,8 @@ hsmsim, the probe (tests/support/probe.cpp) as the child.
   exactly once and none ends preloadrun (also as PID 1 of a PID namespace,
   signalled from outside); a broken stderr does not end it; killed with
   SIGKILL, it leaves its child a SIGTERM (PR_SET_PDEATHSIG).
+- The caller's descriptors reach the child, preloadrun's own and the
+  passphrase descriptor do not; socket activation (LISTEN_PID) works through.
 
 Fixtures: conftest.py (`pr`, `pr_card`); helpers: preloadrun_support.py.
 """
@@ -13,12 +15,13 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
-from preloadrun_support import (TIMEOUT, children_of, proc_status, read_report, wait_for)
+from preloadrun_support import (PASS1, PY, TIMEOUT, children_of, proc_status, read_report, wait_for)
 
 # A preloadrun that dies of a signal whose default is a core dump (SIGILL,
 # SIGSEGV...) must not litter the source tree.
@@ -235,3 +238,172 @@ def test_killed_preloadrun_leaves_its_child_a_sigterm_and_a_stale_file(pr_card):
     assert r.returncode != 0, "check says a killed preloadrun's file is live"
     assert "dead" in r.stderr, r.stderr
     open(files["until"], "w").close()
+
+
+# -- 2. inherited descriptors pass to the child --------------------------------
+
+# Places descriptors, then executes a command: TARGET=PATH opens PATH
+# (read-only) as fd TARGET, TARGET=&N moves inherited fd N to TARGET; the
+# placed fds are inheritable (no close-on-exec), nothing else is.
+FD_PLACER = """
+import fcntl, os, sys
+args = sys.argv[1:]
+sep = args.index("--")
+staged = []
+for spec in args[:sep]:
+    target, source = spec.split("=", 1)
+    if source.startswith("&"):
+        fd = int(source[1:])
+    else:
+        fd = os.open(source, os.O_RDONLY)
+    staged.append((int(target), fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)))
+    os.close(fd)
+for target, fd in staged:
+    os.dup2(fd, target)
+os.execvp(args[sep + 1], args[sep + 1:])
+"""
+
+
+def with_fds(placed, argv):
+    """(command, pass_fds): runs argv with the descriptors `placed`
+    ({target fd: path or an int, an fd of ours}) and only those above 2."""
+    specs = [f"{t}={'&' + str(s) if isinstance(s, int) else s}" for t, s in placed.items()]
+    passed = tuple(s for s in placed.values() if isinstance(s, int))
+    return [PY, "-c", FD_PLACER, *specs, "--", *argv], passed
+
+
+def run_with_fds(pr, placed, argv, env=None):
+    cmd, passed = with_fds(placed, argv)
+    return subprocess.run(cmd, env=env or pr.env, pass_fds=passed, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_inherited_descriptors_reach_the_child_as_through_env(pr_card):
+    """fd 3 on a file, fd 5 the write end of a pipe (fd 4 closed): the child
+    has exactly 0, 1, 2, 3 and 5, as under env(1), none of preloadrun's own
+    (lock file, sockets, signalfd...), and writes through the pipe."""
+    pr = pr_card
+    tok = pr.tokens_file()
+    data = pr.path("inherited.txt")
+    with open(data, "w") as f:
+        f.write("inherited\n")
+    rd, wr = os.pipe()
+    try:
+        reports = {}
+        for via in ("env", "preloadrun"):
+            report = pr.fresh("report")
+            front = ["env"] if via == "env" else [pr.bin, *card_args(pr), "-f", tok, "--"]
+            r = run_with_fds(pr, {3: data, 5: wr}, [*front, pr.probe, "--report", report])
+            assert r.returncode == 0, f"{via}: {r.stderr}"
+            reports[via] = read_report(report)
+        env_fds, got = reports["env"], reports["preloadrun"]
+        assert env_fds["fds"] == "0,1,2,3,5", env_fds
+        assert got["fds"] == env_fds["fds"], \
+            f"the child's descriptors: {got['fds']} (under env: {env_fds['fds']})"
+        assert got["fd.3"] == data, got["fd.3"]
+        assert got["fd.5"] == f"pipe:[{os.fstat(wr).st_ino}]", got["fd.5"]
+
+        r = run_with_fds(pr, {5: wr}, [pr.bin, *card_args(pr), "-f", tok, "--",
+                                       "sh", "-c", "echo written-by-the-child >&5"])
+        assert r.returncode == 0, r.stderr
+        os.close(wr)
+        wr = -1
+        with os.fdopen(rd, "rb") as pipe:
+            rd = -1
+            assert pipe.read() == b"written-by-the-child\n"
+    finally:
+        for fd in (rd, wr):
+            if fd >= 0:
+                os.close(fd)
+    assert not os.path.lexists(tok)
+
+
+def test_passphrase_descriptor_is_consumed_not_passed(pr_card):
+    """--passphrase-fd 4: preloadrun reads it and keeps it from the child,
+    which still gets the caller's fd 3."""
+    pr = pr_card
+    data = pr.path("inherited.txt")
+    with open(data, "w") as f:
+        f.write("inherited\n")
+    rd, wr = os.pipe()
+    os.write(wr, f"{PASS1}\n".encode())
+    os.close(wr)
+    report = pr.fresh("report")
+    try:
+        r = run_with_fds(pr, {3: data, 4: rd},
+                         [pr.bin, "-s", "c1", "--passphrase-fd", "4", "--",
+                          pr.probe, "--report", report])
+    finally:
+        os.close(rd)
+    assert r.returncode == 0, r.stderr
+    got = read_report(report)
+    assert got["fds"] == "0,1,2,3", \
+        f"the child's descriptors: {got['fds']} (0,1,2 and the caller's 3 expected)"
+    assert got["fd.3"] == data
+
+
+def _activation_env(pr):
+    # systemd-socket-activate gives its child only TERM, PATH, USER, HOME,
+    # LISTEN_* and what -E names.
+    env = pr.env
+    names = ["NFAST_KMDATA", "HSMSIM_SOCKET", "HSMSIM_ADMIN_SOCKET", "XDG_RUNTIME_DIR",
+             "NO_COLOR", "LC_ALL"]
+    return env, [f"--setenv={name}" for name in names if name in env]
+
+
+def test_socket_activation_through_preloadrun(pr):
+    """systemd-socket-activate -l PATH preloadrun -- probe: the child gets
+    the listening socket as fd 3, LISTEN_FDS as set, and LISTEN_PID naming
+    itself (it named preloadrun)."""
+    activate = shutil.which("systemd-socket-activate")
+    if activate is None:
+        pytest.fail("systemd-socket-activate is needed")
+    env, setenv = _activation_env(pr)
+    sock_path = pr.path("act.sock")
+    files = probe_files(pr)
+    argv = [activate, "--listen", sock_path, *setenv, pr.bin, "-q", "--",
+            pr.probe, "--report", files["report"], "--ready", files["ready"],
+            "--until-file", files["until"], "--sleep-ms", "60000"]
+    log_path = pr.fresh("stderr")
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    p.stderr_path = log_path
+    pr.procs.append(p)
+    wait_for(lambda: os.path.exists(sock_path) or p.poll() is not None,
+             what="the socket to listen")
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(sock_path)    # the first connection starts preloadrun
+        wait_ready(pr, p, files)
+        got = read_report(files["report"])
+    finally:
+        client.close()
+    assert int(got["ppid"]) == p.pid
+    assert got["env"].get("LISTEN_FDS") == "1", got["env"]
+    assert got["env"].get("LISTEN_PID") == got["pid"], \
+        f"LISTEN_PID={got['env'].get('LISTEN_PID')} in the child, pid {got['pid']}"
+    assert got["fds"] == "0,1,2,3", got["fds"]
+    assert got["listening"] == "3", f"fd 3 is not a listening socket: {got['fd.3']}"
+    open(files["until"], "w").close()
+    assert finish(p) == 0, pr.stderr_of(p)
+
+
+def test_listen_pid_of_another_process_is_passed_unchanged(pr):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(pr.path("l.sock"))
+    listener.listen()
+    env = pr.env
+    env["LISTEN_FDS"] = "1"
+    env["LISTEN_PID"] = str(os.getpid())
+    report = pr.fresh("report")
+    try:
+        r = run_with_fds(pr, {3: listener.fileno()},
+                         [pr.bin, "-q", "--", pr.probe, "--report", report], env=env)
+    finally:
+        listener.close()
+    assert r.returncode == 0, r.stderr
+    got = read_report(report)
+    assert got["env"].get("LISTEN_PID") == str(os.getpid()), got["env"]
+    assert got["env"].get("LISTEN_FDS") == "1", got["env"]
+    assert got["fds"] == "0,1,2,3" and got["listening"] == "3", got
