@@ -7,6 +7,7 @@ hsmsim, the probe (tests/support/probe.cpp) as the child.
   SIGKILL, it leaves its child a SIGTERM (PR_SET_PDEATHSIG).
 - The caller's descriptors reach the child, preloadrun's own and the
   passphrase descriptor do not; socket activation (LISTEN_PID) works through.
+- Exit statuses where the command cannot run as env(1) gives them.
 
 Fixtures: conftest.py (`pr`, `pr_card`); helpers: preloadrun_support.py.
 """
@@ -21,7 +22,8 @@ import time
 
 import pytest
 
-from preloadrun_support import (PASS1, PY, TIMEOUT, children_of, proc_status, read_report, wait_for)
+from preloadrun_support import (PASS1, PY, TIMEOUT, children_of, error_lines, proc_status,
+                                read_report, wait_for)
 
 # A preloadrun that dies of a signal whose default is a core dump (SIGILL,
 # SIGSEGV...) must not litter the source tree.
@@ -407,3 +409,102 @@ def test_listen_pid_of_another_process_is_passed_unchanged(pr):
     assert got["env"].get("LISTEN_PID") == str(os.getpid()), got["env"]
     assert got["env"].get("LISTEN_FDS") == "1", got["env"]
     assert got["fds"] == "0,1,2,3" and got["listening"] == "3", got
+
+
+# -- 3. exit statuses as env(1) ------------------------------------------------
+
+def _script(pr, name, text):
+    path = pr.path(name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+    return path
+
+
+def stack_limit(size):
+    """A preexec_fn setting the soft stack limit to `size` (or the hard one)."""
+    def preexec():
+        _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+        resource.setrlimit(resource.RLIMIT_STACK,
+                           (size if hard == resource.RLIM_INFINITY else min(size, hard), hard))
+    return preexec
+
+
+EXECVE = {"x86_64": 59, "aarch64": 221}
+
+
+def past_exec(pid):
+    """True once `pid` is blocked in a system call that is not its execve:
+    until execve returns, the kernel may still reset the stack limit to the
+    one execve started with (as Popen returns when close-on-exec descriptors
+    are closed, inside execve)."""
+    machine = os.uname().machine
+    if machine not in EXECVE:
+        pytest.fail(f"execve's system call number on {machine} is not known to this test")
+    with open(f"/proc/{pid}/syscall") as f:
+        fields = f.read().split()
+    return fields[0] != "running" and int(fields[0]) != EXECVE[machine]
+
+
+def assert_one_preloadrun_line(stderr):
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("preloadrun: "), \
+        f"one 'preloadrun: ...' line expected on stderr, got {stderr!r}"
+
+
+def test_missing_interpreter_is_127_as_env(pr):
+    script = _script(pr, "bad-interpreter", "#!/nonexistent/interpreter\nexit 0\n")
+    e = subprocess.run(["env", script], capture_output=True, text=True, timeout=TIMEOUT)
+    assert e.returncode == 127, e
+    r = pr.run("-q", "--", script)
+    assert r.returncode == e.returncode, f"env: {e.returncode}, preloadrun: {r.returncode}; " \
+                                         f"{r.stderr}"
+    assert_one_preloadrun_line(r.stderr)
+
+
+def test_script_without_interpreter_line_runs_through_sh_as_env(pr):
+    script = _script(pr, "no-shebang", 'echo "ran by sh: $0 $1"\nexit 7\n')
+    e = subprocess.run(["env", script, "arg"], capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert (e.returncode, e.stdout) == (7, f"ran by sh: {script} arg\n"), e
+    r = pr.run("-q", "--", script, "arg")
+    assert (r.returncode, r.stdout) == (e.returncode, e.stdout), \
+        f"env: {e.returncode} {e.stdout!r}, preloadrun: {r.returncode} {r.stdout!r}; {r.stderr}"
+    assert error_lines(r.stderr) == [], r.stderr
+
+
+def test_argument_list_too_long_is_126_as_env(pr_card):
+    """E2BIG. env: one argument beyond MAX_ARG_STRLEN (131072), made by its
+    own -S ${VAR} expansion. preloadrun: a total beyond the limit the stack
+    size sets (a quarter of it, at least 128 KiB): 480 kB of arguments are
+    fine for preloadrun's own start (8 MiB stack) and too long for the
+    child's once preloadrun's stack limit is lowered to 1 MiB, while it waits
+    for the passphrase (it has not started the child yet)."""
+    pr = pr_card
+    env = pr.env
+    env["BIG"] = "x" * 70000
+    e = subprocess.run(["env", "-S", "true ${BIG}${BIG}"], env=env, capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert e.returncode == 126, e
+
+    tok = pr.tokens_file()
+    rd, wr = os.pipe()
+    try:
+        p = pr.start("-q", "-s", "c1", "--passphrase-fd", str(rd), "-f", tok, "--",
+                     "true", *["y" * 120000] * 4, pass_fds=(rd,), stdout=subprocess.DEVNULL,
+                     preexec_fn=stack_limit(8 << 20))
+        os.close(rd)
+        rd = -1
+        wait_for(lambda: past_exec(p.pid), what="preloadrun to be past its execve")
+        _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+        resource.prlimit(p.pid, resource.RLIMIT_STACK, (1 << 20, hard))
+        os.write(wr, f"{PASS1}\n".encode())
+    finally:
+        for fd in (rd, wr):
+            if fd >= 0:
+                os.close(fd)
+    status = finish(p)
+    stderr = pr.stderr_of(p)
+    assert status == e.returncode, f"env: {e.returncode}, preloadrun: {status}; {stderr}"
+    assert_one_preloadrun_line(stderr)
+    assert_cleaned_up(pr, tok)
