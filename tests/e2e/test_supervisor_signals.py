@@ -8,6 +8,7 @@ hsmsim, the probe (tests/support/probe.cpp) as the child.
 - The caller's descriptors reach the child, preloadrun's own and the
   passphrase descriptor do not; socket activation (LISTEN_PID) works through.
 - Exit statuses where the command cannot run as env(1) gives them.
+- The signals the caller ignores stay ignored, in preloadrun and the child.
 
 Fixtures: conftest.py (`pr`, `pr_card`); helpers: preloadrun_support.py.
 """
@@ -507,4 +508,49 @@ def test_argument_list_too_long_is_126_as_env(pr_card):
     stderr = pr.stderr_of(p)
     assert status == e.returncode, f"env: {e.returncode}, preloadrun: {status}; {stderr}"
     assert_one_preloadrun_line(stderr)
+    assert_cleaned_up(pr, tok)
+
+
+# -- 4. the caller's ignored signals are kept ----------------------------------
+
+def caller_ignoring(*signos):
+    """A preexec_fn: every disposition default, then `signos` ignored (as
+    nohup, or a shell starting a job with &, leaves them)."""
+    def preexec():
+        for n in range(1, signal.NSIG):
+            try:
+                signal.signal(n, signal.SIG_DFL)
+            except (OSError, ValueError, RuntimeError):
+                pass  # KILL, STOP, glibc's 32 and 33
+        for n in signos:
+            signal.signal(n, signal.SIG_IGN)
+    return preexec
+
+
+@pytest.mark.parametrize("ignored", ["HUP", "INT"])
+def test_signal_ignored_by_the_caller_stays_ignored(pr_card, ignored):
+    """As under nohup (HUP) or for a job a non-interactive shell starts with
+    & (INT): the signal sent to preloadrun is not passed on, the child starts
+    with it ignored and every other signal default; others still pass."""
+    pr = pr_card
+    signo = signal.Signals["SIG" + ignored]
+    tok = pr.tokens_file()
+    files = probe_files(pr)
+    p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
+                 stdout=subprocess.DEVNULL, preexec_fn=caller_ignoring(signo))
+    wait_ready(pr, p, files)
+    report = read_report(files["report"])
+    assert report["sigign"] == f"{1 << (signo - 1):016x}", \
+        f"the child's ignored signals: {report['sigign']} (only SIG{ignored} expected)"
+    os.kill(p.pid, signo)
+    os.kill(p.pid, signal.SIGUSR1)   # not ignored: passed on
+    wait_for(lambda: read_numeric_counts(files["counts"]).get(signal.SIGUSR1) or
+             p.poll() is not None, what="SIGUSR1 to reach the child")
+    time.sleep(SETTLE)
+    counts = read_numeric_counts(files["counts"])
+    assert counts == {signal.SIGUSR1: 1}, \
+        f"only SIGUSR1 expected in the child: {describe_counts(counts)}"
+    assert p.poll() is None, f"preloadrun exited {p.returncode}"
+    open(files["until"], "w").close()
+    assert finish(p) == 0, pr.stderr_of(p)
     assert_cleaned_up(pr, tok)
