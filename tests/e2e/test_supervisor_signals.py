@@ -9,6 +9,7 @@ hsmsim, the probe (tests/support/probe.cpp) as the child.
   passphrase descriptor do not; socket activation (LISTEN_PID) works through.
 - Exit statuses where the command cannot run as env(1) gives them.
 - The signals the caller ignores stay ignored, in preloadrun and the child.
+- --process-group signals the child's whole process group.
 
 Fixtures: conftest.py (`pr`, `pr_card`); helpers: preloadrun_support.py.
 """
@@ -554,3 +555,78 @@ def test_signal_ignored_by_the_caller_stays_ignored(pr_card, ignored):
     open(files["until"], "w").close()
     assert finish(p) == 0, pr.stderr_of(p)
     assert_cleaned_up(pr, tok)
+
+
+# -- 5. --process-group --------------------------------------------------------
+
+PIPELINE = "sleep 300 | sleep 300 | sleep 300"
+
+
+def descendants(pid):
+    out = []
+    for child, _ in children_of(pid):
+        out.append(child)
+        out.extend(descendants(child))
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _supervise_pipeline(pr, front):
+    """Starts FRONT -- sh -c PIPELINE; returns (popen, the 3 sleeps)."""
+    log_path = pr.fresh("stderr")
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen([*front, "--", "sh", "-c", PIPELINE], env=pr.env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                             start_new_session=True)
+    p.stderr_path = log_path
+    pr.procs.append(p)
+
+    def sleeps():
+        return [pid for pid in descendants(p.pid) if comm(pid) == "sleep"]
+    wait_for(lambda: p.poll() is not None or len(sleeps()) == 3,
+             what="the pipeline's 3 sleeps")
+    found = sleeps()
+    pr.pids.extend(found)        # killed at the end if still there
+    assert p.poll() is None and len(found) == 3, \
+        f"{front[0]} exited {p.returncode}: {pr.stderr_of(p)}"
+    return p, found
+
+
+def _tini():
+    tini = shutil.which("tini")
+    if tini is None:
+        pytest.fail("tini is needed (the reference for these behaviours)")
+    return tini
+
+
+@pytest.mark.parametrize("supervisor", ["preloadrun", "tini"])
+def test_process_group_option_signals_the_whole_pipeline(pr, supervisor):
+    """--process-group (tini's -g): SIGTERM to the supervisor reaches every
+    process of the child's group: the three sleeps end, status 143."""
+    front = [pr.bin, "-q", "--process-group"] if supervisor == "preloadrun" \
+        else [_tini(), "-g"]
+    p, sleeps = _supervise_pipeline(pr, front)
+    os.kill(p.pid, signal.SIGTERM)
+    assert finish(p, supervisor) == 143, pr.stderr_of(p)
+    wait_for(lambda: not any(running(pid) for pid in sleeps), timeout=5,
+             what="every sleep of the pipeline to end")
+
+
+@pytest.mark.parametrize("supervisor", ["preloadrun", "tini"])
+def test_by_default_only_the_child_is_signalled(pr, supervisor):
+    """Without the option (as tini without -g) SIGTERM goes to sh alone: sh
+    dies of it (status 143), its sleeps live on."""
+    front = [pr.bin, "-q"] if supervisor == "preloadrun" else [_tini()]
+    p, sleeps = _supervise_pipeline(pr, front)
+    os.kill(p.pid, signal.SIGTERM)
+    assert finish(p, supervisor) == 143, pr.stderr_of(p)
+    time.sleep(SETTLE)
+    assert all(running(pid) for pid in sleeps), \
+        f"the sleeps were signalled too: {[(pid, running(pid)) for pid in sleeps]}"
