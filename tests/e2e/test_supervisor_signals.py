@@ -410,7 +410,8 @@ def test_listen_pid_of_another_process_is_passed_unchanged(pr):
     got = read_report(report)
     assert got["env"].get("LISTEN_PID") == str(os.getpid()), got["env"]
     assert got["env"].get("LISTEN_FDS") == "1", got["env"]
-    assert got["fds"] == "0,1,2,3" and got["listening"] == "3", got
+    assert got["fds"] == "0,1,2,3", f"the child's descriptors: {got['fds']}"
+    assert got["listening"] == "3", f"fd 3 is not a listening socket: {got['fd.3']}"
 
 
 # -- 3. exit statuses as env(1) ------------------------------------------------
