@@ -82,9 +82,12 @@ def counting_probe(pr, files):
 
 
 def wait_ready(pr, p, files):
+    """Waits for the probe under `p`; its children are killed at the end
+    even if `p` is gone by then (a preloadrun ended by a signal)."""
     wait_for(lambda: os.path.exists(files["ready"]) or p.poll() is not None,
              what="the probe to be ready")
     assert p.poll() is None, f"preloadrun exited {p.returncode}: {pr.stderr_of(p)}"
+    pr.pids.extend(pid for pid, _ in children_of(p.pid))
 
 
 def finish(p, what="preloadrun", timeout=TIMEOUT):
@@ -226,8 +229,6 @@ def test_killed_preloadrun_leaves_its_child_a_sigterm_and_a_stale_file(pr_card):
     p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
                  stdout=subprocess.DEVNULL)
     wait_ready(pr, p, files)
-    child = the_child(p)
-    pr.pids.append(child)        # it blocks SIGTERM: killed at the end
     p.kill()
     p.wait()
     try:
