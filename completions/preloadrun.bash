@@ -134,7 +134,7 @@ _preloadrun()
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W '-h --help --version -s --softcard -c --cardset
             --passphrase-file --passphrase-fd -f --tokens-file --attach --group
-            --no-ha --retry-window --subreaper --socket --log-level -v --verbose
+            --no-ha --retry-window --subreaper --process-group --socket --log-level -v --verbose
             -q --quiet' -- "$cur"))
         return
     fi

@@ -118,6 +118,7 @@ complete -c preloadrun -n $options -l group -x -a '(__fish_complete_groups)' -d 
 complete -c preloadrun -n $options -l no-ha -d 'Load once: no reloading'
 complete -c preloadrun -n $options -l retry-window -x -d 'How long to retry loading onto a module (e.g. 30s, 5m)'
 complete -c preloadrun -n $options -l subreaper -d 'Adopt and reap orphaned descendants'
+complete -c preloadrun -n $options -l process-group -d 'Forward signals to the process group of COMMAND'
 complete -c preloadrun -n $options -l socket -r -F -d 'HSM service socket'
 complete -c preloadrun -n $options -l log-level -x -a 'trace debug info warn error critical off' -d 'Log level'
 complete -c preloadrun -n $options -s v -l verbose -d 'More log output'

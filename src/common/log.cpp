@@ -101,6 +101,10 @@ std::shared_ptr<spdlog::logger> get(const std::string& subsystem) {
     if (!logger) {
         logger = std::make_shared<spdlog::logger>(subsystem, s.sinks.begin(), s.sinks.end());
         logger->set_level(s.level);
+        // A log line that cannot be written (stderr's reader has gone, a
+        // full disk) is dropped: spdlog's default would write a complaint
+        // to the same stderr.
+        logger->set_error_handler([](const std::string& /*message*/) {});
     }
     return logger;
 }

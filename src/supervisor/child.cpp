@@ -29,9 +29,9 @@ std::string describe(int wait_status) {
     return "continued";
 }
 
-bool is_forwarded(int signo) {
-    return std::find(std::begin(kForwardedSignals), std::end(kForwardedSignals), signo) !=
-           std::end(kForwardedSignals);
+// The signals that end preloadrun when no child runs (before it starts).
+bool is_termination_request(int signo) {
+    return signo == SIGTERM || signo == SIGINT || signo == SIGHUP || signo == SIGQUIT;
 }
 
 } // namespace
@@ -104,41 +104,57 @@ void Supervisor::on_signals() {
     if (has(SIGCHLD)) {
         on_child_events(has(SIGCONT));
     }
-    for (const auto& [signo, sender] : received) {
-        if (signo == SIGCHLD) {
-            continue;
-        }
-        if (signo == SIGTTIN || signo == SIGTTOU) {
-            log_->trace("ignoring {}", signal_name(signo));
-            continue;
-        }
-        if (!running()) {
-            if (is_forwarded(signo) && hooks_.on_signal_without_child) {
-                hooks_.on_signal_without_child(signo);
-            } else {
-                log_->debug("{} with no child running: ignored", signal_name(signo));
-            }
-            continue;
-        }
-        if (signo == SIGTSTP) {
-            // Sent by a process (the terminal's goes to the child's group):
-            // stop the child's group as Ctrl-Z would; its stop stops us.
-            log_->debug("{} from pid {}: stopping the child's process group {}", signal_name(signo),
-                        sender, pid_);
-            ::kill(-pid_, SIGTSTP);
-        } else if (signo == SIGCONT) {
-            on_continued(sender);
+    for (const auto& signal : received) {
+        on_signal(signal);
+    }
+}
+
+void Supervisor::on_signal(const ReceivedSignal& signal) {
+    const auto [signo, sender, code] = signal;
+    // The kernel's own: SIGCHLD for a child's state change (reaped above),
+    // SIGTTIN/SIGTTOU when preloadrun touched the terminal from the
+    // background (it carries on: they are blocked).
+    if ((signo == SIGCHLD || signo == SIGTTIN || signo == SIGTTOU) && !signal.from_process()) {
+        return;
+    }
+    // Raised by preloadrun's own write to a pipe nobody reads (its stderr
+    // reader has gone) or beyond the file size limit: the write fails, the
+    // log line is dropped, nothing else happens. Never sent to the child.
+    if ((signo == SIGPIPE || signo == SIGXFSZ) && sender == ::getpid()) {
+        return;
+    }
+    if (caller_ignored(signo)) {
+        log_->debug("{} from pid {} ignored: preloadrun's caller ignores it", signal_name(signo),
+                    sender);
+        return;
+    }
+    if (!running()) {
+        if (is_termination_request(signo) && hooks_.on_signal_without_child) {
+            hooks_.on_signal_without_child(signo);
         } else {
-            forward(signo, sender);
+            log_->debug("{} with no child running: ignored", signal_name(signo));
         }
+        return;
+    }
+    if (signo == SIGTSTP) {
+        // Sent by a process (the terminal's goes to the child's group):
+        // stop the child's group as Ctrl-Z would; its stop stops us.
+        log_->debug("{} from pid {}: stopping the child's process group {}", signal_name(signo),
+                    sender, pid_);
+        ::kill(-pid_, SIGTSTP);
+    } else if (signo == SIGCONT) {
+        on_continued(sender);
+    } else {
+        forward(signo, sender);
     }
 }
 
 void Supervisor::forward(int signo, pid_t sender) {
-    log_->debug("forwarding {} (from pid {}) to child {}", signal_name(signo), sender, pid_);
-    if (::kill(pid_, signo) != 0) {
-        log_->debug("cannot forward {} to child {}: {}", signal_name(signo), pid_,
-                    std::strerror(errno));
+    const pid_t target = process_group_ ? -pid_ : pid_;
+    log_->debug("forwarding {} (from pid {}) to {} {}", signal_name(signo), sender,
+                process_group_ ? "the child's process group" : "child", pid_);
+    if (::kill(target, signo) != 0) {
+        log_->debug("cannot forward {} to {}: {}", signal_name(signo), pid_, std::strerror(errno));
     }
     // As a shell's kill does for a stopped job: a stopped child would only
     // see the TERM/HUP when continued. With job control the shell sends

@@ -9,7 +9,9 @@
 //   terminal's signals (Ctrl-C, Ctrl-\, Ctrl-Z, window size) go to the child
 //   alone and never to preloadrun, so nothing is delivered twice.
 // - Signals sent to preloadrun (kill, docker stop, systemd) are read from a
-//   signalfd and forwarded to the child, once each.
+//   signalfd and forwarded to the child (or its process group, by option),
+//   once each: every signal but KILL and STOP, except those the caller of
+//   preloadrun ignored (nohup), which stay ignored for the child.
 // - The child stops (Ctrl-Z, SIGTTIN/SIGTTOU, SIGSTOP): preloadrun takes the
 //   terminal back and stops itself (SIGSTOP) so that the shell sees the job
 //   stopped. SIGCONT (fg/bg): preloadrun hands the terminal to the child's
@@ -44,8 +46,8 @@ class Supervisor {
 public:
     // Hooks for the owner (preloadrun's lifecycle): called on the loop thread.
     struct Hooks {
-        // A signal that would be forwarded (kForwardedSignals) arrived while
-        // no child runs: before start() or after the child has exited.
+        // SIGTERM, SIGINT, SIGHUP or SIGQUIT (not ignored by the caller)
+        // arrived while no child runs: before start() or after it exited.
         std::function<void(int signo)> on_signal_without_child;
         // A child other than COMMAND ended and was reaped (an orphan
         // reparented to preloadrun, or a process someone else forked: the
@@ -75,6 +77,11 @@ public:
     bool running() const noexcept { return pid_ > 0 && !exited_; }
     bool child_stopped() const noexcept { return running() && stopped_; }
 
+    // Forward signals to the child's whole process group (--process-group)
+    // rather than to the child alone. Job-control signals go to the group
+    // either way.
+    void forward_to_process_group(bool on) noexcept { process_group_ = on; }
+
     // Sends `signo` to the child (a no-op when it does not run).
     void signal_child(int signo);
 
@@ -90,6 +97,7 @@ public:
 
 private:
     void on_signals();
+    void on_signal(const ReceivedSignal& signal);
     void on_child_events(bool continue_pending);
     void on_child_stopped(int stop_signal);
     void on_continued(pid_t sender);
@@ -105,6 +113,7 @@ private:
     bool exited_ = false;
     bool stopped_ = false;
     bool job_control_ = false; // a shell can stop and continue preloadrun
+    bool process_group_ = false;
     int status_ = 0;
     std::size_t others_reaped_ = 0;
 };

@@ -88,6 +88,10 @@ PassphraseFile parse_passphrase_file(const std::string& text, const Options& opt
 int run_cli(int argc, char** argv) noexcept {
     int subcommand_status = -1;
     try {
+        // Before anything opens a descriptor or touches a disposition: what
+        // the caller passed is what the child gets.
+        record_caller_signal_state();
+        record_inherited_descriptors();
         make_undumpable(); // before any passphrase: not even the child may read them
         CLI::App app(kDescription, "preloadrun");
         app.formatter(std::make_shared<HelpFormatter>(kUsage));
@@ -134,6 +138,8 @@ int run_cli(int argc, char** argv) noexcept {
             ->type_name("DURATION");
         app.add_flag("--subreaper", options.subreaper,
                      "Adopt and reap orphaned descendants (implicit as PID 1)");
+        app.add_flag("--process-group", options.process_group,
+                     "Forward signals to COMMAND's whole process group, not COMMAND alone");
         app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
             ->type_name("PATH");
         log_options.add_to(app);
@@ -201,6 +207,9 @@ int run_cli(int argc, char** argv) noexcept {
             options.tokens.empty()) {
             throw Error(ErrorCode::usage,
                         "a passphrase option is given but no token to load (-s or -c)");
+        }
+        if (options.passphrase_fd) {
+            consume_inherited_descriptor(*options.passphrase_fd); // never the child's
         }
         return run(options);
     } catch (const Error& e) {

@@ -31,6 +31,7 @@ struct Options {
     bool high_availability = true; // --no-ha clears it
     std::chrono::milliseconds retry_window{5 * 60 * 1000};
     bool subreaper = false;
+    bool process_group = false;       // forward signals to the child's process group
     std::string socket;               // HSM service socket; empty: default
     std::vector<std::string> command; // COMMAND [ARG...]; empty: service mode
 };

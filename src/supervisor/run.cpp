@@ -70,22 +70,19 @@ ChildSpec child_spec(const Options& options, const AppEnvironment& env) {
 // Runs COMMAND under the Supervisor on `loop` (where the HA loop also runs).
 // A termination signal that arrived while the tokens were loading ends the
 // run before the child starts.
-int supervise(EventLoop& loop, const ChildSpec& spec, bool subreaper) {
+int supervise(EventLoop& loop, const ChildSpec& spec, const Options& options) {
     int early_signal = 0;
     Supervisor::Hooks hooks;
-    hooks.on_signal_without_child = [&early_signal](int signo) {
-        if (signo == SIGTERM || signo == SIGINT || signo == SIGHUP) {
-            early_signal = signo;
-        }
-    };
+    hooks.on_signal_without_child = [&early_signal](int signo) { early_signal = signo; };
     Supervisor supervisor(loop, hooks);
+    supervisor.forward_to_process_group(options.process_group);
     loop.run_once(std::chrono::milliseconds(0));
     if (early_signal != 0) {
         logger()->info("{} received before {} started: not starting it", signal_name(early_signal),
                        spec.argv.front());
         return 128 + early_signal;
     }
-    if (subreaper) {
+    if (options.subreaper) {
         become_subreaper();
     }
     try {
@@ -222,7 +219,7 @@ int run_attached(const Options& options) {
     EventLoop loop;
     // Without --socket the child keeps the HSMSIM_SOCKET it inherits.
     const auto env = app_environment(path, state.file->high_availability, options.socket);
-    return supervise(loop, child_spec(options, env), options.subreaper);
+    return supervise(loop, child_spec(options, env), options);
 }
 
 } // namespace
@@ -283,9 +280,8 @@ int run(const Options& options) {
     }
     // The application talks to the service the tokens were loaded on.
     const auto env = app_environment(path, options.high_availability, endpoint.socket_path);
-    int status = options.command.empty()
-                     ? run_service_mode(loop, env)
-                     : supervise(loop, child_spec(options, env), options.subreaper);
+    int status = options.command.empty() ? run_service_mode(loop, env)
+                                         : supervise(loop, child_spec(options, env), options);
     ha.reset();
     // Remove the tokens file and release the lock first: nothing may use the
     // handles while they are being unloaded.

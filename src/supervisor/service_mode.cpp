@@ -61,7 +61,8 @@ int run_service_mode(EventLoop& loop, const AppEnvironment& env) {
     int stop_signal = 0;
     loop.watch(signals.fd(), [&] {
         for (const auto& received : signals.read_pending()) {
-            if (received.signo == SIGTERM || received.signo == SIGINT) {
+            if ((received.signo == SIGTERM || received.signo == SIGINT) &&
+                !caller_ignored(received.signo)) {
                 stop_signal = received.signo;
                 loop.stop();
             } else {

@@ -1,6 +1,7 @@
 #include "supervisor/spawn.hpp"
 
 #include "preloadrun/common/error.hpp"
+#include "supervisor/signals.hpp"
 
 // Boost 1.81 needs these before the process headers (TOOLCHAIN.md).
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <signal.h>
 #include <string_view>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -45,13 +47,16 @@ std::string errno_text(int err) {
 
 // ---- In the child, between fork and exec: async-signal-safe calls only ----
 
-void reset_signal_dispositions() noexcept {
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigemptyset(&dfl.sa_mask);
-    for (int signo = 1; signo < NSIG; ++signo) {
+// The caller's dispositions: ignored stays ignored, everything else default
+// (a handler would not survive the exec anyway). 32 and 33 need no care:
+// glibc refuses them, and the exec resets the handler preloadrun has on 32.
+void restore_caller_dispositions(SignalBits ignored) noexcept {
+    struct sigaction act {};
+    ::sigemptyset(&act.sa_mask);
+    for (int signo = 1; signo <= kLastSignal; ++signo) {
         if (signo != SIGKILL && signo != SIGSTOP) {
-            ::sigaction(signo, &dfl, nullptr); // EINVAL for glibc's own: fine
+            act.sa_handler = (ignored & signal_bit(signo)) != 0 ? SIG_IGN : SIG_DFL;
+            ::sigaction(signo, &act, nullptr); // EINVAL for glibc's own: fine
         }
     }
 }
@@ -71,16 +76,19 @@ void close_range_or_loop(unsigned first, unsigned last) noexcept {
     }
 }
 
-// Closes every fd above 2 except `keep` (Boost's exec-error pipe, which is
-// close-on-exec). Boost 1.81's own close_handles leaves the gaps below the
-// highest kept fd open, so this does the job instead; no allocation.
-void close_fds_except(const std::vector<int>& keep) noexcept {
+// Closes every fd above 2 except those in `inherited` (the caller's, still
+// not close-on-exec: a number preloadrun reused for its own descriptor is
+// close-on-exec) and `boost` (Boost's exec-error pipe, close-on-exec). No
+// allocation: we are between fork and exec.
+void close_fds_except(const std::vector<int>& inherited, const std::vector<int>& boost) noexcept {
     unsigned next = 3;
     for (;;) {
         int lowest = INT_MAX;
-        for (int fd : keep) {
-            if (fd >= static_cast<int>(next) && fd < lowest) {
-                lowest = fd;
+        for (const auto* list : {&inherited, &boost}) {
+            for (int fd : *list) {
+                if (fd >= static_cast<int>(next) && fd < lowest) {
+                    lowest = fd;
+                }
             }
         }
         if (lowest == INT_MAX) {
@@ -90,17 +98,58 @@ void close_fds_except(const std::vector<int>& keep) noexcept {
         if (static_cast<unsigned>(lowest) > next) {
             close_range_or_loop(next, static_cast<unsigned>(lowest) - 1);
         }
+        const int flags = ::fcntl(lowest, F_GETFD);
+        if (flags >= 0 && (flags & FD_CLOEXEC) != 0 &&
+            std::find(boost.begin(), boost.end(), lowest) == boost.end()) {
+            ::close(lowest); // preloadrun's own, on a number the caller's had
+        }
         next = static_cast<unsigned>(lowest) + 1;
     }
 }
 
-// The Boost.Process initializer: on_exec_setup runs in the child.
+// Writes `value` in decimal at `out`, NUL-terminated (room for 20 digits).
+void write_decimal(char* out, long value) noexcept {
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value > 0 && n < 20);
+    while (n > 0) {
+        *out++ = digits[--n];
+    }
+    *out = '\0';
+}
+
+// What the child runs, prepared in the parent: between fork and exec
+// nothing may allocate.
+struct ExecPlan {
+    const char* executable = nullptr;
+    const char* const* argv = nullptr;
+    const char* const* sh_argv = nullptr; // "/bin/sh" executable args..., for ENOEXEC
+    const char* const* envp = nullptr;
+    char* listen_pid = nullptr; // the value of LISTEN_PID=, to become the child's pid
+    const std::vector<int>* inherited = nullptr;
+    SignalBits ignored = 0;
+    pid_t parent = 0;
+};
+
+// The Boost.Process initializer: on_exec_setup runs in the child, and execs
+// there itself (execve, then /bin/sh on ENOEXEC): Boost's own execve has no
+// ENOEXEC rule. Returning an error makes Boost report errno to the parent.
 struct ChildSetup {
     SpawnOptions options;
+    ExecPlan plan;
 
     template <class Launcher>
     bp::error_code on_exec_setup(Launcher& launcher, const bp::filesystem::path& /*exe*/,
                                  const char* const* /*argv*/) const {
+        // SIGTERM when preloadrun dies before the child, however it dies
+        // (SIGKILL, a fault in its own code): nothing runs on unsupervised.
+        // preloadrun may have died already, before the prctl.
+        if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != plan.parent) {
+            ::_exit(kExitPreloadrunFailed);
+        }
         // Own process group, so that signals for the child's group (the
         // terminal's) never reach preloadrun. Done here, before exec: the
         // parent does not return from the launch before the exec (Boost's
@@ -112,12 +161,20 @@ struct ChildSetup {
         if (options.give_terminal) {
             ::tcsetpgrp(options.terminal_fd, ::getpid());
         }
-        reset_signal_dispositions();
-        close_fds_except(launcher.fd_whitelist);
-        sigset_t none;
-        ::sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        return {};
+        restore_caller_dispositions(plan.ignored);
+        close_fds_except(*plan.inherited, launcher.fd_whitelist);
+        if (plan.listen_pid != nullptr) {
+            write_decimal(plan.listen_pid, ::getpid());
+        }
+        unblock_all_signals();
+        ::execve(plan.executable, const_cast<char* const*>(plan.argv),
+                 const_cast<char* const*>(plan.envp));
+        if (errno == ENOEXEC) {
+            ::execve(plan.sh_argv[0], const_cast<char* const*>(plan.sh_argv),
+                     const_cast<char* const*>(plan.envp));
+            errno = ENOEXEC; // what failed is the file, not /bin/sh
+        }
+        return bp::error_code(errno, bp::system_category());
     }
 
     // Boost calls ::exit() in the child when the exec fails, which would run
@@ -135,6 +192,56 @@ bool is_directory(const std::string& path) {
 }
 
 } // namespace
+
+namespace {
+
+std::vector<int>& inherited_list() {
+    static std::vector<int> fds;
+    return fds;
+}
+
+} // namespace
+
+void record_inherited_descriptors() {
+    auto& fds = inherited_list();
+    fds.clear();
+    // /proc/self/fd lists them; without /proc (a bare container), ask each
+    // number up to the limit.
+    std::error_code ec;
+    std::filesystem::directory_iterator it("/proc/self/fd", ec);
+    if (!ec) {
+        std::vector<int> listed;
+        for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+            listed.push_back(std::atoi(it->path().filename().c_str()));
+        }
+        for (int fd : listed) {
+            // The iterator's own descriptor is close-on-exec: not the caller's.
+            const int flags = ::fcntl(fd, F_GETFD);
+            if (fd > 2 && flags >= 0 && (flags & FD_CLOEXEC) == 0) {
+                fds.push_back(fd);
+            }
+        }
+    } else {
+        const long max = ::sysconf(_SC_OPEN_MAX);
+        const int limit = max > 0 && max < 65536 ? static_cast<int>(max) : 65536;
+        for (int fd = 3; fd < limit; ++fd) {
+            const int flags = ::fcntl(fd, F_GETFD);
+            if (flags >= 0 && (flags & FD_CLOEXEC) == 0) {
+                fds.push_back(fd);
+            }
+        }
+    }
+    std::sort(fds.begin(), fds.end());
+}
+
+void consume_inherited_descriptor(int fd) {
+    auto& fds = inherited_list();
+    fds.erase(std::remove(fds.begin(), fds.end(), fd), fds.end());
+}
+
+const std::vector<int>& inherited_descriptors() {
+    return inherited_list();
+}
 
 std::vector<std::string> child_environment(const ChildSpec& spec) {
     auto removed = [&spec](std::string_view entry) {
@@ -225,12 +332,33 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
         argv.push_back(arg.c_str()); // argv[0] as given, not the resolved path
     }
     argv.push_back(nullptr);
+    // execvp's rule for a file the kernel cannot execute: /bin/sh FILE ARGS...
+    std::vector<const char*> sh_argv{"/bin/sh", executable.c_str()};
+    sh_argv.insert(sh_argv.end(), argv.begin() + 1, argv.end());
+
+    std::vector<std::string> child_env = env;
+    ExecPlan plan;
+    plan.parent = ::getpid();
+    plan.ignored = caller_ignored_signals();
+    plan.inherited = &inherited_descriptors();
+    for (auto& entry : child_env) {
+        // Socket activation: the descriptors were for preloadrun (LISTEN_PID
+        // is its pid); they are the child's now. Any other value passes as is.
+        if (entry == "LISTEN_PID=" + std::to_string(plan.parent)) {
+            entry.resize(entry.size() + 24, '\0'); // room for the child's pid
+            plan.listen_pid = entry.data() + std::strlen("LISTEN_PID=");
+        }
+    }
     std::vector<const char*> envp;
-    envp.reserve(env.size() + 1);
-    for (const auto& entry : env) {
+    envp.reserve(child_env.size() + 1);
+    for (const auto& entry : child_env) {
         envp.push_back(entry.c_str());
     }
     envp.push_back(nullptr);
+    plan.executable = executable.c_str();
+    plan.argv = argv.data();
+    plan.sh_argv = sh_argv.data();
+    plan.envp = envp.data();
 
     // A private io_context only for the launch: Boost wants an executor for
     // the process handle (a pidfd) that we drop right away.
@@ -240,7 +368,7 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
     bp::error_code ec;
     const char** argv_data = argv.data();
     auto process = launcher(context.get_executor(), ec, bp::filesystem::path(executable), argv_data,
-                            ChildSetup{options});
+                            ChildSetup{options, plan});
     if (!ec) {
         const pid_t pid = process.id();
         // Detach: the destructor of an attached process SIGKILLs and reaps
@@ -266,9 +394,9 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
         if (is_directory(executable)) {
             throw_not_executable(name, EISDIR);
         }
-        // The file was there a moment ago: its interpreter or loader is not.
-        throw Error(ErrorCode::permission,
-                    name + ": bad interpreter or loader: " + errno_text(err));
+        // The file was there a moment ago: its interpreter or loader is not
+        // (127, as env(1)).
+        throw Error(ErrorCode::not_found, name + ": bad interpreter or loader: " + errno_text(err));
     case EACCES:
     case EPERM:
     case ENOEXEC:
@@ -277,6 +405,7 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
     case ELOOP:
     case ENAMETOOLONG:
     case ELIBBAD:
+    case E2BIG:
         throw_not_executable(name, err);
     default:
         throw Error(ErrorCode::internal, "cannot run " + name + ": " + errno_text(err));

@@ -2,7 +2,11 @@
 // Starting COMMAND: execvp-like lookup in PATH, the child's environment, and
 // the fork/exec itself (Boost.Process v2) with a child-side setup that gives
 // the child a clean slate: its own process group (and the terminal, when
-// asked), default dispositions, an empty signal mask, only fds 0-2.
+// asked), an empty signal mask, default dispositions but for the signals the
+// caller ignored, fds 0-2 and the descriptors the caller passed to
+// preloadrun (never preloadrun's own), LISTEN_PID rewritten for socket
+// activation, and SIGTERM should preloadrun die before it (PR_SET_PDEATHSIG).
+// Exit statuses and the ENOEXEC rule as env(1) (execvp).
 
 #include <exception>
 #include <string>
@@ -21,6 +25,15 @@ struct ChildSpec {
     std::vector<std::pair<std::string, std::string>> set_env; // added/overridden
     std::vector<std::string> unset_env;                       // removed from the environment
 };
+
+// The descriptors above 2 that preloadrun inherited from its caller: call
+// record_inherited_descriptors() first thing in main(), before anything is
+// opened. Those (and only those) pass to the child, but for the ones
+// preloadrun consumes itself (--passphrase-fd), given to
+// consume_inherited_descriptor().
+void record_inherited_descriptors();
+void consume_inherited_descriptor(int fd);
+const std::vector<int>& inherited_descriptors();
 
 // The child's environment ("NAME=value" strings): ours (environ) minus
 // unset_env, with set_env added or overriding, in the original order.
@@ -41,10 +54,12 @@ struct SpawnOptions {
 
 // Forks and execs; returns the child's pid (also its process group id) once
 // the exec has succeeded. The child is not waited for: the caller reaps it.
-// Throws Error(not_found) -> 127, Error(permission) -> 126 (not executable,
-// exec format error, bad interpreter), Error(internal) -> 125 (fork failed,
-// ...); a child that failed to exec has been reaped and the terminal given
-// back before the throw.
+// A file the kernel cannot execute (ENOEXEC: a script without "#!") runs
+// through /bin/sh, as execvp() and env(1) do. Throws Error(not_found) -> 127
+// (also a missing "#!" interpreter or ELF loader, as env(1)),
+// Error(permission) -> 126 (not executable, argument list too long, ...),
+// Error(internal) -> 125 (fork failed, ...); a child that failed to exec has
+// been reaped and the terminal given back before the throw.
 pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options);
 
 // 127 for Error(not_found), 126 for Error(permission), else 125.

@@ -109,6 +109,15 @@ def dir_entries(path):
         return []
 
 
+def default_dispositions():
+    """Every signal Python may set back to its default disposition."""
+    for signo in range(1, signal.NSIG):
+        try:
+            signal.signal(signo, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # KILL, STOP, and glibc's own 32 and 33
+
+
 class Runner:
     """preloadrun against one Sim. `tokdir` is a private directory (0700) for
     tokens files; `xdg` is the XDG_RUNTIME_DIR given to preloadrun."""
@@ -165,12 +174,16 @@ class Runner:
     def start(self, *args, env=None, pass_fds=(), stdout=subprocess.PIPE,
               stderr=None, stdin=subprocess.DEVNULL, preexec_fn=None):
         """Popen of preloadrun ARGS; stderr goes to a log file (self.stderr_of(p)).
-        preexec_fn runs in the new process before preloadrun is executed."""
+        preexec_fn runs in the new process before preloadrun is executed;
+        by default it makes every disposition the default, so that what the
+        child gets does not depend on how the test run was started (signals
+        ignored by its caller stay ignored for preloadrun's child)."""
         log_path = self.fresh("stderr")
         log = open(log_path, "wb")
         p = subprocess.Popen(self.argv(*args), env=env or self.env, stdin=stdin,
                              stdout=stdout, stderr=stderr or log, pass_fds=pass_fds,
-                             start_new_session=True, preexec_fn=preexec_fn)
+                             start_new_session=True,
+                             preexec_fn=preexec_fn or default_dispositions)
         log.close()
         p.stderr_path = log_path
         self.procs.append(p)

@@ -62,11 +62,20 @@ def wait_for(predicate, timeout=TIMEOUT, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def default_dispositions():
+    # Python ignores SIGPIPE and SIGXFSZ, and pexpect's fork keeps that: a
+    # caller's ignored signals stay ignored for preloadrun's child. Start
+    # from what a shell gives its commands.
+    for signo in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signo, signal.SIG_DFL)
+
+
 def spawn_direct(argv, workdir):
     """COMMAND on a fresh pty, as the session leader in the foreground."""
     env = dict(os.environ, SUPERVISE_DRIVER_LOG="debug")
     child = pexpect.spawn(argv[0], argv[1:], cwd=workdir, env=env, encoding="utf-8",
-                          timeout=TIMEOUT, dimensions=(24, 80))
+                          timeout=TIMEOUT, dimensions=(24, 80),
+                          preexec_fn=default_dispositions)
     child.logfile_read = open(os.path.join(workdir, "pty.log"), "w")
     return child
 

@@ -14,10 +14,8 @@ namespace sv = preloadrun::supervisor;
 
 void block_and_drain_signals() {
     sv::block_supervised_signals();
-    const sigset_t set = sv::supervised_signals();
-    const timespec zero{0, 0};
-    while (::sigtimedwait(&set, nullptr, &zero) > 0) {
-    }
+    sv::SignalFd pending;
+    pending.read_pending();
 }
 
 std::map<std::string, std::string> read_key_values(const std::filesystem::path& file) {

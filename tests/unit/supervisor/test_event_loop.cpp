@@ -173,6 +173,12 @@ TEST_CASE("EventLoop survives EINTR: an interrupted poll keeps its timer") {
     sa.sa_handler = count_interrupt; // no SA_RESTART (poll never restarts anyway)
     ::sigemptyset(&sa.sa_mask);
     REQUIRE(::sigaction(SIGURG, &sa, &old) == 0);
+    // Other test cases block every signal, as preloadrun does.
+    sigset_t urg;
+    sigset_t old_mask;
+    ::sigemptyset(&urg);
+    ::sigaddset(&urg, SIGURG);
+    REQUIRE(::pthread_sigmask(SIG_UNBLOCK, &urg, &old_mask) == 0);
     g_interrupts = 0;
 
     EventLoop loop;
@@ -190,6 +196,7 @@ TEST_CASE("EventLoop survives EINTR: an interrupted poll keeps its timer") {
         loop.run_once();
     }
     interrupter.join();
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     ::sigaction(SIGURG, &old, nullptr);
     CHECK(g_interrupts == 1);
     CHECK(EventLoop::Clock::now() - start >= 150ms);
