@@ -54,9 +54,15 @@ def test_clear_during_signing_loop_costs_no_error(make_service, module_path, dri
     def loop():
         result["r"] = sign(driver_bin, module_path, env, 150, 4, check=False)
 
+    before = ops(sim)
     t = threading.Thread(target=loop)
     t.start()
-    time.sleep(1.0)
+    # Clear module 2 once the client signs on every module (logging in takes
+    # a while on a slow machine: under ASan, well over a second).
+    deadline = time.monotonic() + 120
+    while not all(ops(sim)[n] - before[n] >= 5 for n in (1, 2, 3)):
+        assert t.is_alive() and time.monotonic() < deadline, "the client never signed on all modules"
+        time.sleep(0.05)
     sim.ok("module", "clear", "2")
     time.sleep(0.5)
     mid = ops(sim)[2]
