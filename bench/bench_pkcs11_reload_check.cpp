@@ -143,11 +143,14 @@ int worker(Options& o) {
 
 // ---- the tokens file, published as preloadrun does -----------------------------------
 
+// Keeps its connection open while it lives, as preloadrun does: the service
+// unloads what a process loaded once its last connection closes.
 class TokensFile {
 public:
-    TokensFile(const Hsmsim& sim, const fs::path& path) : publisher_(path) {
-        pr::hsm::SimClient client(
-            pr::hsm::Endpoint{sim.socket(), std::chrono::seconds(10), "bench"});
+    TokensFile(const Hsmsim& sim, const fs::path& path)
+        : client_(pr::hsm::Endpoint{sim.socket(), std::chrono::seconds(10), "bench"}),
+          publisher_(path) {
+        auto& client = client_;
         std::ifstream in(sim.pass_file());
         const std::string pass((std::istreambuf_iterator<char>(in)), {});
         const pr::SecureBuffer passphrase(reinterpret_cast<const std::uint8_t*>(pass.data()),
@@ -182,6 +185,7 @@ public:
     const fs::path& path() const { return publisher_.path(); }
 
 private:
+    pr::hsm::SimClient client_;
     pr::tokens::Publisher publisher_;
 };
 

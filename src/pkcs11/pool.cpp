@@ -14,6 +14,9 @@ Pool::Lease::~Lease() {
 Pool::Lease Pool::acquire() {
     {
         std::lock_guard lock(mutex_);
+        if (!kept_) {
+            kept_ = connect_(); // once; the callers racing it need a connection anyway
+        }
         if (!idle_.empty()) {
             auto service = std::move(idle_.back());
             idle_.pop_back();

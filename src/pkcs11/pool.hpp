@@ -2,6 +2,12 @@
 // A pool of HSM service connections. A connection is not thread-safe, so each
 // concurrent operation leases its own; a lease goes back to the pool when it
 // ends, unless the operation found the connection broken (discard()).
+//
+// The pool also keeps one connection that it never lends, from its first
+// acquire() until it goes (C_Finalize): the service unloads what a process
+// loaded (tokens loaded by C_Login, keys loaded or generated, session keys)
+// once that process has no connection open, and a lent connection may be
+// discarded or closed as surplus at any time.
 
 #include "preloadrun/hsm/service.hpp"
 
@@ -36,7 +42,8 @@ public:
     };
 
     // An idle connection, or a new one (throws Error(unavailable) when the
-    // service cannot be reached).
+    // service cannot be reached). The first call also opens the connection
+    // the pool keeps.
     Lease acquire();
 
 private:
@@ -45,6 +52,7 @@ private:
     Connector connect_;
     std::size_t max_idle_;
     std::mutex mutex_;
+    std::unique_ptr<hsm::Service> kept_; // never lent: what this process loaded stays
     std::vector<std::unique_ptr<hsm::Service>> idle_;
 };
 

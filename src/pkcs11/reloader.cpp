@@ -38,12 +38,13 @@ void Reloader::reread() {
         if (liveness.status == tokens::Status::missing && !owner_dead_reported_) {
             // Removed by its owner at exit, or being replaced: reported once.
             owner_dead_reported_ = true;
-            logger().warn("tokens file {} is gone ({}); keys already loaded keep serving",
+            logger().warn("tokens file {} is gone ({}); nothing more will be reloaded from it",
                           file_.string(), liveness.reason);
         } else if (!owner_dead_reported_) {
             owner_dead_reported_ = true;
-            logger().warn("tokens file {} is no longer live: {}; keys already loaded keep "
-                          "serving, nothing more will be reloaded from it",
+            logger().warn("tokens file {} is no longer live: {}; nothing more will be reloaded "
+                          "from it, and the HSM service unloads the tokens its owner loaded "
+                          "(with the keys loaded under them)",
                           file_.string(), liveness.reason);
         }
         return;

@@ -83,9 +83,10 @@ int poll_timeout(std::optional<Clock::time_point> deadline) {
 
 } // namespace
 
-Connection::Connection(Fd fd, Peer peer, std::uint64_t id, Handler& handler,
+Connection::Connection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id, Handler& handler,
                        ConnectionLimits limits)
-    : fd_(std::move(fd)), peer_(peer), id_(id), handler_(handler), limits_(limits) {}
+    : fd_(std::move(fd)), peer_(peer), lease_(std::move(lease)), id_(id), handler_(handler),
+      limits_(limits) {}
 
 void Connection::shutdown() noexcept {
     ::shutdown(fd_.get(), SHUT_RDWR);
@@ -101,6 +102,7 @@ void Connection::run() noexcept {
     }
     ::shutdown(fd_.get(), SHUT_RDWR);
     logger()->debug("connection {} (uid {}, pid {}) ended", id_, peer_.uid, peer_.pid);
+    lease_.release(); // the client's last connection: what it loaded goes
     done_.store(true);
 }
 

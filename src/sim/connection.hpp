@@ -1,7 +1,9 @@
 #pragma once
 // One client connection, served by its own thread: Hello first, then one
 // response per request, or (after Subscribe) a stream of events. A broken
-// frame or message ends this connection only.
+// frame or message ends this connection only. It holds its client's lease
+// (clients.hpp) until it ends: the client's last connection to end unloads
+// what the client loaded, on this connection's thread.
 
 #include "preloadrun/common/fd.hpp"
 #include "sim/handler.hpp"
@@ -25,7 +27,9 @@ struct ConnectionLimits {
 
 class Connection {
 public:
-    Connection(Fd fd, Peer peer, std::uint64_t id, Handler& handler, ConnectionLimits limits = {});
+    // `lease`: from handler.attach(peer).
+    Connection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id, Handler& handler,
+               ConnectionLimits limits = {});
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
 
@@ -47,6 +51,7 @@ private:
 
     Fd fd_;
     Peer peer_;
+    Clients::Lease lease_;
     std::uint64_t id_;
     Handler& handler_;
     ConnectionLimits limits_;

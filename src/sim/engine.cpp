@@ -19,12 +19,12 @@ std::string token_label(const hsm::TokenInfo& token) {
 } // namespace
 
 hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_hash,
-                                     const SecureBuffer& passphrase, uid_t uid) {
+                                     const SecureBuffer& passphrase, uid_t uid, ClientId client) {
     Module& m = fleet_.module(module);
     auto card = world_.card(token_hash);
     auto token_key = unlocker_.unlock(card, passphrase, uid);
     return m.operate(uid, OpKind::management, [&] {
-        auto handle = m.add_token(uid, World::info_of(card), std::move(token_key));
+        auto handle = m.add_token(uid, client, World::info_of(card), std::move(token_key));
         log::get("sim.engine")
             ->debug("uid {} loaded {} on module {}: handle {}", uid,
                     token_label(World::info_of(card)), module, handle);
@@ -33,7 +33,7 @@ hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_ha
 }
 
 hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& ident,
-                                   hsm::ObjectHandle token_handle, uid_t uid) {
+                                   hsm::ObjectHandle token_handle, uid_t uid, ClientId client) {
     Module& m = fleet_.module(module);
     return m.operate(uid, OpKind::management, [&] {
         auto record = world_.key_record(ident);
@@ -61,7 +61,7 @@ hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& iden
         }
         auto key =
             std::make_shared<const Key>(world_.unwrap_key(record, token ? &token->key : nullptr));
-        return m.add_key(uid, KeyObject{std::move(info), std::move(key), token_handle});
+        return m.add_key(uid, client, KeyObject{std::move(info), std::move(key), token_handle});
     });
 }
 
@@ -70,7 +70,8 @@ void Engine::unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid) {
     m.operate(uid, OpKind::management, [&] { m.unload(handle, uid); });
 }
 
-hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid) {
+hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid,
+                                       ClientId client) {
     Module& m = fleet_.module(module);
     return m.operate(uid, OpKind::crypto, [&] {
         std::shared_ptr<const TokenObject> token;
@@ -102,7 +103,7 @@ hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec&
         } else {
             info.ident = new_ident();
         }
-        auto handle = m.add_key(uid, KeyObject{info, std::move(key), spec.token_handle});
+        auto handle = m.add_key(uid, client, KeyObject{info, std::move(key), spec.token_handle});
         log::get("sim.engine")
             ->debug("uid {} generated {} key {} ('{}') on module {}: handle {}", uid,
                     describe(info.type, info.bits), info.ident, info.label, module, handle);

@@ -3,7 +3,9 @@
 // key material) and the fleet (modules, object tables). Each runs as one
 // module operation of the caller's uid (one at a time per module, shared
 // fairly between uids, with its latency and injected failures). Arguments
-// are validated by the handler before they get here.
+// are validated by the handler before they get here. What is loaded or
+// generated belongs to the caller's uid and to its client (the process: it
+// goes when the process's last connection closes, Fleet::unload_client).
 
 #include "preloadrun/common/clock.hpp"
 #include "preloadrun/hsm/types.hpp"
@@ -28,14 +30,15 @@ public:
     // Checks the passphrase (KDF, unwrap; rate-limited per uid and token)
     // before taking the module: only adding the token is a module operation.
     hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
-                                 const SecureBuffer& passphrase, uid_t uid);
+                                 const SecureBuffer& passphrase, uid_t uid, ClientId client);
     // token_handle: the handle of the key's token on the same module, 0 for a
     // module-protected key.
     hsm::ObjectHandle load_key(std::uint32_t module, const std::string& ident,
-                               hsm::ObjectHandle token_handle, uid_t uid);
+                               hsm::ObjectHandle token_handle, uid_t uid, ClientId client);
     void unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid);
     // A persistent key records `uid` as its creator.
-    hsm::GeneratedKey generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid);
+    hsm::GeneratedKey generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid,
+                                   ClientId client);
     // Removes a persistent key from the world, if `uid` may (key_rights.hpp):
     // for a token-protected key, token_handle is the caller's handle of that
     // token on `module`; for a module-protected key it is 0 (and `module` is

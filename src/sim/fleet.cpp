@@ -213,6 +213,21 @@ hsm::ModuleInfo Fleet::fail_next(std::uint32_t number, std::uint32_t count) {
     return m.info();
 }
 
+std::size_t Fleet::unload_client(ClientId client) {
+    std::vector<Module*> modules; // they never go: the fleet lock is not held while unloading
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& m : modules_) {
+            modules.push_back(m.get());
+        }
+    }
+    std::size_t unloaded = 0;
+    for (auto* m : modules) {
+        unloaded += m->unload_client(client);
+    }
+    return unloaded;
+}
+
 std::pair<std::vector<hsm::ModuleInfo>, Fleet::Subscription> Fleet::subscribe(Listener listener) {
     std::lock_guard lock(mutex_);
     std::vector<hsm::ModuleInfo> snapshot;

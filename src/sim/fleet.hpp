@@ -75,6 +75,10 @@ public:
     hsm::ModuleInfo set_latency(std::uint32_t number, std::uint32_t latency_ms);
     hsm::ModuleInfo fail_next(std::uint32_t number, std::uint32_t count);
 
+    // Unloads what `client` loaded, on every module (Module::unload_client).
+    // Returns how many objects went.
+    std::size_t unload_client(ClientId client);
+
     // Registers `listener` and returns the modules as they are at that very
     // moment: no change falls between the snapshot and the first event.
     // Listeners run with the fleet locked: they must be quick and must not

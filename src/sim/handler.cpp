@@ -147,6 +147,20 @@ wire::Response Handler::handle(const Request& request, const Peer& peer) {
     }
 }
 
+Clients::Lease Handler::attach(Peer& peer) {
+    auto lease = clients_.connect(peer.uid, peer.pid);
+    peer.client = lease.client();
+    return lease;
+}
+
+void Handler::client_gone(const Clients::Client& client) {
+    const auto unloaded = fleet_.unload_client(client.id);
+    log::get("sim.service")
+        ->log(unloaded == 0 ? spdlog::level::debug : spdlog::level::info,
+              "client pid {} (uid {}) has gone: unloaded {} object(s)", client.pid, client.uid,
+              unloaded);
+}
+
 std::pair<wire::Response, Fleet::Subscription> Handler::subscribe(const Request& request,
                                                                   Fleet::Listener listener) {
     auto [snapshot, subscription] = fleet_.subscribe(std::move(listener));
@@ -214,7 +228,8 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         auto module = module_number(r.module());
         auto hash = validate::token_hash(r.token_hash());
         auto passphrase = validate::passphrase(r.passphrase(), false);
-        out.mutable_handle()->set_handle(engine_.load_token(module, hash, passphrase, peer.uid));
+        out.mutable_handle()->set_handle(
+            engine_.load_token(module, hash, passphrase, peer.uid, peer.client));
         break;
     }
     case Request::kLoadKey: {
@@ -222,7 +237,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         auto module = module_number(r.module());
         const auto& ident = validate::ident(r.ident());
         out.mutable_handle()->set_handle(
-            engine_.load_key(module, ident, r.token_handle(), peer.uid));
+            engine_.load_key(module, ident, r.token_handle(), peer.uid, peer.client));
         break;
     }
     case Request::kUnload: {
@@ -235,7 +250,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         const auto& r = request.generate_key();
         auto module = module_number(r.module());
         auto spec = validate::key_spec(r);
-        auto generated = engine_.generate_key(module, spec, peer.uid);
+        auto generated = engine_.generate_key(module, spec, peer.uid, peer.client);
         auto* body = out.mutable_generated();
         body->set_handle(generated.handle);
         *body->mutable_key() = hsm::codec::to_wire(generated.key);

@@ -1,8 +1,11 @@
 #pragma once
 // The request handler: a pure dispatch from wire requests to the world, the
 // fleet and the engine. Every preloadrun::Error becomes an error response in
-// exactly one place (handle()); nothing here does I/O on sockets.
+// exactly one place (handle()); nothing here does I/O on sockets. It also
+// keeps the clients (processes) connected: what a client loaded is unloaded
+// from every module when its last connection closes.
 
+#include "sim/clients.hpp"
 #include "sim/engine.hpp"
 #include "sim/fleet.hpp"
 #include "sim/paging.hpp"
@@ -18,7 +21,8 @@ namespace preloadrun::sim {
 struct Peer {
     uid_t uid = 0;
     pid_t pid = 0;
-    bool admin = false; // connected on the admin socket
+    bool admin = false;          // connected on the admin socket
+    ClientId client = kNoClient; // set by Handler::attach(): owns what it loads
 };
 
 // "hsmsim 0.1.0"
@@ -27,7 +31,17 @@ std::string server_name();
 class Handler {
 public:
     Handler(World& world, Fleet& fleet, Engine& engine, PageLimits pages = {})
-        : world_(world), fleet_(fleet), engine_(engine), pages_(pages) {}
+        : world_(world), fleet_(fleet), engine_(engine), pages_(pages),
+          clients_([this](const Clients::Client& client) { client_gone(client); }) {}
+    Handler(const Handler&) = delete;
+    Handler& operator=(const Handler&) = delete;
+
+    // A new connection of peer.uid's process peer.pid: sets peer.client. The
+    // lease, when released, counts the connection out; when it was the
+    // process's last, everything the process loaded on every module is
+    // unloaded (and logged), on the releasing thread.
+    Clients::Lease attach(Peer& peer);
+    const Clients& clients() const noexcept { return clients_; }
 
     // Any request but Subscribe (see subscribe()). Never throws
     // preloadrun::Error: failures come back as Response{error}.
@@ -41,11 +55,13 @@ public:
 private:
     wire::Response dispatch(const wire::Request& request, const Peer& peer);
     std::uint32_t module_number(std::uint32_t number) const;
+    void client_gone(const Clients::Client& client);
 
     World& world_;
     Fleet& fleet_;
     Engine& engine_;
     PageLimits pages_;
+    Clients clients_;
 };
 
 // Whether a request may only come over the admin socket.

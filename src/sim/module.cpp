@@ -117,13 +117,14 @@ hsm::ObjectHandle Module::add_locked(ObjectTable::Object object) {
     return objects_.add(std::move(object));
 }
 
-hsm::ObjectHandle Module::add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key) {
+hsm::ObjectHandle Module::add_token(uid_t owner, ClientId client, hsm::TokenInfo info,
+                                    SecureBuffer token_key) {
     auto token = std::make_shared<TokenObject>(TokenObject{std::move(info), std::move(token_key)});
     std::lock_guard lock(state_mutex_);
-    return add_locked(ObjectTable::Object{owner, std::move(token), nullptr});
+    return add_locked(ObjectTable::Object{owner, client, std::move(token), nullptr});
 }
 
-hsm::ObjectHandle Module::add_key(uid_t owner, KeyObject key) {
+hsm::ObjectHandle Module::add_key(uid_t owner, ClientId client, KeyObject key) {
     auto shared = std::make_shared<KeyObject>(std::move(key));
     std::lock_guard lock(state_mutex_);
     if (shared->token_handle != 0) {
@@ -135,7 +136,7 @@ hsm::ObjectHandle Module::add_key(uid_t owner, KeyObject key) {
                             module_name(number_) + " is a key, not a token");
         }
     }
-    return add_locked(ObjectTable::Object{owner, nullptr, std::move(shared)});
+    return add_locked(ObjectTable::Object{owner, client, nullptr, std::move(shared)});
 }
 
 std::shared_ptr<const TokenObject> Module::token(hsm::ObjectHandle handle, uid_t caller) const {
@@ -162,6 +163,13 @@ std::size_t Module::unload(hsm::ObjectHandle handle, uid_t caller) {
     std::vector<ObjectTable::Object> dropped; // destroyed outside the lock
     std::lock_guard lock(state_mutex_);
     dropped = objects_.erase(handle, caller);
+    return dropped.size();
+}
+
+std::size_t Module::unload_client(ClientId client) {
+    std::vector<ObjectTable::Object> dropped; // destroyed outside the lock
+    std::lock_guard lock(state_mutex_);
+    dropped = objects_.erase_client(client);
     return dropped.size();
 }
 

@@ -86,9 +86,11 @@ public:
     // Operations waiting for the module (not counting the one it serves).
     std::size_t waiting() const { return scheduler_.waiting(); }
 
-    // ---- object table (use inside operate()) ----
-    hsm::ObjectHandle add_token(uid_t owner, hsm::TokenInfo info, SecureBuffer token_key);
-    hsm::ObjectHandle add_key(uid_t owner, KeyObject key);
+    // ---- object table (use inside operate(), but for unload_client()) ----
+    // `client`: the process loading it (object_table.hpp).
+    hsm::ObjectHandle add_token(uid_t owner, ClientId client, hsm::TokenInfo info,
+                                SecureBuffer token_key);
+    hsm::ObjectHandle add_key(uid_t owner, ClientId client, KeyObject key);
     // Throw Error(invalid_handle) for no such object (or one of the other
     // kind), Error(permission) for another uid's object.
     std::shared_ptr<const TokenObject> token(hsm::ObjectHandle handle, uid_t caller) const;
@@ -96,6 +98,10 @@ public:
     // Removes the object; for a token also every key loaded under it.
     // Returns how many objects went.
     std::size_t unload(hsm::ObjectHandle handle, uid_t caller);
+    // Removes everything `client` loaded (with the keys loaded under its
+    // tokens), in any state of the module and without waiting for its turn:
+    // the client has gone, there is nobody to answer. Returns how many went.
+    std::size_t unload_client(ClientId client);
     // How many objects `owner` holds on the module (its share is limited).
     std::size_t held_by(uid_t owner) const;
 

@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 
+#include <set>
 #include <string>
 #include <utility>
 
@@ -79,6 +80,28 @@ std::vector<ObjectTable::Object> ObjectTable::erase(hsm::ObjectHandle handle, ui
             } else {
                 ++it;
             }
+        }
+    }
+    return dropped;
+}
+
+std::vector<ObjectTable::Object> ObjectTable::erase_client(ClientId client) {
+    std::vector<Object> dropped;
+    if (client == kNoClient) {
+        return dropped;
+    }
+    std::set<hsm::ObjectHandle> tokens; // the client's tokens: keys under them go too
+    for (const auto& [handle, object] : objects_) {
+        if (object.client == client && object.token) {
+            tokens.insert(handle);
+        }
+    }
+    for (auto it = objects_.begin(); it != objects_.end();) {
+        const auto& object = it->second;
+        if (object.client == client || (object.key && tokens.contains(object.key->token_handle))) {
+            it = forget(it, dropped);
+        } else {
+            ++it;
         }
     }
     return dropped;

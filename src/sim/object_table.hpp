@@ -2,7 +2,9 @@
 // The objects loaded on one module (tokens and keys), each owned by the uid
 // that loaded or generated it, with two limits: how many the module holds
 // in all, and how many one uid may hold on it (its share, so that one user
-// cannot fill a module for everyone). Not thread-safe: Module locks it.
+// cannot fill a module for everyone). Each object also records the client
+// (the process, clients.hpp) that loaded it: when that client goes, so do
+// its objects. Not thread-safe: Module locks it.
 
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
@@ -16,6 +18,11 @@
 #include <vector>
 
 namespace preloadrun::sim {
+
+// A client of the service: one process, from its first connection to its
+// last (clients.hpp). Never reused.
+using ClientId = std::uint64_t;
+inline constexpr ClientId kNoClient = 0; // held until unloaded or cleared
 
 inline constexpr std::size_t kMaxObjectsPerModule = 100000;
 inline constexpr std::size_t kDefaultMaxObjectsPerUid = 10000;
@@ -39,7 +46,8 @@ struct KeyObject {
 class ObjectTable {
 public:
     struct Object {
-        uid_t owner = 0;
+        uid_t owner = 0;                          // the only uid that may use or unload it
+        ClientId client = kNoClient;              // the process that loaded it
         std::shared_ptr<const TokenObject> token; // exactly one of token, key
         std::shared_ptr<const KeyObject> key;
     };
@@ -57,6 +65,9 @@ public:
     // Removes the object; for a token also every key loaded under it. Returns
     // what went, for the caller to destroy outside its lock.
     std::vector<Object> erase(hsm::ObjectHandle handle, uid_t caller);
+    // Removes every object `client` loaded, and every key loaded under one of
+    // its tokens (by whichever client of the same uid). Returns what went.
+    std::vector<Object> erase_client(ClientId client);
     // Removes everything (handles already given out never come back).
     std::map<hsm::ObjectHandle, Object> take_all() noexcept;
 

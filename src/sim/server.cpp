@@ -138,8 +138,9 @@ void Server::accept_from(const Listener& listener, bool admin) {
     }
     logger()->debug("connection {} from uid {} pid {} on the {} socket", id, cred.uid, cred.pid,
                     admin ? "admin" : "client");
-    auto connection =
-        std::make_unique<Connection>(std::move(fd), peer, id, *handler_, tuning_.limits);
+    auto lease = handler_->attach(peer); // sets peer.client
+    auto connection = std::make_unique<Connection>(std::move(fd), peer, std::move(lease), id,
+                                                   *handler_, tuning_.limits);
     auto* raw = connection.get();
     connections_.push_back(Slot{std::move(connection), std::thread()});
     try {

@@ -42,6 +42,7 @@ public:
     std::string ready_line() const;
     World& world() noexcept { return *world_; }
     Fleet& fleet() noexcept { return *fleet_; }
+    const Clients& clients() const noexcept { return handler_->clients(); }
 
 private:
     struct Slot {

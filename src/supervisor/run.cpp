@@ -255,7 +255,8 @@ int run(const Options& options) {
 
     FleetState fleet(service->world().world_id, tokens, options.high_availability);
     auto modules = usable_modules(fleet, service->modules());
-    service.reset();
+    // `service` stays open until run() returns, after `unload` has run: the
+    // service unloads what a process loaded once its last connection closes.
     auto loader = std::make_shared<Loader>(endpoint, tokens, std::move(passphrases));
     UnloadAtExit unload(*loader, fleet);
     load_everything(fleet, *loader, modules);

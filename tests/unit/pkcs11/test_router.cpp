@@ -1,3 +1,4 @@
+#include "fake_service.hpp"
 #include "pkcs11/router.hpp"
 
 #include <doctest/doctest.h>
@@ -6,72 +7,9 @@
 
 using namespace preloadrun;
 using namespace preloadrun::pkcs11;
+using namespace preloadrun::pkcs11test;
 
 namespace {
-
-// A scripted HSM service: modules 1..3; signing answers the module number;
-// `fail[m]` makes every operation on module m throw that code.
-struct World {
-    std::map<std::uint32_t, ErrorCode> fail;
-    std::map<std::uint32_t, int> ops;
-    std::map<std::uint32_t, int> loads;
-    std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> destroyed; // module, token handle
-};
-
-class FakeService final : public hsm::Service {
-public:
-    explicit FakeService(World& w) : w_(w) {}
-    hsm::WorldInfo world() override { return {}; }
-    std::vector<hsm::ModuleInfo> modules() override { return {}; }
-    std::vector<hsm::TokenInfo> tokens() override { return {}; }
-    std::vector<hsm::KeyInfo> keys() override { return {}; }
-    hsm::TokenInfo create_token(hsm::TokenType, const std::string&, const SecureBuffer&) override {
-        return {};
-    }
-    hsm::ObjectHandle load_token(std::uint32_t, const Bytes&, const SecureBuffer&) override {
-        return 1;
-    }
-    hsm::ObjectHandle load_key(std::uint32_t m, const std::string&, hsm::ObjectHandle) override {
-        maybe_fail(m);
-        ++w_.loads[m];
-        return 100 + m;
-    }
-    void unload(std::uint32_t, hsm::ObjectHandle) override {}
-    hsm::GeneratedKey generate_key(std::uint32_t m, const hsm::KeySpec&) override {
-        maybe_fail(m);
-        hsm::GeneratedKey g;
-        g.handle = 200 + m;
-        g.key.ident = "gen";
-        return g;
-    }
-    void destroy_key(const std::string&, std::uint32_t m, hsm::ObjectHandle token) override {
-        maybe_fail(m);
-        w_.destroyed.emplace_back(m, token);
-    }
-    Bytes sign(std::uint32_t m, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
-        maybe_fail(m);
-        ++w_.ops[m];
-        return Bytes{static_cast<std::uint8_t>(m)};
-    }
-    void verify(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&,
-                const Bytes&) override {}
-    Bytes encrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
-        return {};
-    }
-    Bytes decrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
-        return {};
-    }
-    Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
-
-private:
-    void maybe_fail(std::uint32_t m) {
-        auto it = w_.fail.find(m);
-        if (it != w_.fail.end()) {
-            throw Error(it->second, "injected on module " + std::to_string(m));
-        }
-    }
-    World& w_;
-};
 
 struct Fixture {
     World world;

@@ -69,8 +69,8 @@ TEST_CASE("sim::Fleet clear") {
     auto [snapshot, sub] = s.fleet->subscribe(rec.listener());
     REQUIRE(snapshot.size() == 2);
     auto& m = s.fleet->module(1);
-    auto handle =
-        m.add_token(0, {hsm::TokenType::softcard, "t", Bytes(20, 1)}, SecureBuffer::from("k"));
+    auto handle = m.add_token(0, kNoClient, {hsm::TokenType::softcard, "t", Bytes(20, 1)},
+                              SecureBuffer::from("k"));
 
     auto info = s.fleet->control(1, ModuleAction::clear);
     CHECK(info.state == ModuleState::initialising);

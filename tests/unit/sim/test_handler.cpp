@@ -21,13 +21,13 @@ struct Setup {
     std::unique_ptr<Engine> engine;
     std::unique_ptr<Handler> handler;
     std::uint64_t next_id = 1;
-    explicit Setup(PageLimits pages = {}) {
+    explicit Setup(PageLimits pages = {}, const ObjectLimits& objects = {}) {
         world = simtest::make_world(tmp.path());
         world->enrol_module();
         world->enrol_module();
         // A long initialisation delay: a test that clears a module sees it
         // initialising however slow the build (ASan) is.
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, {}});
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, objects});
         engine = std::make_unique<Engine>(*world, *fleet, kServiceUid);
         handler = std::make_unique<Handler>(*world, *fleet, *engine, pages);
     }
@@ -351,7 +351,7 @@ struct As {
         REQUIRE(out.has_handle());
         return out.handle().handle();
     }
-    std::string generate(std::uint64_t token_handle, std::uint32_t module = 1) {
+    wire::GeneratedKey generate_key(std::uint64_t token_handle, std::uint32_t module = 1) {
         wire::Request r;
         auto* g = r.mutable_generate_key();
         g->set_module(module);
@@ -361,7 +361,34 @@ struct As {
         g->set_token_handle(token_handle);
         auto out = s.call(r, peer);
         REQUIRE(out.has_generated());
-        return out.generated().key().ident();
+        return out.generated();
+    }
+    std::string generate(std::uint64_t token_handle, std::uint32_t module = 1) {
+        return generate_key(token_handle, module).key().ident();
+    }
+    wire::Response load_key(std::uint32_t module, const std::string& ident,
+                            std::uint64_t token_handle = 0) {
+        wire::Request r;
+        r.mutable_load_key()->set_module(module);
+        r.mutable_load_key()->set_ident(ident);
+        r.mutable_load_key()->set_token_handle(token_handle);
+        return s.call(r, peer);
+    }
+    wire::Response load_token_response(std::uint32_t module, const std::string& hash,
+                                       const std::string& pw) {
+        wire::Request r;
+        r.mutable_load_token()->set_module(module);
+        r.mutable_load_token()->set_token_hash(hash);
+        r.mutable_load_token()->set_passphrase(pw);
+        return s.call(r, peer);
+    }
+    wire::Response sign(std::uint32_t module, std::uint64_t key) {
+        wire::Request r;
+        r.mutable_sign()->set_module(module);
+        r.mutable_sign()->set_handle(key);
+        r.mutable_sign()->mutable_mechanism()->set_kind(wire::MECH_ECDSA);
+        r.mutable_sign()->set_data(std::string(32, 'd'));
+        return s.call(r, peer);
     }
     wire::Response destroy(const std::string& ident, std::uint32_t module = 0,
                            std::uint64_t token_handle = 0) {
@@ -561,4 +588,78 @@ TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
     CHECK(handler.handle(gen, kVictim).has_generated());
     gen.mutable_generate_key()->set_persistent(false); // session keys are not counted
     CHECK(handler.handle(gen, kAttacker).has_generated());
+}
+
+TEST_CASE("sim::Handler what a process loaded goes when its last connection closes") {
+    ObjectLimits objects;
+    objects.per_uid = 4;
+    Setup s({}, objects);
+    Peer a{1000, 42, false};       // preloadrun
+    Peer a_again{1000, 42, false}; // another connection of the same process
+    Peer b{1000, 43, false};       // the application: same uid, another process
+    Peer c{2000, 44, false};       // another user
+    auto a1 = s.handler->attach(a);
+    auto a2 = s.handler->attach(a_again);
+    auto b1 = s.handler->attach(b);
+    auto c1 = s.handler->attach(c);
+    REQUIRE(a.client != kNoClient);
+    CHECK(a_again.client == a.client);
+    CHECK(b.client != a.client);
+    CHECK(s.handler->clients().connections(42) == 2);
+    auto objects_on = [&](std::uint32_t m) { return s.fleet->info(m).objects; };
+
+    As pa{s, a};
+    As pb{s, b};
+    As pc{s, c};
+    const auto hash = pa.create_token("card", "pw");
+    const auto token1 = pa.load_token(1, hash, "pw");
+    CHECK(As{s, a_again}.load_token(2, hash, "pw") != 0);
+    // A module-protected key, and a key the application loads under the token.
+    const auto world_key = pa.generate_key(0, 1);
+    const auto app_key = pb.generate(token1, 1);
+    REQUIRE(pb.load_key(1, app_key, token1).has_handle());
+    const auto strangers = pc.create_token("theirs", "pw2");
+    pc.load_token(1, strangers, "pw2");
+    REQUIRE(objects_on(1) == 5); // token, world key, app key twice, the stranger's token
+    REQUIRE(objects_on(2) == 1);
+    CHECK(s.fleet->module(1).held_by(1000) == 4);
+    CHECK(pb.load_token_response(2, hash, "pw").has_handle());
+    // The application uses what preloadrun loaded.
+    CHECK(pb.sign(1, world_key.handle()).has_data());
+
+    a1.release();
+    CHECK(s.handler->clients().connections(42) == 1);
+    CHECK(objects_on(1) == 5);
+    CHECK(pb.sign(1, world_key.handle()).has_data());
+
+    a2.release();
+    CHECK(s.handler->clients().connections(42) == 0);
+    // Preloadrun's token and key went, with the keys loaded under that token;
+    // the application's own token on module 2 and the stranger's token stay.
+    CHECK(objects_on(1) == 1);
+    CHECK(objects_on(2) == 1);
+    CHECK(s.fleet->module(1).held_by(1000) == 0);
+    CHECK(s.fleet->module(1).held_by(2000) == 1);
+    CHECK(error_of(pb.sign(1, world_key.handle())) == wire::ERROR_INVALID_HANDLE);
+    // The uid's share on module 1 is free again: four loads fit.
+    for (int i = 0; i < 4; ++i) {
+        CHECK(pb.load_token(1, hash, "pw") != 0);
+    }
+    CHECK(error_of(pb.load_token_response(1, hash, "pw")) == wire::ERROR_LIMIT);
+
+    SUBCASE("a process that connects again is a new client: nothing of it went") {
+        Peer back{1000, 42, false};
+        auto again = s.handler->attach(back);
+        CHECK(back.client != a.client);
+        CHECK(As{s, back}.load_token(2, hash, "pw") != 0);
+        again.release();
+        CHECK(objects_on(2) == 1);
+    }
+    SUBCASE("the others go when their last connection closes") {
+        b1.release();
+        CHECK(objects_on(1) == 1);
+        CHECK(objects_on(2) == 0);
+        c1.release();
+        CHECK(objects_on(1) == 0);
+    }
 }

@@ -66,10 +66,10 @@ TEST_CASE("sim::Module object table") {
     Module m(1, "E", 0);
     const uid_t me = 1000;
     const uid_t other = 1001;
-    auto token = m.add_token(me, token_info(), SecureBuffer::from("k"));
+    auto token = m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k"));
     CHECK(token != 0);
-    auto key = m.add_key(me, key_object(token));
-    auto loose = m.add_key(me, key_object());
+    auto key = m.add_key(me, kNoClient, key_object(token));
+    auto loose = m.add_key(me, kNoClient, key_object());
     CHECK(m.info().objects == 3);
     CHECK(m.token(token, me)->info.name == "t");
     CHECK(m.key(key, me)->token_handle == token);
@@ -78,7 +78,8 @@ TEST_CASE("sim::Module object table") {
         CHECK(code_of([&] { m.key(key, other); }) == ErrorCode::permission);
         CHECK(code_of([&] { m.token(token, other); }) == ErrorCode::permission);
         CHECK(code_of([&] { m.unload(key, other); }) == ErrorCode::permission);
-        CHECK(code_of([&] { m.add_key(other, key_object(token)); }) == ErrorCode::permission);
+        CHECK(code_of([&] { m.add_key(other, kNoClient, key_object(token)); }) ==
+              ErrorCode::permission);
     }
     SUBCASE("a handle of the other kind is invalid") {
         CHECK(code_of([&] { m.key(token, me); }) == ErrorCode::invalid_handle);
@@ -90,7 +91,8 @@ TEST_CASE("sim::Module object table") {
         CHECK(code_of([&] { m.key(key, me); }) == ErrorCode::invalid_handle);
         CHECK(m.key(loose, me));
         CHECK(m.info().objects == 1);
-        CHECK(code_of([&] { m.add_key(me, key_object(token)); }) == ErrorCode::invalid_handle);
+        CHECK(code_of([&] { m.add_key(me, kNoClient, key_object(token)); }) ==
+              ErrorCode::invalid_handle);
     }
     SUBCASE("a clear drops everything; old handles never come back") {
         auto change = m.transition(ModuleState::initialising, true, true);
@@ -100,12 +102,12 @@ TEST_CASE("sim::Module object table") {
         CHECK(change.now.objects == 0);
         m.transition(ModuleState::usable, false, false);
         CHECK(code_of([&] { m.key(key, me); }) == ErrorCode::invalid_handle);
-        auto fresh = m.add_token(me, token_info(), SecureBuffer::from("k"));
+        auto fresh = m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k"));
         CHECK(fresh > loose);
     }
     SUBCASE("objects are not added to a module that is not usable") {
         m.transition(ModuleState::failed, false, true);
-        CHECK(code_of([&] { m.add_token(me, token_info(), SecureBuffer::from("k")); }) ==
+        CHECK(code_of([&] { m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k")); }) ==
               ErrorCode::module_not_usable);
     }
 }

@@ -15,17 +15,17 @@ using testsupport::code_of;
 constexpr uid_t kVictim = 2000;
 constexpr uid_t kAttacker = 2001;
 
-ObjectTable::Object token_of(uid_t owner) {
+ObjectTable::Object token_of(uid_t owner, ClientId client = kNoClient) {
     auto token = std::make_shared<TokenObject>(
         TokenObject{{hsm::TokenType::softcard, "t", Bytes(20, 1)}, SecureBuffer::from("k")});
-    return {owner, std::move(token), nullptr};
+    return {owner, client, std::move(token), nullptr};
 }
 
-ObjectTable::Object key_of(uid_t owner, hsm::ObjectHandle token = 0) {
+ObjectTable::Object key_of(uid_t owner, hsm::ObjectHandle token = 0, ClientId client = kNoClient) {
     auto key = std::make_shared<KeyObject>();
     key->info.label = "k";
     key->token_handle = token;
-    return {owner, nullptr, std::move(key)};
+    return {owner, client, nullptr, std::move(key)};
 }
 
 } // namespace
@@ -86,4 +86,47 @@ TEST_CASE("sim::ObjectTable the module-wide limit still holds") {
     CHECK(code_of([&] { table.add(key_of(4000)); }, &message) == ErrorCode::limit);
     CHECK(message.find("module 2 holds 3 objects") != std::string::npos);
     CHECK(table.held_by(4000) == 0);
+}
+
+TEST_CASE("sim::ObjectTable erase_client removes what one client loaded") {
+    constexpr ClientId kSupervisor = 1; // loads the token and a module-protected key
+    constexpr ClientId kApp = 2;        // the same uid, another process
+    constexpr ClientId kStranger = 3;   // another uid
+    ObjectTable table(1, {100, 5});
+    auto token = table.add(token_of(kVictim, kSupervisor));
+    auto world_key = table.add(key_of(kVictim, 0, kSupervisor));
+    auto app_key_under_token = table.add(key_of(kVictim, token, kApp));
+    auto app_key = table.add(key_of(kVictim, 0, kApp));
+    auto strangers = table.add(token_of(kAttacker, kStranger));
+    REQUIRE(table.held_by(kVictim) == 4);
+    // Another process of the same uid uses what the supervisor loaded.
+    CHECK(table.find(world_key, kVictim).client == kSupervisor);
+
+    auto dropped = table.erase_client(kSupervisor);
+    CHECK(dropped.size() == 3); // its token, its key, and the key loaded under its token
+    CHECK(code_of([&] { table.find(token, kVictim); }) == ErrorCode::invalid_handle);
+    CHECK(code_of([&] { table.find(world_key, kVictim); }) == ErrorCode::invalid_handle);
+    CHECK(code_of([&] { table.find(app_key_under_token, kVictim); }) == ErrorCode::invalid_handle);
+    CHECK(table.find(app_key, kVictim).client == kApp);
+    CHECK(table.find(strangers, kAttacker).client == kStranger);
+    CHECK(table.size() == 2);
+
+    SUBCASE("the uid's share is given back") {
+        CHECK(table.held_by(kVictim) == 1);
+        CHECK(table.held_by(kAttacker) == 1);
+        for (int i = 0; i < 4; ++i) {
+            CHECK_NOTHROW(table.add(key_of(kVictim, 0, kApp)));
+        }
+        CHECK(code_of([&] { table.add(key_of(kVictim, 0, kApp)); }) == ErrorCode::limit);
+    }
+    SUBCASE("a client that loaded nothing, or no client, removes nothing") {
+        CHECK(table.erase_client(kSupervisor).empty());
+        CHECK(table.erase_client(42).empty());
+        table.add(key_of(kVictim));
+        CHECK(table.erase_client(kNoClient).empty());
+        CHECK(table.size() == 3);
+    }
+    SUBCASE("handles are never given again") {
+        CHECK(table.add(token_of(kVictim, kSupervisor)) > strangers);
+    }
 }

@@ -345,3 +345,30 @@ TEST_CASE("sim::Server through SimClient, SimAdmin and an EventStream") {
         CHECK(e.code() == ErrorCode::invalid_handle);
     }
 }
+
+TEST_CASE("sim::Server what a process loaded stays while it has a connection open") {
+    Running s;
+    auto objects = [&] {
+        std::uint32_t n = 0;
+        for (const auto& m : s.server->fleet().list()) {
+            n += m.objects;
+        }
+        return n;
+    };
+    const pid_t me = ::getpid();
+    auto loader = std::make_unique<hsm::SimClient>(s.client());
+    auto card = loader->create_token(hsm::TokenType::softcard, "card", SecureBuffer::from("pw"));
+    loader->load_token(1, card.hash, SecureBuffer::from("pw"));
+    loader->load_token(2, card.hash, SecureBuffer::from("pw"));
+    auto held = std::make_unique<hsm::SimClient>(s.client());
+    REQUIRE(simtest::eventually([&] { return s.server->clients().connections(me) == 2; }));
+    CHECK(objects() == 2);
+
+    loader.reset();
+    REQUIRE(simtest::eventually([&] { return s.server->clients().connections(me) == 1; }));
+    CHECK(objects() == 2);
+
+    held.reset();
+    CHECK(simtest::eventually([&] { return objects() == 0; }));
+    CHECK(s.server->clients().connections(me) == 0);
+}
