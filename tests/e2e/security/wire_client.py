@@ -41,7 +41,7 @@ def recv_frame(sock):
 class Client:
     """One connection to a service: Hello, then call(request) -> Response."""
 
-    def __init__(self, path, timeout=10.0, name="wire_client"):
+    def __init__(self, path, timeout=60.0, name="wire_client"):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
