@@ -49,7 +49,7 @@ std::string errno_text(int err) {
 
 // The caller's dispositions: ignored stays ignored, everything else default
 // (a handler would not survive the exec anyway). 32 and 33 need no care:
-// glibc refuses them, and the exec resets the handler preloadrun has on 32.
+// glibc refuses them, and the exec resets the handler preloadrun has on them.
 void restore_caller_dispositions(SignalBits ignored) noexcept {
     struct sigaction act {};
     ::sigemptyset(&act.sa_mask);
