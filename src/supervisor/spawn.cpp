@@ -203,32 +203,30 @@ std::vector<int>& inherited_list() {
 } // namespace
 
 void record_inherited_descriptors() {
-    auto& fds = inherited_list();
-    fds.clear();
-    // /proc/self/fd lists them; without /proc (a bare container), ask each
-    // number up to the limit.
+    // The candidates: /proc/self/fd lists them; without /proc (a bare
+    // container), every number up to the limit.
+    std::vector<int> candidates;
     std::error_code ec;
     std::filesystem::directory_iterator it("/proc/self/fd", ec);
     if (!ec) {
-        std::vector<int> listed;
         for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
-            listed.push_back(std::atoi(it->path().filename().c_str()));
-        }
-        for (int fd : listed) {
-            // The iterator's own descriptor is close-on-exec: not the caller's.
-            const int flags = ::fcntl(fd, F_GETFD);
-            if (fd > 2 && flags >= 0 && (flags & FD_CLOEXEC) == 0) {
-                fds.push_back(fd);
-            }
+            candidates.push_back(std::atoi(it->path().filename().c_str()));
         }
     } else {
         const long max = ::sysconf(_SC_OPEN_MAX);
         const int limit = max > 0 && max < 65536 ? static_cast<int>(max) : 65536;
         for (int fd = 3; fd < limit; ++fd) {
-            const int flags = ::fcntl(fd, F_GETFD);
-            if (flags >= 0 && (flags & FD_CLOEXEC) == 0) {
-                fds.push_back(fd);
-            }
+            candidates.push_back(fd);
+        }
+    }
+    // The caller's are open and not close-on-exec (the directory
+    // iterator's own descriptor is close-on-exec).
+    auto& fds = inherited_list();
+    fds.clear();
+    for (int fd : candidates) {
+        const int flags = ::fcntl(fd, F_GETFD);
+        if (fd > 2 && flags >= 0 && (flags & FD_CLOEXEC) == 0) {
+            fds.push_back(fd);
         }
     }
     std::sort(fds.begin(), fds.end());
