@@ -81,6 +81,15 @@ def counting_probe(pr, files):
             "--ready", files["ready"], "--until-file", files["until"], "--sleep-ms", "90000"]
 
 
+def start_counting(pr, tok, files, **kw):
+    """preloadrun with the card, tokens file `tok`, the counting probe as
+    its child; returns once the probe is ready."""
+    p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
+                 stdout=subprocess.DEVNULL, **kw)
+    wait_ready(pr, p, files)
+    return p
+
+
 def wait_ready(pr, p, files):
     """Waits for the probe under `p`; its children are killed at the end
     even if `p` is gone by then (a preloadrun ended by a signal)."""
@@ -145,9 +154,7 @@ def test_every_signal_reaches_the_child_once_and_none_ends_preloadrun(pr_card):
     pr = pr_card
     tok = pr.tokens_file()
     files = probe_files(pr)
-    p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
-                 stdout=subprocess.DEVNULL)
-    wait_ready(pr, p, files)
+    p = start_counting(pr, tok, files)
     assert pr.check(tok).returncode == 0
     send_one_at_a_time(p.pid, files["counts"], lambda: p.poll() is None,
                        f"preloadrun {p.pid}")
@@ -226,9 +233,7 @@ def test_killed_preloadrun_leaves_its_child_a_sigterm_and_a_stale_file(pr_card):
     pr = pr_card
     tok = pr.tokens_file()
     files = probe_files(pr)
-    p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
-                 stdout=subprocess.DEVNULL)
-    wait_ready(pr, p, files)
+    p = start_counting(pr, tok, files)
     p.kill()
     p.wait()
     try:
@@ -539,9 +544,7 @@ def test_signal_ignored_by_the_caller_stays_ignored(pr_card, ignored):
     signo = signal.Signals["SIG" + ignored]
     tok = pr.tokens_file()
     files = probe_files(pr)
-    p = pr.start(*card_args(pr), "-f", tok, "--", *counting_probe(pr, files),
-                 stdout=subprocess.DEVNULL, preexec_fn=caller_ignoring(signo))
-    wait_ready(pr, p, files)
+    p = start_counting(pr, tok, files, preexec_fn=caller_ignoring(signo))
     report = read_report(files["report"])
     assert report["sigign"] == f"{1 << (signo - 1):016x}", \
         f"the child's ignored signals: {report['sigign']} (only SIG{ignored} expected)"
