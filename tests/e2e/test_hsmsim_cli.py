@@ -502,6 +502,25 @@ def test_stale_socket_file_is_unreachable(make_service):
     assert sim.socket in one_line(r.stderr)
 
 
+def test_a_listener_that_never_answers_is_unreachable(make_service):
+    # Something accepts connections at the socket but never answers (a hung
+    # or stopped service): hsmsim gives up after its 10 s request timeout.
+    sim = make_service(start=False)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(sim.socket)
+        s.listen(8)
+        started = time.monotonic()
+        r = sim.run("softcard", "list")
+        took = time.monotonic() - started
+    finally:
+        s.close()
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    msg = one_line(r.stderr)
+    assert sim.socket in msg and "cannot reach" in msg and "did not answer" in msg, msg
+    assert took < 20, took
+
+
 @pytest.mark.parametrize("position", ["after-command", "before-command"])
 def test_cli_socket_options_override_environment(service, position):
     env = service.env
