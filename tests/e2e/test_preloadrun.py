@@ -315,13 +315,29 @@ def test_missing_tokens_file_directory_says_what_to_do(pr):
     (["--attach", "/tmp/preloadrun-e2e-nonexistent.json"], "command"),
     (["--retry-window", "5x", "--", "true"], "retry-window"),
     (["--retry-window", "soon", "--", "true"], "retry-window"),
+    (["--retry-window", "300", "--", "true"], "300s"),
     (["--log-level", "loud", "--", "true"], "log"),
     (["--attach", "/tmp/x.json", "-f", "/tmp/y.json", "--", "true"], "attach"),
+    (["-s", "c", "--passphrase-fd", "-1", "--", "true"], "'-1' is not a descriptor number"),
+    (["-s", "c", "--passphrase-fd", "x3", "--", "true"], "'x3' is not a descriptor number"),
+    (["-s", "c", "--passphrase-file", "c=", "--", "true"], "no FILE"),
 ], ids=["unknown-option", "fd-without-token", "file-without-token", "attach-without-command",
-        "retry-window-unit", "retry-window-text", "log-level", "attach-with-f"])
+        "retry-window-unit", "retry-window-text", "retry-window-no-unit", "log-level",
+        "attach-with-f", "fd-negative", "fd-not-a-number", "file-token-without-file"])
 def test_bad_usage(pr, args, needle):
     r = pr.run(*args)
-    assert_one_error_line(r, needle)
+    line = assert_one_error_line(r, needle)
+    assert len(line) <= 160, f"a long-winded error line: {line!r}"
+    assert_nothing_left(pr)
+
+
+def test_passphrase_file_for_a_token_not_given_is_named(pr_card):
+    # TOKEN=FILE names a token that is not loaded: that is the error, not a
+    # missing file called "nocard=...".
+    pr = pr_card
+    r = pr.run("-s", "c1", "--passphrase-file", f"nocard={pr.card_pass}", "--", "true")
+    line = assert_one_error_line(r, "'nocard'", "not one of the tokens")
+    assert "no such file" not in line.lower()
     assert_nothing_left(pr)
 
 
