@@ -291,6 +291,18 @@ def test_passphrase_file_loses_one_trailing_newline_only(service):
     assert r.returncode == 1, "two trailing newlines: only one is removed, so it is wrong"
 
 
+def test_passphrase_file_loses_a_windows_line_ending_too(service):
+    # "\r\n" is one line ending (a file edited on Windows): the passphrase
+    # is what comes before it, as with "\n".
+    create_softcard(service, "crlf", "secret-crlf\r\n")   # passphrase: "secret-crlf"
+    generate(service, "ec-p256", "k-crlf", "softcard:crlf", passphrase="secret-crlf")
+    generate(service, "ec-p256", "k-crlf2", "softcard:crlf", passphrase="secret-crlf\n")
+    r = service.run("key", "generate", "--type", "ec-p256", "--label", "k-crlf3",
+                    "--protect", "softcard:crlf",
+                    "--passphrase-file", service.passfile("secret-crlf\r"))
+    assert r.returncode == 1, "a lone carriage return is not a line ending: it is wrong"
+
+
 def test_softcard_create_prompts_on_a_tty_without_echo(service):
     secret = "tty-secret-e2e"
     child = pexpect.spawn(service.bin, ["softcard", "create", "ttycard"], env=service.env,

@@ -861,6 +861,30 @@ def test_passphrase_file_per_token(pr):
     assert_nothing_left(pr)
 
 
+def test_passphrase_file_through_a_symlink_and_one_others_may_read(pr_card):
+    """Secrets mounted as symbolic links (Kubernetes, systemd credentials)
+    are followed; the file reached is checked: one others may read is used
+    with a warning, one others may write is refused."""
+    pr = pr_card
+    target = pr.sim.passfile(PASS1 + "\r\n")   # a line ending from Windows
+    link = pr.path("pass-link")
+    os.symlink(target, link)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert "readable by others" not in r.stderr, r.stderr
+    os.chmod(target, 0o644)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert r.returncode == 0, r.stderr
+    warnings = [l for l in r.stderr.splitlines() if "readable by others" in l]
+    assert len(warnings) == 1 and re.match(r"preloadrun\[\d+\]: warning: ", warnings[0]), r.stderr
+    assert link in warnings[0] and "0644" in warnings[0], warnings
+    assert PASS1 not in r.stderr
+    os.chmod(target, 0o646)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert_one_error_line(r, link, "writable by group or others")
+    assert_nothing_left(pr)
+
+
 def test_passphrase_prompt_on_the_terminal_without_echo(pr_card):
     pr = pr_card
     copy = pr.fresh("copy")
