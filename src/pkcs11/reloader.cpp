@@ -42,9 +42,12 @@ void Reloader::reread() {
                           file_.string(), liveness.reason);
         } else if (!owner_dead_reported_) {
             owner_dead_reported_ = true;
-            logger().warn("tokens file {} is no longer live: {}; keys already loaded keep "
-                          "serving, nothing more will be reloaded from it",
-                          file_.string(), liveness.reason);
+            logger().warn("tokens file {} {}: {}; keys already loaded keep serving, nothing more "
+                          "will be reloaded from it",
+                          file_.string(),
+                          liveness.status == tokens::Status::unknown ? "cannot be checked"
+                                                                     : "is no longer live",
+                          liveness.reason);
         }
         return;
     }

@@ -38,7 +38,7 @@ constexpr const char* kExamples = R"(Examples:
   preloadrun --attach /run/app/tokens -- tool
       run tool against a live tokens file
   preloadrun check /run/app/tokens
-      is it live? (exit 0 yes, 1 no)
+      is it live? (exit 0 yes, 1 no, 3 this user cannot check)
   preloadrun status --json
       what $NFAST_NFKM_TOKENSFILE holds
 

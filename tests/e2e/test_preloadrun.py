@@ -528,6 +528,29 @@ def test_group_option_gives_mode_0640(pr):
     assert_nothing_left(pr, tok)
 
 
+def test_check_refuses_a_tokens_file_others_may_write(pr):
+    """As preloadrun refuses to publish where others may write, check (and
+    the PKCS#11 module, through the same code) refuses such a file."""
+    tok = pr.tokens_file()
+    p, files = start_supervised(pr, "-q", "-f", tok)
+    assert pr.check(tok).returncode == 0
+    for mode, who in ((0o666, "others"), (0o620, "its group")):
+        os.chmod(tok, mode)
+        r = pr.check(tok)
+        assert r.returncode == 1, r
+        assert r.stderr.startswith(f"preloadrun: {tok}: not live: unsafe: "), r.stderr
+        assert f"writable by {who}" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    os.chmod(tok, 0o600)
+    os.chmod(pr.tokdir, 0o777)
+    r = pr.check(tok)
+    assert r.returncode == 1 and "unsafe" in r.stderr and "directory" in r.stderr, r
+    os.chmod(pr.tokdir, 0o700)
+    assert pr.check(tok).returncode == 0
+    end_probe(files)
+    assert finish(pr, p) == 0
+    assert_nothing_left(pr, tok)
+
+
 def test_check_reports_missing_and_corrupt(pr):
     missing = pr.tokens_file("missing.json")
     r = pr.check(missing)
