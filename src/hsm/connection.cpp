@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <system_error>
 #include <thread>
+#include <unistd.h>
 
 namespace preloadrun::hsm::wire_detail {
 
@@ -24,12 +25,20 @@ struct WipeOnExit {
     ~WipeOnExit() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
 };
 
+// Whatever keeps a connection from being made is Error(unavailable): the
+// service cannot be reached (hsmsim exits 3), with the reason.
 Error reach_error(const std::string& path, std::string_view env_variable, int err) {
-    const ErrorCode code =
-        (err == EACCES || err == EPERM) ? ErrorCode::permission : ErrorCode::unavailable;
-    return Error(code, "cannot reach the HSM service at " + path + ": " +
-                           std::generic_category().message(err) +
-                           " (is `hsmsim serve` running? set " + std::string(env_variable) + ")");
+    if (err == EACCES || err == EPERM) {
+        return Error(ErrorCode::unavailable,
+                     "cannot reach the HSM service at " + path + ": " +
+                         std::generic_category().message(err) + ": its socket is not open to " +
+                         "this user (uid " + std::to_string(::geteuid()) +
+                         "; the service's owner grants access through the socket's group)");
+    }
+    return Error(ErrorCode::unavailable, "cannot reach the HSM service at " + path + ": " +
+                                             std::generic_category().message(err) +
+                                             " (is `hsmsim serve` running? set " +
+                                             std::string(env_variable) + ")");
 }
 
 std::string body_name(int body_case) {
@@ -41,7 +50,18 @@ std::string body_name(int body_case) {
 Connection::Connection(const Endpoint& endpoint, std::string_view env_variable)
     : path_(endpoint.socket_path), timeout_(endpoint.timeout) {
     connect_socket(env_variable);
-    handshake(endpoint.client_name);
+    try {
+        handshake(endpoint.client_name);
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::timeout) {
+            throw;
+        }
+        // Something listens but does not serve (a hung or stopped service).
+        throw Error(ErrorCode::unavailable,
+                    "cannot reach the HSM service at " + path_ +
+                        ": it accepted the connection but did not answer within " +
+                        std::to_string(timeout_.count()) + " ms (is it hung or stopped?)");
+    }
 }
 
 std::chrono::steady_clock::time_point
@@ -94,9 +114,11 @@ void Connection::connect_socket(std::string_view env_variable) {
         }
         if (err == EAGAIN) { // the service's listen backlog is full: retry until the deadline
             if (std::chrono::steady_clock::now() >= until) {
-                throw Error(ErrorCode::timeout, "the HSM service at " + path_ +
-                                                    " accepted no connection within " +
-                                                    std::to_string(timeout_.count()) + " ms");
+                throw Error(ErrorCode::unavailable,
+                            "cannot reach the HSM service at " + path_ +
+                                ": it accepted no connection within " +
+                                std::to_string(timeout_.count()) +
+                                " ms (its queue of new connections stays full)");
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
             continue;

@@ -42,10 +42,16 @@ void Reloader::reread() {
                           file_.string(), liveness.reason);
         } else if (!owner_dead_reported_) {
             owner_dead_reported_ = true;
-            logger().warn("tokens file {} is no longer live: {}; nothing more will be reloaded "
-                          "from it, and the HSM service unloads the tokens its owner loaded "
-                          "(with the keys loaded under them)",
-                          file_.string(), liveness.reason);
+            if (liveness.status == tokens::Status::unknown) {
+                logger().warn("tokens file {} cannot be checked: {}; nothing more will be "
+                              "reloaded from it",
+                              file_.string(), liveness.reason);
+            } else {
+                logger().warn("tokens file {} is no longer live: {}; nothing more will be "
+                              "reloaded from it, and the HSM service unloads the tokens its "
+                              "owner loaded (with the keys loaded under them)",
+                              file_.string(), liveness.reason);
+            }
         }
         return;
     }

@@ -38,14 +38,15 @@ constexpr const char* kExamples = R"(Examples:
   preloadrun --attach /run/app/tokens -- tool
       run tool against a live tokens file
   preloadrun check /run/app/tokens
-      is it live? (exit 0 yes, 1 no)
+      is it live? (exit 0 yes, 1 no, 3 this user cannot check)
   preloadrun status --json
       what $NFAST_NFKM_TOKENSFILE holds
 
 Exit status: COMMAND's; 128+N if it died of signal N; 125 if preloadrun
 failed; 126 if COMMAND is not executable; 127 if not found. See preloadrun(1).)";
 
-// "5m", "300s", "1500ms", "2h", or a bare number of seconds.
+// "5m", "300s", "1500ms", "2h": a number and its unit, always (a bare number
+// could mean seconds or minutes).
 std::chrono::milliseconds parse_duration(const std::string& text) {
     std::uint64_t value = 0;
     auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -54,10 +55,14 @@ std::chrono::milliseconds parse_duration(const std::string& text) {
         throw Error(ErrorCode::usage,
                     "--retry-window: '" + text + "' is not a duration (e.g. 5m, 300s, 1500ms)");
     }
+    if (unit.empty()) {
+        throw Error(ErrorCode::usage, "--retry-window: '" + text + "' has no unit: write " + text +
+                                          "s, " + text + "m, " + text + "ms or " + text + "h");
+    }
     if (unit == "ms") {
         return std::chrono::milliseconds(value);
     }
-    if (unit.empty() || unit == "s") {
+    if (unit == "s") {
         return std::chrono::seconds(value);
     }
     if (unit == "m") {
@@ -70,17 +75,30 @@ std::chrono::milliseconds parse_duration(const std::string& text) {
                 "--retry-window: unknown unit in '" + text + "' (use ms, s, m or h)");
 }
 
-PassphraseFile parse_passphrase_file(const std::string& text, const Options& options) {
-    auto eq = text.find('=');
-    if (eq != std::string::npos && eq > 0) {
-        auto token = text.substr(0, eq);
-        for (const auto& request : options.tokens) {
-            if (request.name_or_hash == token) {
-                return {token, text.substr(eq + 1)};
-            }
+// A descriptor number: 0, 1, 2, ...
+const CLI::Validator kDescriptor(
+    [](std::string& value) {
+        int fd = -1;
+        auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), fd);
+        if (ec != std::errc() || ptr != value.data() + value.size() || value.empty() || fd < 0) {
+            return "'" + value + "' is not a descriptor number (0, 1, 2, ...)";
         }
+        return std::string();
+    },
+    "FD");
+
+// TOKEN=FILE when an '=' comes before any '/': TOKEN is checked against the
+// tokens once they are known (by name or hash, as resolved). A FILE whose
+// name holds such an '=' is written with a directory: ./a=b.
+PassphraseFile parse_passphrase_file(const std::string& text) {
+    const auto eq = text.find('=');
+    if (eq == std::string::npos || eq == 0 || text.find('/') < eq) {
+        return {"", text};
     }
-    return {"", text};
+    if (eq + 1 == text.size()) {
+        throw Error(ErrorCode::usage, "--passphrase-file " + text + ": no FILE after '='");
+    }
+    return {text.substr(0, eq), text.substr(eq + 1)};
 }
 
 } // namespace
@@ -121,7 +139,7 @@ int run_cli(int argc, char** argv) noexcept {
         app.add_option("--passphrase-fd", options.passphrase_fd,
                        "Passphrases from descriptor FD, one line per token, in order")
             ->type_name("FD")
-            ->check(CLI::NonNegativeNumber);
+            ->check(kDescriptor);
         app.add_option("-f,--tokens-file", options.tokens_file,
                        "Tokens file path (default: one per run under $XDG_RUNTIME_DIR/preloadrun)")
             ->type_name("PATH");
@@ -134,7 +152,8 @@ int run_cli(int argc, char** argv) noexcept {
         app.add_flag("--no-ha", no_ha,
                      "Load once; no reloading, and CKNFAST_RELOAD_KEYS is not set");
         app.add_option("--retry-window", retry_window,
-                       "How long to retry loading onto a module (default: 5m)")
+                       "How long to retry loading onto a module: 30s, 5m, 1h, 1500ms "
+                       "(default: 5m)")
             ->type_name("DURATION");
         app.add_flag("--subreaper", options.subreaper,
                      "Adopt and reap orphaned descendants (implicit as PID 1)");
@@ -179,7 +198,7 @@ int run_cli(int argc, char** argv) noexcept {
             options.tokens.push_back({"cardset", name});
         }
         for (const auto& text : passphrase_files) {
-            options.passphrase_files.push_back(parse_passphrase_file(text, options));
+            options.passphrase_files.push_back(parse_passphrase_file(text));
         }
         options.high_availability = !no_ha;
         if (!retry_window.empty()) {

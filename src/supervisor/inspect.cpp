@@ -73,6 +73,17 @@ void print_human(const std::string& path, const tokens::Liveness& state) {
     }
 }
 
+int exit_status_for(tokens::Status status) {
+    switch (status) {
+    case tokens::Status::live:
+        return kCheckLive;
+    case tokens::Status::unknown:
+        return kCheckUnknown;
+    default:
+        return kCheckNotLive;
+    }
+}
+
 } // namespace
 
 std::string tokens_file_argument(const std::string& given) {
@@ -89,11 +100,13 @@ int check_command(const std::string& path) {
     auto state = tokens::check(path);
     if (state.status == tokens::Status::live) {
         std::cout << path << ": live, " << state.reason << "\n";
-        return kCheckLive;
+    } else if (state.status == tokens::Status::unknown) {
+        std::cerr << "preloadrun: " << path << ": cannot check: " << state.reason << "\n";
+    } else {
+        std::cerr << "preloadrun: " << path << ": not live: " << tokens::to_string(state.status)
+                  << ": " << state.reason << "\n";
     }
-    std::cerr << "preloadrun: " << path << ": not live: " << tokens::to_string(state.status) << ": "
-              << state.reason << "\n";
-    return kCheckNotLive;
+    return exit_status_for(state.status);
 }
 
 int status_command(const std::string& path, bool json) {
@@ -109,7 +122,7 @@ int status_command(const std::string& path, bool json) {
     } else {
         print_human(path, state);
     }
-    return state.status == tokens::Status::live ? kCheckLive : kCheckNotLive;
+    return exit_status_for(state.status);
 }
 
 } // namespace preloadrun::supervisor

@@ -4,8 +4,10 @@
 #include "preloadrun/common/files.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +27,66 @@ struct flock whole_file(short type) {
 
 std::string owner_text(const TokensFile& file) {
     return "preloadrun pid " + std::to_string(file.owner.process.pid);
+}
+
+// Once the lock is held: mode 0600, or 0640 and `group`. A new lock file is
+// opened to the group only once it is held, so no reader can lock it first.
+void share_with(int fd, const std::string& lock_path, gid_t group) {
+    const bool shared = group != static_cast<gid_t>(-1);
+    if (shared && ::fchown(fd, static_cast<uid_t>(-1), group) != 0) {
+        throw_errno("cannot set the group of lock file " + lock_path);
+    }
+    if (::fchmod(fd, shared ? 0640 : 0600) != 0) {
+        throw_errno("cannot set the mode of lock file " + lock_path);
+    }
+}
+
+constexpr const char* share_hint = "; its owner shares it with a group by preloadrun --group";
+
+Liveness not_live(Status status, std::string reason) {
+    Liveness result;
+    result.status = status;
+    result.reason = std::move(reason);
+    return result;
+}
+
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
+}
+
+// " (mode 0600, uid 0, gid 0)" of an entry, for a message about access to it.
+std::string access_text(const Dir& dir, std::string_view name) {
+    try {
+        if (auto st = dir.stat_entry(name)) {
+            return " (mode " + mode_text(st->st_mode) + ", uid " + std::to_string(st->st_uid) +
+                   ", gid " + std::to_string(st->st_gid) + ")";
+        }
+    } catch (const Error&) {
+        // Only for the message.
+    }
+    return "";
+}
+
+// Why a tokens file must not be used although it can be read: it or its
+// directory is writable by group or others, who could rewrite the handles in
+// it or replace it (preloadrun refuses to publish in such a place).
+std::optional<std::string> unsafe_reason(const Dir& dir, const struct stat& file,
+                                         const std::filesystem::path& tokens_file) {
+    if ((file.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        return tokens_file.string() + " is writable by " +
+               ((file.st_mode & S_IWOTH) != 0 ? "others" : "its group") + " (mode " +
+               mode_text(file.st_mode) +
+               "), who could change the handles in it; preloadrun never writes it so: refused";
+    }
+    struct stat parent {};
+    if (::fstat(dir.fd(), &parent) == 0 && (parent.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        return tokens_file.string() + ": its directory " + dir.path().string() +
+               " is writable by group or others (mode " + mode_text(parent.st_mode) +
+               "), who could replace the file; preloadrun refuses such a directory: refused";
+    }
+    return std::nullopt;
 }
 
 } // namespace
@@ -47,12 +109,16 @@ std::string_view to_string(Status status) noexcept {
         return "missing";
     case Status::corrupt:
         return "corrupt";
+    case Status::unsafe:
+        return "unsafe";
     case Status::owner_dead:
         return "owner dead";
     case Status::rebooted:
         return "rebooted since";
     case Status::other_host:
         return "other host";
+    case Status::unknown:
+        return "cannot check";
     }
     return "unknown";
 }
@@ -65,7 +131,7 @@ Liveness check(const std::filesystem::path& tokens_file) {
                         Dir::Access::lookup);
     } catch (const Error& e) {
         Liveness result;
-        result.status = e.code() == ErrorCode::not_found ? Status::missing : Status::corrupt;
+        result.status = e.code() == ErrorCode::not_found ? Status::missing : Status::unknown;
         result.reason = tokens_file.string() + ": " + e.what();
         return result;
     }
@@ -75,20 +141,49 @@ Liveness check(const std::filesystem::path& tokens_file) {
 Liveness check(const Dir& dir, std::string_view name) {
     const auto tokens_file = dir / name;
     Liveness result;
+    Fd fd = dir.open_entry(name, O_RDONLY | O_NONBLOCK);
+    if (!fd) {
+        const int err = errno;
+        if (err == ENOENT) {
+            return not_live(Status::missing, tokens_file.string() + ": no such file");
+        }
+        if (err == ELOOP) {
+            return not_live(Status::unsafe, tokens_file.string() +
+                                                ": is a symbolic link, which preloadrun never "
+                                                "publishes; refused");
+        }
+        if (err == EACCES || err == EPERM) {
+            return not_live(Status::unknown, tokens_file.string() + ": " + std::strerror(err) +
+                                                 ": this user (uid " + std::to_string(::geteuid()) +
+                                                 ") cannot read it" + access_text(dir, name) +
+                                                 share_hint);
+        }
+        return not_live(Status::unknown,
+                        "cannot open " + tokens_file.string() + ": " + std::strerror(err));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        return not_live(Status::unknown,
+                        "cannot stat " + tokens_file.string() + ": " + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return not_live(Status::corrupt, tokens_file.string() + ": not a regular file");
+    }
+    if (auto unsafe = unsafe_reason(dir, st, tokens_file)) {
+        return not_live(Status::unsafe, *unsafe);
+    }
     std::string text;
     try {
-        text = dir.read_text(name, kMaxFileSize);
+        auto bytes = read_open_file(fd.get(), tokens_file, kMaxFileSize);
+        text.assign(bytes.begin(), bytes.end());
     } catch (const Error& e) {
-        result.status = e.code() == ErrorCode::not_found ? Status::missing : Status::corrupt;
-        result.reason = e.what();
-        return result;
+        // Too large: not a tokens file. A read that failed: no answer.
+        return not_live(e.code() == ErrorCode::limit ? Status::corrupt : Status::unknown, e.what());
     }
     try {
         result.file = decode(text);
     } catch (const Error& e) {
-        result.status = Status::corrupt;
-        result.reason = tokens_file.string() + ": " + e.what();
-        return result;
+        return not_live(Status::corrupt, tokens_file.string() + ": " + e.what());
     }
     const auto& file = *result.file;
     const auto& owner = file.owner.process;
@@ -103,24 +198,47 @@ Liveness check(const Dir& dir, std::string_view name) {
         result.reason = "written by " + owner_text(file) + " before this machine rebooted";
         return result;
     }
-    const auto lock_path = lock_path_for(tokens_file);
-    Fd lock_fd = dir.open_entry(lock_name_for(name), O_RDONLY);
+    const auto lock_name = lock_name_for(name);
+    const auto lock_path = (dir / lock_name).string();
+    Fd lock_fd = dir.open_entry(lock_name, O_RDONLY);
     if (!lock_fd) {
-        result.status = Status::owner_dead;
-        result.reason = owner_text(file) + " is gone (its lock file " + lock_path.string() +
-                        " cannot be opened: " + std::strerror(errno) + ")";
+        const int err = errno;
+        if (err == ENOENT) {
+            result.status = Status::owner_dead;
+            result.reason =
+                owner_text(file) + " is gone (its lock file " + lock_path + " no longer exists)";
+            return result;
+        }
+        // Not being allowed to look is no sign of death.
+        result.status = Status::unknown;
+        result.reason = "cannot tell whether " + owner_text(file) + " lives: its lock file " +
+                        lock_path + " cannot be opened: " + std::strerror(err);
+        if (err == EACCES || err == EPERM) {
+            result.reason += " for this user (uid " + std::to_string(::geteuid()) + ")" +
+                             access_text(dir, lock_name) + share_hint;
+        }
         return result;
     }
     auto probe = whole_file(F_WRLCK);
     if (::fcntl(lock_fd.get(), F_OFD_GETLK, &probe) != 0) {
-        result.status = Status::owner_dead;
-        result.reason =
-            "cannot test the lock on " + lock_path.string() + ": " + std::strerror(errno);
+        result.status = Status::unknown;
+        result.reason = "cannot tell whether " + owner_text(file) +
+                        " lives: cannot test the lock on " + lock_path + ": " +
+                        std::strerror(errno);
         return result;
     }
     if (probe.l_type == F_UNLCK) {
         result.status = Status::owner_dead;
         result.reason = owner_text(file) + " is gone (it no longer holds its lock)";
+        return result;
+    }
+    if (probe.l_type == F_RDLCK) {
+        // Owners take write locks only: a read lock is a reader's, taken
+        // after the owner was gone (it could not be taken before).
+        result.status = Status::owner_dead;
+        result.reason = owner_text(file) +
+                        " is gone (its lock file is read-locked by another process, not by a "
+                        "preloadrun)";
         return result;
     }
     // The lock is held. The pid may be in another pid namespace: only a
@@ -136,14 +254,14 @@ Liveness check(const Dir& dir, std::string_view name) {
     return result;
 }
 
-OwnerLock OwnerLock::acquire(const std::filesystem::path& lock_path) {
+OwnerLock OwnerLock::acquire(const std::filesystem::path& lock_path, gid_t group) {
     auto parent = lock_path.parent_path();
     return acquire(
         Dir::open(parent.empty() ? std::filesystem::path(".") : parent, Dir::LastLink::follow),
-        lock_path.filename().string());
+        lock_path.filename().string(), group);
 }
 
-OwnerLock OwnerLock::acquire(const Dir& dir, const std::string& name) {
+OwnerLock OwnerLock::acquire(const Dir& dir, const std::string& name, gid_t group) {
     const auto lock_path = (dir / name).string();
     // The lock file may be unlinked by its previous owner between our open and
     // our lock: then the lock we got is on a dead inode. Check and retry.
@@ -158,6 +276,16 @@ OwnerLock OwnerLock::acquire(const Dir& dir, const std::string& name) {
         auto lock = whole_file(F_WRLCK);
         if (::fcntl(fd.get(), F_OFD_SETLK, &lock) != 0) {
             if (errno == EAGAIN || errno == EACCES) {
+                auto holder = whole_file(F_WRLCK);
+                if (::fcntl(fd.get(), F_OFD_GETLK, &holder) == 0 && holder.l_type == F_RDLCK) {
+                    // Owners take write locks only: a reader that may open
+                    // the file (its group) took this one after its owner died.
+                    throw Error(ErrorCode::conflict,
+                                lock_path +
+                                    " is read-locked by a process that is not a preloadrun (a "
+                                    "reader in the file's group?); no preloadrun owns it: stop "
+                                    "that process or remove the lock file");
+                }
                 throw Error(ErrorCode::already_exists,
                             lock_path + " is locked by another live process");
             }
@@ -174,6 +302,7 @@ OwnerLock OwnerLock::acquire(const Dir& dir, const std::string& name) {
                                                        std::to_string(by_fd.st_uid) +
                                                        ", not by this user");
             }
+            share_with(fd.get(), lock_path, group);
             return OwnerLock(dir.duplicate(), name, std::move(fd));
         }
     }

@@ -84,7 +84,7 @@ Publisher::Publisher(std::filesystem::path path, PublisherOptions options)
     dir_ = open_safe_directory(path_.parent_path());
     check_file(dir_, name_);
     try {
-        lock_ = OwnerLock::acquire(dir_, lock_name_for(name_));
+        lock_ = OwnerLock::acquire(dir_, lock_name_for(name_), options_.group);
     } catch (const Error& e) {
         if (e.code() != ErrorCode::already_exists) {
             throw;

@@ -291,6 +291,18 @@ def test_passphrase_file_loses_one_trailing_newline_only(service):
     assert r.returncode == 1, "two trailing newlines: only one is removed, so it is wrong"
 
 
+def test_passphrase_file_loses_a_windows_line_ending_too(service):
+    # "\r\n" is one line ending (a file edited on Windows): the passphrase
+    # is what comes before it, as with "\n".
+    create_softcard(service, "crlf", "secret-crlf\r\n")   # passphrase: "secret-crlf"
+    generate(service, "ec-p256", "k-crlf", "softcard:crlf", passphrase="secret-crlf")
+    generate(service, "ec-p256", "k-crlf2", "softcard:crlf", passphrase="secret-crlf\n")
+    r = service.run("key", "generate", "--type", "ec-p256", "--label", "k-crlf3",
+                    "--protect", "softcard:crlf",
+                    "--passphrase-file", service.passfile("secret-crlf\r"))
+    assert r.returncode == 1, "a lone carriage return is not a line ending: it is wrong"
+
+
 def test_softcard_create_prompts_on_a_tty_without_echo(service):
     secret = "tty-secret-e2e"
     child = pexpect.spawn(service.bin, ["softcard", "create", "ttycard"], env=service.env,
@@ -500,6 +512,25 @@ def test_stale_socket_file_is_unreachable(make_service):
     r = sim.run("softcard", "list")
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert sim.socket in one_line(r.stderr)
+
+
+def test_a_listener_that_never_answers_is_unreachable(make_service):
+    # Something accepts connections at the socket but never answers (a hung
+    # or stopped service): hsmsim gives up after its 10 s request timeout.
+    sim = make_service(start=False)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(sim.socket)
+        s.listen(8)
+        started = time.monotonic()
+        r = sim.run("softcard", "list")
+        took = time.monotonic() - started
+    finally:
+        s.close()
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    msg = one_line(r.stderr)
+    assert sim.socket in msg and "cannot reach" in msg and "did not answer" in msg, msg
+    assert took < 20, took
 
 
 @pytest.mark.parametrize("position", ["after-command", "before-command"])

@@ -315,13 +315,29 @@ def test_missing_tokens_file_directory_says_what_to_do(pr):
     (["--attach", "/tmp/preloadrun-e2e-nonexistent.json"], "command"),
     (["--retry-window", "5x", "--", "true"], "retry-window"),
     (["--retry-window", "soon", "--", "true"], "retry-window"),
+    (["--retry-window", "300", "--", "true"], "300s"),
     (["--log-level", "loud", "--", "true"], "log"),
     (["--attach", "/tmp/x.json", "-f", "/tmp/y.json", "--", "true"], "attach"),
+    (["-s", "c", "--passphrase-fd", "-1", "--", "true"], "'-1' is not a descriptor number"),
+    (["-s", "c", "--passphrase-fd", "x3", "--", "true"], "'x3' is not a descriptor number"),
+    (["-s", "c", "--passphrase-file", "c=", "--", "true"], "no FILE"),
 ], ids=["unknown-option", "fd-without-token", "file-without-token", "attach-without-command",
-        "retry-window-unit", "retry-window-text", "log-level", "attach-with-f"])
+        "retry-window-unit", "retry-window-text", "retry-window-no-unit", "log-level",
+        "attach-with-f", "fd-negative", "fd-not-a-number", "file-token-without-file"])
 def test_bad_usage(pr, args, needle):
     r = pr.run(*args)
-    assert_one_error_line(r, needle)
+    line = assert_one_error_line(r, needle)
+    assert len(line) <= 160, f"a long-winded error line: {line!r}"
+    assert_nothing_left(pr)
+
+
+def test_passphrase_file_for_a_token_not_given_is_named(pr_card):
+    # TOKEN=FILE names a token that is not loaded: that is the error, not a
+    # missing file called "nocard=...".
+    pr = pr_card
+    r = pr.run("-s", "c1", "--passphrase-file", f"nocard={pr.card_pass}", "--", "true")
+    line = assert_one_error_line(r, "'nocard'", "not one of the tokens")
+    assert "no such file" not in line.lower()
     assert_nothing_left(pr)
 
 
@@ -507,6 +523,29 @@ def test_group_option_gives_mode_0640(pr):
     st = os.stat(tok)
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_gid == group.gr_gid
+    end_probe(files)
+    assert finish(pr, p) == 0
+    assert_nothing_left(pr, tok)
+
+
+def test_check_refuses_a_tokens_file_others_may_write(pr):
+    """As preloadrun refuses to publish where others may write, check (and
+    the PKCS#11 module, through the same code) refuses such a file."""
+    tok = pr.tokens_file()
+    p, files = start_supervised(pr, "-q", "-f", tok)
+    assert pr.check(tok).returncode == 0
+    for mode, who in ((0o666, "others"), (0o620, "its group")):
+        os.chmod(tok, mode)
+        r = pr.check(tok)
+        assert r.returncode == 1, r
+        assert r.stderr.startswith(f"preloadrun: {tok}: not live: unsafe: "), r.stderr
+        assert f"writable by {who}" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    os.chmod(tok, 0o600)
+    os.chmod(pr.tokdir, 0o777)
+    r = pr.check(tok)
+    assert r.returncode == 1 and "unsafe" in r.stderr and "directory" in r.stderr, r
+    os.chmod(pr.tokdir, 0o700)
+    assert pr.check(tok).returncode == 0
     end_probe(files)
     assert finish(pr, p) == 0
     assert_nothing_left(pr, tok)
@@ -842,6 +881,30 @@ def test_passphrase_file_per_token(pr):
     assert r.returncode == 0, r.stderr
     assert sorted(t["name"] for t in data["tokens"]) == ["a", "b"]
     assert all(len(t["loaded"]) == 2 for t in data["tokens"])
+    assert_nothing_left(pr)
+
+
+def test_passphrase_file_through_a_symlink_and_one_others_may_read(pr_card):
+    """Secrets mounted as symbolic links (Kubernetes, systemd credentials)
+    are followed; the file reached is checked: one others may read is used
+    with a warning, one others may write is refused."""
+    pr = pr_card
+    target = pr.sim.passfile(PASS1 + "\r\n")   # a line ending from Windows
+    link = pr.path("pass-link")
+    os.symlink(target, link)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert "readable by others" not in r.stderr, r.stderr
+    os.chmod(target, 0o644)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert r.returncode == 0, r.stderr
+    warnings = [l for l in r.stderr.splitlines() if "readable by others" in l]
+    assert len(warnings) == 1 and re.match(r"preloadrun\[\d+\]: warning: ", warnings[0]), r.stderr
+    assert link in warnings[0] and "0644" in warnings[0], warnings
+    assert PASS1 not in r.stderr
+    os.chmod(target, 0o646)
+    r = pr.run("-s", "c1", "--passphrase-file", link, "--", "true")
+    assert_one_error_line(r, link, "writable by group or others")
     assert_nothing_left(pr)
 
 

@@ -11,12 +11,16 @@ namespace preloadrun {
 
 inline constexpr std::size_t kMaxPassphrase = 1024;
 
-// The file's contents with one trailing newline ("\n" or "\r\n") removed.
-// Refuses an empty passphrase and a file larger than kMaxPassphrase.
+// The file's contents with one trailing line ending ("\n", or "\r\n" as a
+// file edited on Windows has) removed. A symbolic link is followed; the file
+// reached must be a regular file of this user or root, not writable by group
+// or others (Error(permission) otherwise); one readable by others is read
+// with a warning. Refuses an empty passphrase and a file larger than
+// kMaxPassphrase.
 SecureBuffer read_passphrase_file(const std::filesystem::path& path);
 
-// Reads one line from `fd` (up to a newline or end of file), without the
-// newline. Used for --passphrase-fd; reads byte by byte so that several
+// Reads one line from `fd` (up to a newline or end of file), without its
+// line ending ("\n" or "\r\n"). Used for --passphrase-fd; reads byte by byte so that several
 // passphrases can come through one descriptor, one per line.
 SecureBuffer read_passphrase_fd(int fd);
 

@@ -19,8 +19,9 @@ enum class ModuleAction { clear, fail, restore, remove };
 class SimClient final : public Service {
 public:
     // Connects and performs the version handshake. Throws Error(unavailable)
-    // naming the socket path when it cannot connect, Error(protocol) on a
-    // version mismatch.
+    // naming the socket path and why when it cannot connect (no socket,
+    // refused, not open to this user, no answer to the handshake),
+    // Error(protocol) on a version mismatch.
     explicit SimClient(const Endpoint& endpoint);
     ~SimClient() override;
 

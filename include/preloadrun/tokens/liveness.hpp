@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 
 namespace preloadrun::tokens {
 
@@ -18,7 +19,11 @@ std::filesystem::path lock_path_for(const std::filesystem::path& tokens_file);
 // NAME.lock, the lock file's name next to a tokens file NAME.
 std::string lock_name_for(std::string_view tokens_file_name);
 
-enum class Status { live, missing, corrupt, owner_dead, rebooted, other_host };
+// `unsafe`: the file or its directory is writable by group or others, or the
+// file is a symbolic link: a location preloadrun refuses to publish in.
+// `unknown`: this process may not read the file or its lock (or reading them
+// failed): nothing can be said about the owner. Never taken for `owner_dead`.
+enum class Status { live, missing, corrupt, unsafe, owner_dead, rebooted, other_host, unknown };
 std::string_view to_string(Status status) noexcept;
 
 struct Liveness {
@@ -27,7 +32,8 @@ struct Liveness {
     std::optional<TokensFile> file; // when it could be read and decoded
 };
 
-// Never throws for a missing, unreadable or corrupt file: that is its answer.
+// Never throws for a missing, unreadable, unsafe or corrupt file: that is its
+// answer.
 Liveness check(const std::filesystem::path& tokens_file);
 // The same for the entry `name` of a directory already open.
 Liveness check(const Dir& dir, std::string_view name);
@@ -37,11 +43,18 @@ Liveness check(const Dir& dir, std::string_view name);
 class OwnerLock {
 public:
     OwnerLock() = default;
-    // Creates the lock file `name` in `dir` (mode 0600, O_CLOEXEC) if needed
-    // and locks it. Throws Error(already_exists) when another process holds
-    // it, Error(permission) for a symlink or another user's file.
-    static OwnerLock acquire(const Dir& dir, const std::string& name);
-    static OwnerLock acquire(const std::filesystem::path& lock_path);
+    // Creates the lock file `name` in `dir` (O_CLOEXEC) if needed and locks
+    // it; once locked, the file gets mode 0600, or mode 0640 and `group`
+    // when a group is given (so that readers in that group can test the
+    // lock: they can take only a read lock, never while the owner lives,
+    // and cannot write the file). Throws Error(already_exists) when another
+    // owner holds it, Error(conflict) when a reader holds a read lock on it
+    // (no owner does), Error(permission) for a symlink or another user's
+    // file.
+    static OwnerLock acquire(const Dir& dir, const std::string& name,
+                             gid_t group = static_cast<gid_t>(-1));
+    static OwnerLock acquire(const std::filesystem::path& lock_path,
+                             gid_t group = static_cast<gid_t>(-1));
     OwnerLock(OwnerLock&&) noexcept = default;
     OwnerLock& operator=(OwnerLock&&) noexcept = default;
     ~OwnerLock() = default;

@@ -13,8 +13,8 @@
 namespace preloadrun::tokens {
 
 struct PublisherOptions {
-    // -1: mode 0600. A group: mode 0640 and that group, for applications of
-    // other users in it.
+    // -1: mode 0600. A group: mode 0640 and that group (the tokens file and
+    // its lock file), for applications of other users in it.
     gid_t group = static_cast<gid_t>(-1);
 };
 

@@ -118,6 +118,21 @@ def test_a_service_running_as_another_uid_is_refused(machine):
         assert f.read().strip() == "", "the process behind the socket received bytes"
 
 
+def test_a_user_the_socket_refuses_is_told_so_and_hsmsim_exits_3(shared):
+    # The service's socket is mode 0660, group SERVICE: outside that group,
+    # connecting is refused (EACCES). The service cannot be reached: exit 3,
+    # one line saying why, not the "is hsmsim serve running?" of a missing
+    # socket.
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"], groups=())
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert shared.socket in lines[0] and "Permission denied" in lines[0], lines
+    assert f"uid {ATTACKER}" in lines[0] and "hsmsim serve" not in lines[0], lines
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"])  # in the group
+    assert r.returncode == 0, r.stderr
+
+
 def test_pkcs11_module_sends_no_pin_to_a_fake_service(machine):
     d = attacker_dir(machine)
     sock, log = os.path.join(d, "client.sock"), os.path.join(d, "requests.log")

@@ -1,9 +1,16 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
+#include "preloadrun/common/log.hpp"
 #include "preloadrun/common/passphrase.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
+#include <algorithm>
 #include <doctest/doctest.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace preloadrun;
@@ -18,6 +25,14 @@ TEST_CASE("common::read_passphrase_file") {
     SUBCASE("CRLF is removed, inner spaces kept") {
         write_file_atomic(file, std::string_view("two words\r\n"));
         CHECK(read_passphrase_file(file).view() == "two words");
+    }
+    SUBCASE("one line ending only: a second one, or a lone CR, is the passphrase's") {
+        write_file_atomic(file, std::string_view("abc\r\n\r\n"));
+        CHECK(read_passphrase_file(file).view() == "abc\r\n");
+        write_file_atomic(file, std::string_view("abc\n\n"));
+        CHECK(read_passphrase_file(file).view() == "abc\n");
+        write_file_atomic(file, std::string_view("abc\r"));
+        CHECK(read_passphrase_file(file).view() == "abc\r");
     }
     SUBCASE("no newline") {
         write_file_atomic(file, std::string_view("x"));
@@ -44,6 +59,67 @@ TEST_CASE("common::read_passphrase_file") {
         } catch (const Error& e) {
             CHECK(e.code() == ErrorCode::not_found);
         }
+    }
+}
+
+TEST_CASE("common::read_passphrase_file checks the file it reaches") {
+    testsupport::TempDir dir;
+    auto file = dir / "pass";
+    using testsupport::code_of;
+    SUBCASE("a symbolic link is followed (secrets mounted as links)") {
+        // As Kubernetes mounts a secret: pass -> ..data/pass, ..data -> a directory.
+        std::filesystem::create_directory(dir / "v1");
+        write_file_atomic(dir / "v1" / "pass", std::string_view("mounted\n"));
+        std::filesystem::create_directory_symlink(dir / "v1", dir / "..data");
+        std::filesystem::create_symlink(dir / "..data" / "pass", file);
+        CHECK(read_passphrase_file(file).view() == "mounted");
+    }
+    SUBCASE("writable by group or others: refused, also through a link") {
+        write_file_atomic(dir / "target", std::string_view("s3cret\n"));
+        std::filesystem::create_symlink(dir / "target", file);
+        for (mode_t mode : {0620, 0602, 0666}) {
+            CAPTURE(mode);
+            REQUIRE(::chmod((dir / "target").c_str(), mode) == 0);
+            std::string message;
+            CHECK(code_of([&] { read_passphrase_file(file); }, &message) == ErrorCode::permission);
+            CHECK(message.find("writable by group or others") != std::string::npos);
+            CHECK(message.find(file.string()) != std::string::npos);
+        }
+    }
+    SUBCASE("another user's file: refused; root's: read") {
+        if (::geteuid() != 0) {
+            MESSAGE("needs root to give a file to another user");
+            return;
+        }
+        write_file_atomic(file, std::string_view("s3cret\n"));
+        REQUIRE(::chown(file.c_str(), 2000, 2000) == 0);
+        std::string message;
+        CHECK(code_of([&] { read_passphrase_file(file); }, &message) == ErrorCode::permission);
+        CHECK(message.find("belongs to uid 2000") != std::string::npos);
+        REQUIRE(::chown(file.c_str(), 0, 0) == 0);
+        CHECK(read_passphrase_file(file).view() == "s3cret");
+    }
+    SUBCASE("readable by others: read, with one warning") {
+        std::ostringstream out;
+        log::use_sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(out), spdlog::level::warn);
+        write_file_atomic(file, std::string_view("s3cret\n"));
+        CHECK(read_passphrase_file(file).view() == "s3cret");
+        CHECK(out.str().empty()); // 0600
+        REQUIRE(::chmod(file.c_str(), 0640) == 0);
+        CHECK(read_passphrase_file(file).view() == "s3cret");
+        CHECK(out.str().empty()); // its group may read it: no warning
+        REQUIRE(::chmod(file.c_str(), 0644) == 0);
+        CHECK(read_passphrase_file(file).view() == "s3cret");
+        log::use_sink(std::make_shared<spdlog::sinks::null_sink_mt>(), spdlog::level::off);
+        const auto text = out.str();
+        CHECK(text.find("readable by others (mode 0644)") != std::string::npos);
+        CHECK(text.find(file.string()) != std::string::npos);
+        CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+        CHECK(text.find("s3cret") == std::string::npos);
+    }
+    SUBCASE("not a regular file: refused") {
+        std::filesystem::create_directory(file);
+        CHECK_THROWS_AS(read_passphrase_file(file), Error);
     }
 }
 

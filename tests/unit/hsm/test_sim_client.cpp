@@ -7,10 +7,14 @@
 #include <doctest/doctest.h>
 #include <functional>
 #include <future>
+#include <grp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 
 using namespace preloadrun;
 using namespace preloadrun::hsm;
@@ -169,11 +173,12 @@ TEST_CASE("hsm::SimClient handshake") {
         CHECK(e.code() == ErrorCode::protocol);
         CHECK(std::string(e.what()) == "Hello first");
     }
-    SUBCASE("a server that never answers: Error(timeout)") {
+    SUBCASE("a server that never answers: Error(unavailable), it cannot be reached") {
         FakeServer server([](Peer& peer) { peer.wait_closed(); });
         const Error e = error_of([&] { SimClient client(server.endpoint(100ms)); });
-        CHECK(e.code() == ErrorCode::timeout);
-        CHECK(contains(e.what(), "within 100 ms"));
+        CHECK(e.code() == ErrorCode::unavailable);
+        CHECK(contains(e.what(), "cannot reach"));
+        CHECK(contains(e.what(), "did not answer within 100 ms"));
     }
     SUBCASE("a server that closes instead of answering: Error(unavailable)") {
         FakeServer server([](Peer& peer) {
@@ -209,6 +214,53 @@ TEST_CASE("hsm::SimClient cannot connect") {
         const Error e = error_of([&] { SimClient client(endpoint); });
         CHECK(e.code() == ErrorCode::unavailable);
         CHECK(contains(e.what(), endpoint.socket_path));
+    }
+    SUBCASE("a socket not open to this user: Error(unavailable) saying so (as root)") {
+        if (::geteuid() != 0) {
+            MESSAGE("needs root to connect as another uid");
+            return;
+        }
+        REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+        endpoint.socket_path = (dir / "private.sock").string();
+        const Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, endpoint.socket_path.c_str());
+        REQUIRE(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+        REQUIRE(::listen(fd.get(), 4) == 0);
+        REQUIRE(::chmod(endpoint.socket_path.c_str(), 0600) == 0);
+        int out[2];
+        REQUIRE(::pipe(out) == 0);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            std::string seen = "no error";
+            if (::setgroups(0, nullptr) != 0 || ::setresgid(2000, 2000, 2000) != 0 ||
+                ::setresuid(2000, 2000, 2000) != 0) {
+                ::_exit(1);
+            }
+            try {
+                SimClient client(endpoint);
+            } catch (const Error& e) {
+                seen = std::string(to_string(e.code())) + ": " + e.what();
+            }
+            (void)!::write(out[1], seen.data(), seen.size());
+            ::_exit(0);
+        }
+        ::close(out[1]);
+        std::string seen;
+        char buf[512];
+        ssize_t n = 0;
+        while ((n = ::read(out[0], buf, sizeof buf)) > 0) {
+            seen.append(buf, static_cast<std::size_t>(n));
+        }
+        ::close(out[0]);
+        ::waitpid(child, nullptr, 0);
+        CAPTURE(seen);
+        CHECK(seen.starts_with(std::string(to_string(ErrorCode::unavailable)) + ": "));
+        CHECK(contains(seen, "cannot reach the HSM service at " + endpoint.socket_path));
+        CHECK(contains(seen, "Permission denied"));
+        CHECK(contains(seen, "not open to this user (uid 2000"));
     }
     SUBCASE("a path longer than sun_path: Error(usage)") {
         endpoint.socket_path = "/tmp/" + std::string(sizeof(sockaddr_un::sun_path), 'x');

@@ -43,6 +43,26 @@ TEST_CASE("tokens::Publisher") {
         CHECK_FALSE(std::filesystem::exists(path));
         CHECK_FALSE(std::filesystem::exists(lock_path_for(path)));
     }
+    SUBCASE("with a group: the file and its lock get mode 0640 and that group") {
+        // Readers in the group test the lock: they must be able to open it.
+        const gid_t group = ::getegid() == 0 ? 2002 : ::getegid();
+        {
+            Publisher publisher(path, {group});
+            publisher.publish(file);
+            for (const auto& p : {path, lock_path_for(path)}) {
+                CAPTURE(p);
+                struct stat st {};
+                REQUIRE(::stat(p.c_str(), &st) == 0);
+                CHECK((st.st_mode & 07777) == 0640);
+                CHECK(st.st_gid == group);
+            }
+            // As a dead owner would leave it: the lock file stays.
+            REQUIRE(::link(lock_path_for(path).c_str(), (dir / "kept.lock").c_str()) == 0);
+        }
+        std::filesystem::rename(dir / "kept.lock", lock_path_for(path));
+        Publisher without_group(path);
+        CHECK(mode_of(lock_path_for(path)) == 0600);
+    }
     SUBCASE("a path held by a live owner is refused, naming its pid") {
         Publisher first(path);
         first.publish(file);
