@@ -167,6 +167,7 @@ public:
         pr::tokens::TokensFile file;
         file.owner = pr::tokens::Owner{pr::self_identity(), pr::tokens::new_instance_id()};
         file.world = pr::to_hex(client.world_id());
+        file.service_instance = pr::to_hex(client.instance());
         pr::tokens::Token t{"softcard", token->name, pr::to_hex(token->hash), {}};
         for (const auto& m : client.modules()) {
             file.modules.push_back(pr::tokens::Module{m.number, m.esn,

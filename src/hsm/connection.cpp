@@ -150,8 +150,14 @@ void Connection::handshake(const std::string& client_name) {
                         std::to_string(response.hello().version()) + ", this client version " +
                         std::to_string(codec::kProtocolVersion) + ": upgrade the older one");
     }
+    if (response.hello().instance().size() != kServiceInstanceSize) {
+        broken_ = true;
+        throw Error(ErrorCode::protocol,
+                    "the HSM service at " + path_ + " did not say which instance of it answers");
+    }
     hello_ = response.hello();
     world_id_.assign(hello_.world_id().begin(), hello_.world_id().end());
+    instance_.assign(hello_.instance().begin(), hello_.instance().end());
     log::get("hsm")->debug("connected to {} at {} (protocol {})", hello_.server(), path_,
                            hello_.version());
 }

@@ -41,6 +41,7 @@ public:
     int fd() const noexcept { return fd_.get(); }
     const wire::HelloReply& hello() const noexcept { return hello_; }
     const Bytes& world_id() const noexcept { return world_id_; }
+    const Bytes& instance() const noexcept { return instance_; }
 
 private:
     std::chrono::steady_clock::time_point deadline(std::chrono::milliseconds at_least = {}) const;
@@ -58,6 +59,7 @@ private:
     std::uint64_t last_id_ = 0;
     wire::HelloReply hello_;
     Bytes world_id_;
+    Bytes instance_;
     bool broken_ = false;
 };
 

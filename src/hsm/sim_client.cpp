@@ -126,6 +126,7 @@ public:
     }
 
     const std::vector<ModuleInfo>& snapshot() const override { return snapshot_; }
+    const Bytes& instance() const noexcept override { return conn_.instance(); }
     int fd() const override { return conn_.fd(); }
 
     std::optional<ModuleEvent> next(std::chrono::milliseconds timeout) override {
@@ -152,6 +153,10 @@ SimClient::~SimClient() = default;
 
 const Bytes& SimClient::world_id() const noexcept {
     return conn_->world_id();
+}
+
+const Bytes& SimClient::instance() const noexcept {
+    return conn_->instance();
 }
 
 const std::string& SimClient::server_name() const noexcept {

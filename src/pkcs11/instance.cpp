@@ -11,12 +11,16 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
     std::vector<hsm::ModuleInfo> modules;
     std::vector<hsm::TokenInfo> tokens;
     std::vector<hsm::KeyInfo> keys;
+    Bytes instance;
     {
         auto lease = pool_.acquire();
         modules = lease->modules();
         tokens = lease->tokens();
         keys = lease->keys();
+        instance = lease->instance();
     }
+    // What is read here belongs to this epoch: a later one is a restart.
+    validated_epoch_.store(pool_.epoch(), std::memory_order_release);
     for (const auto& m : modules) {
         if (!group_.track(m.number, m.esn, m.generation)) {
             continue;
@@ -37,7 +41,7 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
     router_ = std::make_unique<Router>(pool_, group_, *slots_);
     objects_.sync(keys, [this](const hsm::KeyInfo& k) { return slots_->slot_of(k); });
     if (config_.tokens_file) {
-        read_tokens_file(modules);
+        read_tokens_file(modules, instance);
     }
     if (config_.reload_keys) {
         if (!config_.tokens_file) {
@@ -63,11 +67,64 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
             }
         }
     }
+    Router::Waiting waiting;
+    // Waiting for a restarting service helps only where modules come back.
+    waiting.service_wait = reloader_ ? config_.service_wait : std::chrono::milliseconds(0);
+    waiting.recover = [this] { recover(); };
+    waiting.epoch_changed = [this] {
+        return pool_.epoch() != validated_epoch_.load(std::memory_order_acquire);
+    };
+    router_->set_waiting(std::move(waiting));
+}
+
+void Instance::revalidate() {
+    std::lock_guard lock(revalidate_mutex_);
+    for (;;) {
+        const auto epoch = pool_.epoch();
+        if (epoch == validated_epoch_.load(std::memory_order_acquire)) {
+            return;
+        }
+        std::vector<hsm::ModuleInfo> modules;
+        {
+            auto lease = pool_.acquire();
+            modules = lease->modules();
+        }
+        if (pool_.epoch() != epoch) {
+            continue; // restarted again meanwhile
+        }
+        logger().warn("the HSM service restarted: what this process held there is gone; {}",
+                      reloader_ ? "reloading the keys onto every usable module"
+                                : "modules stay out until the application restarts (key "
+                                  "reloading is off)");
+        if (reloader_) {
+            reloader_->service_restarted(modules, epoch);
+        } else {
+            forget_service_instance(group_, *slots_, objects_, modules);
+        }
+        validated_epoch_.store(epoch, std::memory_order_release);
+    }
+}
+
+void Instance::recover() noexcept {
+    try {
+        if (pool_.epoch() == validated_epoch_.load(std::memory_order_acquire)) {
+            // Is the service back, and is it a new instance? A new connection
+            // tells (one that was idle may belong to the old one).
+            pool_.fresh();
+        }
+        revalidate();
+        if (reloader_) {
+            reloader_->check();
+        }
+    } catch (const std::exception& e) {
+        logger().debug("the HSM service is not back yet: {}", e.what());
+    }
 }
 
 Instance::~Instance() = default;
 
-void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules) {
+void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
+                                const Bytes& instance) {
     const auto& path = *config_.tokens_file;
     const auto liveness = tokens::check(path);
     if (liveness.status != tokens::Status::live) {
@@ -76,6 +133,15 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules) {
         return;
     }
     const auto& file = *liveness.file;
+    // Handles issued by another instance of the service (it restarted since,
+    // or preloadrun uses another one) are not used: with key reloading they
+    // are taken when the file is rewritten for this one.
+    const bool same_instance = file.service_instance == to_hex(instance);
+    if (!same_instance) {
+        logger().warn("tokens file {} names another instance of the HSM service ({}, this "
+                      "process uses {}): its handles are not used",
+                      path.string(), file.service_instance, to_hex(instance));
+    }
     file_generation_ = file.generation;
     std::size_t used = 0;
     for (const auto& token : file.tokens) {
@@ -88,6 +154,9 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules) {
         slots_->set_preloaded(*slot, true);
         ++used;
         for (const auto& loaded : token.loaded) {
+            if (!same_instance) {
+                break;
+            }
             bool current = false;
             for (const auto& m : modules) {
                 current = current ||

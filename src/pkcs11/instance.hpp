@@ -14,7 +14,9 @@
 #include "pkcs11/sessions.hpp"
 #include "pkcs11/slots.hpp"
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <span>
 
 namespace preloadrun::pkcs11 {
@@ -40,10 +42,18 @@ public:
 
     // At each C_SignInit/VerifyInit/EncryptInit/DecryptInit.
     void before_operation_init() {
+        router_->recover_if_needed();
         if (reloader_) {
             reloader_->check();
         }
     }
+
+    // After the HSM service restarted (a new epoch of the pool): forgets what
+    // belonged to its old instance (the reloader then brings the modules
+    // back). Between the tries of an operation that waits for the service:
+    // also asks the service whether it is back, and picks up the reloads.
+    // Never throws.
+    void recover() noexcept;
 
     void login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::uint8_t> pin);
     void logout(CK_SLOT_ID slot);
@@ -56,7 +66,8 @@ public:
     CK_STATE session_state(const Session& session) const;
 
 private:
-    void read_tokens_file(const std::vector<hsm::ModuleInfo>& modules);
+    void read_tokens_file(const std::vector<hsm::ModuleInfo>& modules, const Bytes& instance);
+    void revalidate();
 
     Config config_;
     Pool pool_;
@@ -67,6 +78,8 @@ private:
     std::unique_ptr<Router> router_;
     std::unique_ptr<Reloader> reloader_;
     std::uint64_t file_generation_ = 0;
+    std::mutex revalidate_mutex_;
+    std::atomic<std::uint64_t> validated_epoch_{0}; // the pool's epoch our handles belong to
 };
 
 } // namespace preloadrun::pkcs11

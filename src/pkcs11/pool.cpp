@@ -1,5 +1,8 @@
 #include "pkcs11/pool.hpp"
 
+#include "pkcs11/log.hpp"
+#include "preloadrun/common/error.hpp"
+
 namespace preloadrun::pkcs11 {
 
 Pool::Pool(Connector connect, std::size_t max_idle)
@@ -11,11 +14,52 @@ Pool::Lease::~Lease() {
     }
 }
 
+void Pool::Lease::discard() noexcept {
+    service_.reset();
+    if (pool_ != nullptr) {
+        pool_->disrupted();
+    }
+}
+
+std::unique_ptr<hsm::Service> Pool::connect() {
+    try {
+        return connect_();
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::unavailable || e.code() == ErrorCode::timeout ||
+            e.code() == ErrorCode::io) {
+            disrupted();
+        }
+        throw;
+    }
+}
+
+bool Pool::note_instance_locked(const Bytes& instance) {
+    if (instance == instance_) {
+        return false;
+    }
+    const bool restarted = !instance_.empty();
+    instance_ = instance;
+    epoch_.fetch_add(1, std::memory_order_acq_rel);
+    if (restarted) {
+        // Everything of the old instance is gone with it: its connections
+        // (the kept one too, replaced at the next acquire) and its objects.
+        idle_.clear();
+        kept_.reset();
+        disrupted_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+        logger().warn("the HSM service restarted (a new instance answers): every module may have "
+                      "been reset");
+    }
+    return restarted;
+}
+
 Pool::Lease Pool::acquire() {
     {
         std::lock_guard lock(mutex_);
         if (!kept_) {
-            kept_ = connect_(); // once; the callers racing it need a connection anyway
+            // Once per epoch; the callers racing it need a connection anyway.
+            auto kept = connect();
+            note_instance_locked(kept->instance());
+            kept_ = std::move(kept);
         }
         if (!idle_.empty()) {
             auto service = std::move(idle_.back());
@@ -23,12 +67,41 @@ Pool::Lease Pool::acquire() {
             return Lease(*this, std::move(service));
         }
     }
-    return Lease(*this, connect_());
+    return fresh();
+}
+
+Pool::Lease Pool::fresh() {
+    auto service = connect();
+    {
+        std::lock_guard lock(mutex_);
+        if (note_instance_locked(service->instance())) {
+            kept_ = connect(); // of the new instance: what this process loads there stays
+        }
+    }
+    return Lease(*this, std::move(service));
+}
+
+void Pool::disrupted() noexcept {
+    std::vector<std::unique_ptr<hsm::Service>> dropped; // closed outside the lock
+    {
+        std::lock_guard lock(mutex_);
+        dropped.swap(idle_);
+    }
+    disrupted_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+}
+
+bool Pool::disrupted_since(Clock::time_point since) const noexcept {
+    return disrupted_at_.load(std::memory_order_acquire) >= since.time_since_epoch().count();
+}
+
+Bytes Pool::instance() const {
+    std::lock_guard lock(mutex_);
+    return instance_;
 }
 
 void Pool::give_back(std::unique_ptr<hsm::Service> service) noexcept {
     std::lock_guard lock(mutex_);
-    if (idle_.size() < max_idle_) {
+    if (idle_.size() < max_idle_ && service->instance() == instance_) {
         try {
             idle_.push_back(std::move(service));
         } catch (...) {

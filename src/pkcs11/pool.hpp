@@ -8,9 +8,19 @@
 // loaded (tokens loaded by C_Login, keys loaded or generated, session keys)
 // once that process has no connection open, and a lent connection may be
 // discarded or closed as surplus at any time.
+//
+// It follows the instance of the service its connections reach: a new
+// connection that finds another instance than the last (the service
+// restarted) starts a new epoch, in which no connection, handle or
+// generation of the old one is used again (the callers re-validate what
+// they hold when epoch() changes). It also notes when the service was last
+// found broken, unreachable or restarted, for operations that wait for a
+// restarting service.
 
 #include "preloadrun/hsm/service.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -21,6 +31,7 @@ namespace preloadrun::pkcs11 {
 class Pool {
 public:
     using Connector = std::function<std::unique_ptr<hsm::Service>()>;
+    using Clock = std::chrono::steady_clock;
     explicit Pool(Connector connect, std::size_t max_idle = 16);
 
     class Lease {
@@ -33,8 +44,9 @@ public:
         ~Lease();
         hsm::Service& operator*() const { return *service_; }
         hsm::Service* operator->() const { return service_.get(); }
-        // The connection is broken: close it instead of returning it.
-        void discard() noexcept { service_.reset(); }
+        // The connection is broken: close it instead of returning it, and
+        // tell the pool (Pool::disrupted()).
+        void discard() noexcept;
 
     private:
         Pool* pool_;
@@ -42,18 +54,39 @@ public:
     };
 
     // An idle connection, or a new one (throws Error(unavailable) when the
-    // service cannot be reached). The first call also opens the connection
-    // the pool keeps.
+    // service cannot be reached, and notes the disruption). The first call
+    // of each epoch also opens the connection the pool keeps.
     Lease acquire();
+    // A new connection, never an idle one: tells whether the service
+    // restarted (epoch()) without trusting connections that may be stale.
+    Lease fresh();
+
+    // The service was found broken: idle connections are likely broken too,
+    // and are closed.
+    void disrupted() noexcept;
+    // Whether the service was found broken, unreachable or restarted at or
+    // after `since`.
+    bool disrupted_since(Clock::time_point since) const noexcept;
+
+    // Counts the instances of the service seen (1 from the first connection on).
+    std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+    // The instance of the current epoch (empty before the first connection).
+    Bytes instance() const;
 
 private:
+    std::unique_ptr<hsm::Service> connect();
+    // Records the instance a new connection found; true when it is a new one.
+    bool note_instance_locked(const Bytes& instance);
     void give_back(std::unique_ptr<hsm::Service> service) noexcept;
 
     Connector connect_;
     std::size_t max_idle_;
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
     std::unique_ptr<hsm::Service> kept_; // never lent: what this process loaded stays
     std::vector<std::unique_ptr<hsm::Service>> idle_;
+    Bytes instance_;
+    std::atomic<std::uint64_t> epoch_{0};
+    std::atomic<Clock::rep> disrupted_at_{Clock::time_point::min().time_since_epoch().count()};
 };
 
 } // namespace preloadrun::pkcs11

@@ -11,8 +11,100 @@ Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
                    std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
                    std::uint64_t initial_file_generation)
     : file_(std::move(file)), parts_(parts), watch_(std::move(watch)),
-      retries_(clock, retry_window), file_generation_(initial_file_generation) {
+      retries_(clock, retry_window), file_generation_(initial_file_generation),
+      epoch_(parts.router.pool().epoch()), clock_(clock) {
     seen_.store(current_version(), std::memory_order_relaxed);
+}
+
+void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
+                             const std::vector<hsm::ModuleInfo>& modules) {
+    for (const auto& key : objects.keys()) {
+        if (key->session) {
+            key->mark_lost(); // it lived in the old instance only
+            continue;
+        }
+        for (const auto& record : group.records()) {
+            key->forget(record.number);
+        }
+    }
+    for (CK_SLOT_ID s = 1; s < slots.count(); ++s) {
+        for (const auto& [module, handle] : slots.handles(s)) {
+            slots.forget_handle(s, module);
+        }
+    }
+    for (const auto& m : modules) {
+        if (group.track(m.number, m.esn, m.generation)) {
+            group.set_generation(m.number, m.generation);
+            group.leave(m.number, "the HSM service restarted");
+        }
+    }
+    for (const auto& record : group.records()) {
+        group.leave(record.number, "the HSM service restarted");
+    }
+}
+
+void Reloader::update_pending() noexcept {
+    pending_.store(!retries_.empty() || reread_pending_, std::memory_order_relaxed);
+}
+
+void Reloader::service_restarted(const std::vector<hsm::ModuleInfo>& modules, std::uint64_t epoch) {
+    std::lock_guard lock(mutex_);
+    epoch_ = epoch;
+    forget_service_instance(parts_.group, parts_.slots, parts_.objects, modules);
+    for (const auto& m : modules) {
+        retries_.clear(m.number);
+    }
+    retry_reason_.clear();
+    file_unusable_.clear();
+    for (const auto& m : modules) {
+        if (m.state == hsm::ModuleState::usable && parts_.group.record(m.number)) {
+            reload_module(m.number, "the HSM service restarted");
+        }
+    }
+    // The tokens file may name the new instance already.
+    file_generation_ = 0;
+    reread_pending_ = false;
+    try {
+        reread();
+    } catch (const std::exception& e) {
+        logger().error("reloading keys from {} failed: {}", file_.string(), e.what());
+    }
+    update_pending();
+}
+
+bool Reloader::same_instance(const tokens::TokensFile& file) {
+    auto& pool = parts_.router.pool();
+    auto now_instance = to_hex(pool.instance());
+    if (file.service_instance != now_instance) {
+        // Written for an instance this process has not met yet? Ask the
+        // service (a new connection tells its instance).
+        try {
+            pool.fresh();
+        } catch (const Error& e) {
+            logger().debug("cannot reach the HSM service: {}", e.what());
+        }
+        now_instance = to_hex(pool.instance());
+    }
+    if (file.service_instance == now_instance && pool.epoch() == epoch_) {
+        other_instance_reported_ = false;
+        return true;
+    }
+    if (file.service_instance == now_instance) {
+        // A restart this process has yet to go through (Instance::revalidate):
+        // service_restarted() reads the file again.
+        return false;
+    }
+    if (!other_instance_reported_) {
+        other_instance_reported_ = true;
+        logger().warn("tokens file {} names another instance of the HSM service ({}, this "
+                      "process uses {}): written before the service restarted, or by a "
+                      "preloadrun that uses another service; its handles are not used until it "
+                      "names this one",
+                      file_.string(), file.service_instance, now_instance);
+    }
+    reread_pending_ = true;
+    reread_after_ = clock_.now() + std::chrono::milliseconds(50);
+    return false;
 }
 
 void Reloader::slow_path(std::uint64_t version) {
@@ -23,6 +115,11 @@ void Reloader::slow_path(std::uint64_t version) {
     try {
         if (version != seen_.load(std::memory_order_relaxed)) {
             seen_.store(version, std::memory_order_relaxed);
+            reread_pending_ = false;
+            reread();
+        } else if (reread_pending_ && clock_.now() >= reread_after_) {
+            reread_pending_ = false;
+            file_generation_ = 0;
             reread();
         }
         retry_pending();
@@ -60,6 +157,9 @@ void Reloader::reread() {
         logger().info("tokens file {} is live again: {}", file_.string(), liveness.reason);
     }
     if (liveness.file->generation == file_generation_) {
+        return;
+    }
+    if (!same_instance(*liveness.file)) {
         return;
     }
     file_generation_ = liveness.file->generation;
@@ -154,7 +254,7 @@ void Reloader::apply(const tokens::TokensFile& file) {
         retries_.clear(module);
         reload_module(module, why);
     }
-    pending_.store(!retries_.empty(), std::memory_order_relaxed);
+    update_pending();
 }
 
 void Reloader::reload_module(std::uint32_t module, const std::string& why) {
@@ -217,7 +317,7 @@ void Reloader::retry_pending() {
     for (std::uint32_t module : retries_.due()) {
         reload_module(module, "reload retried");
     }
-    pending_.store(!retries_.empty(), std::memory_order_relaxed);
+    update_pending();
 }
 
 } // namespace preloadrun::pkcs11

@@ -9,6 +9,11 @@
 // check for the retry window, then that module is abandoned (one log line).
 // Session keys are never reloaded. A file whose owner died is reported once;
 // what is loaded keeps serving.
+//
+// A restart of the HSM service (a new instance, Pool::epoch()) is a reset of
+// every module: service_restarted() forgets every handle, lets the usable
+// modules serve again (keys load there as they are used) and takes the
+// tokens' handles from the tokens file once it names the new instance.
 
 #include "pkcs11/group.hpp"
 #include "pkcs11/objects.hpp"
@@ -25,6 +30,13 @@
 #include <set>
 
 namespace preloadrun::pkcs11 {
+
+// After a restart of the HSM service: forgets every handle held in its old
+// instance (keys, tokens; session keys are lost), records the generations of
+// `modules` (those of the new instance) and takes every module out of the
+// group, for reloading to bring back.
+void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
+                             const std::vector<hsm::ModuleInfo>& modules);
 
 class Reloader {
 public:
@@ -43,8 +55,8 @@ public:
     // The hot path.
     void check() {
         const std::uint64_t v = current_version();
-        if (v == seen_.load(std::memory_order_relaxed) &&
-            !pending_.load(std::memory_order_relaxed)) {
+        if (v == seen_.load(std::memory_order_relaxed) && !pending_.load(std::memory_order_relaxed))
+            [[likely]] {
             return;
         }
         slow_path(v);
@@ -55,6 +67,9 @@ public:
     void apply(const tokens::TokensFile& file);
     // Retries pending reloads, abandons those whose window passed.
     void retry_pending();
+    // The HSM service restarted: `modules` are those of its new instance,
+    // whose epoch (Pool::epoch()) is `epoch`.
+    void service_restarted(const std::vector<hsm::ModuleInfo>& modules, std::uint64_t epoch);
     // For tests without a watcher: count one change.
     void poke() noexcept { manual_.fetch_add(1, std::memory_order_acq_rel); }
 
@@ -68,6 +83,10 @@ private:
     // loaded, else opens (or keeps) its retry window.
     void reload_module(std::uint32_t module, const std::string& why);
     void forget_module(std::uint32_t module);
+    // Whether the file's handles belong to the instance of the service this
+    // process uses now (else they are re-read later).
+    bool same_instance(const tokens::TokensFile& file);
+    void update_pending() noexcept;
 
     std::filesystem::path file_;
     Parts parts_;
@@ -79,6 +98,11 @@ private:
     RetryWindows retries_;
     std::map<std::uint32_t, std::string> retry_reason_;
     std::uint64_t file_generation_ = 0;
+    std::uint64_t epoch_;              // of the service instance the handles belong to
+    bool reread_pending_ = false;      // the file named another instance: read it again
+    Clock::time_point reread_after_{}; // not before this (it is read again at most every 50 ms)
+    bool other_instance_reported_ = false;
+    const Clock& clock_;
     bool owner_dead_reported_ = false;
     std::set<std::uint32_t> file_unusable_; // modules the file last called not usable
 };

@@ -3,7 +3,9 @@
 #include "pkcs11/ck.hpp"
 #include "pkcs11/log.hpp"
 
+#include <algorithm>
 #include <optional>
+#include <thread>
 
 namespace preloadrun::pkcs11 {
 
@@ -28,8 +30,43 @@ void Router::module_gone(std::uint32_t module, const Error& error) {
     group_.leave(module, error.what());
 }
 
+void Router::recover_if_needed() {
+    if (waiting_.epoch_changed && waiting_.epoch_changed()) {
+        waiting_.recover();
+    }
+}
+
 template <class Result, class Fn>
-Result Router::attempt(const std::vector<std::uint32_t>& candidates, const char* what, Fn&& fn) {
+Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
+                       const std::function<bool()>& hopeless) {
+    recover_if_needed();
+    const auto start = Pool::Clock::now();
+    const auto deadline = start + waiting_.service_wait;
+    auto pause = std::chrono::milliseconds(5);
+    for (;;) {
+        try {
+            return attempt_once<Result>(candidates(), what, fn);
+        } catch (const CkError&) {
+            // Nothing could serve it. Wait only for a service that is, or was
+            // just now, unreachable or restarting; a fleet with no usable
+            // module answers at once.
+            const auto now = Pool::Clock::now();
+            if (waiting_.service_wait.count() <= 0 || now >= deadline ||
+                !pool_.disrupted_since(start - waiting_.service_wait) || (hopeless && hopeless())) {
+                throw;
+            }
+            std::this_thread::sleep_for(std::min<Pool::Clock::duration>(pause, deadline - now));
+            pause = std::min(pause * 2, std::chrono::milliseconds(50));
+            if (waiting_.recover) {
+                waiting_.recover();
+            }
+        }
+    }
+}
+
+template <class Result, class Fn>
+Result Router::attempt_once(const std::vector<std::uint32_t>& candidates, const char* what,
+                            Fn& fn) {
     if (candidates.empty()) {
         throw CkError(CKR_DEVICE_ERROR, std::string("no module of the group can ") + what + " now");
     }
@@ -108,31 +145,34 @@ hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint3
 }
 
 Bytes Router::run(KeyObject& key, const KeyOp& op) {
-    const auto mods = candidates(key);
-    if (key.session && mods.empty()) {
+    recover_if_needed(); // a session key of an old instance of the service is gone
+    if (key.session && candidates(key).empty()) {
         key.mark_lost();
         throw CkError(CKR_DEVICE_ERROR, "session key " + key.info.ident + " was on module " +
                                             std::to_string(key.home_module) +
                                             ", which left the group: the key is gone");
     }
     try {
-        return attempt<Bytes>(mods, "use the key", [&](hsm::Service& service, std::uint32_t m) {
-            auto handle = key.handle_on(m);
-            if (!handle) {
-                if (key.session) {
-                    throw Error(ErrorCode::invalid_handle, "session key not on this module");
+        return attempt<Bytes>(
+            [&] { return candidates(key); }, "use the key",
+            [&](hsm::Service& service, std::uint32_t m) {
+                auto handle = key.handle_on(m);
+                if (!handle) {
+                    if (key.session) {
+                        throw Error(ErrorCode::invalid_handle, "session key not on this module");
+                    }
+                    handle = load(service, key, m);
                 }
-                handle = load(service, key, m);
-            }
-            try {
-                return op(service, m, *handle);
-            } catch (const Error& e) {
-                if (classify(e.code()) == Fault::module_gone) {
-                    key.forget(m);
+                try {
+                    return op(service, m, *handle);
+                } catch (const Error& e) {
+                    if (classify(e.code()) == Fault::module_gone) {
+                        key.forget(m);
+                    }
+                    throw;
                 }
-                throw;
-            }
-        });
+            },
+            [&] { return key.session && (key.lost() || !group_.is_member(key.home_module)); });
     } catch (const CkError&) {
         if (key.session && !group_.is_member(key.home_module)) {
             key.mark_lost();
@@ -142,16 +182,19 @@ Bytes Router::run(KeyObject& key, const KeyOp& op) {
 }
 
 Bytes Router::run_any(const ModuleOp& op) {
-    return attempt<Bytes>(group_.members(), "serve the request", op);
+    return attempt<Bytes>([this] { return group_.members(); }, "serve the request", op);
 }
 
 std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hsm::KeySpec spec) {
-    std::vector<std::uint32_t> mods;
-    for (std::uint32_t m : group_.members()) {
-        if (slot == kAcceleratorSlot || slots_.handle(slot, m)) {
-            mods.push_back(m);
+    auto mods = [this, slot] {
+        std::vector<std::uint32_t> out;
+        for (std::uint32_t m : group_.members()) {
+            if (slot == kAcceleratorSlot || slots_.handle(slot, m)) {
+                out.push_back(m);
+            }
         }
-    }
+        return out;
+    };
     std::uint32_t used = 0;
     hsm::GeneratedKey generated;
     attempt<Bytes>(mods, "generate the key", [&](hsm::Service& service, std::uint32_t m) {
@@ -171,12 +214,15 @@ std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hs
 }
 
 void Router::destroy(const KeyObject& key) {
-    std::vector<std::uint32_t> mods;
-    for (std::uint32_t m : group_.members()) {
-        if (slots_.handle(key.slot, m)) {
-            mods.push_back(m);
+    auto mods = [this, &key] {
+        std::vector<std::uint32_t> out;
+        for (std::uint32_t m : group_.members()) {
+            if (slots_.handle(key.slot, m)) {
+                out.push_back(m);
+            }
         }
-    }
+        return out;
+    };
     attempt<Bytes>(mods, "destroy the key", [&](hsm::Service& service, std::uint32_t m) {
         const auto token = slots_.handle(key.slot, m);
         if (!token) {

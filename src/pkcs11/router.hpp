@@ -7,6 +7,12 @@
 // the application. A module that was cleared or is not usable leaves the
 // group. Session keys live on one module only and are never moved: when that
 // module is lost, so is the key.
+//
+// A restarting HSM service: an operation that no module could serve, while
+// the service is or was just now unreachable or restarted (Pool), waits for
+// it, up to the service wait, calling `recover` (re-validate what this process
+// holds in the new instance, pick up the reloads) and trying again; a restart
+// shorter than the wait is then invisible to the application.
 
 #include "pkcs11/group.hpp"
 #include "pkcs11/objects.hpp"
@@ -14,6 +20,7 @@
 #include "pkcs11/slots.hpp"
 #include "preloadrun/common/error.hpp"
 
+#include <chrono>
 #include <functional>
 #include <vector>
 
@@ -31,6 +38,17 @@ Fault classify(ErrorCode code) noexcept;
 class Router {
 public:
     Router(Pool& pool, Group& group, Slots& slots) : pool_(pool), group_(group), slots_(slots) {}
+
+    struct Waiting {
+        std::chrono::milliseconds service_wait{0}; // 0: fail at once
+        // Before each operation when the pool's epoch changed, and between
+        // the tries of a waiting operation. Must not throw.
+        std::function<void()> recover;
+        std::function<bool()> epoch_changed; // cheap: whether recover() has work
+    };
+    void set_waiting(Waiting waiting) { waiting_ = std::move(waiting); }
+    // Calls `recover` when the pool's epoch changed.
+    void recover_if_needed();
 
     using KeyOp = std::function<Bytes(hsm::Service&, std::uint32_t module, hsm::ObjectHandle key)>;
     using ModuleOp = std::function<Bytes(hsm::Service&, std::uint32_t module)>;
@@ -59,13 +77,20 @@ public:
     Pool& pool() noexcept { return pool_; }
 
 private:
+    using Candidates = std::function<std::vector<std::uint32_t>()>;
+    // Tries `fn` on the candidates; waits for a restarting service (above),
+    // unless `hopeless` says no wait can help.
     template <class Result, class Fn>
-    Result attempt(const std::vector<std::uint32_t>& candidates, const char* what, Fn&& fn);
+    Result attempt(const Candidates& candidates, const char* what, Fn&& fn,
+                   const std::function<bool()>& hopeless = {});
+    template <class Result, class Fn>
+    Result attempt_once(const std::vector<std::uint32_t>& candidates, const char* what, Fn& fn);
     void module_gone(std::uint32_t module, const Error& error);
 
     Pool& pool_;
     Group& group_;
     Slots& slots_;
+    Waiting waiting_;
 };
 
 } // namespace preloadrun::pkcs11

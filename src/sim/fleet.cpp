@@ -1,6 +1,7 @@
 #include "sim/fleet.hpp"
 
 #include "preloadrun/common/log.hpp"
+#include "sim/keywrap.hpp"
 #include "sim/world.hpp"
 
 namespace preloadrun::sim {
@@ -47,13 +48,62 @@ Fleet::Subscription::~Subscription() {
     }
 }
 
-Fleet::Fleet(World& world, const FleetOptions& options) : world_(world), options_(options) {
+Fleet::Fleet(World& world, const FleetOptions& options)
+    : world_(world), options_(options), instance_(random_bytes(hsm::kServiceInstanceSize)) {
+    // What this start takes up, written before any of it is used: a module
+    // that served before starts one generation up (its objects are gone, as
+    // after a clear) and issues handles from where it stopped.
+    std::vector<ModuleCounters> starts;
     for (const auto& enrolled : world_.modules()) {
-        modules_.push_back(std::make_unique<Module>(enrolled.number, enrolled.esn,
-                                                    options_.op_latency_ms,
-                                                    hsm::ModuleState::usable, options_.objects));
+        auto counters = world_.counters(enrolled.number);
+        ModuleCounters start{enrolled.number, 0, 1};
+        if (counters) {
+            start.generation = counters->generation + 1;
+            start.handles = counters->handles;
+        }
+        if (start.generation >= kMaxCounter || start.handles >= kMaxCounter - kHandleBlock) {
+            throw Error(ErrorCode::corrupt, "module " + std::to_string(enrolled.number) +
+                                                " has used up its generations or handles (" +
+                                                world_.dir().string() + "/counters)");
+        }
+        starts.push_back(start);
+    }
+    auto reserved = starts;
+    for (auto& c : reserved) {
+        c.handles += kHandleBlock;
+    }
+    world_.save_counters(reserved);
+    const auto enrolled = world_.modules();
+    for (std::size_t i = 0; i < enrolled.size(); ++i) {
+        modules_.push_back(make_module(enrolled[i], hsm::ModuleState::usable, starts[i]));
     }
     timer_ = std::thread([this] { timer_loop(); });
+}
+
+std::unique_ptr<Module> Fleet::make_module(const EnrolledModule& enrolled, hsm::ModuleState state,
+                                           const ModuleCounters& counters) {
+    HandleRange handles;
+    handles.first = counters.handles;
+    handles.reserved = counters.handles + kHandleBlock;
+    handles.reserve = [this, number = enrolled.number](hsm::ObjectHandle below) {
+        world_.reserve_handles(number, below);
+    };
+    return std::make_unique<Module>(enrolled.number, enrolled.esn, options_.op_latency_ms, state,
+                                    options_.objects, counters.generation, std::move(handles));
+}
+
+void Fleet::save_generation(const Module::Change& change) {
+    if (change.now.generation == change.previous_generation) {
+        return;
+    }
+    try {
+        world_.save_generation(change.now.number, change.now.generation);
+    } catch (const std::exception& e) {
+        // The module changed already; a restart may show an older generation,
+        // which the new instance id tells apart anyway.
+        logger()->error("module {}: generation {} not recorded in the world: {}", change.now.number,
+                        change.now.generation, e.what());
+    }
 }
 
 Fleet::~Fleet() {
@@ -175,6 +225,7 @@ hsm::ModuleInfo Fleet::control(std::uint32_t number, hsm::ModuleAction action) {
         change = m.transition(ModuleState::removed, false, true);
         break;
     }
+    save_generation(change);
     emit_locked(change, false);
     return change.now;
 }
@@ -187,9 +238,9 @@ hsm::ModuleInfo Fleet::add() {
                         " modules is the most hsmsim simulates");
     }
     auto enrolled = world_.enrol_module();
-    modules_.push_back(std::make_unique<Module>(enrolled.number, enrolled.esn,
-                                                options_.op_latency_ms,
-                                                hsm::ModuleState::initialising, options_.objects));
+    const ModuleCounters start{enrolled.number, 0, 1};
+    world_.save_counters({{enrolled.number, 0, start.handles + kHandleBlock}});
+    modules_.push_back(make_module(enrolled, hsm::ModuleState::initialising, start));
     Module& m = *modules_.back();
     auto now = m.info();
     emit_locked(Module::Change{now.state, now.generation, now}, true);

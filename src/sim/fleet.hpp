@@ -6,6 +6,7 @@
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/hsm/types.hpp"
 #include "sim/module.hpp"
+#include "sim/world_format.hpp"
 
 #include <condition_variable>
 #include <functional>
@@ -53,11 +54,18 @@ public:
         std::uint64_t id_ = 0;
     };
 
-    // One module per module enrolled in the world, all usable.
+    // One module per module enrolled in the world, all usable. This start of
+    // the service is a new epoch: a new random instance id, and every module
+    // that served before takes its generation one up and its handles on
+    // from what the world recorded (Error when the world cannot record the
+    // new ones).
     Fleet(World& world, const FleetOptions& options);
     Fleet(const Fleet&) = delete;
     Fleet& operator=(const Fleet&) = delete;
     ~Fleet();
+
+    // kServiceInstanceSize random bytes, for this start of the service.
+    const Bytes& instance() const noexcept { return instance_; }
 
     std::vector<hsm::ModuleInfo> list() const;
     std::uint32_t size() const;
@@ -91,6 +99,10 @@ private:
         std::uint64_t generation;
     };
 
+    std::unique_ptr<Module> make_module(const EnrolledModule& enrolled, hsm::ModuleState state,
+                                        const ModuleCounters& counters);
+    // Records a generation change in the world (a failure is logged).
+    void save_generation(const Module::Change& change);
     Module& module_locked(std::uint32_t number) const;
     void emit_locked(const Module::Change& change, bool added);
     void schedule_ready_locked(const Module& module, std::uint64_t generation);
@@ -99,6 +111,7 @@ private:
 
     World& world_;
     const FleetOptions options_;
+    const Bytes instance_;
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<Module>> modules_; // module n at index n-1; never shrinks
     std::map<std::uint64_t, Listener> listeners_;

@@ -195,6 +195,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         reply->set_version(hsm::codec::kProtocolVersion);
         reply->set_server(server_name());
         reply->set_world_id(to_field(world_.id()));
+        reply->set_instance(to_field(fleet_.instance()));
         break;
     }
     case Request::kListModules:

@@ -15,9 +15,10 @@ std::string module_name(std::uint32_t number) {
 } // namespace
 
 Module::Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
-               hsm::ModuleState state, const ObjectLimits& limits)
-    : number_(number), esn_(std::move(esn)), state_(state), latency_ms_(latency_ms),
-      objects_(number, limits) {}
+               hsm::ModuleState state, const ObjectLimits& limits, std::uint64_t generation,
+               HandleRange handles)
+    : number_(number), esn_(std::move(esn)), state_(state), generation_(generation),
+      latency_ms_(latency_ms), objects_(number, limits, std::move(handles)) {}
 
 hsm::ModuleInfo Module::info_locked() const {
     hsm::ModuleInfo info;

@@ -34,8 +34,11 @@ enum class OpKind {
 
 class Module {
 public:
+    // `generation` and `handles`: where this start of the service takes the
+    // module's numbers up (Fleet keeps them in the world).
     Module(std::uint32_t number, std::string esn, std::uint32_t latency_ms,
-           hsm::ModuleState state = hsm::ModuleState::usable, const ObjectLimits& limits = {});
+           hsm::ModuleState state = hsm::ModuleState::usable, const ObjectLimits& limits = {},
+           std::uint64_t generation = 0, HandleRange handles = {});
     Module(const Module&) = delete;
     Module& operator=(const Module&) = delete;
 

@@ -35,6 +35,13 @@ hsm::ObjectHandle ObjectTable::add(Object object) {
                         ", the most one user may (hsmsim serve --max-objects-per-uid " +
                         std::to_string(limits_.per_uid) + "); unload some first");
     }
+    if (next_handle_ >= reserved_) {
+        const auto below = next_handle_ + kHandleBlock;
+        if (reserve_) {
+            reserve_(below);
+        }
+        reserved_ = below;
+    }
     const auto owner = object.owner;
     const auto handle = next_handle_;
     objects_.emplace(handle, std::move(object));

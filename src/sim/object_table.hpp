@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sys/types.h>
@@ -43,6 +44,19 @@ struct KeyObject {
     hsm::ObjectHandle token_handle = 0; // the token it was loaded under; 0: module-protected
 };
 
+// Handles are reserved in blocks of this many: one write to the world per block.
+inline constexpr hsm::ObjectHandle kHandleBlock = 65536;
+
+// Where a table's handles start and how it reserves more: every handle it
+// issues was reserved first, so that a restarted service, which starts from
+// what was reserved, never issues a handle again.
+struct HandleRange {
+    hsm::ObjectHandle first = 1;
+    hsm::ObjectHandle reserved = ~hsm::ObjectHandle{0}; // below this: issued without asking
+    // Makes every handle below `below` reserved, or throws (the add fails).
+    std::function<void(hsm::ObjectHandle below)> reserve;
+};
+
 class ObjectTable {
 public:
     struct Object {
@@ -53,8 +67,9 @@ public:
     };
 
     // `module`: the module's number, for messages.
-    ObjectTable(std::uint32_t module, const ObjectLimits& limits)
-        : module_(module), limits_(limits) {}
+    ObjectTable(std::uint32_t module, const ObjectLimits& limits, HandleRange handles = {})
+        : module_(module), limits_(limits), next_handle_(handles.first),
+          reserved_(handles.reserved), reserve_(std::move(handles.reserve)) {}
 
     // A new handle for `object`. Throws Error(limit) when the module is full
     // or the owner holds its share already, naming the limit.
@@ -81,7 +96,9 @@ private:
 
     const std::uint32_t module_;
     const ObjectLimits limits_;
-    hsm::ObjectHandle next_handle_ = 1; // never reset: old handles never come back
+    hsm::ObjectHandle next_handle_; // never reset: old handles never come back
+    hsm::ObjectHandle reserved_;
+    std::function<void(hsm::ObjectHandle)> reserve_;
     std::map<hsm::ObjectHandle, Object> objects_;
     std::map<uid_t, std::size_t> held_; // objects per owner (owners holding none are absent)
 };

@@ -177,6 +177,16 @@ void World::open_world() {
             throw;
         }
     }
+    try {
+        for (const auto& c :
+             decode_counters(dir_.read_text("counters", kMaxFile), path_of("counters"))) {
+            counters_[c.number] = c;
+        }
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::not_found) {
+            throw;
+        }
+    }
     logger()->debug("opened Security World {} in {} ({} modules enrolled)", to_hex(id_),
                     dir_.path().string(), modules_.size());
 }
@@ -228,6 +238,52 @@ EnrolledModule World::enrol_module() {
     usage_.record("modules", WorldFile::other, std::nullopt, text.size());
     modules_ = std::move(modules);
     return m;
+}
+
+std::optional<ModuleCounters> World::counters(std::uint32_t number) const {
+    std::lock_guard lock(mutex_);
+    auto it = counters_.find(number);
+    if (it == counters_.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+void World::save_counters(const std::vector<ModuleCounters>& changed) {
+    std::lock_guard lock(mutex_);
+    auto counters = counters_;
+    for (const auto& c : changed) {
+        counters[c.number] = c;
+    }
+    persist_counters_locked(std::move(counters));
+}
+
+void World::save_generation(std::uint32_t number, std::uint64_t generation) {
+    update_counters(number, [generation](ModuleCounters& c) { c.generation = generation; });
+}
+
+void World::reserve_handles(std::uint32_t number, std::uint64_t below) {
+    update_counters(number, [below](ModuleCounters& c) { c.handles = below; });
+}
+
+void World::update_counters(std::uint32_t number,
+                            const std::function<void(ModuleCounters&)>& change) {
+    std::lock_guard lock(mutex_);
+    auto counters = counters_;
+    change(counters.try_emplace(number, ModuleCounters{number, 0, 1}).first->second);
+    persist_counters_locked(std::move(counters));
+}
+
+void World::persist_counters_locked(std::map<std::uint32_t, ModuleCounters> counters) {
+    std::vector<ModuleCounters> list;
+    list.reserve(counters.size());
+    for (const auto& [number, c] : counters) {
+        list.push_back(c);
+    }
+    const auto text = encode_counters(list);
+    dir_.write_atomic("counters", text, {.mode = kFileMode});
+    usage_.record("counters", WorldFile::other, std::nullopt, text.size());
+    counters_ = std::move(counters);
 }
 
 std::vector<std::string> World::names_after(std::string_view prefix, std::string_view after) const {

@@ -61,6 +61,15 @@ public:
     // Enrols one more module (next number, new random ESN) and persists it.
     EnrolledModule enrol_module();
 
+    // A module's counters as last persisted (nullopt for a module never
+    // counted). They outlive the service: see world_format.hpp.
+    std::optional<ModuleCounters> counters(std::uint32_t number) const;
+    // Each persists with one atomic write of the counters file, the other
+    // modules and fields unchanged, and throws Error when it cannot.
+    void save_counters(const std::vector<ModuleCounters>& changed);
+    void save_generation(std::uint32_t number, std::uint64_t generation);
+    void reserve_handles(std::uint32_t number, std::uint64_t below);
+
     // Throws Error(already_exists) if a token of that type has that name,
     // Error(limit) past a limit of options.limits. `creator` is recorded in
     // the card file and counted against its quota.
@@ -116,6 +125,8 @@ private:
     void create_world();
     void open_world();
     void count_files();
+    void update_counters(std::uint32_t number, const std::function<void(ModuleCounters&)>& change);
+    void persist_counters_locked(std::map<std::uint32_t, ModuleCounters> counters);
     // The names "<prefix><suffix>" in the directory with suffix > after, sorted.
     std::vector<std::string> names_after(std::string_view prefix, std::string_view after) const;
     std::optional<hsm::TokenInfo> read_token(const std::string& name) const;
@@ -130,6 +141,7 @@ private:
     bool created_ = false;
     mutable std::mutex mutex_; // modules_, usage_ and read-modify-write of files
     std::vector<EnrolledModule> modules_;
+    std::map<std::uint32_t, ModuleCounters> counters_;
     WorldUsage usage_;
 };
 

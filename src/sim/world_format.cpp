@@ -14,6 +14,7 @@ using nlohmann::json;
 
 constexpr std::string_view kWorldFormat = "hsmsim-world/1";
 constexpr std::string_view kModulesFormat = "hsmsim-modules/1";
+constexpr std::string_view kCountersFormat = "hsmsim-counters/1";
 constexpr std::string_view kCardFormat = "hsmsim-card/1";
 constexpr std::string_view kKeyFormat = "hsmsim-key/1";
 constexpr std::string_view kKdf = "pbkdf2-sha256";
@@ -304,6 +305,38 @@ std::vector<EnrolledModule> decode_modules(std::string_view text, const std::str
         modules.push_back(std::move(m));
     }
     return modules;
+}
+
+std::string encode_counters(const std::vector<ModuleCounters>& counters) {
+    json list = json::array();
+    for (const auto& c : counters) {
+        list.push_back(
+            {{"number", c.number}, {"generation", c.generation}, {"handles", c.handles}});
+    }
+    return dump({{"format", kCountersFormat}, {"modules", list}});
+}
+
+std::vector<ModuleCounters> decode_counters(std::string_view text, const std::string& file) {
+    json doc = parse(text, file, kCountersFormat);
+    auto it = doc.find("modules");
+    if (it == doc.end() || !it->is_array()) {
+        corrupt(file, "missing \"modules\" list");
+    }
+    std::vector<ModuleCounters> counters;
+    for (const auto& entry : *it) {
+        if (!entry.is_object()) {
+            corrupt(file, "a module entry is not an object");
+        }
+        ModuleCounters c;
+        c.number = static_cast<std::uint32_t>(get_uint(entry, "number", file, 1, 1024));
+        c.generation = get_uint(entry, "generation", file, 0, kMaxCounter);
+        c.handles = get_uint(entry, "handles", file, 1, kMaxCounter);
+        if (!counters.empty() && c.number <= counters.back().number) {
+            corrupt(file, "module numbers are not in increasing order");
+        }
+        counters.push_back(c);
+    }
+    return counters;
 }
 
 std::string encode_card(const CardRecord& r) {

@@ -5,6 +5,9 @@
 //
 //   world         {"format":"hsmsim-world/1","id":HEX20,"key":HEX32}
 //   modules       {"format":"hsmsim-modules/1","modules":[{"number":1,"esn":"A1B2-C3D4-E5F6"}]}
+//   counters      {"format":"hsmsim-counters/1","modules":[{"number":1,"generation":G,
+//                  "handles":H}]}: what must never be issued again on each module, across
+//                  restarts of the service (generations up to G, handles below H)
 //   card_<hash>   {"format":"hsmsim-card/1","type":"softcard"|"cardset","name":..,"hash":HEX20,
 //                  "kdf":"pbkdf2-sha256","iterations":N,"salt":HEX,"wrapped_key":HEX,
 //                  "creator":UID}
@@ -47,6 +50,17 @@ struct EnrolledModule {
     bool operator==(const EnrolledModule&) const = default;
 };
 
+// A module's counters as the service persists them: its generation, and the
+// handles reserved for issuing (every handle below `handles` may have been
+// issued already). A module never counted has none.
+struct ModuleCounters {
+    std::uint32_t number = 0;
+    std::uint64_t generation = 0;
+    std::uint64_t handles = 1;
+    bool operator==(const ModuleCounters&) const = default;
+};
+inline constexpr std::uint64_t kMaxCounter = std::uint64_t{1} << 62;
+
 struct CardRecord {
     hsm::TokenType type = hsm::TokenType::softcard;
     std::string name;
@@ -82,6 +96,10 @@ SecureBuffer encode_world(const WorldRecord& record);
 WorldRecord decode_world(std::span<const std::uint8_t> text, const std::string& file);
 std::string encode_modules(const std::vector<EnrolledModule>& modules);
 std::vector<EnrolledModule> decode_modules(std::string_view text, const std::string& file);
+
+// Modules in number order, each at most once.
+std::string encode_counters(const std::vector<ModuleCounters>& counters);
+std::vector<ModuleCounters> decode_counters(std::string_view text, const std::string& file);
 std::string encode_card(const CardRecord& record);
 CardRecord decode_card(std::string_view text, const std::string& file);
 std::string encode_key(const KeyRecord& record);

@@ -32,6 +32,18 @@ bool FleetState::admit(const hsm::ModuleInfo& info) {
     return false;
 }
 
+bool FleetState::set_service_instance(const Bytes& instance) {
+    if (instance == service_instance_) {
+        return false;
+    }
+    service_instance_ = instance;
+    for (auto& [number, m] : modules_) {
+        m.handles.clear();
+        m.loaded = false;
+    }
+    return true;
+}
+
 void FleetState::forget_handles(std::uint32_t module) {
     if (auto it = modules_.find(module); it != modules_.end()) {
         it->second.handles.clear();
@@ -80,6 +92,7 @@ tokens::TokensFile FleetState::render(const tokens::Owner& owner) const {
     tokens::TokensFile file;
     file.owner = owner;
     file.world = to_hex(world_id_);
+    file.service_instance = to_hex(service_instance_);
     file.high_availability = high_availability_;
     for (const auto& [number, m] : modules_) {
         file.modules.push_back({number, m.info.esn, std::string(hsm::to_string(m.info.state)),

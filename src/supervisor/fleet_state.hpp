@@ -31,6 +31,12 @@ public:
     const std::vector<hsm::TokenInfo>& tokens() const noexcept { return tokens_; }
     const Bytes& world_id() const noexcept { return world_id_; }
 
+    // The instance of the HSM service the handles belong to. Another one
+    // (the service restarted) drops every handle: they mean nothing there.
+    // Returns whether it changed.
+    bool set_service_instance(const Bytes& instance);
+    const Bytes& service_instance() const noexcept { return service_instance_; }
+
     // Whether `info` may be tracked: a module already tracked, or a new one
     // while fewer than tokens::kMaxModules are (removed and failed ones
     // count). A refused module is logged once, with the reason.
@@ -55,6 +61,7 @@ public:
 
 private:
     Bytes world_id_;
+    Bytes service_instance_;
     std::vector<hsm::TokenInfo> tokens_;
     bool high_availability_;
     std::map<std::uint32_t, ModuleState> modules_;

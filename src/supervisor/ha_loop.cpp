@@ -57,8 +57,15 @@ void HaLoop::start() {
 void HaLoop::subscribe_now() {
     stream_ = hsm::subscribe(endpoint_);
     loop_.watch(stream_->fd(), [this] { on_stream_readable(); });
+    const bool restarted = fleet_.set_service_instance(stream_->instance());
+    if (restarted) {
+        logger()->warn("the HSM service restarted since the tokens were loaded: loading them "
+                       "onto every module again");
+        ++epoch_;
+        publish_(); // the handles of the file are gone with the old instance
+    }
     for (const auto& module : stream_->snapshot()) {
-        on_module(module, false);
+        on_module(module, restarted);
     }
 }
 
@@ -150,14 +157,14 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
     }
     const auto& modules = fleet_.modules();
     auto state = modules.find(module);
-    bool stale = epoch != epoch_ || state == modules.end() ||
-                 state->second.info.generation != generation ||
+    bool stale = epoch != epoch_ || result.instance != fleet_.service_instance() ||
+                 state == modules.end() || state->second.info.generation != generation ||
                  state->second.info.state != hsm::ModuleState::usable;
     if (stale) {
         // The module changed while we loaded (or the service restarted): those
         // handles died with it, or are about to. The event that told us has
         // scheduled what is needed.
-        if (!result.handles.empty() && epoch == epoch_) {
+        if (!result.handles.empty() && result.instance == fleet_.service_instance()) {
             auto loader = loader_;
             std::thread([loader, module, handles = result.handles] {
                 loader->unload({{module, handles}});
@@ -231,20 +238,31 @@ void HaLoop::reconnect() {
 void HaLoop::on_reconnected(std::unique_ptr<hsm::EventStream> stream, const std::string& error) {
     reconnecting_ = false;
     if (!stream) {
-        reconnect_delay_ = std::min(reconnect_delay_ * 2, RetryState::kMaxDelay);
+        // Connecting to a local socket costs little: try at least every
+        // second, so that a restarted service is found soon.
+        reconnect_delay_ = std::min(reconnect_delay_ * 2, std::chrono::milliseconds(1000));
         logger()->debug("reconnecting failed ({}); next try in {} ms", error,
                         reconnect_delay_.count());
         reconnect();
         return;
     }
-    logger()->info("reconnected to the HSM service: loading the tokens onto every module again");
-    ++epoch_;
-    loading_.clear();
     stream_ = std::move(stream);
     loop_.watch(stream_->fd(), [this] { on_stream_readable(); });
-    // The service may have restarted: every module is new to us.
+    const bool restarted = fleet_.set_service_instance(stream_->instance());
+    if (restarted) {
+        // A new instance of the service: no handle of the old one means
+        // anything, whatever its number; every module is new to us.
+        logger()->info("reconnected to the HSM service, which restarted: loading the tokens "
+                       "onto every module again");
+        ++epoch_;
+        loading_.clear();
+        publish_();
+    } else {
+        logger()->info("reconnected to the HSM service (the same instance: what is loaded "
+                       "stays)");
+    }
     for (const auto& module : stream_->snapshot()) {
-        on_module(module, true);
+        on_module(module, restarted);
     }
 }
 

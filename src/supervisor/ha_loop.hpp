@@ -53,9 +53,8 @@ private:
     std::unique_ptr<Wakeup> wakeup_;
     std::shared_ptr<Channel> channel_;
     std::unique_ptr<hsm::EventStream> stream_;
-    // module -> (epoch, generation) being loaded. The epoch counts connections
-    // to the HSM service: a service that restarted starts its generations
-    // again, so a generation alone does not tell a load's results are current.
+    // module -> (epoch, generation) being loaded. The epoch counts the
+    // instances of the HSM service seen (each restart is a new one).
     std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> loading_;
     std::uint64_t epoch_ = 1;
     std::map<std::uint32_t, RetryState> retries_;

@@ -49,6 +49,7 @@ void print_human(const std::string& path, const tokens::Liveness& state) {
                                       : "load once (--no-ha)")
               << "\n";
     std::cout << "world:       " << f.world << "\n";
+    std::cout << "service:     instance " << f.service_instance << "\n";
     std::cout << "modules:\n";
     std::cout << "  " << pad("MODULE", 8) << pad("ESN", 16) << pad("STATE", 14)
               << pad("GENERATION", 12) << pad("RELOADS", 9) << "LAST RELOAD\n";

@@ -22,6 +22,7 @@ ModuleLoad Loader::load_module(std::uint32_t module) const {
                                              "(--no-ha): nothing can be loaded again");
         }
         service = hsm::connect(endpoint_);
+        result.instance = service->instance();
         for (std::size_t t = 0; t < tokens_.size(); ++t) {
             result.failed_token = t;
             result.handles[t] = service->load_token(module, tokens_[t].hash, passphrases_[t]);

@@ -20,6 +20,7 @@ struct ModuleLoad {
     std::map<std::size_t, hsm::ObjectHandle> handles; // token index -> handle, all or none
     std::optional<Error> error;                       // why not, when it failed
     std::optional<std::size_t> failed_token;          // which token failed
+    Bytes instance; // the instance of the service the handles belong to
     std::chrono::milliseconds took{0};
 };
 

@@ -163,7 +163,14 @@ void load_everything(FleetState& fleet, const Loader& loader,
     std::vector<std::optional<Error>> first_error(fleet.tokens().size());
     std::vector<bool> loaded_somewhere(fleet.tokens().size(), false);
     auto now = unix_time_ms();
-    for (const auto& result : results) {
+    for (auto& result : results) {
+        if (!result.error && result.instance != fleet.service_instance()) {
+            // Loaded on a service that restarted since it was asked: those
+            // handles are not the ones of the service the file will name.
+            result.error = Error(ErrorCode::unavailable,
+                                 "the HSM service restarted while the tokens were loaded");
+            result.handles.clear();
+        }
         if (!result.error) {
             fleet.set_loaded(result.module, result.handles, now);
             for (const auto& [token, handle] : result.handles) {
@@ -254,6 +261,7 @@ int run(const Options& options) {
     }
 
     FleetState fleet(service->world().world_id, tokens, options.high_availability);
+    fleet.set_service_instance(service->instance());
     auto modules = usable_modules(fleet, service->modules());
     // `service` stays open until run() returns, after `unload` has run: the
     // service unloads what a process loaded once its last connection closes.

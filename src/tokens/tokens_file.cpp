@@ -202,6 +202,7 @@ std::string encode(const TokensFile& file) {
           {"hostname", file.owner.process.hostname},
           {"instance", file.owner.instance}}},
         {"world", file.world},
+        {"service_instance", file.service_instance},
         {"high_availability", file.high_availability},
         {"modules", modules},
         {"tokens", tokens},
@@ -230,6 +231,7 @@ TokensFile decode(std::string_view text) {
     file.generation = get_uint<std::uint64_t>(root, "generation", "the document");
     file.owner = decode_owner(field(root, "owner", "the document"));
     file.world = get_hex(root, "world", "the document", 0);
+    file.service_instance = get_hex(root, "service_instance", "the document", 16);
     file.high_availability = get_bool(root, "high_availability", "the document");
     const auto& modules = get_array(root, "modules", "the document", kMaxModules);
     for (std::size_t i = 0; i < modules.size(); ++i) {

@@ -450,7 +450,7 @@ def test_tokens_file_content_mode_and_check_from_the_child(pr_card):
     with open(copy) as f:
         data = json.load(f)
     assert data["format"] == "preloadrun-tokens"
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert isinstance(data["generation"], int) and data["generation"] >= 1
     owner = data["owner"]
     assert owner["pid"] == owner_pid
@@ -459,6 +459,7 @@ def test_tokens_file_content_mode_and_check_from_the_child(pr_card):
     assert owner["hostname"] == socket.gethostname()
     assert HEX32.match(owner["instance"]), owner
     assert data["world"] == pr.sim.world_id
+    assert HEX32.match(data["service_instance"]), data
     assert data["high_availability"] is True
     modules = pr.sim.modules()
     assert sorted(m["number"] for m in data["modules"]) == sorted(modules)

@@ -11,7 +11,7 @@
 
 namespace preloadrun::hsm::codec {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
 // libprotobuf writes its complaints about malformed input (e.g. a string that
 // is not UTF-8) to stderr; this sends them to the "hsm" logger at debug level

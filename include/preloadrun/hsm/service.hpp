@@ -23,6 +23,11 @@ class Service {
 public:
     virtual ~Service() = default;
 
+    // The instance of the service this connection talks to (kServiceInstanceSize
+    // bytes, random for each start of the service). Handles are valid only
+    // within the instance that issued them.
+    virtual const Bytes& instance() const noexcept = 0;
+
     virtual WorldInfo world() = 0;
     virtual std::vector<ModuleInfo> modules() = 0;
     // The whole lists (however many pages they take on the wire): tokens by
@@ -65,6 +70,8 @@ public:
     virtual ~EventStream() = default;
     // The modules as they were when the subscription started.
     virtual const std::vector<ModuleInfo>& snapshot() const = 0;
+    // The instance of the service the stream comes from (Service::instance()).
+    virtual const Bytes& instance() const noexcept = 0;
     virtual int fd() const = 0;
     // Waits up to `timeout` (zero: do not wait) for the next event; nullopt
     // when none arrived in time. Throws Error(unavailable) when the service

@@ -26,6 +26,7 @@ public:
     ~SimClient() override;
 
     const Bytes& world_id() const noexcept;
+    const Bytes& instance() const noexcept override;
     const std::string& server_name() const noexcept;
 
     WorldInfo world() override;

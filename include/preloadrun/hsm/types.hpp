@@ -11,6 +11,10 @@
 namespace preloadrun::hsm {
 
 using ObjectHandle = std::uint64_t; // per module; 0 is never a valid handle
+// Each start of an HSM service has a random instance id: a restarted service is
+// a new epoch, and no handle or module generation of one epoch is ever taken
+// for one of another.
+inline constexpr std::size_t kServiceInstanceSize = 16;
 inline constexpr std::size_t kTokenHashSize = 20;
 
 enum class ModuleState { usable, initialising, failed, removed };

@@ -12,7 +12,7 @@
 
 namespace preloadrun::tokens {
 
-inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::size_t kMaxFileSize = 1024 * 1024;
 inline constexpr std::size_t kMaxModules = 32;
 inline constexpr std::size_t kMaxTokens = 256;
@@ -57,6 +57,10 @@ struct TokensFile {
     std::uint64_t generation = 0; // +1 on every rewrite
     Owner owner;
     std::string world; // the world's identity, hex
+    // The instance of the HSM service the handles were issued by (32 hex
+    // digits, hsm::kServiceInstanceSize bytes): after a restart of the
+    // service they mean nothing, whatever their numbers.
+    std::string service_instance;
     bool high_availability = true;
     std::vector<Module> modules;
     std::vector<Token> tokens;

@@ -156,9 +156,11 @@ def make_holder(holder_bin):
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
+    """Calls predicate() until it returns something true; returns that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")

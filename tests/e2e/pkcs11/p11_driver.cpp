@@ -5,6 +5,10 @@
 //       THREADS threads, each with its own session, sign COUNT times with the
 //       private key of CKA_ID=ID (hex) and verify each signature with the
 //       public key. MECH: ecdsa (default), rsa, pss. Prints "ok=N errors=M".
+//   p11_driver sign-until MODULE TOKEN PIN ID STOPFILE THREADS
+//       the same, with ecdsa, until the file STOPFILE exists; then prints
+//       "ok=N errors=M first=0x.." and, for each error, a line
+//       "error rv=0x.. ms=T" (T: milliseconds since the start).
 //   p11_driver fork MODULE TOKEN PIN ID
 //       signs, forks; the child must see CKR_CRYPTOKI_NOT_INITIALIZED, then
 //       initialise afresh and sign; the parent signs again.
@@ -34,10 +38,12 @@
 #include "pkcs11/ck.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <iostream>
+#include <mutex>
 #include <openssl/bn.h>
 #include <string>
 #include <sys/wait.h>
@@ -163,6 +169,69 @@ CK_RV sign_verify(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE p
     return f->C_Verify(s, digest, sizeof digest, sig, len);
 }
 
+// THREADS threads, each with its own session of `slot` and the key pair of
+// CKA_ID `id`, each running loop(session, private key, public key).
+template <class Loop>
+void with_signers(CK_SLOT_ID slot, const std::vector<unsigned char>& id, int threads, Loop loop) {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&] {
+            CK_SESSION_HANDLE s = 0;
+            check(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s), "open");
+            loop(s, find(s, CKO_PRIVATE_KEY, id), find(s, CKO_PUBLIC_KEY, id));
+            f->C_CloseSession(s);
+        });
+    }
+    for (auto& th : pool) {
+        th.join();
+    }
+}
+
+int cmd_sign_until(char** argv) {
+    load(argv[2]);
+    const std::string token = argv[3], pin = argv[4], stop = argv[6];
+    const auto id = from_hex(argv[5]);
+    const int threads = std::stoi(argv[7]);
+    init_os_locking();
+    const CK_SLOT_ID slot = slot_of(token);
+    open_login(slot, pin);
+    const auto start = std::chrono::steady_clock::now();
+    std::atomic<bool> stopping{false};
+    std::atomic<long> ok{0};
+    std::mutex mutex;
+    std::vector<std::pair<CK_RV, long>> errors;
+    std::thread watcher([&] {
+        while (::access(stop.c_str(), F_OK) != 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        stopping = true;
+    });
+    with_signers(slot, id, threads,
+                 [&](CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub) {
+                     while (!stopping.load()) {
+                         const CK_RV rv = sign_verify(s, priv, pub, "ecdsa");
+                         if (rv == CKR_OK) {
+                             ++ok;
+                             continue;
+                         }
+                         const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::steady_clock::now() - start)
+                                             .count();
+                         std::lock_guard lock(mutex);
+                         errors.emplace_back(rv, static_cast<long>(ms));
+                     }
+                 });
+    watcher.join();
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    std::cout << "ok=" << ok << " errors=" << errors.size() << " first=0x" << std::hex
+              << (errors.empty() ? CKR_OK : errors.front().first) << std::dec << "\n";
+    for (const auto& [rv, ms] : errors) {
+        std::cout << "error rv=0x" << std::hex << rv << std::dec << " ms=" << ms << "\n";
+    }
+    std::cout << std::flush;
+    return errors.empty() ? 0 : 1;
+}
+
 int cmd_sign(char** argv) {
     load(argv[2]);
     const std::string token = argv[3], pin = argv[4], mech = argv[8] ? argv[8] : "ecdsa";
@@ -173,29 +242,19 @@ int cmd_sign(char** argv) {
     open_login(slot, pin);
     std::atomic<int> ok{0}, errors{0};
     std::atomic<CK_RV> first{CKR_OK};
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) {
-        pool.emplace_back([&] {
-            CK_SESSION_HANDLE s = 0;
-            check(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s), "open");
-            const auto priv = find(s, CKO_PRIVATE_KEY, id);
-            const auto pub = find(s, CKO_PUBLIC_KEY, id);
-            for (int i = 0; i < count; ++i) {
-                const CK_RV rv = sign_verify(s, priv, pub, mech);
-                if (rv == CKR_OK) {
-                    ++ok;
-                } else {
-                    CK_RV none = CKR_OK;
-                    first.compare_exchange_strong(none, rv);
-                    ++errors;
-                }
-            }
-            f->C_CloseSession(s);
-        });
-    }
-    for (auto& th : pool) {
-        th.join();
-    }
+    with_signers(slot, id, threads,
+                 [&](CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub) {
+                     for (int i = 0; i < count; ++i) {
+                         const CK_RV rv = sign_verify(s, priv, pub, mech);
+                         if (rv == CKR_OK) {
+                             ++ok;
+                         } else {
+                             CK_RV none = CKR_OK;
+                             first.compare_exchange_strong(none, rv);
+                             ++errors;
+                         }
+                     }
+                 });
     check(f->C_Finalize(nullptr), "C_Finalize");
     std::cout << "ok=" << ok << " errors=" << errors << " first=0x" << std::hex << first.load()
               << std::endl;
@@ -602,6 +661,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::string cmd = argv[1];
+    if (cmd == "sign-until" && argc >= 8) {
+        return cmd_sign_until(argv);
+    }
     if (cmd == "sign" && argc >= 8) {
         return cmd_sign(argv);
     }

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
         tokens::TokensFile file;
         file.owner = tokens::Owner{self_identity(), tokens::new_instance_id()};
         file.world = to_hex(client.world_id());
+        file.service_instance = to_hex(client.instance());
         std::map<std::uint32_t, tokens::Loaded> loaded;
 
         auto publish = [&] {

@@ -30,7 +30,8 @@ def answer(request):
     resp = wire.Response(id=request.id)
     body = request.WhichOneof("body")
     if body == "hello":
-        resp.hello.version = 1
+        resp.hello.version = 2
+        resp.hello.instance = bytes(16)
         resp.hello.server = "hsmsim 0.1.0"
         resp.hello.world_id = b"\x01" * 16
     elif body == "get_world":

@@ -47,7 +47,7 @@ class Client:
         self.sock.connect(path)
         self.next_id = 0
         req = wire.Request()
-        req.hello.version = 1
+        req.hello.version = 2
         req.hello.client = name
         self.hello = self.call(req)
 

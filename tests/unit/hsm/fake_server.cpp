@@ -54,6 +54,7 @@ void Peer::hello(std::uint32_t version) {
     response.mutable_hello()->set_version(version);
     response.mutable_hello()->set_server("fakesim 0");
     response.mutable_hello()->set_world_id("WORLD");
+    response.mutable_hello()->set_instance("0123456789abcdef");
     reply(response);
 }
 

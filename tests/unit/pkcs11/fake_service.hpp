@@ -19,7 +19,8 @@ struct World {
     std::map<std::uint32_t, int> ops;
     std::map<std::uint32_t, int> loads;
     std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> destroyed; // module, token handle
-    int open = 0; // connections open (FakeServices alive)
+    int open = 0;                                         // connections open (FakeServices alive)
+    Bytes instance = Bytes(hsm::kServiceInstanceSize, 1); // a new value: the service restarted
 };
 
 class FakeService final : public hsm::Service {
@@ -28,6 +29,7 @@ public:
     FakeService(const FakeService&) = delete;
     FakeService& operator=(const FakeService&) = delete;
     ~FakeService() override { --w_.open; }
+    const Bytes& instance() const noexcept override { return w_.instance; }
     hsm::WorldInfo world() override { return {}; }
     std::vector<hsm::ModuleInfo> modules() override { return {}; }
     std::vector<hsm::TokenInfo> tokens() override { return {}; }

@@ -178,3 +178,50 @@ TEST_CASE("sim::Fleet latency and fail_next") {
     CHECK(s.fleet->fail_next(1, 0).fail_next == 0); // 0 cancels what is pending
     m.operate(1000, OpKind::crypto, [] {});
 }
+
+TEST_CASE("sim::Fleet: a restart of the service is a new epoch that repeats no number") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    world->enrol_module();
+    world->enrol_module();
+    auto token = [] { return hsm::TokenInfo{hsm::TokenType::softcard, "t", Bytes(20, 1)}; };
+    Bytes first_instance;
+    hsm::ObjectHandle first_handle = 0;
+    {
+        Fleet fleet(*world, FleetOptions{0, 0, {}});
+        first_instance = fleet.instance();
+        CHECK(first_instance.size() == hsm::kServiceInstanceSize);
+        CHECK(fleet.info(1).generation == 0); // never served before
+        first_handle = fleet.module(1).add_token(0, kNoClient, token(), SecureBuffer::from("k"));
+        fleet.control(2, ModuleAction::clear); // generation 1, recorded in the world
+    }
+    // The same world served again, as after a restart (or a crash: the counters
+    // were recorded before anything was issued).
+    Fleet again(*world, FleetOptions{0, 0, {}});
+    CHECK(again.instance() != first_instance);
+    CHECK(again.info(1).generation == 1);
+    CHECK(again.info(2).generation == 2);
+    const auto handle = again.module(1).add_token(0, kNoClient, token(), SecureBuffer::from("k"));
+    CHECK(handle > first_handle);
+    CHECK(code_of([&] { again.module(1).token(first_handle, 0); }) == ErrorCode::invalid_handle);
+}
+
+TEST_CASE("sim::Fleet: handles are reserved in the world before they are issued") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    world->enrol_module();
+    {
+        Fleet fleet(*world, FleetOptions{0, 0, {}});
+        REQUIRE(world->counters(1));
+        CHECK(world->counters(1)->handles == 1 + kHandleBlock);
+        auto added = fleet.add();
+        REQUIRE(world->counters(added.number));
+        CHECK(world->counters(added.number)->handles == 1 + kHandleBlock);
+    }
+    // Whatever was issued, the next start issues from past the reservation.
+    Fleet again(*world, FleetOptions{0, 0, {}});
+    auto handle = again.module(1).add_token(
+        0, kNoClient, {hsm::TokenType::softcard, "t", Bytes(20, 1)}, SecureBuffer::from("k"));
+    CHECK(handle == 1 + kHandleBlock);
+    CHECK(world->counters(1)->handles == 1 + 2 * kHandleBlock);
+}

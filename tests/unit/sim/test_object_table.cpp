@@ -130,3 +130,35 @@ TEST_CASE("sim::ObjectTable erase_client removes what one client loaded") {
         CHECK(table.add(token_of(kVictim, kSupervisor)) > strangers);
     }
 }
+
+TEST_CASE("sim::ObjectTable reserves a block of handles before it issues past its reservation") {
+    std::vector<hsm::ObjectHandle> asked;
+    HandleRange range;
+    range.first = 10;
+    range.reserved = 12;
+    range.reserve = [&](hsm::ObjectHandle below) { asked.push_back(below); };
+    ObjectTable table(1, ObjectLimits{}, range);
+    auto add = [&] {
+        return table.add(
+            ObjectTable::Object{0, kNoClient, std::make_shared<TokenObject>(), nullptr});
+    };
+    CHECK(add() == 10);
+    CHECK(add() == 11);
+    CHECK(asked.empty());
+    CHECK(add() == 12);
+    REQUIRE(asked.size() == 1);
+    CHECK(asked[0] == 12 + kHandleBlock);
+
+    SUBCASE("a reservation that cannot be made issues nothing") {
+        HandleRange failing;
+        failing.first = 5;
+        failing.reserved = 5;
+        failing.reserve = [](hsm::ObjectHandle) { throw Error(ErrorCode::io, "disk full"); };
+        ObjectTable full(1, ObjectLimits{}, failing);
+        CHECK(code_of([&] {
+                  full.add(
+                      ObjectTable::Object{0, kNoClient, std::make_shared<TokenObject>(), nullptr});
+              }) == ErrorCode::io);
+        CHECK(full.size() == 0);
+    }
+}

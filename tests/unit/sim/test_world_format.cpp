@@ -59,6 +59,11 @@ TEST_CASE("sim::world_format round trips") {
         CHECK(decode_modules(encode_modules(m), "modules") == m);
         CHECK(decode_modules(encode_modules({}), "modules").empty());
     }
+    SUBCASE("counters") {
+        std::vector<ModuleCounters> c{{1, 7, 65537}, {3, 0, 1}, {4, kMaxCounter, kMaxCounter}};
+        CHECK(decode_counters(encode_counters(c), "counters") == c);
+        CHECK(decode_counters(encode_counters({}), "counters").empty());
+    }
     SUBCASE("card") {
         CardRecord c{hsm::TokenType::cardset,
                      "ocs-1",
@@ -204,6 +209,20 @@ TEST_CASE("sim::world_format rejects damaged files, naming them") {
     CHECK(corrupt_message([&] { decode_card(many, "f"); }).find("iterations") != std::string::npos);
     corrupt_message([] {
         decode_modules(R"({"format":"hsmsim-modules/1","modules":[{"number":2,"esn":"x"}]})", "f");
+    });
+    const std::string counter = R"({"format":"hsmsim-counters/1","modules":[)";
+    corrupt_message([&] {
+        decode_counters(counter + R"({"number":2,"generation":1,"handles":1},)" +
+                            R"({"number":2,"generation":1,"handles":1}]})",
+                        "f");
+    });
+    corrupt_message(
+        [&] { decode_counters(counter + R"({"number":1,"generation":1,"handles":0}]})", "f"); });
+    corrupt_message(
+        [&] { decode_counters(counter + R"({"number":1,"generation":-1,"handles":1}]})", "f"); });
+    corrupt_message([&] {
+        decode_counters(counter + R"({"number":1,"generation":4611686018427387905,"handles":1}]})",
+                        "f");
     });
 }
 

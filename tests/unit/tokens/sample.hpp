@@ -12,6 +12,7 @@ inline preloadrun::tokens::TokensFile sample_tokens_file() {
     f.owner.process = preloadrun::self_identity();
     f.owner.instance = "00112233445566778899aabbccddeeff";
     f.world = "0123456789abcdef0123456789abcdef01234567";
+    f.service_instance = "00112233445566778899aabbccddeeff";
     f.high_availability = true;
     f.modules = {{1, "AAAA-BBBB-CCCC", "usable", 3, 2, 1700000000000, false},
                  {2, "DDDD-EEEE-FFFF", "failed", 1, 1, 0, true}};

@@ -55,8 +55,10 @@ TEST_CASE("tokens::decode refuses what is not a valid tokens file") {
         CHECK(reason.find("not a preloadrun tokens file") != std::string::npos);
     }
     SUBCASE("newer version") {
-        auto reason = corrupt_reason(mutate([](json& d) { d["version"] = 2; }));
-        CHECK(reason.find("version 2 is not supported") != std::string::npos);
+        auto reason = corrupt_reason(mutate([](json& d) { d["version"] = 3; }));
+        CHECK(reason.find("version 3 is not supported") != std::string::npos);
+        reason = corrupt_reason(mutate([](json& d) { d["version"] = 1; }));
+        CHECK(reason.find("version 1 is not supported") != std::string::npos);
     }
     SUBCASE("missing field names it") {
         auto reason = corrupt_reason(mutate([](json& d) { d["owner"].erase("boot_id"); }));
@@ -68,6 +70,8 @@ TEST_CASE("tokens::decode refuses what is not a valid tokens file") {
         corrupt_reason(mutate([](json& d) { d["high_availability"] = 1; }));
         corrupt_reason(mutate([](json& d) { d["tokens"] = json::object(); }));
         corrupt_reason(mutate([](json& d) { d["owner"]["pid"] = 0; }));
+        corrupt_reason(mutate([](json& d) { d.erase("service_instance"); }));
+        corrupt_reason(mutate([](json& d) { d["service_instance"] = "00ff"; }));
         corrupt_reason(mutate([](json& d) { d["owner"]["pid"] = 1e20; }));
     }
     SUBCASE("bad values") {
