@@ -67,6 +67,7 @@ struct Kind {
 constexpr Kind kKinds[] = {
     {'w', world},
     {'m', round_trip<sim::decode_modules, sim::encode_modules>},
+    {'n', round_trip<sim::decode_counters, sim::encode_counters>},
     {'c', round_trip<sim::decode_card, sim::encode_card>},
     {'k', round_trip<sim::decode_key, sim::encode_key>},
 };
