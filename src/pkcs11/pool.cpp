@@ -12,15 +12,29 @@ Pool::Lease::~Lease() {
 }
 
 Pool::Lease Pool::acquire() {
+    std::vector<std::unique_ptr<hsm::Service>> closed; // closed outside the lock
     {
         std::lock_guard lock(mutex_);
-        if (!kept_) {
-            kept_ = connect_(); // once; the callers racing it need a connection anyway
+        if (!kept_ || !kept_->usable()) {
+            // The callers racing it need a connection anyway.
+            auto fresh = connect_();
+            if (kept_) {
+                // Opened again after the service closed it as idle: it must
+                // be the oldest connection of this process again, so the
+                // idle ones, older, go (once it is open: what this process
+                // loaded stays).
+                closed = std::move(idle_);
+                idle_.clear();
+            }
+            kept_ = std::move(fresh);
         }
-        if (!idle_.empty()) {
+        while (!idle_.empty()) {
             auto service = std::move(idle_.back());
             idle_.pop_back();
-            return Lease(*this, std::move(service));
+            if (service->usable()) {
+                return Lease(*this, std::move(service));
+            }
+            closed.push_back(std::move(service));
         }
     }
     return Lease(*this, connect_());

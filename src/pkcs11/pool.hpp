@@ -7,7 +7,14 @@
 // acquire() until it goes (C_Finalize): the service unloads what a process
 // loaded (tokens loaded by C_Login, keys loaded or generated, session keys)
 // once that process has no connection open, and a lent connection may be
-// discarded or closed as surplus at any time.
+// discarded or closed as surplus at any time. It is the first connection
+// the pool opens: the service never closes as idle the oldest connection of
+// a process that has loaded anything.
+//
+// The service closes other connections that stay idle (hsmsim serve
+// --idle-timeout), so before lending an idle connection the pool checks it
+// is still open, and drops it if not; a kept connection found closed (the
+// process had loaded nothing yet) is opened again before anything is lent.
 
 #include "preloadrun/hsm/service.hpp"
 
@@ -41,9 +48,10 @@ public:
         std::unique_ptr<hsm::Service> service_;
     };
 
-    // An idle connection, or a new one (throws Error(unavailable) when the
-    // service cannot be reached). The first call also opens the connection
-    // the pool keeps.
+    // An idle connection still open, or a new one (throws
+    // Error(unavailable) when the service cannot be reached). The first call
+    // also opens the connection the pool keeps, and any call opens it again
+    // if the service has closed it.
     Lease acquire();
 
 private:
