@@ -480,6 +480,7 @@ class Soak:
         self.client = None
         self.client_lines = queue.Queue()
         self.client_stats = None
+        self.fatal = []              # what the application said when it stopped on its own
         self.pr = None
         self.pr_env = None
         self.t0 = now()
@@ -675,6 +676,8 @@ class Soak:
             if word == "DONE":
                 self.client_lines.put(line)
         elif word in ("READY", "FATAL"):
+            if word == "FATAL":
+                self.fatal.append(line)
             self.client_lines.put(line)
 
     def wait_client_ready(self):
@@ -887,7 +890,8 @@ class Soak:
     def check_alive(self):
         if self.client is not None and self.client.poll() is not None:
             raise Died(f"the application (or its preloadrun) exited {self.client.returncode} "
-                       f"in the {self.phase} phase; see {self.root}")
+                       f"in the {self.phase} phase{': ' if self.fatal else ''}"
+                       f"{'; '.join(self.fatal)}; see {self.root}")
         if self.phase == "service" and self.pr is not None and self.pr.poll() is not None:
             raise Died(f"preloadrun pid {self.pr.pid} exited {self.pr.returncode} by itself; "
                        f"see {self.root}/preloadrun-service.log")

@@ -15,17 +15,20 @@
 //     --rsa-pubkey, every Nth signature with the RSA key of CKA_ID 02
 //     (CKM_SHA256_RSA_PKCS). Every signature is verified in software with
 //     OpenSSL against the public key given in PEM (taken from the world, not
-//     from the module). Prints
+//     from the module); the first of each key in each thread is also checked
+//     with one bit flipped, which must not verify. Prints
 //       READY <ns> pid=<pid> threads=<T>
 //       ERR <ns> start=<ns> thread=<i> key=ec|rsa fn=C_SignInit|C_Sign rv=0x<CKR>
 //       BAD <ns> start=<ns> thread=<i> key=ec|rsa len=<signature length>
 //       STATS <ns> ok=<n> bad=<n> err=<n>            every --stats-ms
 //       DONE <ns> ok=<n> bad=<n> err=<n>             after SIGTERM or SIGINT
+//       FATAL <ns> <why>                              and it stops
 //     where <ns> is when the call returned and start= when C_SignInit was
 //     called. After an error a thread waits --error-backoff-ms before its next
 //     signature, as an application would, so that an outage does not turn
 //     into a flood of lines. Exit status: 0 after SIGTERM/SIGINT, 1 when the
-//     setup failed (no slot, no key, C_Initialize failed), 2 bad usage.
+//     setup failed (no slot, no key, C_Initialize failed) or a corrupted
+//     signature verified (a FATAL line says which), 2 bad usage.
 //
 //   soak_client watch --socket S --tokens-file F [--poll-ms 50]
 //     The observer: subscribes to the service's module events and watches F's
@@ -279,7 +282,7 @@ int sign(Options& o) {
     Counters counts;
     std::atomic<bool> stop{false};
     std::atomic<int> ready{0};
-    std::atomic<bool> setup_failed{false};
+    std::atomic<bool> failed{false};
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
         pool.emplace_back([&, t] {
@@ -301,7 +304,7 @@ int sign(Options& o) {
             } catch (const std::exception& e) {
                 emit("FATAL " + std::to_string(now_ns()) + " thread " + std::to_string(t) + ": " +
                      e.what());
-                setup_failed = true;
+                failed = true;
                 ++ready;
                 return;
             }
@@ -310,6 +313,7 @@ int sign(Options& o) {
                                 (static_cast<std::uint64_t>(t) << 48));
             std::vector<unsigned char> msg;
             unsigned char sig[1024];
+            bool checked[2] = {false, false};
             for (std::uint64_t n = 0; !stop.load(std::memory_order_relaxed); ++n) {
                 const bool use_rsa = rsa && (n % static_cast<std::uint64_t>(rsa_every)) ==
                                                 static_cast<std::uint64_t>(rsa_every - 1);
@@ -338,7 +342,23 @@ int sign(Options& o) {
                     }
                     continue;
                 }
-                if ((use_rsa ? *rsa : ec).verifies(msg, sig, len)) {
+                const PublicKey& pub = use_rsa ? *rsa : ec;
+                if (!checked[use_rsa ? 1 : 0] && len > 0) {
+                    // The check itself is checked once per key and thread: a
+                    // signature with one bit flipped must not verify.
+                    checked[use_rsa ? 1 : 0] = true;
+                    sig[len / 2] ^= 0x10;
+                    const bool forged = pub.verifies(msg, sig, len);
+                    sig[len / 2] ^= 0x10;
+                    if (forged) {
+                        emit("FATAL " + std::to_string(now_ns()) + " thread " + std::to_string(t) +
+                             ": a corrupted " + kind +
+                             " signature verified: the verification is broken");
+                        failed = true;
+                        break;
+                    }
+                }
+                if (pub.verifies(msg, sig, len)) {
                     ++counts.ok;
                 } else {
                     ++counts.bad;
@@ -353,12 +373,12 @@ int sign(Options& o) {
     while (ready.load() < threads) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    if (!setup_failed) {
+    if (!failed) {
         emit("READY " + std::to_string(now_ns()) + " pid=" + std::to_string(::getpid()) +
              " threads=" + std::to_string(threads));
     }
     const timespec period{stats_ms / 1000, static_cast<long>(stats_ms % 1000) * 1000000};
-    while (!setup_failed) {
+    while (!failed) {
         const int got = ::sigtimedwait(&stop_set, nullptr, &period);
         if (got == SIGTERM || got == SIGINT) {
             break;
@@ -371,7 +391,7 @@ int sign(Options& o) {
     }
     emit(counts.line("DONE"));
     p.f->C_CloseSession(login);
-    return setup_failed ? 1 : 0;
+    return failed ? 1 : 0;
 }
 
 // ---- watch ---------------------------------------------------------------------------
