@@ -1292,7 +1292,9 @@ def print_report(r, out, max_incidents):
                 return "gone"
             return (f"pid {x['pid']}: {kib(x.get('vmrss_kib'))} / {kib(x.get('vmhwm_kib'))} / "
                     f"{x.get('threads', '-')} / {x.get('fds', '-')}")
-        p(f"  {proc['role']:10s} {proc['phase']:10s} start {fmt(a)}; end {fmt(b)}")
+        n = proc.get("instances", 1)
+        p(f"  {proc['role']:10s} {proc['phase']:10s} start {fmt(a)}; end {fmt(b)}"
+          + (f" ({n} processes: restarts)" if n > 1 else ""))
     p("  most descriptors seen: " + ", ".join(f"{k} {v}" for k, v in r["max_fds"].items()))
     if r["problems"]:
         p("problems:")
