@@ -1086,8 +1086,8 @@ class Soak:
         deadline = (time.monotonic() + self.args.duration) if self.args.duration else None
         left = self.args.events
         for i, phase in enumerate(phases):
-            n = left // (len(phases) - i)
-            left -= n
+            n = left // (len(phases) - i) if left else float("inf")   # 0: --duration only
+            left -= 0 if n == float("inf") else n
             phase_deadline = None
             if deadline is not None:
                 phase_deadline = time.monotonic() + (deadline - time.monotonic()) / (
@@ -1170,7 +1170,9 @@ def build_report(soak, args, started_wall, duration_s, broke):
                 "why": v["why"], "fleet": snap}
             o["history"] = an.history(v["start"])
         out_incidents.append(o)
-    kinds = collections.Counter(e["kind"] for e in soak.events if not e["quiesce"])
+    refused = sum(1 for e in soak.events if e["kind"] == "preloadrun-start-refused")
+    kinds = collections.Counter(e["kind"] for e in soak.events
+                                if not e["quiesce"] and e["kind"] != "preloadrun-start-refused")
     quiesce = collections.Counter(e["kind"] for e in soak.events if e["quiesce"])
     signals = collections.defaultdict(collections.Counter)
     failed_cmds = collections.Counter()
@@ -1195,6 +1197,7 @@ def build_report(soak, args, started_wall, duration_s, broke):
         "events": sum(kinds.values()),
         "events_by_kind": dict(sorted(kinds.items())),
         "quiesce_commands": dict(sorted(quiesce.items())),
+        "preloadrun_start_refused": refused,
         "restart_signals": {k: dict(v) for k, v in signals.items()},
         "failed_commands": dict(failed_cmds),
         "signatures": {"ok": ok, "bad": len(soak.bad)},
@@ -1236,6 +1239,9 @@ def print_report(r, out, max_incidents):
     if r["quiesce_commands"]:
         p("  and at the end of the phases: "
           + ", ".join(f"{k} {v}" for k, v in r["quiesce_commands"].items()))
+    if r["preloadrun_start_refused"]:
+        p(f"  preloadrun refused to start (no usable module) {r['preloadrun_start_refused']} "
+          f"time(s), and was started again")
     for k, v in r["restart_signals"].items():
         p(f"  {k}: " + ", ".join(f"{sig} {n}" for sig, n in sorted(v.items())))
     if r["failed_commands"]:
@@ -1358,7 +1364,8 @@ def main():
     ap.add_argument("--max-modules", type=int, default=None,
                     help="at most this many modules enrolled, `add` included (default: "
                     "modules + 4; at most 32, what preloadrun tracks)")
-    ap.add_argument("--events", type=int, default=300, help="events to fire (default 300)")
+    ap.add_argument("--events", type=int, default=300,
+                    help="events to fire (default 300; 0: as many as --duration allows)")
     ap.add_argument("--duration", type=float, default=None,
                     help="stop firing after this many seconds, even with events left")
     ap.add_argument("--gap-ms", type=float, default=150,
@@ -1413,6 +1420,8 @@ def main():
         ap.error("--modules 1..32, --max-modules between --modules and 32")
     if args.events < 0 or args.threads < 1 or args.gap_ms < 0 or args.grace_ms < 0:
         ap.error("--events >= 0, --threads >= 1, --gap-ms >= 0, --grace-ms >= 0")
+    if args.events == 0 and not args.duration:
+        ap.error("--events 0 needs --duration")
     if not kinds:
         ap.error("no event kind left")
     if args.seed is None:
