@@ -1465,13 +1465,18 @@ def main():
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=1, default=str)
-    if args.json:
-        json.dump(report, sys.stdout, indent=1, default=str)
-        print()
-    else:
-        print_report(report, sys.stdout, args.max_incidents)
     if remove:
         shutil.rmtree(root, ignore_errors=True)
+    try:
+        if args.json:
+            json.dump(report, sys.stdout, indent=1, default=str)
+            print()
+        else:
+            print_report(report, sys.stdout, args.max_incidents)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # read by `head` or the like: the status still tells
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if broke:
         print(f"soak: {broke}", file=sys.stderr)
         return 3
