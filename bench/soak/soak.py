@@ -143,8 +143,10 @@ def ckr_name(rv):
 # ---- processes -------------------------------------------------------------------
 
 def sample(pid):
-    """Memory, threads and descriptors of a process, from /proc (None when gone)."""
-    out = {"pid": pid}
+    """Memory, threads and descriptors of a process, from /proc (None when
+    gone). The descriptors of a process that is not dumpable (hsmsim,
+    preloadrun) are root's to count: None for anyone else."""
+    out = {"pid": pid, "fds": None}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -153,8 +155,13 @@ def sample(pid):
                     out[key.lower() + "_kib"] = int(value.split()[0])
                 elif key == "Threads":
                     out["threads"] = int(value)
-        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, ValueError):
+        return None
+    try:
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except PermissionError:
+        pass
+    except OSError:
         return None
     return out
 
@@ -502,7 +509,7 @@ class Soak:
                 live = dict(self.live)
             for role, pid in live.items():
                 s = sample(pid)
-                if s:
+                if s and s["fds"] is not None:
                     with self.lock:
                         self.max_fds[role] = max(self.max_fds[role], s["fds"])
 
@@ -521,7 +528,7 @@ class Soak:
                 entry["pids"].append(pid)
             entry[when] = s
             entry["instances"] = len(entry["pids"])
-            if s:
+            if s and s["fds"] is not None:
                 self.max_fds[role] = max(self.max_fds[role], s["fds"])
 
     def note_pid(self, role, pid):
@@ -1297,7 +1304,7 @@ def print_report(r, out, max_incidents):
             if not x:
                 return "gone"
             return (f"pid {x['pid']}: {kib(x.get('vmrss_kib'))} / {kib(x.get('vmhwm_kib'))} / "
-                    f"{x.get('threads', '-')} / {x.get('fds', '-')}")
+                    f"{x.get('threads', '-')} / {'-' if x.get('fds') is None else x['fds']}")
         n = proc.get("instances", 1)
         p(f"  {proc['role']:10s} {proc['phase']:10s} start {fmt(a)}; end {fmt(b)}"
           + (f" ({n} processes: restarts)" if n > 1 else ""))
