@@ -76,7 +76,8 @@ The report (text, or JSON with --json; --report FILE also writes the JSON):
 duration, events by kind, signatures ok and bad, errors by class and cause,
 the incidents, and memory (VmRSS, VmHWM), threads and open descriptors of
 every process (hsmsim, preloadrun, the application) at the start and end of
-each phase, with the most descriptors seen (sampled every second).
+each phase, with the most descriptors seen (sampled every second). The JSON
+also lists every error (the first 5000) with its class and cause.
 
 Exit status:
   0  no bad signature, no violation, every phase settled and signed again;
@@ -116,6 +117,7 @@ WEIGHTS = {"clear": 20, "fail": 8, "remove": 5, "add": 4, "latency": 8, "fail-ne
 RESTORE_WEIGHT_PER_DOWN = 12
 LATENCIES_MS = (0, 0, 0, 1, 2, 5, 10, 20)
 INCIDENT_GAP_NS = 1_000_000_000
+MAX_LISTED_ERRORS = 5000        # in the JSON report, each with its class and cause
 CKR_NAMES = {0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED", 0x30: "CKR_DEVICE_ERROR",
              0x32: "CKR_DEVICE_REMOVED", 0x60: "CKR_KEY_HANDLE_INVALID",
              0x70: "CKR_MECHANISM_INVALID", 0x90: "CKR_OPERATION_ACTIVE",
@@ -1212,6 +1214,15 @@ def build_report(soak, args, started_wall, duration_s, broke):
                    "grace": classes["grace"], "expected": classes["expected"],
                    "expected_by_cause": dict(causes.most_common()),
                    "by_code": dict(codes.most_common())},
+        "error_list": [
+            {"phase": e["phase"], "start_s": round(rel(e["start"], t0), 4),
+             "end_s": round(rel(e["end"], t0), 4), "thread": e["thread"], "key": e["key"],
+             "fn": e["fn"], "code": ckr_name(e["rv"]), "class": e["class"], "why": e["why"]}
+            for e in sorted(soak.errors, key=lambda e: e["start"])[:MAX_LISTED_ERRORS]],
+        "bad_signatures": [
+            {"phase": b["phase"], "start_s": round(rel(b["start"], t0), 4),
+             "end_s": round(rel(b["end"], t0), 4), "thread": b["thread"], "key": b["key"],
+             "len": b["len"]} for b in soak.bad[:MAX_LISTED_ERRORS]],
         "publications_ignored": an.ignored_publications,
         "incidents": out_incidents,
         "processes": soak.processes,
