@@ -38,7 +38,7 @@ _hsmsim()
     _init_completion -s -n : || return
 
     local global_opts='-h --help --socket --admin-socket --log-level -v --verbose -q --quiet'
-    local with_value='@(--socket|--admin-socket|--log-level|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--max-objects-per-uid|--max-keys-per-uid|--max-tokens-per-uid|--max-world-mib|--passphrase-file|--type|--label|--id|--protect)'
+    local with_value='@(--socket|--admin-socket|--log-level|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--max-objects-per-uid|--max-keys-per-uid|--max-tokens-per-uid|--max-world-mib|--max-connections|--max-connections-per-uid|--idle-timeout|--passphrase-file|--type|--label|--id|--protect)'
 
     # Walk the words before the cursor: the subcommands given (path, e.g.
     # "module clear"), how many positional arguments follow them (nargs),
@@ -97,7 +97,7 @@ _hsmsim()
             __ltrim_colon_completions "$cur"
             return
             ;;
-        --modules | --op-latency-ms | --init-delay-ms | --max-objects-per-uid | --max-keys-per-uid | --max-tokens-per-uid | --max-world-mib | --label | --id)
+        --modules | --op-latency-ms | --init-delay-ms | --max-objects-per-uid | --max-keys-per-uid | --max-tokens-per-uid | --max-world-mib | --max-connections | --max-connections-per-uid | --idle-timeout | --label | --id)
             return
             ;;
     esac
@@ -107,7 +107,7 @@ _hsmsim()
         local opts=$global_opts
         case $path in
             '') opts+=' --version' ;;
-            serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib' ;;
+            serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
             key\ generate) opts+=' --type --label --id --protect --passphrase-file' ;;

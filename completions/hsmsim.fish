@@ -33,7 +33,7 @@ function __hsmsim_where
         set -l token $tokens[1]
         set -e tokens[1]
         switch $token
-            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --passphrase-file --type --label --id --protect
+            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout --passphrase-file --type --label --id --protect
                 set -e tokens[1]
             case '-*'
             case '*'
@@ -129,6 +129,9 @@ complete -c hsmsim -n $serve -l max-keys-per-uid -x -d 'Persistent keys one uid 
 complete -c hsmsim -n $serve -l max-tokens-per-uid -x -d 'Softcards and card sets one uid may create'
 complete -c hsmsim -n $serve -l max-world-mib -x -d "Size the world's files may reach, in MiB"
 complete -c hsmsim -n $serve -l max-objects-per-uid -x -d 'Objects one user may hold on one module'
+complete -c hsmsim -n $serve -l max-connections -x -d 'Connections the client socket serves at once'
+complete -c hsmsim -n $serve -l max-connections-per-uid -x -d 'Connections one user may have open'
+complete -c hsmsim -n $serve -l idle-timeout -x -d 'Close a connection idle this many seconds (0: never)'
 
 # hsmsim softcard|cardset create|list
 for kind in softcard cardset

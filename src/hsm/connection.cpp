@@ -169,6 +169,38 @@ void Connection::check_usable() const {
     }
 }
 
+bool Connection::usable() const noexcept {
+    if (broken_ || !fd_) {
+        return false;
+    }
+    pollfd pfd{fd_.get(), POLLIN | POLLRDHUP, 0};
+    int n;
+    do {
+        n = ::poll(&pfd, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    return n == 0;
+}
+
+void Connection::throw_parting_error() {
+    wire::ServerMessage message;
+    try {
+        // No wait: a service that answered before closing has done so.
+        auto frame = detail::try_read_frame(fd_.get(), reader_, std::chrono::steady_clock::now());
+        if (!frame) {
+            return;
+        }
+        message = codec::decode_server_message(*frame);
+    } catch (const Error&) {
+        return; // nothing to tell: the caller reports the closed connection
+    }
+    if (message.has_response() && message.response().id() == 0 && message.response().has_error()) {
+        broken_ = true;
+        fd_.reset();
+        throw Error(codec::from_wire(message.response().error().code()),
+                    message.response().error().message());
+    }
+}
+
 void Connection::fail(const Error& error) {
     broken_ = true;
     fd_.reset();
@@ -195,6 +227,13 @@ wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase
     wire::ServerMessage message;
     try {
         write_frame(fd_.get(), bytes, until);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::unavailable) {
+            throw_parting_error();
+        }
+        fail(e);
+    }
+    try {
         message = codec::decode_server_message(read_frame(fd_.get(), reader_, until));
     } catch (const Error& e) {
         fail(e);

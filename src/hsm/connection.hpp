@@ -38,6 +38,11 @@ public:
     // passes first (a partial frame stays buffered).
     std::optional<wire::Event> next_event(std::chrono::steady_clock::time_point deadline);
 
+    // Not broken, and nothing waiting on an idle request/response
+    // connection: no answer is due, so a readable socket is one the service
+    // closed (or said why it closes). Does not wait.
+    bool usable() const noexcept;
+
     int fd() const noexcept { return fd_.get(); }
     const wire::HelloReply& hello() const noexcept { return hello_; }
     const Bytes& world_id() const noexcept { return world_id_; }
@@ -50,6 +55,10 @@ private:
     void check_usable() const;
     // Marks the connection broken and rethrows `error` naming the service.
     [[noreturn]] void fail(const Error& error);
+    // After a request could not be sent because the service closed the
+    // connection: throws the one error it may have answered first (a
+    // connection it refused, past a limit), if it is there to read.
+    void throw_parting_error();
 
     std::string path_;
     std::chrono::milliseconds timeout_;

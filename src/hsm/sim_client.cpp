@@ -314,6 +314,10 @@ Bytes SimClient::random(std::uint32_t module, std::uint32_t length) {
     return from_field(conn_->call(request, Body::kData).data().data());
 }
 
+bool SimClient::usable() noexcept {
+    return conn_->usable();
+}
+
 // ---- SimAdmin --------------------------------------------------------------------
 
 SimAdmin::SimAdmin(const Endpoint& endpoint)

@@ -62,7 +62,7 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
             if (watch) {
                 reloader_ = std::make_unique<Reloader>(
                     *config_.tokens_file, Reloader::Parts{group_, *slots_, objects_, *router_},
-                    steady_clock(), config_.retry_window, std::move(watch), file_generation_);
+                    steady_clock(), config_.retry_window, std::move(watch), file_version_);
                 logger().info("key reloading on: watching {}", config_.tokens_file->string());
             }
         }
@@ -142,7 +142,7 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
                       "process uses {}): its handles are not used",
                       path.string(), file.service_instance, to_hex(instance));
     }
-    file_generation_ = file.generation;
+    file_version_ = {file.owner.instance, file.generation};
     std::size_t used = 0;
     for (const auto& token : file.tokens) {
         const auto slot = slots_->slot_of_token_hex(token.hash);

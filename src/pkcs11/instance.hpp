@@ -77,7 +77,7 @@ private:
     Sessions sessions_;
     std::unique_ptr<Router> router_;
     std::unique_ptr<Reloader> reloader_;
-    std::uint64_t file_generation_ = 0;
+    FileVersion file_version_;
     std::mutex revalidate_mutex_;
     std::atomic<std::uint64_t> validated_epoch_{0}; // the pool's epoch our handles belong to
 };

@@ -27,7 +27,7 @@ std::unique_ptr<hsm::Service> Pool::connect() {
     } catch (const Error& e) {
         if (e.code() == ErrorCode::unavailable || e.code() == ErrorCode::timeout ||
             e.code() == ErrorCode::io) {
-            disrupted();
+            note_disruption(); // the caller may hold mutex_
         }
         throw;
     }
@@ -45,7 +45,7 @@ bool Pool::note_instance_locked(const Bytes& instance) {
         // (the kept one too, replaced at the next acquire) and its objects.
         idle_.clear();
         kept_.reset();
-        disrupted_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+        note_disruption();
         logger().warn("the HSM service restarted (a new instance answers): every module may have "
                       "been reset");
     }
@@ -53,18 +53,30 @@ bool Pool::note_instance_locked(const Bytes& instance) {
 }
 
 Pool::Lease Pool::acquire() {
+    std::vector<std::unique_ptr<hsm::Service>> closed; // closed outside the lock
     {
         std::lock_guard lock(mutex_);
-        if (!kept_) {
-            // Once per epoch; the callers racing it need a connection anyway.
+        if (!kept_ || !kept_->usable()) {
+            // Once per epoch, or again after the service closed it as idle;
+            // the callers racing it need a connection anyway.
+            const bool reopened = kept_ != nullptr;
             auto kept = connect();
-            note_instance_locked(kept->instance());
+            if (!note_instance_locked(kept->instance()) && reopened) {
+                // It must be the oldest connection of this process again, so
+                // the idle ones, older, go (once it is open: what this
+                // process loaded stays).
+                closed = std::move(idle_);
+                idle_.clear();
+            }
             kept_ = std::move(kept);
         }
-        if (!idle_.empty()) {
+        while (!idle_.empty()) {
             auto service = std::move(idle_.back());
             idle_.pop_back();
-            return Lease(*this, std::move(service));
+            if (service->usable()) {
+                return Lease(*this, std::move(service));
+            }
+            closed.push_back(std::move(service));
         }
     }
     return fresh();
@@ -75,7 +87,10 @@ Pool::Lease Pool::fresh() {
     {
         std::lock_guard lock(mutex_);
         if (note_instance_locked(service->instance())) {
-            kept_ = connect(); // of the new instance: what this process loads there stays
+            // The first connection of the new instance is the one kept (the
+            // oldest: the service never closes it as idle).
+            kept_ = std::move(service);
+            service = connect();
         }
     }
     return Lease(*this, std::move(service));
@@ -87,6 +102,10 @@ void Pool::disrupted() noexcept {
         std::lock_guard lock(mutex_);
         dropped.swap(idle_);
     }
+    note_disruption();
+}
+
+void Pool::note_disruption() noexcept {
     disrupted_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
 }
 

@@ -7,7 +7,15 @@
 // acquire() until it goes (C_Finalize): the service unloads what a process
 // loaded (tokens loaded by C_Login, keys loaded or generated, session keys)
 // once that process has no connection open, and a lent connection may be
-// discarded or closed as surplus at any time.
+// discarded or closed as surplus at any time. It is the first connection
+// the pool opens: the service never closes as idle the oldest connection of
+// a process that has loaded anything.
+//
+// The service closes other connections that stay idle (hsmsim serve
+// --idle-timeout), so before lending an idle connection the pool checks it
+// is still open, and drops it if not; a kept connection found closed (the
+// process had loaded nothing yet, or the service stopped) is opened again
+// before anything is lent.
 //
 // It follows the instance of the service its connections reach: a new
 // connection that finds another instance than the last (the service
@@ -53,9 +61,10 @@ public:
         std::unique_ptr<hsm::Service> service_;
     };
 
-    // An idle connection, or a new one (throws Error(unavailable) when the
-    // service cannot be reached, and notes the disruption). The first call
-    // of each epoch also opens the connection the pool keeps.
+    // An idle connection still open, or a new one (throws
+    // Error(unavailable) when the service cannot be reached, and notes the
+    // disruption). The first call of each epoch also opens the connection
+    // the pool keeps, and any call opens it again if the service closed it.
     Lease acquire();
     // A new connection, never an idle one: tells whether the service
     // restarted (epoch()) without trusting connections that may be stale.
@@ -74,7 +83,9 @@ public:
     Bytes instance() const;
 
 private:
+    // A new connection (may be called with mutex_ held).
     std::unique_ptr<hsm::Service> connect();
+    void note_disruption() noexcept;
     // Records the instance a new connection found; true when it is a new one.
     bool note_instance_locked(const Bytes& instance);
     void give_back(std::unique_ptr<hsm::Service> service) noexcept;

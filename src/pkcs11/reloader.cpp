@@ -9,9 +9,9 @@ namespace preloadrun::pkcs11 {
 
 Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
                    std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
-                   std::uint64_t initial_file_generation)
+                   FileVersion initial_file)
     : file_(std::move(file)), parts_(parts), watch_(std::move(watch)),
-      retries_(clock, retry_window), file_generation_(initial_file_generation),
+      retries_(clock, retry_window), file_version_(std::move(initial_file)),
       epoch_(parts.router.pool().epoch()), clock_(clock) {
     seen_.store(current_version(), std::memory_order_relaxed);
 }
@@ -62,7 +62,7 @@ void Reloader::service_restarted(const std::vector<hsm::ModuleInfo>& modules, st
         }
     }
     // The tokens file may name the new instance already.
-    file_generation_ = 0;
+    file_version_ = {};
     reread_pending_ = false;
     try {
         reread();
@@ -119,7 +119,7 @@ void Reloader::slow_path(std::uint64_t version) {
             reread();
         } else if (reread_pending_ && clock_.now() >= reread_after_) {
             reread_pending_ = false;
-            file_generation_ = 0;
+            file_version_ = {};
             reread();
         }
         retry_pending();
@@ -156,14 +156,16 @@ void Reloader::reread() {
         owner_dead_reported_ = false;
         logger().info("tokens file {} is live again: {}", file_.string(), liveness.reason);
     }
-    if (liveness.file->generation == file_generation_) {
+    const FileVersion version{liveness.file->owner.instance, liveness.file->generation};
+    if (version == file_version_) {
         return;
     }
     if (!same_instance(*liveness.file)) {
         return;
     }
-    file_generation_ = liveness.file->generation;
-    logger().debug("tokens file {} changed (generation {})", file_.string(), file_generation_);
+    file_version_ = version;
+    logger().debug("tokens file {} changed (owner {}, generation {})", file_.string(),
+                   version.owner, version.generation);
     apply(*liveness.file);
 }
 

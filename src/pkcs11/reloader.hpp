@@ -38,6 +38,15 @@ namespace preloadrun::pkcs11 {
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
                              const std::vector<hsm::ModuleInfo>& modules);
 
+// Which tokens file was applied: its owner (a preloadrun run) and the
+// generation it wrote. A preloadrun started again at the same path numbers
+// its generations from 1 again: the owner tells them apart.
+struct FileVersion {
+    std::string owner;
+    std::uint64_t generation = 0;
+    bool operator==(const FileVersion&) const = default;
+};
+
 class Reloader {
 public:
     struct Parts {
@@ -50,7 +59,7 @@ public:
     // for tests).
     Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
              std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
-             std::uint64_t initial_file_generation);
+             FileVersion initial_file);
 
     // The hot path.
     void check() {
@@ -97,7 +106,7 @@ private:
     std::mutex mutex_; // one reload at a time; others carry on without waiting
     RetryWindows retries_;
     std::map<std::uint32_t, std::string> retry_reason_;
-    std::uint64_t file_generation_ = 0;
+    FileVersion file_version_;
     std::uint64_t epoch_;              // of the service instance the handles belong to
     bool reread_pending_ = false;      // the file named another instance: read it again
     Clock::time_point reread_after_{}; // not before this (it is read again at most every 50 ms)

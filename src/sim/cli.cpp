@@ -135,6 +135,33 @@ void add_world_limits(CLI::App& serve, WorldLimits& limits) {
         ->check(CLI::Range(1u, 65536u));
 }
 
+// How `hsmsim serve` shares its connections, and when it closes idle ones.
+void add_connection_limits(CLI::App& serve, ServeOptions& options) {
+    serve
+        .add_option(kMaxConnectionsOption, options.max_connections,
+                    "Connections the client socket serves at once, 16 of them kept for root and "
+                    "the service's user (32-65536; default 256)")
+        ->type_name("N")
+        ->check(CLI::Range(static_cast<std::uint32_t>(kMinMaxConnections),
+                           static_cast<std::uint32_t>(kMaxMaxConnections)));
+    serve
+        .add_option(kMaxConnectionsPerUidOption, options.max_connections_per_uid,
+                    "Connections one user other than root and the service's user may have open "
+                    "(1 to --max-connections less 16; default 32)")
+        ->type_name("N")
+        ->check(CLI::Range(1u, static_cast<std::uint32_t>(kMaxMaxConnections)));
+    serve
+        .add_option_function<std::uint32_t>(
+            kIdleTimeoutOption,
+            [&options](std::uint32_t seconds) {
+                options.idle_timeout = std::chrono::seconds(seconds);
+            },
+            "Close a connection idle this long, unless it keeps what its process loaded "
+            "(0-86400; 0: never; default 300)")
+        ->type_name("SECONDS")
+        ->check(CLI::Range(0u, static_cast<std::uint32_t>(kMaxIdleTimeout.count())));
+}
+
 // A key's ident: 40 lowercase hex digits.
 const CLI::Validator kIdent(
     [](std::string& value) {
@@ -180,6 +207,7 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
                      "Objects one user may hold on one module (1-100000; default 10000)")
         ->type_name("N")
         ->check(CLI::Range(1u, static_cast<std::uint32_t>(kMaxObjectsPerModule)));
+    add_connection_limits(*serve, serve_options);
     on_run(serve, action, [&] {
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;

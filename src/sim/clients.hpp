@@ -8,14 +8,21 @@
 // connection closes too. A process that connects again afterwards is a new
 // client (a new ClientId), so nothing it loads then can be taken for what
 // went. Peers whose pid the service cannot see (pid 0: a process outside
-// the service's pid namespace) count as one client. Thread-safe.
+// the service's pid namespace) count as one client.
+//
+// The oldest connection still open of a client that has loaded anything
+// keeps what it loaded: the service never closes it as idle (see
+// keeps_objects()). preloadrun and the PKCS#11 module open the connection
+// they keep for that purpose before any other. Thread-safe.
 
 #include "sim/object_table.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sys/types.h>
 
 namespace preloadrun::sim {
@@ -50,15 +57,25 @@ public:
 
     private:
         friend class Clients;
-        Lease(Clients* clients, pid_t pid, ClientId client)
-            : clients_(clients), pid_(pid), client_(client) {}
+        Lease(Clients* clients, pid_t pid, ClientId client, std::uint64_t serial)
+            : clients_(clients), pid_(pid), client_(client), serial_(serial) {}
         Clients* clients_ = nullptr;
         pid_t pid_ = 0;
         ClientId client_ = kNoClient;
+        std::uint64_t serial_ = 0; // the connection's place in the order they opened
     };
 
     // One more connection of process `pid` (running as `uid`).
     Lease connect(uid_t uid, pid_t pid);
+
+    // Client `client` (process `pid`) has loaded or generated an object. It
+    // stays marked for as long as it is a client, also once what it loaded
+    // is gone (unloaded, or the module cleared): it may load again.
+    void note_loaded(pid_t pid, ClientId client);
+    // Whether `lease` is the connection that keeps what its client loaded:
+    // the oldest connection open of a client that has loaded anything. The
+    // service never closes that one as idle.
+    bool keeps_objects(const Lease& lease) const;
 
     // How many connections process `pid` has open (0: it is no client).
     std::size_t connections(pid_t pid) const;
@@ -68,14 +85,16 @@ public:
 private:
     struct Entry {
         Client client;
-        std::size_t connections = 0;
+        std::set<std::uint64_t> open; // the serials of its connections, oldest first
+        bool loaded = false;          // it has loaded or generated an object
     };
-    void disconnect(pid_t pid, ClientId client) noexcept;
+    void disconnect(pid_t pid, ClientId client, std::uint64_t serial) noexcept;
 
     const Gone gone_;
     mutable std::mutex mutex_;
     std::map<pid_t, Entry> clients_;
     ClientId next_ = 1;
+    std::uint64_t next_serial_ = 1;
 };
 
 } // namespace preloadrun::sim

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 namespace preloadrun::sim {
 
@@ -90,6 +91,16 @@ private:
     std::vector<hsm::ObjectHandle> handles_;
 };
 
+// The service closes a connection on which nothing has come for a while
+// (hsmsim serve --idle-timeout): once a passphrase has been typed, however
+// slowly, connect again if it has.
+void reconnect_if_closed(std::optional<hsm::SimClient>& client, const hsm::Endpoint& endpoint) {
+    if (!client->usable()) {
+        client.reset();
+        client.emplace(endpoint);
+    }
+}
+
 void print_module_change(const hsm::ModuleInfo& m) {
     std::cout << "module " << m.number << ": " << hsm::to_string(m.state) << ", generation "
               << m.generation << "\n";
@@ -128,20 +139,24 @@ void generate_key(const Endpoints& ep, const GenerateOptions& options) {
                                       "cardset:NAME, not with module protection");
     }
 
-    hsm::SimClient client(ep.client);
+    std::optional<hsm::SimClient> client(std::in_place, ep.client);
     std::optional<hsm::TokenInfo> token;
     if (protection.token) {
-        token = find_token(client, protection.token->type, protection.token->name);
+        token = find_token(*client, protection.token->type, protection.token->name);
     }
-    auto module = first_usable_module(client, "generate the key");
-    LoadedObjects loaded(client, module);
+    auto module = first_usable_module(*client, "generate the key");
+    SecureBuffer passphrase;
     if (token) {
-        auto passphrase = get_passphrase(options.passphrase_file,
-                                         token_kind(token->type) + " " + token->name, false);
-        spec.token_handle = client.load_token(module, token->hash, passphrase);
+        passphrase = get_passphrase(options.passphrase_file,
+                                    token_kind(token->type) + " " + token->name, false);
+        reconnect_if_closed(client, ep.client);
+    }
+    LoadedObjects loaded(*client, module);
+    if (token) {
+        spec.token_handle = client->load_token(module, token->hash, passphrase);
         loaded.add(spec.token_handle);
     }
-    auto generated = client.generate_key(module, spec);
+    auto generated = client->generate_key(module, spec);
     loaded.add(generated.handle);
     std::cout << "generated " << options.type << " key '" << generated.key.label << "' (ident "
               << generated.key.ident << ") protected by " << options.protect << "\n";
@@ -156,26 +171,27 @@ void list_keys(const Endpoints& ep, bool json) {
 
 void destroy_key(const Endpoints& ep, const std::string& ident,
                  const std::optional<std::string>& passphrase_file) {
-    hsm::SimClient client(ep.client);
-    const auto key = find_key(client, ident);
+    std::optional<hsm::SimClient> client(std::in_place, ep.client);
+    const auto key = find_key(*client, ident);
     const std::string what = "key '" + key.label + "' (ident " + key.ident + ")";
     if (!key.token) {
         if (passphrase_file) {
             throw Error(ErrorCode::usage, what + " is module-protected: it takes no passphrase "
                                                  "(drop --passphrase-file)");
         }
-        client.destroy_key(ident, 0, 0);
+        client->destroy_key(ident, 0, 0);
         std::cout << "destroyed " << what << "\n";
         return;
     }
     const auto& token = *key.token;
-    const std::string token_text = token_kind(token.type) + " " + token_name(client, token);
-    auto module = first_usable_module(client, "load " + token_text);
-    LoadedObjects loaded(client, module);
+    const std::string token_text = token_kind(token.type) + " " + token_name(*client, token);
+    auto module = first_usable_module(*client, "load " + token_text);
     auto passphrase = get_passphrase(passphrase_file, token_text, false);
-    const auto handle = client.load_token(module, token.hash, passphrase);
+    reconnect_if_closed(client, ep.client);
+    LoadedObjects loaded(*client, module);
+    const auto handle = client->load_token(module, token.hash, passphrase);
     loaded.add(handle);
-    client.destroy_key(ident, module, handle);
+    client->destroy_key(ident, module, handle);
     std::cout << "destroyed " << what << " protected by " << token_text << "\n";
 }
 

@@ -5,6 +5,7 @@
 #include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/frame.hpp"
+#include "sim/serve.hpp"
 
 #include <array>
 #include <cerrno>
@@ -136,17 +137,37 @@ void Connection::send_response(wire::Response response) {
     hsm::write_frame(fd_.get(), bytes, Clock::now() + limits_.write_timeout);
 }
 
+bool Connection::close_idle() {
+    const auto seconds =
+        std::chrono::duration_cast<std::chrono::duration<double>>(limits_.idle_timeout).count();
+    if (handler_.clients().keeps_objects(lease_)) {
+        logger()->debug("connection {} (uid {}, pid {}): idle for {} s, kept: it keeps what its "
+                        "process loaded",
+                        id_, peer_.uid, peer_.pid, seconds);
+        return false;
+    }
+    logger()->info("connection {} (uid {}, pid {}): closed after {} s idle (hsmsim serve {} {})",
+                   id_, peer_.uid, peer_.pid, seconds, kIdleTimeoutOption, seconds);
+    return true;
+}
+
 void Connection::serve() {
     hsm::FrameReader reader;
     std::array<std::uint8_t, 64 * 1024> chunk{};
     std::optional<Clock::time_point> frame_deadline; // set while a frame is partial
+    auto idle_since = Clock::now();                  // the end of the last request
+    const bool idle_limit = limits_.idle_timeout.count() > 0;
     struct Wipe {
         std::array<std::uint8_t, 64 * 1024>& chunk;
         ~Wipe() { OPENSSL_cleanse(chunk.data(), chunk.size()); }
     } wipe{chunk};
     for (;;) {
+        std::optional<Clock::time_point> deadline = frame_deadline;
+        if (!deadline && idle_limit) {
+            deadline = idle_since + limits_.idle_timeout;
+        }
         pollfd pfd{fd_.get(), POLLIN, 0};
-        int n = ::poll(&pfd, 1, poll_timeout(frame_deadline));
+        int n = ::poll(&pfd, 1, poll_timeout(deadline));
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -154,11 +175,18 @@ void Connection::serve() {
             throw_errno("poll");
         }
         if (n == 0) {
-            if (frame_deadline && Clock::now() >= *frame_deadline) {
+            const auto now = Clock::now();
+            if (frame_deadline && now >= *frame_deadline) {
                 logger()->warn("connection {} (uid {}, pid {}): dropped, a frame stayed "
                                "incomplete for {} ms",
                                id_, peer_.uid, peer_.pid, limits_.partial_frame_timeout.count());
                 return;
+            }
+            if (!frame_deadline && idle_limit && now >= idle_since + limits_.idle_timeout) {
+                if (close_idle()) {
+                    return;
+                }
+                idle_since = now; // looked at again after another idle_timeout
             }
             continue;
         }
@@ -185,6 +213,7 @@ void Connection::serve() {
             if (!process(*payload)) {
                 return;
             }
+            idle_since = Clock::now();
         }
         if (reader.pending() == 0) {
             frame_deadline.reset();

@@ -4,6 +4,13 @@
 // frame or message ends this connection only. It holds its client's lease
 // (clients.hpp) until it ends: the client's last connection to end unloads
 // what the client loaded, on this connection's thread.
+//
+// A connection that has sent no request for `idle_timeout` (none under way,
+// no frame begun, not subscribed to events) is closed, unless it is the one
+// that keeps what its process loaded (Clients::keeps_objects(): the oldest
+// open connection of a process that has loaded anything). That one is
+// looked at again after each further idle_timeout: once another connection
+// of its process has become the keeper, or its process has gone, it goes.
 
 #include "preloadrun/common/fd.hpp"
 #include "sim/handler.hpp"
@@ -16,9 +23,11 @@
 namespace preloadrun::sim {
 
 struct ConnectionLimits {
-    // A frame begun but not finished within this time drops the connection;
-    // an idle connection (no partial frame) may stay as long as it likes.
+    // A frame begun but not finished within this time drops the connection.
     std::chrono::milliseconds partial_frame_timeout{30000};
+    // A connection with no request for this long is closed, unless it keeps
+    // what its process loaded; zero: never.
+    std::chrono::milliseconds idle_timeout{0};
     // How long one response or event may take to be written.
     std::chrono::milliseconds write_timeout{30000};
     // Events queued for one subscriber before it is dropped as too slow.
@@ -45,6 +54,9 @@ private:
     void serve();
     // false: close the connection.
     bool process(std::span<const std::uint8_t> payload);
+    // Idle past the limit: true to close it, false when it stays (it keeps
+    // what its process loaded).
+    bool close_idle();
     // Sends one response, then wipes what it carried (data included).
     void send_response(wire::Response response);
     void stream_events(const wire::Request& request);

@@ -154,6 +154,9 @@ Clients::Lease Handler::attach(Peer& peer) {
 }
 
 void Handler::client_gone(const Clients::Client& client) {
+    if (stopping_.load(std::memory_order_acquire)) {
+        return;
+    }
     const auto unloaded = fleet_.unload_client(client.id);
     log::get("sim.service")
         ->log(unloaded == 0 ? spdlog::level::debug : spdlog::level::info,
@@ -231,6 +234,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         auto passphrase = validate::passphrase(r.passphrase(), false);
         out.mutable_handle()->set_handle(
             engine_.load_token(module, hash, passphrase, peer.uid, peer.client));
+        clients_.note_loaded(peer.pid, peer.client);
         break;
     }
     case Request::kLoadKey: {
@@ -239,6 +243,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         const auto& ident = validate::ident(r.ident());
         out.mutable_handle()->set_handle(
             engine_.load_key(module, ident, r.token_handle(), peer.uid, peer.client));
+        clients_.note_loaded(peer.pid, peer.client);
         break;
     }
     case Request::kUnload: {
@@ -252,6 +257,7 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         auto module = module_number(r.module());
         auto spec = validate::key_spec(r);
         auto generated = engine_.generate_key(module, spec, peer.uid, peer.client);
+        clients_.note_loaded(peer.pid, peer.client);
         auto* body = out.mutable_generated();
         body->set_handle(generated.handle);
         *body->mutable_key() = hsm::codec::to_wire(generated.key);

@@ -12,6 +12,7 @@
 #include "sim/world.hpp"
 #include "wire.pb.h"
 
+#include <atomic>
 #include <string>
 #include <sys/types.h>
 #include <utility>
@@ -42,6 +43,12 @@ public:
     // unloaded (and logged), on the releasing thread.
     Clients::Lease attach(Peer& peer);
     const Clients& clients() const noexcept { return clients_; }
+    // The service is stopping: a process whose last connection closes from
+    // now on keeps its objects until they go with the service. Unloading
+    // them one process at a time would let the others' requests, still
+    // under way, meet objects that vanished (keys loaded under another
+    // process's tokens) instead of a service that stopped.
+    void stopping() noexcept { stopping_.store(true, std::memory_order_release); }
 
     // Any request but Subscribe (see subscribe()). Never throws
     // preloadrun::Error: failures come back as Response{error}.
@@ -62,6 +69,7 @@ private:
     Engine& engine_;
     PageLimits pages_;
     Clients clients_;
+    std::atomic<bool> stopping_{false};
 };
 
 // Whether a request may only come over the admin socket.

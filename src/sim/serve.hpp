@@ -1,13 +1,19 @@
 #pragma once
 // hsmsim's service entry point, called by `hsmsim serve`.
 
+#include "sim/connection_shares.hpp"
 #include "sim/object_table.hpp"
 #include "sim/world_usage.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 
 namespace preloadrun::sim {
+
+inline constexpr std::chrono::seconds kDefaultIdleTimeout{300};
+inline constexpr std::chrono::seconds kMaxIdleTimeout{86400};
+inline constexpr const char* kIdleTimeoutOption = "--idle-timeout";
 
 struct ServeOptions {
     std::filesystem::path kmdata;       // Security World directory (created if empty)
@@ -19,6 +25,13 @@ struct ServeOptions {
     WorldLimits world_limits;           // keys and tokens per creating uid, bytes of the world
     // Objects (tokens, keys) one uid may hold on one module: 1..kMaxObjectsPerModule.
     std::uint32_t max_objects_per_uid = kDefaultMaxObjectsPerUid;
+    // Connections the client socket serves at once (16 of them kept for root
+    // and the service's user), and how many of them one other uid may hold.
+    std::uint32_t max_connections = kDefaultMaxConnections;
+    std::uint32_t max_connections_per_uid = kDefaultMaxConnectionsPerUid;
+    // A connection idle this long is closed, unless it keeps what its process
+    // loaded (connection.hpp); zero: never.
+    std::chrono::milliseconds idle_timeout = kDefaultIdleTimeout;
 };
 
 // Runs the service in the foreground until SIGTERM or SIGINT. Prints one

@@ -33,8 +33,21 @@ void refuse(int fd, const Error& error) {
 
 } // namespace
 
+namespace {
+
+ConnectionShareLimits share_limits(const ServeOptions& options, const ServerTuning& tuning) {
+    ConnectionShareLimits limits;
+    limits.max_connections = options.max_connections;
+    limits.per_uid = options.max_connections_per_uid;
+    limits.reserved = tuning.reserved_connections;
+    limits.max_admin = tuning.max_admin_connections;
+    return limits;
+}
+
+} // namespace
+
 Server::Server(const ServeOptions& options, const ServerTuning& tuning)
-    : options_(options), tuning_(tuning) {
+    : options_(options), tuning_(tuning), shares_(share_limits(options, tuning), ::geteuid()) {
     if (options_.modules > kMaxModules) {
         throw Error(ErrorCode::usage, "at most " + std::to_string(kMaxModules) + " modules");
     }
@@ -48,6 +61,11 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
         throw Error(ErrorCode::usage,
                     "--max-objects-per-uid must be 1 to " + std::to_string(kMaxObjectsPerModule));
     }
+    if (options_.idle_timeout.count() < 0 || options_.idle_timeout > kMaxIdleTimeout) {
+        throw Error(ErrorCode::usage, std::string(kIdleTimeoutOption) + " must be 0 to " +
+                                          std::to_string(kMaxIdleTimeout.count()) + " seconds");
+    }
+    tuning_.limits.idle_timeout = options_.idle_timeout;
     WorldOptions world;
     world.dir = options_.kmdata;
     world.kdf_iterations = tuning_.kdf_iterations;
@@ -90,6 +108,7 @@ void Server::reap(bool all) {
     for (auto it = connections_.begin(); it != connections_.end();) {
         if (all || it->connection->done()) {
             it->thread.join();
+            shares_.release(it->uid, it->admin);
             it = connections_.erase(it);
         } else {
             ++it;
@@ -127,28 +146,42 @@ void Server::accept_from(const Listener& listener, bool admin) {
                                                           std::to_string(::geteuid()) + " only"));
         return;
     }
-    reap(false);
-    if (live_connections() >= tuning_.max_connections) {
-        logger()->warn("refused a connection from uid {} (pid {}): {} connections already open",
-                       cred.uid, cred.pid, tuning_.max_connections);
-        refuse(fd.get(), Error(ErrorCode::limit, "hsmsim already serves " +
-                                                     std::to_string(tuning_.max_connections) +
-                                                     " connections; try again later"));
+    reap(false); // counts out the connections that ended
+    try {
+        shares_.admit(cred.uid, admin);
+    } catch (const Error& e) {
+        logger()->warn("refused a connection from uid {} (pid {}) on the {} socket: {}", cred.uid,
+                       cred.pid, admin ? "admin" : "client", e.what());
+        refuse(fd.get(), e);
         return;
     }
+    // Counted out again unless a thread serves it (reap() counts it out then).
+    struct Uncount {
+        ConnectionShares& shares;
+        uid_t uid;
+        bool admin;
+        bool armed = true;
+        ~Uncount() {
+            if (armed) {
+                shares.release(uid, admin);
+            }
+        }
+    } uncount{shares_, cred.uid, admin};
     logger()->debug("connection {} from uid {} pid {} on the {} socket", id, cred.uid, cred.pid,
                     admin ? "admin" : "client");
     auto lease = handler_->attach(peer); // sets peer.client
     auto connection = std::make_unique<Connection>(std::move(fd), peer, std::move(lease), id,
                                                    *handler_, tuning_.limits);
     auto* raw = connection.get();
-    connections_.push_back(Slot{std::move(connection), std::thread()});
+    connections_.push_back(Slot{std::move(connection), std::thread(), cred.uid, admin});
     try {
         connections_.back().thread = std::thread([raw] { raw->run(); });
     } catch (const std::system_error& e) {
         connections_.pop_back();
         logger()->error("cannot start a thread for connection {}: {}", id, e.what());
+        return;
     }
+    uncount.armed = false;
 }
 
 void Server::run(int stop_fd) {
@@ -174,6 +207,7 @@ void Server::run(int stop_fd) {
         }
     }
     logger()->info("stopping: closing {} connections", live_connections());
+    handler_->stopping();
     client_.reset(); // stop accepting; the socket files go
     admin_.reset();
     for (auto& slot : connections_) {

@@ -4,6 +4,7 @@
 // wraps it with signals and readiness; tests drive it directly.
 
 #include "sim/connection.hpp"
+#include "sim/connection_shares.hpp"
 #include "sim/engine.hpp"
 #include "sim/fleet.hpp"
 #include "sim/handler.hpp"
@@ -17,12 +18,12 @@
 
 namespace preloadrun::sim {
 
-inline constexpr std::size_t kMaxConnections = 256;
-
 struct ServerTuning {
     std::uint32_t kdf_iterations = kDefaultKdfIterations; // for tokens created
-    ConnectionLimits limits;
-    std::size_t max_connections = kMaxConnections;
+    ConnectionLimits limits;                              // idle_timeout comes from ServeOptions
+    // Of ServeOptions::max_connections, kept for root and the service's user.
+    std::size_t reserved_connections = kReservedConnections;
+    std::size_t max_admin_connections = kMaxAdminConnections;
 };
 
 class Server {
@@ -48,6 +49,8 @@ private:
     struct Slot {
         std::unique_ptr<Connection> connection;
         std::thread thread;
+        uid_t uid = 0; // counted in shares_
+        bool admin = false;
     };
     void accept_from(const Listener& listener, bool admin);
     void reap(bool all);
@@ -55,6 +58,7 @@ private:
 
     ServeOptions options_;
     ServerTuning tuning_;
+    ConnectionShares shares_;
     std::unique_ptr<World> world_;
     std::unique_ptr<Fleet> fleet_;
     std::unique_ptr<Engine> engine_;

@@ -3,8 +3,13 @@
 #include "preloadrun/common/log.hpp"
 
 #include <future>
+#include <thread>
 
 namespace preloadrun::supervisor {
+
+namespace {
+constexpr int kUnloadAttempts = 5; // 25 + 50 + 100 + 200 ms between them
+} // namespace
 
 Loader::Loader(hsm::Endpoint endpoint, std::vector<hsm::TokenInfo> tokens,
                std::vector<SecureBuffer> passphrases)
@@ -108,19 +113,43 @@ void Loader::unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::Obj
 
 void Loader::unload_module(std::uint32_t module,
                            const std::map<std::size_t, hsm::ObjectHandle>& handles) const noexcept {
+    auto log = log::get("supervisor");
     try {
         auto service = hsm::connect(endpoint_);
         for (const auto& [token, handle] : handles) {
-            try {
-                service->unload(module, handle);
-            } catch (const Error& e) {
-                log::get("supervisor")
-                    ->debug("unload of handle {} on module {}: {}", handle, module, e.what());
+            const auto name = token < tokens_.size() ? hsm::describe(tokens_[token])
+                                                     : "token " + std::to_string(token);
+            // A transient failure is tried again, a few times over about a
+            // second; a module cleared, failed or removed has nothing left.
+            auto delay = std::chrono::milliseconds(25);
+            for (int attempt = 1;; ++attempt) {
+                try {
+                    service->unload(module, handle);
+                    break;
+                } catch (const Error& e) {
+                    if (e.code() == ErrorCode::invalid_handle ||
+                        e.code() == ErrorCode::module_not_usable) {
+                        log->debug("{} on module {}: nothing to unload ({})", name, module,
+                                   e.what());
+                        break;
+                    }
+                    if (e.code() != ErrorCode::transient || attempt == kUnloadAttempts) {
+                        log->warn("{} could not be unloaded from module {} (handle {}): {}; the "
+                                  "HSM service frees it when this process has gone",
+                                  name, module, handle, e.what());
+                        break;
+                    }
+                    log->debug("unloading {} from module {} failed ({}); trying again", name,
+                               module, e.what());
+                    std::this_thread::sleep_for(delay);
+                    delay *= 2;
+                }
             }
         }
     } catch (const std::exception& e) {
-        log::get("supervisor")
-            ->warn("could not unload the tokens from module {}: {}", module, e.what());
+        log->warn("could not unload the tokens from module {}: {}; the HSM service frees them "
+                  "when this process has gone",
+                  module, e.what());
     }
 }
 

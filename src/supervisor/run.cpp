@@ -250,6 +250,13 @@ int run(const Options& options) {
     auto tokens = resolve_tokens(
         options.tokens, options.tokens.empty() ? std::vector<hsm::TokenInfo>{} : service->tokens());
     auto passphrases = collect_passphrases(options, options.tokens, tokens);
+    // The service closes a connection that stays idle before its process has
+    // loaded anything (hsmsim serve --idle-timeout): typed slowly enough, the
+    // passphrases outlast it. This is the connection that keeps what is
+    // loaded: it must be open, and the first, before anything is.
+    if (!service->usable()) {
+        service = hsm::connect(endpoint);
+    }
     // From here on signals queue for the event loop; no thread exists yet.
     block_supervised_signals();
 

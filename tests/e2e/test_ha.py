@@ -429,3 +429,39 @@ def test_slow_module_does_not_delay_fast_one(ha_world, preloadrun_factory):
     assert slow - fast > 1.0, f"fast {fast:.2f}s, slow {slow:.2f}s"
     run.assert_child_undisturbed()
     sim.ok("module", "latency", 2, 0)   # quick unload at the end
+
+
+# ---- unloading at exit ------------------------------------------------------------
+
+def gone_lines(sim, pid):
+    return [line for line in sim.log().splitlines()
+            if f"client pid {pid} " in line and "has gone" in line]
+
+
+def test_transient_failure_at_unload_is_retried(ha_world, preloadrun_factory):
+    sim, pf = ha_world
+    run, doc0 = start(preloadrun_factory, sim, pf)
+    pid = run.proc.pid
+    sim.ok("module", "fail-next", 2, 1)
+    run.stop()
+    # preloadrun itself unloaded everything, module 2 too: the service had
+    # nothing left to free when it went.
+    wait_for("the service to see preloadrun go", lambda: gone_lines(sim, pid) or
+             not any(m["objects"] for m in sim.modules().values()))
+    time.sleep(0.3)  # the service logs after it frees
+    assert sim.modules()[2]["fail_next"] == 0
+    assert not [line for line in gone_lines(sim, pid) if "unloaded 0 object" not in line], \
+        sim.log()
+    assert "could not be unloaded" not in run.stderr(), run.stderr()
+
+
+def test_failed_unload_at_exit_is_a_warning(ha_world, preloadrun_factory):
+    sim, pf = ha_world
+    run, doc0 = start(preloadrun_factory, sim, pf)
+    sim.ok("module", "fail-next", 2, 50)
+    run.stop()
+    lines = [line for line in run.stderr_lines() if "could not be unloaded from module 2" in line]
+    assert len(lines) == 1 and "softcard card" in lines[0], run.stderr()
+    assert "warn" in lines[0].lower(), lines
+    # and the service frees it once preloadrun has gone
+    wait_for("module 2 freed", lambda: sim.modules()[2]["objects"] == 0)

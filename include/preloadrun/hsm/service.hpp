@@ -61,6 +61,12 @@ public:
     virtual Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                           const Bytes& data) = 0;
     virtual Bytes random(std::uint32_t module, std::uint32_t length) = 0;
+
+    // False once this connection is known to be of no more use: the service
+    // closed it (an idle connection, a service that stopped) or an earlier
+    // failure broke it. Does not wait and sends nothing; a pool asks it of a
+    // connection that sat unused before lending it again.
+    virtual bool usable() noexcept = 0;
 };
 
 // A stream of module events on its own connection. fd() becomes readable when

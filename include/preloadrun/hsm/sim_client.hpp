@@ -52,6 +52,7 @@ public:
     Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(std::uint32_t module, std::uint32_t length) override;
+    bool usable() noexcept override;
 
 private:
     std::unique_ptr<wire_detail::Connection> conn_;

@@ -164,3 +164,52 @@ def test_service_wait_is_configurable_and_bounded(make_service, module_path, dri
     # Each failure waited about 1.5 s: two or three in 4 s, never a burst.
     assert 1 <= len(errors) <= 4, stdout
     assert all(g >= 1300 for g in gaps), (times, stdout)
+
+
+def test_preloadrun_restarted_at_the_same_path_is_taken_up(make_service, module_path, driver_bin):
+    """preloadrun in service mode stopped and started again at the same -f
+    path numbers its file's generations from 1 again: the module tells the
+    new owner from the old one and takes its handles, every time."""
+    sim = setup_world(make_service(modules=2, init_delay_ms=50))
+    tokens = os.path.join(sim.root, "tokens.json")
+    stop = os.path.join(sim.root, "stop")
+    env = client_env(sim, reload=True, tokens_file=tokens)
+    env.pop("CKNFAST_LOADSHARING", None)
+    args = [_env_path("PRELOADRUN"), "-s", "card1", "--passphrase-file", sim.pinfile,
+            "--socket", sim.socket, "-f", tokens]
+
+    def start_preloadrun():
+        p = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        doc = wait_for(lambda: (d := tokens_doc(tokens)) is not None
+                       and all(loaded_on(d, n) for n in (1, 2)) and d, 20,
+                       "preloadrun's tokens file")
+        return p, doc
+
+    pr, doc = start_preloadrun()
+    t0 = time.monotonic()
+    client = subprocess.Popen([driver_bin, "sign-until", module_path, "card1", "anything", "01",
+                               stop, "1"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sum(total_ops(sim).values()) > 50, 20, "signing")
+        owners = {doc["owner"]["instance"]}
+        for _ in range(2):  # twice in a row, nothing else happening in between
+            pr.send_signal(signal.SIGTERM)
+            assert pr.wait(20) == 0
+            pr, doc = start_preloadrun()
+            owners.add(doc["owner"]["instance"])
+        assert len(owners) == 3
+        live = time.monotonic()
+        before = sum(total_ops(sim).values())
+        time.sleep(2.0)
+        assert sum(total_ops(sim).values()) > before + 50, "the client signs no more"
+    finally:
+        open(stop, "w").close()
+        stdout, _ = client.communicate(timeout=60)
+        pr.send_signal(signal.SIGTERM)
+        pr.wait(20)
+    # Errors while the tokens were unloaded (between two preloadruns) are
+    # expected; none a second after the last one published its file.
+    late = [line for line in stdout.splitlines() if line.startswith("error ")
+            and int(line.split("ms=")[1]) > (live - t0 + 1.0) * 1000]
+    assert not late, stdout

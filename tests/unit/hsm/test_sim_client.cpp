@@ -142,9 +142,10 @@ TEST_CASE("hsm::SimClient handshake") {
             peer.wait_closed();
         });
         {
-            const SimClient client(server.endpoint());
+            SimClient client(server.endpoint());
             CHECK(client.server_name() == "fakesim 0");
             CHECK(client.world_id() == to_bytes("WORLD"));
+            CHECK(client.usable()); // open, nothing to read
         }
         server.join();
         REQUIRE(server.error() == "");
@@ -426,6 +427,31 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         const Error e = error_of([&] { client.modules(); });
         CHECK(e.code() == ErrorCode::protocol);
         CHECK(std::string(e.what()) == "malformed frame");
+        CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
+    }
+    SUBCASE("an error the server sent before closing, when the request could not be sent") {
+        FakeServer server([](Peer& peer) {
+            peer.hello();
+            peer.reply(codec::error_response(0, Error(ErrorCode::limit, "refused: too many")));
+            peer.close();
+        });
+        SimClient client(server.endpoint());
+        server.join(); // closed before the next request: writing it fails
+        CHECK_FALSE(client.usable());
+        const Error e = error_of([&] { client.modules(); });
+        CHECK(e.code() == ErrorCode::limit);
+        CHECK(std::string(e.what()) == "refused: too many");
+        CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
+    }
+    SUBCASE("usable() until the server closes, without waiting or sending") {
+        FakeServer server([](Peer& peer) {
+            peer.hello();
+            peer.close();
+        });
+        SimClient client(server.endpoint());
+        server.join();
+        CHECK(server.received().size() == 1);
+        CHECK_FALSE(client.usable());
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
     }
     SUBCASE("a reply of the wrong kind: Error(protocol)") {

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,13 +20,15 @@ struct World {
     std::map<std::uint32_t, int> ops;
     std::map<std::uint32_t, int> loads;
     std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> destroyed; // module, token handle
-    int open = 0;                                         // connections open (FakeServices alive)
+    int open = 0;         // connections open (FakeServices alive)
+    int made = 0;         // connections made so far, numbered from 0
+    std::set<int> closed; // the numbers of those the service has closed
     Bytes instance = Bytes(hsm::kServiceInstanceSize, 1); // a new value: the service restarted
 };
 
 class FakeService final : public hsm::Service {
 public:
-    explicit FakeService(World& w) : w_(w) { ++w_.open; }
+    explicit FakeService(World& w) : w_(w), serial_(w_.made++) { ++w_.open; }
     FakeService(const FakeService&) = delete;
     FakeService& operator=(const FakeService&) = delete;
     ~FakeService() override { --w_.open; }
@@ -71,6 +74,8 @@ public:
         return {};
     }
     Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
+    bool usable() noexcept override { return w_.closed.count(serial_) == 0; }
+    int serial() const noexcept { return serial_; }
 
 private:
     void maybe_fail(std::uint32_t m) {
@@ -80,6 +85,7 @@ private:
         }
     }
     World& w_;
+    int serial_;
 };
 
 } // namespace preloadrun::pkcs11test

@@ -80,3 +80,42 @@ TEST_CASE("sim::Clients a failure to unload does not escape the release") {
     CHECK(calls == 1);
     CHECK(clients.size() == 0);
 }
+
+TEST_CASE("sim::Clients the oldest connection of a process that loaded keeps its objects") {
+    Recorder r;
+    auto first = r.clients.connect(1000, 42);
+    auto second = r.clients.connect(1000, 42);
+    auto other = r.clients.connect(1000, 43);
+    // Nothing loaded: no connection keeps anything, all may go when idle.
+    CHECK_FALSE(r.clients.keeps_objects(first));
+    CHECK_FALSE(r.clients.keeps_objects(second));
+
+    r.clients.note_loaded(42, second.client()); // loaded over any of them
+    CHECK(r.clients.keeps_objects(first));
+    CHECK_FALSE(r.clients.keeps_objects(second));
+    CHECK_FALSE(r.clients.keeps_objects(other)); // another process
+
+    SUBCASE("the next oldest keeps them once the oldest closes") {
+        auto third = r.clients.connect(1000, 42);
+        first.release();
+        CHECK(r.clients.keeps_objects(second));
+        CHECK_FALSE(r.clients.keeps_objects(third));
+        CHECK_FALSE(r.clients.keeps_objects(first)); // released
+    }
+    SUBCASE("a moved lease is the same connection") {
+        auto moved = std::move(first);
+        CHECK(r.clients.keeps_objects(moved));
+        CHECK_FALSE(r.clients.keeps_objects(first));
+    }
+    SUBCASE("marked for as long as the process is a client, not after") {
+        first.release();
+        second.release();
+        REQUIRE(r.gone.size() == 1);
+        auto again = r.clients.connect(1000, 42);
+        CHECK_FALSE(r.clients.keeps_objects(again)); // a new client: nothing loaded yet
+        r.clients.note_loaded(42, first.client());   // the client that went: ignored
+        CHECK_FALSE(r.clients.keeps_objects(again));
+        r.clients.note_loaded(42, again.client());
+        CHECK(r.clients.keeps_objects(again));
+    }
+}

@@ -6,6 +6,7 @@
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
+#include <functional>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <thread>
@@ -25,12 +26,16 @@ struct Running {
     Fd stop{::eventfd(0, EFD_CLOEXEC)};
     std::thread thread;
 
-    explicit Running(ServerTuning tuning = {}, std::uint32_t modules = 2) {
+    explicit Running(ServerTuning tuning = {}, std::uint32_t modules = 2,
+                     const std::function<void(ServeOptions&)>& adjust = {}) {
         options.kmdata = tmp / "kmdata";
         options.socket = tmp / "run" / "socket";
         options.admin_socket = tmp / "admin" / "socket";
         options.modules = modules;
         options.init_delay_ms = 20;
+        if (adjust) {
+            adjust(options);
+        }
         tuning.kdf_iterations = simtest::kFastKdf;
         server = std::make_unique<Server>(options, tuning);
         thread = std::thread([this] { server->run(stop.get()); });
@@ -211,9 +216,13 @@ TEST_CASE("sim::Server a stalled partial frame is dropped; idle connections stay
 }
 
 TEST_CASE("sim::Server caps concurrent connections politely") {
+    // This test's uid is the service's: it may use every connection.
     ServerTuning tuning;
-    tuning.max_connections = 2;
-    Running s(tuning);
+    tuning.reserved_connections = 1;
+    Running s(tuning, 2, [](ServeOptions& o) {
+        o.max_connections = 2;
+        o.max_connections_per_uid = 1;
+    });
     Raw a(s.options.socket);
     a.hello();
     Raw b(s.options.socket);
@@ -222,6 +231,9 @@ TEST_CASE("sim::Server caps concurrent connections politely") {
     auto m = c.receive();
     REQUIRE(m.has_response());
     CHECK(m.response().error().code() == wire::ERROR_LIMIT);
+    CHECK(m.response().error().message() ==
+          "hsmsim already serves 2 connections, the most it serves at once (hsmsim serve "
+          "--max-connections 2); try again later");
     CHECK(c.closed());
     a.fd.reset();
     // Once the server has noticed that `a` went, there is room again.
@@ -236,6 +248,118 @@ TEST_CASE("sim::Server caps concurrent connections politely") {
             return false; // refused: not yet
         }
     }));
+}
+
+TEST_CASE("sim::Server the admin socket has its own budget, apart from the client socket's") {
+    ServerTuning tuning;
+    tuning.reserved_connections = 1;
+    tuning.max_admin_connections = 1;
+    Running s(tuning, 2, [](ServeOptions& o) {
+        o.max_connections = 2;
+        o.max_connections_per_uid = 1;
+    });
+    Raw a(s.options.socket);
+    a.hello();
+    Raw b(s.options.socket);
+    b.hello();
+    Raw admin(s.options.admin_socket); // the client socket is full
+    admin.hello();
+    Raw second(s.options.admin_socket);
+    auto m = second.receive();
+    REQUIRE(m.has_response());
+    CHECK(m.response().error().code() == wire::ERROR_LIMIT);
+    CHECK(m.response().error().message().find("the admin socket already serves 1 connections") ==
+          0);
+    wire::Request add;
+    add.mutable_add_module();
+    CHECK(admin.call(add).module().number() == 3);
+}
+
+TEST_CASE("sim::Server refuses connection limits that leave no share, leaving nothing") {
+    testsupport::TempDir tmp;
+    ServeOptions options;
+    options.kmdata = tmp / "kmdata";
+    options.socket = tmp / "socket";
+    options.admin_socket = tmp / "admin";
+    options.max_connections = 32;
+    options.max_connections_per_uid = 17; // more than the 16 the other users share
+    try {
+        Server server(options);
+        FAIL("started with --max-connections-per-uid 17 of 16");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::usage);
+        CHECK(std::string(e.what()).find("--max-connections-per-uid must be 1 to 16") == 0);
+    }
+    CHECK_FALSE(std::filesystem::exists(options.kmdata));
+    CHECK_FALSE(std::filesystem::exists(options.socket));
+}
+
+TEST_CASE("sim::Server closes idle connections, but not a subscription nor the one that keeps "
+          "a process's objects") {
+    Running s({}, 2, [](ServeOptions& o) { o.idle_timeout = 1000ms; });
+    const pid_t me = ::getpid();
+
+    SUBCASE("a process that loaded nothing: every idle connection goes, a subscription stays") {
+        Raw silent(s.options.socket); // not even a Hello
+        Raw idle(s.options.socket);
+        idle.hello();
+        Raw busy(s.options.socket);
+        busy.hello();
+        Raw subscriber(s.options.socket);
+        subscriber.hello();
+        wire::Request subscribe;
+        subscribe.set_id(3);
+        subscribe.mutable_subscribe();
+        REQUIRE(subscriber.call(subscribe).has_modules());
+        // `busy` keeps asking, more often than the idle timeout.
+        for (int i = 0; i < 15; ++i) {
+            std::this_thread::sleep_for(100ms);
+            REQUIRE(busy.call(list_modules()).has_modules());
+        }
+        CHECK(silent.closed());
+        CHECK(idle.closed());
+        REQUIRE(simtest::eventually([&] { return s.server->clients().connections(me) == 2; }, 10s));
+        std::this_thread::sleep_for(1200ms);
+        // The subscription still gets events, long past the idle timeout.
+        hsm::SimAdmin admin(s.admin());
+        admin.control(1, hsm::ModuleAction::clear);
+        auto event = subscriber.receive();
+        REQUIRE(event.has_event());
+        CHECK(event.event().module().number() == 1);
+    }
+    SUBCASE("a process that loaded: its oldest connection stays, with its objects") {
+        auto keeper = std::make_unique<hsm::SimClient>(s.client()); // opened first
+        auto loader = std::make_unique<hsm::SimClient>(s.client());
+        auto card =
+            loader->create_token(hsm::TokenType::softcard, "card", SecureBuffer::from("pw"));
+        const auto handle = loader->load_token(1, card.hash, SecureBuffer::from("pw"));
+        REQUIRE(simtest::eventually([&] { return s.server->clients().connections(me) == 2; }));
+        // The loader, idle and not the oldest, goes; the keeper stays, past
+        // several idle timeouts, and so does what the process loaded.
+        REQUIRE(simtest::eventually([&] { return s.server->clients().connections(me) == 1; }, 10s));
+        CHECK_FALSE(loader->usable());
+        std::this_thread::sleep_for(2500ms);
+        CHECK(s.server->clients().connections(me) == 1);
+        CHECK(keeper->usable());
+        CHECK(s.server->fleet().list()[0].objects == 1);
+        Bytes random = keeper->random(1, 8); // the connection still serves
+        CHECK(random.size() == 8);
+        CHECK_NOTHROW(keeper->unload(1, handle)); // the object is still there
+        // Unloaded, the process still counts as one that loaded: it may load again.
+        std::this_thread::sleep_for(1500ms);
+        CHECK(keeper->usable());
+        keeper.reset();
+        CHECK(simtest::eventually([&] { return s.server->clients().connections(me) == 0; }));
+    }
+}
+
+TEST_CASE("sim::Server with --idle-timeout 0 an idle connection stays") {
+    ServerTuning tuning;
+    Running s(tuning, 2, [](ServeOptions& o) { o.idle_timeout = 0ms; });
+    Raw idle(s.options.socket);
+    idle.hello();
+    std::this_thread::sleep_for(500ms);
+    CHECK(idle.call(list_modules()).has_modules());
 }
 
 TEST_CASE("sim::Server admin requests: admin socket yes, client socket no") {
