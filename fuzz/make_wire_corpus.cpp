@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
     hello_reply.mutable_hello()->set_version(codec::kProtocolVersion);
     hello_reply.mutable_hello()->set_server("hsmsim 0.1.0");
     hello_reply.mutable_hello()->set_world_id(std::string(16, '\x5a'));
+    hello_reply.mutable_hello()->set_instance(std::string(16, '\x3c'));
     wire::Response modules;
     modules.set_id(2);
     *modules.mutable_modules()->add_modules() = codec::to_wire(module(1));

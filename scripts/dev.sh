@@ -8,6 +8,8 @@
 #   scripts/dev.sh asan    deps + the suite under ASan+UBSan, warnings as errors
 #   scripts/dev.sh tsan    deps + the multi-threaded parts under ThreadSanitizer
 #   scripts/dev.sh fuzz    deps + build the libFuzzer targets and run each briefly
+#                          (FUZZ_SECONDS each, FUZZ_JOBS at a time, FUZZ_DIR: keep
+#                          the scratch corpora and logs there; see fuzz/CMakeLists.txt)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +54,69 @@ test_preset() {
   ctest --preset "$1"
 }
 
+# Runs one fuzz target for $seconds: new inputs go to a scratch corpus in
+# $work, the seeds in the repository stay as they are; a failing input is
+# saved in $work as crash-*, leak-* or timeout-*.
+fuzz_one() {
+  local target=$1 name seeds log
+  name=$(basename "$target")
+  seeds="$here/fuzz/corpus/$(sed -e 's/^fuzz_//' -e 's/_decode$//' <<<"$name")"
+  log="$work/$name.log"
+  mkdir -p "$work/$name"
+  if ! "$target" -max_total_time="$seconds" -print_final_stats=1 -timeout=60 -rss_limit_mb=2048 \
+    -artifact_prefix="$work/$name-" "$work/$name" "$seeds" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "dev.sh: $name failed; its log and input are in $work" >&2
+    return 1
+  fi
+  # The last status line ("#N ... cov: C ft: F corp: K/...") and the totals.
+  awk -v name="$name" '
+    /^#[0-9]+/ && / cov: / { for (i = 1; i < NF; i++) last[$i] = $(i + 1) }
+    /stat::number_of_executed_units:/ { runs = $2 }
+    /stat::average_exec_per_sec:/ { rate = $2 }
+    END { printf "dev.sh: %s: %s runs, %s exec/s, cov %s, ft %s, corpus %s\n",
+                 name, runs, rate, last["cov:"], last["ft:"], last["corp:"] }' "$log" >&2
+}
+
+# Every fuzz target for FUZZ_SECONDS (30) each, FUZZ_JOBS of them at a time
+# (1; "all": every one at once). The scratch corpora and logs go to FUZZ_DIR
+# when it is set (and are kept), else to a temporary directory removed after
+# a run without failures.
+fuzz() {
+  cmake --preset fuzz >/dev/null
+  cmake --build --preset fuzz --target fuzzers
+  local targets=() target jobs running=0 failed=0
+  for target in "$here"/build/fuzz/fuzz/fuzz_*; do
+    [[ -x $target ]] && targets+=("$target")
+  done
+  seconds=${FUZZ_SECONDS:-30}
+  jobs=${FUZZ_JOBS:-1}
+  [[ $jobs == all ]] && jobs=${#targets[@]}
+  if [[ -n ${FUZZ_DIR:-} ]]; then
+    work=$FUZZ_DIR
+    mkdir -p "$work"
+  else
+    work=$(mktemp -d)
+  fi
+  echo "dev.sh: fuzzing ${#targets[@]} targets for $seconds s each, $jobs at a time, in $work" >&2
+  for target in "${targets[@]}"; do
+    if ((running >= jobs)); then
+      wait -n || failed=1
+      running=$((running - 1))
+    fi
+    fuzz_one "$target" &
+    running=$((running + 1))
+  done
+  while ((running > 0)); do
+    wait -n || failed=1
+    running=$((running - 1))
+  done
+  if ((failed)); then
+    exit 1
+  fi
+  [[ -n ${FUZZ_DIR:-} ]] || rm -rf "$work"
+}
+
 case "${1:-}" in
   deps) deps ;;
   build) deps; build_preset default ;;
@@ -59,25 +124,9 @@ case "${1:-}" in
   test) deps; test_preset ci ;;
   asan) deps; test_preset asan ;;
   tsan) deps; test_preset tsan ;;
-  fuzz)
-    deps
-    cmake --preset fuzz >/dev/null
-    cmake --build --preset fuzz --target fuzzers
-    for target in "$here"/build/fuzz/fuzz/fuzz_*; do
-      [[ -x $target ]] || continue
-      name=$(basename "$target")
-      seeds="$here/fuzz/corpus/$(sed -e 's/^fuzz_//' -e 's/_decode$//' <<<"$name")"
-      corpus=$(mktemp -d)
-      echo "dev.sh: fuzzing $name for ${FUZZ_SECONDS:-30} s" >&2
-      # New inputs go to the scratch corpus; the seeds in the repository stay as they are.
-      "$target" -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" "$seeds" \
-        >"$corpus.log" 2>&1 || { tail -n 40 "$corpus.log"; rm -rf "$corpus" "$corpus.log"; exit 1; }
-      tail -n 3 "$corpus.log"
-      rm -rf "$corpus" "$corpus.log"
-    done
-    ;;
+  fuzz) deps; fuzz ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

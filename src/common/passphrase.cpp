@@ -36,10 +36,13 @@ void require_non_empty(const SecureBuffer& buf, const std::string& where) {
 }
 
 // Reads straight into the buffer, a byte at a time: no copy of the line is
-// left on the stack or in the heap.
+// left on the stack or in the heap. The line ends at a newline or at the end
+// of the input; its line ending, "\n" or "\r\n", is removed as from a
+// passphrase file (a CR without a newline is part of the passphrase).
 SecureBuffer read_line(int fd, const std::string& where) {
-    SecureBuffer buf(kMaxPassphrase + 1);
+    SecureBuffer buf(kMaxPassphrase + 2); // + "\r\n"
     std::size_t got = 0;
+    bool newline = false;
     while (got < buf.size()) {
         const ssize_t n = ::read(fd, buf.data() + got, 1);
         if (n < 0) {
@@ -53,18 +56,19 @@ SecureBuffer read_line(int fd, const std::string& where) {
         }
         if (buf.data()[got] == '\n') {
             buf.data()[got] = 0;
+            newline = true;
             break;
         }
         ++got;
+    }
+    if (newline && got > 0 && buf.data()[got - 1] == '\r') {
+        --got;
     }
     if (got > kMaxPassphrase) {
         throw Error(ErrorCode::limit, "passphrase from " + where + " is longer than " +
                                           std::to_string(kMaxPassphrase) + " bytes");
     }
     buf.truncate(got);
-    if (got > 0 && buf.data()[got - 1] == '\r') {
-        buf.truncate(got - 1);
-    }
     return buf;
 }
 

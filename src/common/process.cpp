@@ -19,9 +19,11 @@ std::string trim(std::string text) {
     return text;
 }
 
-// Field 22 of /proc/<pid>/stat. The command name (field 2) is in parentheses
-// and may itself hold spaces and parentheses: count from the last ')'.
-std::optional<std::uint64_t> parse_start_time(std::string_view stat) {
+} // namespace
+
+// The command name (field 2) is in parentheses and may itself hold spaces
+// and parentheses: count from the last ')'.
+std::optional<std::uint64_t> proc_stat_start_time(std::string_view stat) {
     auto close = stat.rfind(')');
     if (close == std::string_view::npos) {
         return std::nullopt;
@@ -53,15 +55,13 @@ std::optional<std::uint64_t> parse_start_time(std::string_view stat) {
     return std::nullopt;
 }
 
-} // namespace
-
 std::optional<std::uint64_t> process_start_time(pid_t pid) {
     if (pid <= 0) {
         return std::nullopt;
     }
     try {
         auto stat = read_text_file("/proc/" + std::to_string(pid) + "/stat", 4096);
-        return parse_start_time(stat);
+        return proc_stat_start_time(stat);
     } catch (const Error&) {
         return std::nullopt;
     }

@@ -8,6 +8,7 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <string_view>
 
 namespace preloadrun::pkcs11 {
 
@@ -181,6 +182,17 @@ PublicParts parse_public(const hsm::KeyInfo& key) {
         parts.public_exponent = bn_param(pkey.get(), OSSL_PKEY_PARAM_RSA_E);
         parts.modulus_bits = static_cast<CK_ULONG>(EVP_PKEY_get_bits(pkey.get()));
         return parts;
+    }
+    // An EC key on the curve the service names, or the attributes would
+    // describe another key.
+    const std::string_view curve = key.type == hsm::KeyType::ec_p384 ? "secp384r1" : "prime256v1";
+    char group[64] = {};
+    if (EVP_PKEY_is_a(pkey.get(), "EC") != 1 ||
+        EVP_PKEY_get_utf8_string_param(pkey.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                       nullptr) != 1 ||
+        curve != group) {
+        throw Error(ErrorCode::corrupt, "key " + key.ident + ": the public key is not an " +
+                                            std::string(hsm::to_string(key.type)) + " key");
     }
     // The point straight from the SubjectPublicKeyInfo's BIT STRING: works
     // whatever provider or engine the application configured.

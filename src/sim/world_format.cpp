@@ -182,7 +182,9 @@ std::size_t put(SecureBuffer& out, std::size_t at, std::string_view text) {
 // object's text (the characters between its quotes), found without copying
 // it. A lenient scan: the text is parsed for real afterwards, key blanked.
 // nullopt when there is no such member (or more than one, or it is not a
-// plain string).
+// plain string), and when a member's name at that level holds an escape: it
+// could spell "key" in a way this scan does not see, and a JSON reader would
+// then find another key than this scan.
 std::optional<std::pair<std::size_t, std::size_t>>
 key_value_span(std::span<const std::uint8_t> text) {
     std::optional<std::pair<std::size_t, std::size_t>> found;
@@ -207,6 +209,9 @@ key_value_span(std::span<const std::uint8_t> text) {
             const std::string_view token(reinterpret_cast<const char*>(text.data()) + begin,
                                          end - begin);
             if (depth == 1 && expect_name) {
+                if (escaped) {
+                    return std::nullopt;
+                }
                 value_of_key = token == "key";
                 expect_name = false;
             } else if (depth == 1 && value_of_key) {

@@ -9,6 +9,7 @@
 #include "supervisor/child.hpp"
 #include "supervisor/inspect.hpp"
 #include "supervisor/run.hpp"
+#include "supervisor/token_resolution.hpp"
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -86,20 +87,6 @@ const CLI::Validator kDescriptor(
         return std::string();
     },
     "FD");
-
-// TOKEN=FILE when an '=' comes before any '/': TOKEN is checked against the
-// tokens once they are known (by name or hash, as resolved). A FILE whose
-// name holds such an '=' is written with a directory: ./a=b.
-PassphraseFile parse_passphrase_file(const std::string& text) {
-    const auto eq = text.find('=');
-    if (eq == std::string::npos || eq == 0 || text.find('/') < eq) {
-        return {"", text};
-    }
-    if (eq + 1 == text.size()) {
-        throw Error(ErrorCode::usage, "--passphrase-file " + text + ": no FILE after '='");
-    }
-    return {text.substr(0, eq), text.substr(eq + 1)};
-}
 
 } // namespace
 

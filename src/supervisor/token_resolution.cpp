@@ -34,6 +34,17 @@ const PassphraseFile* file_for(const Options& options, const TokenRequest& reque
 
 } // namespace
 
+PassphraseFile parse_passphrase_file(const std::string& text) {
+    const auto eq = text.find('=');
+    if (eq == std::string::npos || eq == 0 || text.find('/') < eq) {
+        return {"", text};
+    }
+    if (eq + 1 == text.size()) {
+        throw Error(ErrorCode::usage, "--passphrase-file " + text + ": no FILE after '='");
+    }
+    return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
 std::vector<hsm::TokenInfo> resolve_tokens(const std::vector<TokenRequest>& requests,
                                            const std::vector<hsm::TokenInfo>& world) {
     std::vector<hsm::TokenInfo> resolved;

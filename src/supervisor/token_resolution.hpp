@@ -9,6 +9,12 @@
 
 namespace preloadrun::supervisor {
 
+// The value of --passphrase-file: TOKEN=FILE when an '=' comes before any
+// '/' (TOKEN is checked against the tokens once they are known, by name or
+// hash), else FILE for every token. A FILE whose name holds such an '=' is
+// written with a directory: ./a=b. Throws Error(usage) for "TOKEN=".
+PassphraseFile parse_passphrase_file(const std::string& text);
+
 // Each request matched by name or by hash (hex, any case) against the
 // world's tokens of that type. Throws Error(not_found) naming the token and
 // listing the known ones, Error(usage) for a token requested twice.

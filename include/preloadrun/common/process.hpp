@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 
 namespace preloadrun {
@@ -23,6 +24,11 @@ ProcessIdentity self_identity();
 
 // The start time of `pid` if that process is visible in /proc, else nullopt.
 std::optional<std::uint64_t> process_start_time(pid_t pid);
+
+// Field 22 (the start time) of the text of a /proc/<pid>/stat, nullopt when
+// the text has no such field. Its field 2, the command name, is whatever the
+// process chose (up to 15 bytes, any but NUL).
+std::optional<std::uint64_t> proc_stat_start_time(std::string_view stat);
 
 // The current boot's id (cached after the first call).
 const std::string& current_boot_id();

@@ -134,3 +134,33 @@ TEST_CASE("common::read_passphrase_fd reads one line at a time") {
     CHECK_THROWS_AS(read_passphrase_fd(fds[0]), Error); // end of input: empty
     ::close(fds[0]);
 }
+
+TEST_CASE("common::read_passphrase_fd: the same line endings and limit as a file") {
+    auto read_one = [](const std::string& input) {
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        REQUIRE(::write(fds[1], input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+        ::close(fds[1]);
+        std::string got;
+        try {
+            got = std::string(read_passphrase_fd(fds[0]).view());
+        } catch (const Error& e) {
+            got = "error: " + std::string(e.what());
+        }
+        ::close(fds[0]);
+        return got;
+    };
+    CHECK(read_one("abc\r\n") == "abc");
+    CHECK(read_one("abc\n") == "abc");
+    // A lone CR, before the end of the input or not, is the passphrase's.
+    CHECK(read_one("abc\r") == "abc\r");
+    CHECK(read_one("abc\r\r\n") == "abc\r");
+    // The longest passphrase, also with CRLF.
+    const std::string longest(kMaxPassphrase, 'a');
+    CHECK(read_one(longest + "\n") == longest);
+    CHECK(read_one(longest + "\r\n") == longest);
+    CHECK(read_one(longest) == longest);
+    CHECK(read_one(longest + "a\n").find("longer than") != std::string::npos);
+    CHECK(read_one(longest + "a\r\n").find("longer than") != std::string::npos);
+    CHECK(read_one(longest + "\r").find("longer than") != std::string::npos);
+}

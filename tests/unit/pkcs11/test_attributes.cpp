@@ -1,4 +1,5 @@
 #include "pkcs11/attributes.hpp"
+#include "preloadrun/common/error.hpp"
 
 #include <cstring>
 #include <doctest/doctest.h>
@@ -78,6 +79,27 @@ TEST_CASE("pkcs11::key_attributes") {
         CK_ATTRIBUTE mb{CKA_MODULUS_BITS, &bits, sizeof bits};
         CHECK(pub.get(&mb, 1) == CKR_OK);
         CHECK(bits == 2048);
+    }
+    SUBCASE("a public key of another type than the key's is refused") {
+        // What the HSM service says the key is and the SubjectPublicKeyInfo
+        // it sends must agree: otherwise the attributes would describe
+        // another key (an RSA key's bytes as CKA_EC_POINT, say).
+        const Bytes rsa = spki("RSA", nullptr);
+        const Bytes p256 = spki("EC", "P-256");
+        const Bytes p384 = spki("EC", "P-384");
+        const std::pair<hsm::KeyType, const Bytes*> wrong[] = {
+            {hsm::KeyType::ec_p256, &rsa},  {hsm::KeyType::ec_p384, &rsa},
+            {hsm::KeyType::ec_p256, &p384}, {hsm::KeyType::ec_p384, &p256},
+            {hsm::KeyType::rsa, &p256},
+        };
+        for (const auto& [type, der] : wrong) {
+            hsm::KeyInfo k;
+            k.ident = "x1";
+            k.type = type;
+            k.public_der = *der;
+            CAPTURE(hsm::to_string(type));
+            CHECK_THROWS_AS(parse_public(k), Error);
+        }
     }
     SUBCASE("curves by OID or name") {
         CHECK(curve_from_params(ec_params_for(hsm::KeyType::ec_p384)) == hsm::KeyType::ec_p384);

@@ -24,6 +24,21 @@ using testsupport::code_of;
 
 } // namespace
 
+TEST_CASE("supervisor::parse_passphrase_file") {
+    auto parsed = [](const std::string& text) {
+        const auto file = parse_passphrase_file(text);
+        return file.token + "|" + file.path;
+    };
+    CHECK(parsed("pass.txt") == "|pass.txt");
+    CHECK(parsed("mycard=/run/secrets/mycard") == "mycard|/run/secrets/mycard");
+    CHECK(parsed("a=b=c") == "a|b=c");
+    CHECK(parsed("=pass") == "|=pass");        // no TOKEN before '='
+    CHECK(parsed("./a=b") == "|./a=b");        // a '/' first: a file name
+    CHECK(parsed("dir/a=b") == "|dir/a=b");    // likewise
+    CHECK(parsed("a=./dir/b") == "a|./dir/b"); // the '=' first: TOKEN=FILE
+    CHECK(code_of([] { parse_passphrase_file("mycard="); }) == ErrorCode::usage);
+}
+
 TEST_CASE("supervisor::resolve_tokens") {
     SUBCASE("by name, per type") {
         auto got = resolve_tokens({{"cardset", "alpha"}, {"softcard", "alpha"}}, world());
