@@ -18,11 +18,14 @@ owned by root), with one home directory per user in it (mode 0700, owned by
 that user), kept when the test fails.
 """
 
+import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -203,3 +206,48 @@ def shared(machine):
     """`machine` with hsmsim serving as SERVICE (2 modules)."""
     machine.start_service()
     return machine
+
+
+class Actor:
+    """A program running as `uid` that says JSON lines, or plain ones."""
+
+    def __init__(self, machine, uid, argv, env=None, json_lines=True):
+        self.what = f"uid {uid}: {' '.join(map(str, argv))}"
+        self.json_lines = json_lines
+        self.proc = machine.spawn(uid, argv, env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next(self, timeout=60):
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"{self.what}: nothing said in {timeout} s")
+        if line is None:
+            self.proc.wait(10)
+            pytest.fail(f"{self.what}: exited {self.proc.returncode}\n{self.proc.stderr.read()}")
+        return json.loads(line) if self.json_lines else line.strip()
+
+    def tell(self, text="go\n"):
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def ask(self, text="status\n"):
+        self.tell(text)
+        return self.next()
+
+    def close(self):
+        """Closes its stdin: the end of what it does until then."""
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def finish(self):
+        """Closes its stdin; waits for it to exit (0)."""
+        self.close()
+        assert self.proc.wait(60) == 0, f"{self.what}: {self.proc.stderr.read()}"

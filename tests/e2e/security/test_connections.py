@@ -10,57 +10,17 @@ the PKCS#11 module (p11_driver)."""
 
 import json
 import os
-import queue
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import ATTACKER, PY, SERVICE, VICTIM
+from conftest import ATTACKER, PY, SERVICE, VICTIM, Actor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "connection_client.py")
 OTHERS = (2002, 2003)  # two more local users, in the service's group too
 IDLE = 2  # seconds: --idle-timeout of the idle test
-
-
-class Actor:
-    """A program running as `uid` that says JSON lines, or plain ones."""
-
-    def __init__(self, machine, uid, argv, env=None, json_lines=True):
-        self.what = f"uid {uid}: {' '.join(map(str, argv))}"
-        self.json_lines = json_lines
-        self.proc = machine.spawn(uid, argv, env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def next(self, timeout=60):
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"{self.what}: nothing said in {timeout} s")
-        if line is None:
-            self.proc.wait(10)
-            pytest.fail(f"{self.what}: exited {self.proc.returncode}\n{self.proc.stderr.read()}")
-        return json.loads(line) if self.json_lines else line.strip()
-
-    def ask(self, text="status\n"):
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-        return self.next()
-
-    def finish(self):
-        """Closes its stdin; waits for it to exit (0)."""
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        assert self.proc.wait(60) == 0, f"{self.what}: {self.proc.stderr.read()}"
 
 
 def client(machine, uid, *args):

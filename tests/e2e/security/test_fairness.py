@@ -8,63 +8,25 @@ thresholds."""
 
 import json
 import os
-import queue
-import subprocess
-import threading
 
 import pytest
 
-from conftest import ATTACKER, PY, SERVICE, VICTIM
+from conftest import ATTACKER, PY, SERVICE, VICTIM, Actor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "fairness_client.py")
 
 
-class Actor:
+def fairness_actor(machine, uid, *args):
     """fairness_client.py running as `uid`; its JSON lines, one at a time."""
-
-    def __init__(self, machine, uid, *args):
-        env = machine.env(uid, WIRE_PB2_DIR=os.environ["WIRE_PB2_DIR"],
-                          PYTHONDONTWRITEBYTECODE="1")
-        self.what = f"uid {uid}: {' '.join(map(str, args))}"
-        self.proc = machine.spawn(uid, [PY, CLIENT, *args], env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def next(self, timeout=60):
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"{self.what}: nothing said in {timeout} s")
-        if line is None:
-            self.proc.wait(10)
-            pytest.fail(f"{self.what}: exited {self.proc.returncode}\n{self.proc.stderr.read()}")
-        return json.loads(line)
-
-    def tell(self, text="go\n"):
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def close(self):
-        """Closes its stdin: the end of what it does until then."""
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-
-    def finish(self):
-        """Closes its stdin; waits for it to exit (0)."""
-        self.close()
-        assert self.proc.wait(60) == 0, f"{self.what}: {self.proc.stderr.read()}"
+    env = machine.env(uid, WIRE_PB2_DIR=os.environ["WIRE_PB2_DIR"],
+                      PYTHONDONTWRITEBYTECODE="1")
+    return Actor(machine, uid, [PY, CLIENT, *args], env=env)
 
 
 def act(machine, uid, *args, lines=1):
     """Runs fairness_client.py as `uid` to the end; its JSON lines."""
-    actor = Actor(machine, uid, *args)
+    actor = fairness_actor(machine, uid, *args)
     out = [actor.next() for _ in range(lines)]
     actor.finish()
     return out if lines > 1 else out[0]
@@ -105,7 +67,7 @@ def test_a_user_fills_its_share_of_a_module_not_the_module(machine):
     ident = module_protected_key(machine)
     objects_before = module(machine, 1)["objects"]
 
-    attacker = Actor(machine, ATTACKER, "fill", 1, ident)
+    attacker = fairness_actor(machine, ATTACKER, "fill", 1, ident)
     filled = attacker.next()
     assert filled["code"] == "ERROR_LIMIT", filled
     assert filled["loaded"] == 20
@@ -128,7 +90,7 @@ def test_a_user_fills_its_share_of_a_module_not_the_module(machine):
 def test_a_flood_of_slow_operations_delays_another_user_by_about_one(shared):
     shared.admin("module", "latency", "1", "200")  # every operation on module 1: 200 ms
     ops_before = module(shared, 1)["ops"]
-    flood = Actor(shared, ATTACKER, "flood", 1, 8)
+    flood = fairness_actor(shared, ATTACKER, "flood", 1, 8)
     assert flood.next()["flooding"] == 8
     # The flood is under way (8 operations in line): the module served two.
     wait_for(lambda: module(shared, 1)["ops"] >= ops_before + 2, "the flood to be served")
@@ -160,7 +122,7 @@ def test_wrong_passphrases_lock_out_only_the_user_who_typed_them(shared):
     # module the attacker tried, and its preloadrun runs, while the attacker
     # keeps trying.
     passphrase = shared.file_for(VICTIM, "pp", "correct horse\n")
-    hammer = Actor(shared, ATTACKER, "hammer", 1, token_hash, "again-")
+    hammer = fairness_actor(shared, ATTACKER, "hammer", 1, token_hash, "again-")
     victim = act(shared, VICTIM, "load-token", 1, token_hash, passphrase)
     assert victim.get("handle"), victim
     run = shared.run(VICTIM, [shared.preloadrun, "-s", "victimcard", "--passphrase-file",
@@ -189,9 +151,9 @@ def test_a_wrong_passphrase_does_not_hold_the_module_nor_run_the_kdf_once_refuse
     # signatures on module 1 (20 ms each): all of them are answered before
     # the attacker is, so the check does not hold the module.
     shared.admin("module", "latency", "1", "20")
-    victim = Actor(shared, VICTIM, "sign-on-go", 1, 5)
+    victim = fairness_actor(shared, VICTIM, "sign-on-go", 1, 5)
     assert victim.next()["ready"]
-    attacker = Actor(shared, ATTACKER, "slow-guess", 1, token_hash, "nope")
+    attacker = fairness_actor(shared, ATTACKER, "slow-guess", 1, token_hash, "nope")
     assert attacker.next()["sent"]
     victim.tell()
     signed = victim.next()["times"]
