@@ -179,16 +179,37 @@ def complete(shell, line, env, cwd):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def shell_env(home, path_dirs, **extra):
+SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+
+
+def system_path_without(root, names):
+    """A directory standing for the system's PATH without the programs
+    `names`: a link to every other program of SYSTEM_PATH (the first of a
+    name wins, as on PATH). Whatever the host has installed (the package
+    puts hsmsim in /usr/bin), a shell given this directory instead of
+    SYSTEM_PATH does not find `names`."""
+    os.makedirs(root, exist_ok=True)
+    for directory in SYSTEM_PATH:
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            link = os.path.join(root, name)
+            if name in names or os.path.lexists(link):
+                continue
+            os.symlink(os.path.join(directory, name), link)
+    return root
+
+
+def shell_env(home, path_dirs, system_path=SYSTEM_PATH, **extra):
     """A clean environment for a shell: its own HOME and XDG directories (no
-    user configuration, history or cache), PATH = path_dirs + the system's,
+    user configuration, history or cache), PATH = path_dirs + system_path,
     and `extra`. Variables set to None are left out."""
     env = {
         "HOME": home,
         "XDG_CONFIG_HOME": os.path.join(home, ".config"),
         "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
         "XDG_CACHE_HOME": os.path.join(home, ".cache"),
-        "PATH": ":".join(list(path_dirs) + ["/usr/local/bin", "/usr/bin", "/bin"]),
+        "PATH": ":".join(list(path_dirs) + list(system_path)),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "USER": os.environ.get("USER", "root"),

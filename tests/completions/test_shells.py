@@ -23,8 +23,13 @@ HUNG_LIMIT = 3.9
 DOWN_LIMIT = 1.0
 
 
+@pytest.fixture(scope="module")
+def system_without_hsmsim(tmp_path_factory):
+    return [shells.system_path_without(str(tmp_path_factory.mktemp("bin")), {"hsmsim"})]
+
+
 @pytest.fixture
-def complete(shell, world, home, workdir):
+def complete(shell, world, home, workdir, system_without_hsmsim):
     """complete(line) -> candidates, in a shell with hsmsim and preloadrun on
     PATH and HSMSIM_SOCKET at the world's service. socket= sets another
     HSMSIM_SOCKET; with_hsmsim=False leaves hsmsim off PATH (preloadrun
@@ -35,8 +40,11 @@ def complete(shell, world, home, workdir):
     assert not os.path.exists(os.path.join(preloadrun_dir, "hsmsim"))
 
     def run(line, *, socket=world.socket, with_hsmsim=True, full=False):
-        path = [preloadrun_dir, hsmsim_dir] if with_hsmsim else [preloadrun_dir]
-        env = shells.shell_env(home, path, HSMSIM_SOCKET=socket)
+        if with_hsmsim:
+            path, system = [preloadrun_dir, hsmsim_dir], shells.SYSTEM_PATH
+        else:
+            path, system = [preloadrun_dir], system_without_hsmsim
+        env = shells.shell_env(home, path, system, HSMSIM_SOCKET=socket)
         result = shells.complete(shell, line, env, workdir)
         assert result.errors == "", (
             f"{shell} printed on its error output while completing {line!r}:\n{result.errors}")
