@@ -1,12 +1,15 @@
 """Running as a service: the systemd units in dist/systemd, and preloadrun as
 a container's entrypoint (PID 1 of a PID namespace).
 
-The units are checked twice: `systemd-analyze verify` reads them as systemd
-would (in a scratch root holding the units, the programs and the system's
-targets), and their ExecStart= lines are run the way systemd runs a
-Type=notify service (environment from Environment=, %i and %d expanded,
-RuntimeDirectory= created, NOTIFY_SOCKET set, SIGTERM to stop), with the
-fixed paths under /run and /var/lib moved into a scratch directory.
+The units are checked three ways: `systemd-analyze verify` reads them as
+systemd would (in a scratch root holding the units, the programs and the
+system's targets); `systemd-analyze condition` evaluates their [Unit]
+conditions and asserts as the system's service manager (root) does; and their
+ExecStartPre= and ExecStart= lines are run the way systemd runs a Type=notify
+service (as User=/Group= with their groups, environment from Environment=,
+%i, %d and $$ expanded, RuntimeDirectory= and StateDirectory= created for the
+user, NOTIFY_SOCKET set, SIGTERM to stop), with the fixed paths under /run
+and /var/lib moved into a scratch directory.
 """
 
 import os
@@ -24,6 +27,19 @@ from preloadrun_support import PASS1, TIMEOUT, executable, wait_for
 
 DIST = os.environ.get("PRELOADRUN_DIST", "")
 UNITS = ("hsmsim.service", "preloadrun@.service")
+# The users the units run as, as the host's user database would have them:
+# name -> (uid, gid, supplementary gids). None of them needs an entry in
+# /etc/passwd. An application's user is in the hsmsim group (to reach the
+# client socket), as the units' comments tell the operator.
+HSMSIM_UID, APP_UID = 2100, 2000
+USERS = {"root": (0, 0, ()), "hsmsim": (HSMSIM_UID, HSMSIM_UID, ()),
+         "myapp": (APP_UID, APP_UID, (HSMSIM_UID,))}
+GROUPS = {"root": 0, "hsmsim": HSMSIM_UID, "myapp": APP_UID}
+# `systemctl edit preloadrun@mycard` as the unit's comment says.
+APP_DROPIN = [("User", "myapp"), ("Group", "myapp")]
+# The clients find the service's uid by the name "hsmsim" in the user
+# database; with no such entry here, they are told it.
+LOOKUP = {"HSMSIM_SERVICE_USER": str(HSMSIM_UID)}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +92,10 @@ def verify_root(root, dist, programs):
         shutil.copy(os.path.join(dist, "systemd", unit), units)
     bindir = os.path.join(root, "usr/bin")
     os.makedirs(bindir)
+    os.symlink("usr/bin", os.path.join(root, "bin"))  # merged /usr, as on Debian 12
     for program in programs:
         shutil.copy(program, bindir)
+    shutil.copy("/bin/sh", bindir)  # ExecStartPre='s shell
     return units
 
 
@@ -119,6 +137,31 @@ def test_units_pass_systemd_analyze_verify(dist, scratch):
                            for line in complaints), complaints
 
 
+def conditions(root, unit):
+    """`systemd-analyze condition --unit`: the unit's [Unit] Condition*= and
+    Assert*= lines, evaluated by systemd as the system's service manager
+    (root, as this test runs) would before starting it."""
+    r = subprocess.run(["systemd-analyze", "condition", f"--root={root}", f"--unit={unit}"],
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def test_unit_conditions_and_asserts_hold_for_the_system_manager(dist, scratch):
+    assert os.geteuid() == 0, "the system manager is root: run as root"
+    units = verify_root(scratch, dist, [executable("HSMSIM"), executable("PRELOADRUN")])
+    for unit in ("hsmsim.service", "preloadrun@mycard.service"):
+        rc, out = conditions(scratch, unit)
+        assert rc == 0, f"{unit} would not start:\n{out}"
+    # The check notices a unit that cannot start: AssertUser= tests the
+    # manager's user, which is root for every system service.
+    with open(os.path.join(units, "preloadrun@.service")) as f:
+        text = f.read()
+    with open(os.path.join(units, "preloadrun@.service"), "w") as f:
+        f.write(text.replace("[Unit]\n", "[Unit]\nAssertUser=!root\n", 1))
+    rc, out = conditions(scratch, "preloadrun@mycard.service")
+    assert rc != 0 and "AssertUser=!root failed" in out, out
+
+
 # -- the units' commands, run as systemd runs them ------------------------------
 
 class Notify:
@@ -128,6 +171,7 @@ class Notify:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
+        os.chmod(path, 0o777)  # as systemd's: any service's user may write
 
     def wait_ready(self, proc, log):
         self.sock.settimeout(0.1)
@@ -145,8 +189,25 @@ class Notify:
         self.sock.close()
 
 
+class UnitFailed(AssertionError):
+    def __init__(self, line, status, log):
+        super().__init__(f"{line} exited with status {status}; log:\n{log}")
+        self.status, self.log = status, log
+
+
+def command_argv(line, expand):
+    """A unit's command line as systemd splits it: words (quotes removed),
+    specifiers expanded, "$$" a literal "$"; a leading "-" (failure
+    ignored) is not used by these units."""
+    words = [expand(word) for word in shlex.split(line)]
+    for word in words:
+        assert "$" not in word.replace("$$", ""), f"environment expansion in {line!r}"
+    return [word.replace("$$", "$") for word in words]
+
+
 class UnitRunner:
-    """Runs a unit's ExecStart= with /run and /var/lib moved under `root`."""
+    """Runs a unit's ExecStartPre= and ExecStart= with /run and /var/lib moved
+    under `root`, as its User= and Group= (from USERS and GROUPS)."""
 
     def __init__(self, dist, root, programs):
         self.dist, self.root, self.programs = dist, root, programs
@@ -157,13 +218,24 @@ class UnitRunner:
             text = text.replace(top, os.path.join(self.root, top.strip("/")) + "/")
         return text
 
-    def start(self, unit, instance=None, credentials=None, env_extra=None):
+    def start(self, unit, instance=None, credentials=None, env_extra=None, dropin=()):
+        """Starts `unit` with the [Service] settings of `dropin` (key, value)
+        overriding the unit's; raises UnitFailed when an ExecStartPre=
+        fails."""
         service = read_unit(os.path.join(self.dist, "systemd", unit))["Service"]
+        service = [(k, v) for k, v in service if k not in {k2 for k2, _ in dropin}]
+        service += list(dropin)
 
         def expand(text):
             text = text.replace("%i", instance or "")
             text = text.replace("%d", credentials or "")
+            text = text.replace("%%", "%")
             return self.moved(text)
+
+        user = (values(service, "User") or ["root"])[-1]
+        group = (values(service, "Group") or [None])[-1]
+        uid, gid = USERS[user][0], GROUPS[group] if group else USERS[user][1]
+        run_as = as_user(user, group)
 
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "NO_COLOR": "1"}
         for assignment in values(service, "Environment"):
@@ -178,12 +250,29 @@ class UnitRunner:
                 path = os.path.join(self.root, top, expand(name))
                 os.makedirs(path, exist_ok=True)
                 os.chmod(path, mode)
-        argv = shlex.split(expand(values(service, "ExecStart")[0]))
+                os.chown(path, uid, gid)
+        env.update(env_extra or {})
+        # The credentials directory (%d) belongs to the service's user.
+        if credentials:
+            for dirpath, _, names in os.walk(credentials):
+                for path in [dirpath] + [os.path.join(dirpath, n) for n in names]:
+                    os.chown(path, uid, gid)
+        # An empty ExecStartPre= resets the list (as in a drop-in).
+        pre_lines = values(service, "ExecStartPre")
+        if "" in pre_lines:
+            pre_lines = pre_lines[len(pre_lines) - pre_lines[::-1].index(""):]
+        for line in pre_lines:
+            pre = command_argv(line, expand)
+            assert pre[0].startswith("/"), "an ExecStartPre= program outside PATH"
+            r = subprocess.run(run_as + pre, env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=TIMEOUT)
+            if r.returncode != 0:
+                raise UnitFailed(line, r.returncode, r.stdout + r.stderr)
+        argv = command_argv(values(service, "ExecStart")[0], expand)
         assert "/" not in argv[0], "units name the program, systemd finds it"
-        argv[0] = self.programs[argv[0]]
+        argv = run_as + [self.programs[argv[0]]] + argv[1:]
         notify = Notify(os.path.join(self.root, f"notify{len(self.procs)}"))
         env["NOTIFY_SOCKET"] = notify.path
-        env.update(env_extra or {})
         log = open(os.path.join(self.root, f"{unit}.log"), "wb")
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=log)
@@ -211,35 +300,53 @@ class UnitRunner:
                 proc.wait()
 
 
+def as_user(name, group=None):
+    """argv prefix running a command as user `name` (and group `group`,
+    default the user's), with the user's supplementary groups."""
+    uid, gid, groups = USERS[name]
+    gid = GROUPS[group] if group else gid
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
+    argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+    return argv + ["--"]
+
+
+def start_hsmsim_with_mycard(units, scratch):
+    """hsmsim.service started, the softcard mycard created (as root, an
+    operator with the admin socket), its passphrase in a credentials
+    directory as LoadCredentialEncrypted= gives it (%d)."""
+    sim, sim_env = units.start("hsmsim.service")
+    admin = {**sim_env, **LOOKUP, "PATH": os.environ["PATH"]}
+    admin.pop("NOTIFY_SOCKET")
+    credentials = os.path.join(scratch, "credentials")
+    os.mkdir(credentials, 0o700)
+    passfile = os.path.join(credentials, "passphrase")
+    with open(os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(PASS1 + "\n")
+    subprocess.run([units.programs["hsmsim"], "softcard", "create", "mycard",
+                    "--passphrase-file", passfile],
+                   env=admin, check=True, capture_output=True, timeout=TIMEOUT)
+    return sim, admin, credentials
+
+
 def test_units_start_notify_ready_and_stop_cleanly(dist, scratch):
     hsmsim, preloadrun = executable("HSMSIM"), executable("PRELOADRUN")
     units = UnitRunner(dist, scratch, {"hsmsim": hsmsim, "preloadrun": preloadrun})
     try:
-        sim, sim_env = units.start("hsmsim.service")
-        admin = {**sim_env, "PATH": os.environ["PATH"]}
-        admin.pop("NOTIFY_SOCKET")
-        passfile = os.path.join(scratch, "pass")
-        with open(passfile, "w") as f:
-            f.write(PASS1 + "\n")
-        subprocess.run([hsmsim, "softcard", "create", "mycard", "--passphrase-file", passfile],
-                       env=admin, check=True, capture_output=True, timeout=TIMEOUT)
-        # LoadCredentialEncrypted= gives the service the decrypted passphrase
-        # in a private directory, %d.
-        credentials = os.path.join(scratch, "credentials")
-        os.mkdir(credentials, 0o700)
-        os.rename(passfile, os.path.join(credentials, "passphrase"))
+        sim, admin, credentials = start_hsmsim_with_mycard(units, scratch)
+        assert os.stat(units.moved("/var/lib/hsmsim/kmdata")).st_uid == HSMSIM_UID
 
         pre, pre_env = units.start("preloadrun@.service", instance="mycard",
-                                   credentials=credentials)
+                                   credentials=credentials, dropin=APP_DROPIN, env_extra=LOOKUP)
         tokens = units.moved("/run/preloadrun/mycard/tokens.json")
         assert os.path.exists(tokens), units.log("preloadrun@.service")
-        # An application points at the fixed path; the file is live.
+        assert os.stat(tokens).st_uid == APP_UID
+        # The application, as its user, points at the fixed path; the file is live.
         app_env = {**admin, "NFAST_NFKM_TOKENSFILE": tokens}
-        r = subprocess.run([preloadrun, "check"], env=app_env, capture_output=True, text=True,
-                           timeout=TIMEOUT)
+        r = subprocess.run(as_user("myapp") + [preloadrun, "check"], env=app_env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
         assert r.returncode == 0, r.stdout + r.stderr
-        r = subprocess.run([preloadrun, "--attach", tokens, "--", "sh", "-c",
-                            'echo "$NFAST_NFKM_TOKENSFILE $CKNFAST_RELOAD_KEYS"'],
+        r = subprocess.run(as_user("myapp") + [preloadrun, "--attach", tokens, "--", "sh", "-c",
+                                               'echo "$NFAST_NFKM_TOKENSFILE $CKNFAST_RELOAD_KEYS"'],
                            env=admin, capture_output=True, text=True, timeout=TIMEOUT)
         assert r.returncode == 0 and r.stdout == f"{tokens} 1\n", r.stderr
         loaded = subprocess.run([hsmsim, "module", "list", "--json"], env=admin, text=True,
@@ -249,7 +356,8 @@ def test_units_start_notify_ready_and_stop_cleanly(dist, scratch):
         # systemctl stop preloadrun@mycard: exit 0, file gone, tokens unloaded.
         assert units.stop(pre) == 0, units.log("preloadrun@.service")
         assert not os.path.exists(tokens) and not os.path.exists(tokens + ".lock")
-        r = subprocess.run([preloadrun, "check"], env=app_env, capture_output=True, text=True)
+        r = subprocess.run(as_user("myapp") + [preloadrun, "check"], env=app_env,
+                           capture_output=True, text=True)
         assert r.returncode == 1
         loaded = subprocess.run([hsmsim, "module", "list", "--json"], env=admin, text=True,
                                 capture_output=True, check=True).stdout
@@ -257,6 +365,31 @@ def test_units_start_notify_ready_and_stop_cleanly(dist, scratch):
         # systemctl stop hsmsim: exit 0, sockets removed.
         assert units.stop(sim) == 0, units.log("hsmsim.service")
         assert not os.path.exists(units.moved("/run/hsmsim/client.sock"))
+    finally:
+        units.cleanup()
+
+
+def test_preloadrun_unit_refuses_to_run_as_root(dist, scratch):
+    hsmsim, preloadrun = executable("HSMSIM"), executable("PRELOADRUN")
+    units = UnitRunner(dist, scratch, {"hsmsim": hsmsim, "preloadrun": preloadrun})
+    try:
+        _, _, credentials = start_hsmsim_with_mycard(units, scratch)
+        # No User= (the operator skipped `systemctl edit`), or User=root.
+        for dropin in ((), (("User", "root"),)):
+            with pytest.raises(UnitFailed) as failed:
+                units.start("preloadrun@.service", instance="mycard", credentials=credentials,
+                            dropin=dropin, env_extra=LOOKUP)
+            assert failed.value.status == 1
+            lines = failed.value.log.splitlines()
+            assert lines == ["preloadrun@mycard: refusing to run as root: set User= and Group= "
+                             "to the user of the application (systemctl edit "
+                             "preloadrun@mycard)"], lines
+            assert not os.path.exists(units.moved("/run/preloadrun/mycard/tokens.json"))
+        # An empty ExecStartPre= in a drop-in lets an application that runs
+        # as root have it.
+        pre, _ = units.start("preloadrun@.service", instance="mycard", credentials=credentials,
+                             dropin=[("ExecStartPre", "")], env_extra=LOOKUP)
+        assert units.stop(pre) == 0, units.log("preloadrun@.service")
     finally:
         units.cleanup()
 
