@@ -68,7 +68,12 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION "admin")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "bash-completion, opensc, p11-kit")
+# The clients the documentation's examples use.
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS
+  "bash-completion, opensc, p11-kit, gnutls-bin, libengine-pkcs11-openssl, systemd")
+# postinst creates the hsmsim user; postrm says what purging keeps.
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA "${_dist}/debian/postinst;${_dist}/debian/postrm")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "preloadrun loads the tokens that protect an application's keys onto every
 usable HSM, keeps reloading them when an HSM is cleared, fails, comes back or
 is enrolled, publishes a tokens file and supervises the application.

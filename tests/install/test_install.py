@@ -160,9 +160,10 @@ def test_debian_package_installs_and_removes_cleanly(tmp_path):
     for library in ("libc6", "libssl3", "libstdc++6", "libprotobuf-lite32"):
         assert library in depends, depends
 
-    # dpkg installs it into a throwaway root (no maintainer scripts to run).
+    # dpkg installs it into a throwaway root, its maintainer scripts run
+    # with DPKG_ROOT set to it ("chrootless").
     root = tmp_path / "root"
-    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers"):
+    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc"):
         (root / d).mkdir(parents=True)
     (root / "var/lib/dpkg/status").write_text("")
     dpkg = ["dpkg", f"--root={root}", "--force-depends", "--force-not-root",
@@ -170,12 +171,29 @@ def test_debian_package_installs_and_removes_cleanly(tmp_path):
     r = subprocess.run([*dpkg, "-i", deb], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     installed = {f for f in files_under(root) if not f.startswith("var/lib/dpkg/")}
-    assert installed == expected_files("/usr")
+    accounts = {f for f in installed if f.startswith("etc/")}
+    assert installed - accounts == expected_files("/usr")
+    # postinst created the hsmsim system user and group (systemd-sysusers).
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    hsmsim = [line.split(":") for line in passwd if line.startswith("hsmsim:")]
+    assert len(hsmsim) == 1 and int(hsmsim[0][2]) < 1000, passwd
+    assert hsmsim[0][5] == "/var/lib/hsmsim" and hsmsim[0][6] == "/usr/sbin/nologin", hsmsim
+    assert any(line.startswith("hsmsim:") for line in (root / "etc/group").read_text().split())
     check_runs_from(root, "/usr")
     check_completions_found(root, "/usr")
 
+    # Removing leaves no file of the package; purging says what it keeps:
+    # the world (keys nothing else can bring back) and the user.
+    (root / "var/lib/hsmsim/kmdata").mkdir(parents=True)
+    r = subprocess.run([*dpkg, "--remove", "preloadrun"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([*dpkg, "--purge", "preloadrun"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    kept = [line for line in r.stderr.splitlines() if line.startswith("preloadrun: kept")]
+    assert len(kept) == 2 and "/var/lib/hsmsim" in kept[0] and "userdel hsmsim" in kept[1], \
+        r.stdout + r.stderr
     left = {f for f in files_under(root) if not f.startswith("var/lib/dpkg/")}
-    assert left == set(), left
+    assert {f for f in left if not f.startswith("etc/")} == set(), left
+    assert (root / "var/lib/hsmsim/kmdata").is_dir()
