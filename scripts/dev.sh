@@ -44,9 +44,45 @@ deps() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Configures and builds preset $1 quietly: one progress line (updated in
+# place on a terminal, every quarter otherwise), the compiler's output only
+# when the build fails, and the time taken.
 build_preset() {
-  cmake --preset "$1" >/dev/null
-  cmake --build --preset "$1"
+  local log start=$SECONDS status=0
+  log=$(mktemp)
+  if ! cmake --preset "$1" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  echo "dev.sh: building preset $1 (the compiler's output: only on failure)" >&2
+  cmake --build --preset "$1" 2>&1 | progress "$log" || status=$?
+  if ((status != 0)); then
+    grep -E -A12 'error:|Error [0-9]|FAILED:' "$log" | head -n 80 >&2 || tail -n 60 "$log" >&2
+    echo "dev.sh: the build of preset $1 failed; its whole output: $log" >&2
+    return "$status"
+  fi
+  rm -f "$log"
+  echo "dev.sh: built preset $1 in $((SECONDS - start)) s" >&2
+}
+
+# Copies the build's output to $1 and shows ninja's [done/total] as progress.
+progress() {
+  local line done total shown=0 tty=0
+  [[ -t 2 ]] && tty=1
+  while IFS= read -r line; do
+    printf '%s\n' "$line" >>"$1"
+    [[ $line =~ ^\[([0-9]+)/([0-9]+)\] ]] || continue
+    done=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
+    if ((tty)); then
+      printf '\rdev.sh: %d/%d' "$done" "$total" >&2
+    elif ((done * 4 >= (shown + 1) * total)); then
+      shown=$((done * 4 / total))
+      echo "dev.sh: $done/$total" >&2
+    fi
+  done
+  ((tty)) && printf '\n' >&2
+  return 0
 }
 
 test_preset() {
