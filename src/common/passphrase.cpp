@@ -9,9 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <openssl/crypto.h>
 #include <sys/stat.h>
-#include <termios.h>
 #include <unistd.h>
 
 namespace preloadrun {
@@ -70,38 +68,6 @@ SecureBuffer read_line(int fd, const std::string& where) {
     }
     buf.truncate(got);
     return buf;
-}
-
-class EchoOff {
-public:
-    explicit EchoOff(int fd) : fd_(fd) {
-        if (::tcgetattr(fd_, &saved_) == 0) {
-            termios quiet = saved_;
-            quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-            quiet.c_lflag |= ECHONL;
-            active_ = ::tcsetattr(fd_, TCSAFLUSH, &quiet) == 0;
-        }
-    }
-    EchoOff(const EchoOff&) = delete;
-    EchoOff& operator=(const EchoOff&) = delete;
-    ~EchoOff() {
-        if (active_) {
-            ::tcsetattr(fd_, TCSAFLUSH, &saved_);
-        }
-    }
-
-private:
-    int fd_;
-    termios saved_{};
-    bool active_ = false;
-};
-
-SecureBuffer ask(int tty, const std::string& prompt) {
-    if (::write(tty, prompt.data(), prompt.size()) < 0) {
-        throw_errno("cannot write to /dev/tty");
-    }
-    EchoOff echo_off(tty);
-    return read_line(tty, "the terminal");
 }
 
 std::string mode_text(mode_t mode) {
@@ -183,24 +149,6 @@ SecureBuffer read_passphrase_fd(int fd) {
     auto buf = read_line(fd, where);
     require_non_empty(buf, where);
     return buf;
-}
-
-SecureBuffer prompt_passphrase(const std::string& prompt, bool confirm) {
-    Fd tty(::open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY));
-    if (!tty) {
-        throw Error(ErrorCode::usage,
-                    "no terminal to ask for the passphrase on; use --passphrase-file");
-    }
-    auto first = ask(tty.get(), prompt);
-    require_non_empty(first, "the terminal");
-    if (confirm) {
-        auto second = ask(tty.get(), "Again: ");
-        if (first.size() != second.size() ||
-            CRYPTO_memcmp(first.data(), second.data(), first.size()) != 0) {
-            throw Error(ErrorCode::usage, "the two passphrases differ");
-        }
-    }
-    return first;
 }
 
 } // namespace preloadrun

@@ -105,10 +105,7 @@ std::vector<SecureBuffer> collect_passphrases(const Options& options,
             try {
                 passphrases.push_back(
                     prompt_passphrase("Passphrase for " + hsm::describe(tokens[i]) + ": "));
-            } catch (const Error& e) {
-                if (e.code() != ErrorCode::usage) {
-                    throw;
-                }
+            } catch (const NoTerminal&) {
                 throw Error(ErrorCode::usage, "no passphrase for " + hsm::describe(tokens[i]) +
                                                   ": no terminal to ask on; use "
                                                   "--passphrase-file or --passphrase-fd");

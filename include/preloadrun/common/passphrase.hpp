@@ -2,6 +2,7 @@
 // Passphrases come only from a terminal prompt, a file, or a descriptor:
 // never from argv or the environment. They live in SecureBuffer.
 
+#include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 
 #include <filesystem>
@@ -24,8 +25,23 @@ SecureBuffer read_passphrase_file(const std::filesystem::path& path);
 // passphrases can come through one descriptor, one per line.
 SecureBuffer read_passphrase_fd(int fd);
 
-// Prompts on /dev/tty with echo off. With confirm, asks twice and refuses a
-// mismatch. Throws Error(usage) when there is no terminal to ask on.
+// Thrown by prompt_passphrase when there is no terminal to ask on.
+class NoTerminal : public Error {
+public:
+    explicit NoTerminal(const std::string& message) : Error(ErrorCode::usage, message) {}
+};
+
+// Prompts on /dev/tty with echo off and reads one line (Enter: a newline or
+// a carriage return), refusing an empty one. With confirm, asks twice and
+// refuses a mismatch. Job control safe: the terminal's settings are read
+// and changed only in the foreground (a background process stops with
+// SIGTTOU until fg), Ctrl-Z restores them and stops, and after a SIGCONT
+// echo is off again before anything typed is read (the question is asked
+// again when the process was stopped or the settings changed meanwhile).
+// SIGINT, SIGTERM, SIGHUP, SIGQUIT (and the other signals that end a
+// process by default) restore the terminal, then the process dies of the
+// same signal as the caller's disposition has it. Throws NoTerminal when
+// there is no terminal to ask on.
 SecureBuffer prompt_passphrase(const std::string& prompt, bool confirm = false);
 
 } // namespace preloadrun
