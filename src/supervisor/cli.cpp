@@ -35,14 +35,14 @@ constexpr const char* kExamples = R"(Examples:
       run myapp with softcard mycard loaded on every HSM
   preloadrun -s a -s b --passphrase-fd 3 -- myapp 3<pass.txt
       two softcards, their passphrases one per line on descriptor 3
-  preloadrun -s mycard -f /run/app/tokens
+  preloadrun -s mycard -f /run/app/tokens.json
       keep mycard loaded for others; print the shell lines that point at it
-  preloadrun --attach /run/app/tokens -- tool
+  preloadrun --attach /run/app/tokens.json -- tool
       run tool against a live tokens file
-  preloadrun check /run/app/tokens
+  preloadrun check /run/app/tokens.json
       is it live? (exit 0 yes, 1 no, 3 this user cannot check)
   preloadrun status --json
-      what $NFAST_NFKM_TOKENSFILE holds
+      in an application under preloadrun: what its $NFAST_NFKM_TOKENSFILE holds
 
 Exit status: COMMAND's; 128+N if it died of signal N; 125 if preloadrun
 failed; 126 if COMMAND is not executable; 127 if not found. See preloadrun(1).)";
