@@ -202,10 +202,13 @@ fi
 snapshot end
 
 step "The fleet at the end (hsmsim module list)"
+say "the client has exited; preloadrun unloaded democard (and the key loaded under it), then"
+say "exited with the client's status: no objects are left on any HSM (OBJECTS)"
 "$hsmsim" module list
 
 step "preloadrun refuses a wrong passphrase"
 printf 'wrong\n' >"$work/wrong"
+chmod 600 "$work/wrong"
 refused=0
 "$preloadrun" -s democard --passphrase-file "$work/wrong" -- true 2>"$work/wrong.log" || refused=$?
 sed 's/^/  /' "$work/wrong.log"
@@ -298,6 +301,11 @@ ok.append({2, new} <= {int(n) for n, _ in loads})
 line("pkcs11", "reloaded the key onto " + (", ".join(f"module {n}" for n in reloads)
                                             or "no module"))
 ok.append({2, new} <= set(reloads))
+left = {n: m["objects"] for n, m in end.items() if m["objects"]}
+line("unloaded", "nothing left loaded once preloadrun exited" if end and not left else
+     "objects left loaded: " + (", ".join(f"module {n}: {c}" for n, c in sorted(left.items()))
+                                or "no module list"))
+ok.append(bool(end) and not left)
 line("passphrase", "a wrong one refused (exit status 125)" if refused == 125
      else f"a wrong one NOT refused (exit status {refused})")
 ok.append(refused == 125)

@@ -1,9 +1,10 @@
 #include "pkcs11/config.hpp"
 
 #include "pkcs11/log.hpp"
+#include "preloadrun/common/duration.hpp"
 #include "preloadrun/common/env.hpp"
+#include "preloadrun/common/error.hpp"
 
-#include <charconv>
 #include <string_view>
 
 namespace preloadrun::pkcs11 {
@@ -15,21 +16,18 @@ bool env_flag(const char* name) {
 
 namespace {
 
-// A number of milliseconds from the environment; anything else is logged and
-// leaves the default.
-void read_milliseconds(const char* name, std::chrono::milliseconds& value) {
+// A duration from the environment: a number and its unit (30s, 5m), or a
+// bare number of milliseconds as these variables always took. Anything else
+// is logged and leaves the default.
+void read_duration(const char* name, std::chrono::milliseconds& value) {
     const char* text = getenv_nonempty(name);
     if (text == nullptr) {
         return;
     }
-    const std::string_view view(text);
-    long long ms = 0;
-    const auto [end, ec] = std::from_chars(view.data(), view.data() + view.size(), ms);
-    if (ec == std::errc() && end == view.data() + view.size() && ms >= 0) {
-        value = std::chrono::milliseconds(ms);
-    } else {
-        logger().warn("{}='{}' is not a number of milliseconds; using {} ms", name, text,
-                      value.count());
+    try {
+        value = parse_duration(text, BareNumber::milliseconds);
+    } catch (const Error& e) {
+        logger().warn("{}: {}; using {} ms", name, e.what(), value.count());
     }
 }
 
@@ -42,8 +40,8 @@ Config Config::from_environment() {
     if (const char* path = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
         config.tokens_file = std::filesystem::path(path);
     }
-    read_milliseconds("PRELOADRUN_PKCS11_RETRY_WINDOW", config.retry_window);
-    read_milliseconds("PRELOADRUN_PKCS11_SERVICE_WAIT", config.service_wait);
+    read_duration("PRELOADRUN_PKCS11_RETRY_WINDOW", config.retry_window);
+    read_duration("PRELOADRUN_PKCS11_SERVICE_WAIT", config.service_wait);
     config.endpoint = hsm::default_endpoint();
     config.endpoint.client_name = "preloadrun-pkcs11";
     return config;

@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/dumpable.hpp"
+#include "preloadrun/common/duration.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
@@ -34,47 +35,17 @@ constexpr const char* kExamples = R"(Examples:
       run myapp with softcard mycard loaded on every HSM
   preloadrun -s a -s b --passphrase-fd 3 -- myapp 3<pass.txt
       two softcards, their passphrases one per line on descriptor 3
-  preloadrun -s mycard -f /run/app/tokens
+  preloadrun -s mycard -f /run/app/tokens.json
       keep mycard loaded for others; print the shell lines that point at it
-  preloadrun --attach /run/app/tokens -- tool
+  preloadrun --attach /run/app/tokens.json -- tool
       run tool against a live tokens file
-  preloadrun check /run/app/tokens
+  preloadrun check /run/app/tokens.json
       is it live? (exit 0 yes, 1 no, 3 this user cannot check)
   preloadrun status --json
-      what $NFAST_NFKM_TOKENSFILE holds
+      in an application under preloadrun: what its $NFAST_NFKM_TOKENSFILE holds
 
 Exit status: COMMAND's; 128+N if it died of signal N; 125 if preloadrun
 failed; 126 if COMMAND is not executable; 127 if not found. See preloadrun(1).)";
-
-// "5m", "300s", "1500ms", "2h": a number and its unit, always (a bare number
-// could mean seconds or minutes).
-std::chrono::milliseconds parse_duration(const std::string& text) {
-    std::uint64_t value = 0;
-    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    std::string_view unit(ptr, static_cast<std::size_t>(text.data() + text.size() - ptr));
-    if (ec != std::errc() || ptr == text.data() || value > 1'000'000'000) {
-        throw Error(ErrorCode::usage,
-                    "--retry-window: '" + text + "' is not a duration (e.g. 5m, 300s, 1500ms)");
-    }
-    if (unit.empty()) {
-        throw Error(ErrorCode::usage, "--retry-window: '" + text + "' has no unit: write " + text +
-                                          "s, " + text + "m, " + text + "ms or " + text + "h");
-    }
-    if (unit == "ms") {
-        return std::chrono::milliseconds(value);
-    }
-    if (unit == "s") {
-        return std::chrono::seconds(value);
-    }
-    if (unit == "m") {
-        return std::chrono::minutes(value);
-    }
-    if (unit == "h") {
-        return std::chrono::hours(value);
-    }
-    throw Error(ErrorCode::usage,
-                "--retry-window: unknown unit in '" + text + "' (use ms, s, m or h)");
-}
 
 // A descriptor number: 0, 1, 2, ...
 const CLI::Validator kDescriptor(
@@ -189,7 +160,11 @@ int run_cli(int argc, char** argv) noexcept {
         }
         options.high_availability = !no_ha;
         if (!retry_window.empty()) {
-            options.retry_window = parse_duration(retry_window);
+            try {
+                options.retry_window = parse_duration(retry_window);
+            } catch (const Error& e) {
+                throw Error(e.code(), std::string("--retry-window: ") + e.what());
+            }
         }
         options.command = app.remaining();
         if (!options.command.empty() && options.command.front() == "--") {

@@ -99,6 +99,13 @@ def test_demo_passes_and_cleans_up(build_dir, tmpdir_env):
     assert re.search(r"^  preloadrun +reloaded democard onto module 2 \(generation 1\), "
                      r"module 4 ", summary, re.M), report
     assert re.search(r"^  pkcs11 +reloaded the key onto module 2, module 4$", summary, re.M), report
+    assert re.search(r"^  unloaded +nothing left loaded once preloadrun exited$", summary,
+                     re.M), report
+    # The fleet's closing list says why it shows no objects, and shows none.
+    fleet = out.split("== The fleet at the end", 1)[1].split("== ", 1)[0]
+    assert "preloadrun unloaded democard" in fleet, report
+    rows = [line.split() for line in fleet.splitlines() if re.match(r"^\d+ ", line)]
+    assert len(rows) == 4 and all(row[-1] == "0" for row in rows), report
     assert re.search(r"^  passphrase +a wrong one refused", summary, re.M), report
     assert re.search(r"^  result +PASS$", summary, re.M), report
     assert "\033[" not in out, "colours on a pipe"
