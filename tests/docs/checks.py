@@ -101,6 +101,18 @@ def check_installing(text, programs):
     assert packages == {f"preloadrun_{project_version()}_{arch}.deb"}, packages
 
 
+def check_uninstalling(text, programs):
+    """The package's postrm says to run exactly the commands the README gives
+    for what purging keeps."""
+    with open(os.path.join(SOURCE, "dist", "debian", "postrm")) as f:
+        postrm = f.read()
+    for line in text.splitlines():
+        command = line.split("#")[0].strip()
+        if command.startswith("apt "):
+            continue
+        assert command in postrm, f"{command!r}: not what the package's postrm says"
+
+
 def unit_entries(text):
     """[(section, key, value)] of a unit file, repeated keys (Environment=) kept."""
     entries, section = [], None

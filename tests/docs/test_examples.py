@@ -22,7 +22,8 @@ import os
 import pytest
 
 from checks import (check_app_unit, check_build_by_hand, check_fuzz, check_installing,
-                    check_quick_start, check_soak, check_systemd, check_tokens_file, debug_log,
+                    check_quick_start, check_soak, check_systemd, check_tokens_file,
+                    check_uninstalling, debug_log,
                     env_file_written, file_of, gone, live_json, objects_zero)
 from examples import all_examples
 from sandbox import Dir, Link, Sandbox, World, WorldSpec
@@ -273,9 +274,18 @@ apt install ./build/default/preloadrun_0.1.0_amd64.deb""",
                "DESTDIR), cpack, dpkg --root installing and purging the package",
             why="installs into the host's /usr/local and dpkg database",
             check=check_installing),
+    Checked("README: uninstalling",
+            """\
+apt purge preloadrun
+rm -r /var/lib/hsmsim        # destroys the world key and every key of the world
+userdel hsmsim""",
+            by="tests/install/test_install.py: dpkg --root removes and purges the package, "
+               "whose postrm names what it keeps",
+            why="removes the host's package, world and user",
+            check=check_uninstalling),
     Checked("README: systemd",
             """\
-systemd-sysusers                                      # creates the hsmsim user
+systemd-sysusers                                      # the hsmsim user (the package made it)
 systemctl enable --now hsmsim.service
 usermod -aG hsmsim myapp                              # may use the client socket
 mkdir -p -m 700 /etc/credstore.encrypted              # not there on a fresh system
