@@ -129,6 +129,27 @@ def test_a_user_the_socket_refuses_is_told_so_and_hsmsim_exits_3(shared):
     assert len(lines) == 1, r.stderr
     assert shared.socket in lines[0] and "Permission denied" in lines[0], lines
     assert f"uid {ATTACKER}" in lines[0] and "hsmsim serve" not in lines[0], lines
+    assert lines[0].endswith(
+        f"the socket (mode 0660, owner uid {SERVICE}, group {SERVICE}) is not open to this "
+        f"user (uid {ATTACKER}) but to group {SERVICE}, which this process is not in: add the "
+        f"user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in again"), lines
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"])  # in the group
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_socket_directory_open_to_a_group_names_the_group(shared):
+    # The socket cannot even be looked up: its directory is open to the
+    # service's group only.
+    srv = os.path.dirname(shared.socket)
+    os.chmod(srv, 0o750)
+    os.chown(srv, SERVICE, SERVICE)
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"], groups=())
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.stderr == (
+        f"hsmsim: cannot reach the HSM service at {shared.socket}: Permission denied: its "
+        f"directory {srv} (mode 0750, owner uid {SERVICE}, group {SERVICE}) is not open to this "
+        f"user (uid {ATTACKER}) but to group {SERVICE}, which this process is not in: add the "
+        f"user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in again\n"), r.stderr
     r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"])  # in the group
     assert r.returncode == 0, r.stderr
 
