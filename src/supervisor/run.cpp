@@ -1,5 +1,6 @@
 #include "supervisor/run.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/service.hpp"
@@ -224,8 +225,15 @@ int run_attached(const Options& options) {
     block_supervised_signals();
     logger()->info("attached to {} ({})", path.string(), state.reason);
     EventLoop loop;
-    // Without --socket the child keeps the HSMSIM_SOCKET it inherits.
-    const auto env = app_environment(path, state.file->high_availability, options.socket);
+    // The service named by --socket, else by HSMSIM_SOCKET (made absolute
+    // either way); with neither, the child's default is preloadrun's.
+    std::string socket = options.socket;
+    if (socket.empty()) {
+        if (const char* inherited = getenv_nonempty("HSMSIM_SOCKET")) {
+            socket = inherited;
+        }
+    }
+    const auto env = app_environment(path, state.file->high_availability, socket);
     return supervise(loop, child_spec(options, env), options);
 }
 
