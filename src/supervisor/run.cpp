@@ -304,6 +304,14 @@ int run(const Options& options) {
     }
     // The application talks to the service the tokens were loaded on.
     const auto env = app_environment(path, options.high_availability, endpoint.socket_path);
+    if (options.command.empty() && tokens.empty()) {
+        // A bare `preloadrun` is more often a slip than token-less service
+        // mode: said on stderr, while stdout keeps only the shell lines.
+        logger()->warn("no token given (-s or -c): nothing was loaded; the tokens file serves "
+                       "module-protected keys only{}, until SIGTERM or SIGINT (Ctrl-C)",
+                       options.high_availability ? " (reloaded onto HSMs that are cleared or join)"
+                                                 : "");
+    }
     int status = options.command.empty() ? run_service_mode(loop, env)
                                          : supervise(loop, child_spec(options, env), options);
     ha.reset();
