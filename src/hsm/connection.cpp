@@ -8,8 +8,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <openssl/crypto.h>
+#include <optional>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <system_error>
 #include <thread>
@@ -27,18 +30,31 @@ struct WipeOnExit {
 
 // Whatever keeps a connection from being made is Error(unavailable): the
 // service cannot be reached (hsmsim exits 3), with the reason.
-Error reach_error(const std::string& path, std::string_view env_variable, int err) {
+// `checked`: the socket's directory, to say whose the socket is after EACCES.
+Error reach_error(const std::string& path, std::string_view env_variable, int err,
+                  const CheckedSocket* checked = nullptr) {
+    const std::string text =
+        "cannot reach the HSM service at " + path + ": " + std::generic_category().message(err);
     if (err == EACCES || err == EPERM) {
+        std::optional<struct stat> socket;
+        try {
+            if (checked != nullptr) {
+                socket = checked->dir.stat_entry(std::filesystem::path(path).filename().string());
+            }
+        } catch (const Error&) {
+            // Only for the message.
+        }
+        if (socket) {
+            return Error(ErrorCode::unavailable,
+                         text + ": " + access_denied("the socket", *socket, Needed::write));
+        }
         return Error(ErrorCode::unavailable,
-                     "cannot reach the HSM service at " + path + ": " +
-                         std::generic_category().message(err) + ": its socket is not open to " +
-                         "this user (uid " + std::to_string(::geteuid()) +
-                         "; the service's owner grants access through the socket's group)");
+                     text + ": the socket is not open to this user (uid " +
+                         std::to_string(::geteuid()) +
+                         "); the service's owner grants access through the socket's group");
     }
-    return Error(ErrorCode::unavailable, "cannot reach the HSM service at " + path + ": " +
-                                             std::generic_category().message(err) +
-                                             " (is `hsmsim serve` running? set " +
-                                             std::string(env_variable) + ")");
+    return Error(ErrorCode::unavailable, text + " (is `hsmsim serve` running? start it, or set " +
+                                             std::string(env_variable) + " to its socket)");
 }
 
 std::string body_name(int body_case) {
@@ -133,7 +149,7 @@ void Connection::connect_socket(std::string_view env_variable) {
                 break;
             }
         }
-        throw reach_error(path_, env_variable, err);
+        throw reach_error(path_, env_variable, err, &checked);
     }
     check_peer(fd_.get(), path_, trusted);
 }

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <fcntl.h>
 #include <filesystem>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,6 +41,36 @@ std::optional<uid_t> parse_uid(std::string_view text) {
         return std::nullopt;
     }
     return uid;
+}
+
+std::string group_name(gid_t gid) {
+    long size = ::sysconf(_SC_GETGR_R_SIZE_MAX);
+    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
+    group entry{};
+    group* found = nullptr;
+    if (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+        return found->gr_name;
+    }
+    return std::to_string(gid);
+}
+
+bool in_group(gid_t gid) {
+    if (::getegid() == gid) {
+        return true;
+    }
+    const int count = ::getgroups(0, nullptr);
+    if (count <= 0) {
+        return false;
+    }
+    std::vector<gid_t> groups(static_cast<std::size_t>(count));
+    const int got = ::getgroups(count, groups.data());
+    return got > 0 && std::find(groups.begin(), groups.begin() + got, gid) != groups.begin() + got;
+}
+
+std::string mode_text(mode_t mode) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+    return text;
 }
 
 bool have_proc_fd() {
@@ -94,6 +127,20 @@ std::string TrustedUids::describe() const {
     return text;
 }
 
+std::string access_denied(std::string_view what, const struct stat& st, Needed needed) {
+    const mode_t group_bit = needed == Needed::write ? S_IWGRP : S_IXGRP;
+    const auto group_text = group_name(st.st_gid);
+    std::string text = std::string(what) + " (mode " + mode_text(st.st_mode) + ", owner uid " +
+                       std::to_string(st.st_uid) + ", group " + group_text +
+                       ") is not open to this user (uid " + std::to_string(::geteuid()) + ")";
+    if ((st.st_mode & group_bit) != 0 && !in_group(st.st_gid)) {
+        return text + " but to group " + group_text +
+               ", which this process is not in: add the user to group " + group_text +
+               " (usermod -aG " + group_text + " USER), then log in again";
+    }
+    return text + "; the service's owner grants access through its group";
+}
+
 CheckedSocket check_socket_path(const std::string& path, const TrustedUids& trusted) {
     std::filesystem::path socket(path);
     auto parent = socket.parent_path();
@@ -117,6 +164,12 @@ CheckedSocket check_socket_path(const std::string& path, const TrustedUids& trus
         throw Error(ErrorCode::permission,
                     refused + "its directory " + parent.string() +
                         " is writable by group or others, who could replace the socket");
+    }
+    if (::faccessat(checked.dir.fd(), ".", X_OK, AT_EACCESS) != 0 && errno == EACCES) {
+        // The socket cannot even be looked up.
+        throw Error(ErrorCode::unavailable,
+                    "cannot reach the HSM service at " + path + ": Permission denied: " +
+                        access_denied("its directory " + parent.string(), dir, Needed::search));
     }
     const auto entry = checked.dir.stat_entry(name);
     if (!entry) {

@@ -20,7 +20,9 @@ template <class Body> CK_RV guard(std::string_view function, Body&& body) noexce
     try {
         return body();
     } catch (const CkError& e) {
-        log_failure(function, e.rv(), e.what());
+        if (!e.reported()) {
+            log_failure(function, e.rv(), e.what());
+        }
         return e.rv();
     } catch (const Error& e) {
         const CK_RV rv = to_rv(e);

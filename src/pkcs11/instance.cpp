@@ -126,21 +126,43 @@ Instance::~Instance() = default;
 void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
                                 const Bytes& instance) {
     const auto& path = *config_.tokens_file;
+    // A file that is not used is told at once (a notice, whatever the log
+    // settings): the application would otherwise meet it only as a failed
+    // login or operation, long after.
+    const std::string named = "tokens file " + path.string();
+    const std::string needs_pin = "C_Login on its tokens needs their passphrase (or point "
+                                  "NFAST_NFKM_TOKENSFILE at a live file)";
     const auto liveness = tokens::check(path);
     if (liveness.status != tokens::Status::live) {
-        logger().warn("tokens file {} not used ({}): {}", path.string(),
-                      tokens::to_string(liveness.status), liveness.reason);
+        notice(spdlog::level::warn, named + " not used (" +
+                                        std::string(tokens::to_string(liveness.status)) +
+                                        "): " + liveness.reason + "; " + needs_pin);
+        return;
+    }
+    if (auto foreign = published_by_another_user(liveness)) {
+        notice(spdlog::level::warn,
+               named + " not used, although live (" + liveness.reason + "): " + *foreign);
         return;
     }
     const auto& file = *liveness.file;
     // Handles issued by another instance of the service (it restarted since,
     // or preloadrun uses another one) are not used: with key reloading they
-    // are taken when the file is rewritten for this one.
+    // are taken when the file is rewritten for this one; without, the file
+    // is never read again, and not used.
     const bool same_instance = file.service_instance == to_hex(instance);
     if (!same_instance) {
-        logger().warn("tokens file {} names another instance of the HSM service ({}, this "
-                      "process uses {}): its handles are not used",
-                      path.string(), file.service_instance, to_hex(instance));
+        notice(spdlog::level::warn,
+               named + " names another instance of the HSM service (" + file.service_instance +
+                   "; this process uses " + to_hex(instance) + " at " +
+                   config_.endpoint.socket_path +
+                   "), written before the service restarted or by a preloadrun that uses "
+                   "another service (HSMSIM_SOCKET): " +
+                   (config_.reload_keys
+                        ? "its handles are used once preloadrun publishes them for this one"
+                        : "not used; " + needs_pin));
+        if (!config_.reload_keys) {
+            return;
+        }
     }
     file_version_ = {file.owner.instance, file.generation};
     std::size_t used = 0;

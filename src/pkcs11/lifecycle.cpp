@@ -3,7 +3,9 @@
 #include "pkcs11/log.hpp"
 
 #include <mutex>
+#include <new>
 #include <pthread.h>
+#include <string>
 #include <unistd.h>
 
 namespace preloadrun::pkcs11 {
@@ -57,6 +59,31 @@ bool check_arguments(CK_VOID_PTR args) {
     return (a->flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS) == 0;
 }
 
+// The Instance, from the environment and the HSM service. A failure here
+// is the environment's, not the application's (no service, a refused
+// socket, ...): it is told in one line whatever the log settings, for the
+// application itself shows at most a CK_RV.
+std::shared_ptr<Instance> start(bool threads_allowed) {
+    const auto failed = [](CK_RV rv, const char* why) {
+        notice(spdlog::level::err, std::string("C_Initialize failed: ") + why);
+        return CkError(rv, why, CkError::Reported::yes);
+    };
+    try {
+        Config config = Config::from_environment();
+        const hsm::Endpoint endpoint = config.endpoint;
+        return std::make_shared<Instance>(
+            std::move(config), [endpoint] { return hsm::connect(endpoint); }, threads_allowed);
+    } catch (const CkError& e) {
+        throw failed(e.rv(), e.what());
+    } catch (const std::bad_alloc&) {
+        throw;
+    } catch (const Error& e) {
+        throw failed(CKR_FUNCTION_FAILED, e.what());
+    } catch (const std::exception& e) {
+        throw failed(CKR_GENERAL_ERROR, e.what());
+    }
+}
+
 } // namespace
 
 void initialize(CK_VOID_PTR args) {
@@ -75,16 +102,7 @@ void initialize(CK_VOID_PTR args) {
             g.instance.reset();
         }
     }
-    Config config = Config::from_environment();
-    const hsm::Endpoint endpoint = config.endpoint;
-    std::shared_ptr<Instance> instance;
-    try {
-        instance = std::make_shared<Instance>(
-            std::move(config), [endpoint] { return hsm::connect(endpoint); }, threads_allowed);
-    } catch (const Error& e) {
-        logger().error("cannot start: {}", e.what());
-        throw CkError(CKR_FUNCTION_FAILED, e.what());
-    }
+    auto instance = start(threads_allowed);
     std::lock_guard lock(g.mutex);
     if (g.instance && g.pid == ::getpid()) {
         throw CkError(CKR_CRYPTOKI_ALREADY_INITIALIZED, "initialised by another thread meanwhile");

@@ -4,6 +4,7 @@
 #include "preloadrun/tokens/liveness.hpp"
 
 #include <set>
+#include <unistd.h>
 
 namespace preloadrun::pkcs11 {
 
@@ -14,6 +15,18 @@ Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
       retries_(clock, retry_window), file_version_(std::move(initial_file)),
       epoch_(parts.router.pool().epoch()), clock_(clock) {
     seen_.store(current_version(), std::memory_order_relaxed);
+}
+
+std::optional<std::string> published_by_another_user(const tokens::Liveness& liveness) {
+    const uid_t self = ::geteuid();
+    if (!liveness.file_uid || *liveness.file_uid == self) {
+        return std::nullopt;
+    }
+    const auto owner = std::to_string(*liveness.file_uid);
+    return "it was published by uid " + owner + " and this process runs as uid " +
+           std::to_string(self) + ": the tokens it lists are loaded for uid " + owner +
+           ", and the HSM service lets no other user use them; run the application as uid " +
+           owner + ", or without NFAST_NFKM_TOKENSFILE (C_Login with the token's passphrase)";
 }
 
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
@@ -149,6 +162,13 @@ void Reloader::reread() {
                               "owner loaded (with the keys loaded under them)",
                               file_.string(), liveness.reason);
             }
+        }
+        return;
+    }
+    if (auto foreign = published_by_another_user(liveness)) {
+        if (!owner_dead_reported_) {
+            owner_dead_reported_ = true;
+            logger().warn("tokens file {} not used: {}", file_.string(), *foreign);
         }
         return;
     }

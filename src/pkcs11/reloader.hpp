@@ -21,12 +21,14 @@
 #include "pkcs11/retry_window.hpp"
 #include "pkcs11/router.hpp"
 #include "pkcs11/slots.hpp"
+#include "preloadrun/tokens/liveness.hpp"
 #include "preloadrun/tokens/tokens_file.hpp"
 
 #include <atomic>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 
 namespace preloadrun::pkcs11 {
@@ -37,6 +39,12 @@ namespace preloadrun::pkcs11 {
 // group, for reloading to bring back.
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
                              const std::vector<hsm::ModuleInfo>& modules);
+
+// Why a live tokens file cannot serve this process: another user published
+// it, and the tokens it lists were loaded for that user (an object on an HSM
+// belongs to the user that loaded it; the service refuses it to anyone
+// else). nullopt when this process's user published it.
+std::optional<std::string> published_by_another_user(const tokens::Liveness& liveness);
 
 // Which tokens file was applied: its owner (a preloadrun run) and the
 // generation it wrote. A preloadrun started again at the same path numbers

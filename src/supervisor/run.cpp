@@ -1,5 +1,6 @@
 #include "supervisor/run.hpp"
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/service.hpp"
@@ -224,8 +225,15 @@ int run_attached(const Options& options) {
     block_supervised_signals();
     logger()->info("attached to {} ({})", path.string(), state.reason);
     EventLoop loop;
-    // Without --socket the child keeps the HSMSIM_SOCKET it inherits.
-    const auto env = app_environment(path, state.file->high_availability, options.socket);
+    // The service named by --socket, else by HSMSIM_SOCKET (made absolute
+    // either way); with neither, the child's default is preloadrun's.
+    std::string socket = options.socket;
+    if (socket.empty()) {
+        if (const char* inherited = getenv_nonempty("HSMSIM_SOCKET")) {
+            socket = inherited;
+        }
+    }
+    const auto env = app_environment(path, state.file->high_availability, socket);
     return supervise(loop, child_spec(options, env), options);
 }
 
@@ -296,6 +304,14 @@ int run(const Options& options) {
     }
     // The application talks to the service the tokens were loaded on.
     const auto env = app_environment(path, options.high_availability, endpoint.socket_path);
+    if (options.command.empty() && tokens.empty()) {
+        // A bare `preloadrun` is more often a slip than token-less service
+        // mode: said on stderr, while stdout keeps only the shell lines.
+        logger()->warn("no token given (-s or -c): nothing was loaded; the tokens file serves "
+                       "module-protected keys only{}, until SIGTERM or SIGINT (Ctrl-C)",
+                       options.high_availability ? " (reloaded onto HSMs that are cleared or join)"
+                                                 : "");
+    }
     int status = options.command.empty() ? run_service_mode(loop, env)
                                          : supervise(loop, child_spec(options, env), options);
     ha.reset();

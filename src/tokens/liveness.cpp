@@ -172,6 +172,7 @@ Liveness check(const Dir& dir, std::string_view name) {
     if (auto unsafe = unsafe_reason(dir, st, tokens_file)) {
         return not_live(Status::unsafe, *unsafe);
     }
+    result.file_uid = st.st_uid;
     std::string text;
     try {
         auto bytes = read_open_file(fd.get(), tokens_file, kMaxFileSize);

@@ -820,6 +820,33 @@ def test_service_mode_no_ha_unsets_reload_keys(pr):
     assert_nothing_left(pr)
 
 
+def test_bare_preloadrun_says_on_stderr_that_nothing_was_loaded(pr_card):
+    # No COMMAND and no token: service mode all the same (module-protected
+    # keys), with the shell lines alone on stdout and the note on stderr.
+    pr = pr_card
+    p, text = _start_service_mode(pr)
+    note = "no token given (-s or -c): nothing was loaded"
+    try:
+        assert text.endswith(f"echo preloadrun pid {p.pid};\n"), text
+        assert "NFAST_NFKM_TOKENSFILE=" in text and note not in text, text
+        lines = [l for l in pr.stderr_of(p).splitlines() if note in l]
+        assert len(lines) == 1, pr.stderr_of(p)
+        assert lines[0] == (f"preloadrun[{p.pid}]: warning: {note}; the tokens file serves "
+                            "module-protected keys only (reloaded onto HSMs that are cleared "
+                            "or join), until SIGTERM or SIGINT (Ctrl-C)"), lines
+    finally:
+        p.send_signal(signal.SIGINT)
+    assert finish(pr, p) == 0, pr.stderr_of(p)
+    assert_nothing_left(pr)
+    # Not with a token, nor with a COMMAND.
+    p, text = _start_service_mode(pr, *card_args(pr), "-f", pr.tokens_file())
+    p.send_signal(signal.SIGTERM)
+    assert finish(pr, p) == 0
+    assert note not in pr.stderr_of(p)
+    r = pr.run("--", "true")
+    assert r.returncode == 0 and note not in r.stderr, r.stderr
+
+
 # -- passphrases -------------------------------------------------------------------
 
 def _two_cards(pr):

@@ -14,6 +14,8 @@
 #include "preloadrun/common/dir.hpp"
 
 #include <string>
+#include <string_view>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <vector>
 
@@ -47,9 +49,18 @@ struct CheckedSocket {
 };
 
 // Checks 1 and 2 for the socket at `path`. Throws Error(not_found) when the
-// directory or the socket does not exist, Error(permission) naming what is
-// wrong and whose it is otherwise.
+// directory or the socket does not exist, Error(unavailable) when this user
+// may not look into the directory (access_denied() says why),
+// Error(permission) naming what is wrong and whose it is otherwise.
 CheckedSocket check_socket_path(const std::string& path, const TrustedUids& trusted);
+
+// For a message after EACCES on `what` ("the socket /run/hsmsim/client.sock",
+// "its directory /run/hsmsim"), whose status is `st`, which this process
+// needed to write (a socket, to connect) or to search (a directory): its
+// mode, owner and group, and when the group would let the process in but
+// the process is not in that group, to add the user to it.
+enum class Needed { write, search };
+std::string access_denied(std::string_view what, const struct stat& st, Needed needed);
 
 // Check 4, on a connected socket: throws Error(permission) naming the uid
 // the service runs as.

@@ -30,6 +30,9 @@ struct Liveness {
     Status status = Status::missing;
     std::string reason;             // one line, for people: why it is not live
     std::optional<TokensFile> file; // when it could be read and decoded
+    // The file's owner: who published it, and the user the HSM objects it
+    // names belong to. Set once the file passed the safety checks.
+    std::optional<uid_t> file_uid;
 };
 
 // Never throws for a missing, unreadable, unsafe or corrupt file: that is its

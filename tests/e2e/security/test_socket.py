@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import textwrap
 
+import pytest
+
 from conftest import ATTACKER, HERE, PY, SERVICE, VICTIM
 
 PASSPHRASE = "victim passphrase 7"
@@ -129,8 +131,55 @@ def test_a_user_the_socket_refuses_is_told_so_and_hsmsim_exits_3(shared):
     assert len(lines) == 1, r.stderr
     assert shared.socket in lines[0] and "Permission denied" in lines[0], lines
     assert f"uid {ATTACKER}" in lines[0] and "hsmsim serve" not in lines[0], lines
+    assert lines[0].endswith(
+        f"the socket (mode 0660, owner uid {SERVICE}, group {SERVICE}) is not open to this "
+        f"user (uid {ATTACKER}) but to group {SERVICE}, which this process is not in: add the "
+        f"user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in again"), lines
     r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"])  # in the group
     assert r.returncode == 0, r.stderr
+
+
+def test_a_socket_directory_open_to_a_group_names_the_group(shared):
+    # The socket cannot even be looked up: its directory is open to the
+    # service's group only.
+    srv = os.path.dirname(shared.socket)
+    os.chmod(srv, 0o750)
+    os.chown(srv, SERVICE, SERVICE)
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"], groups=())
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert r.stderr == (
+        f"hsmsim: cannot reach the HSM service at {shared.socket}: Permission denied: its "
+        f"directory {srv} (mode 0750, owner uid {SERVICE}, group {SERVICE}) is not open to this "
+        f"user (uid {ATTACKER}) but to group {SERVICE}, which this process is not in: add the "
+        f"user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in again\n"), r.stderr
+    r = shared.run(ATTACKER, [shared.hsmsim, "softcard", "list"])  # in the group
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_application_the_socket_refuses_is_told_which_group_it_needs(shared):
+    # pkcs11-tool as a user outside the socket's group: one line from the
+    # module, on stderr, with no log asked for; preloadrun says the same.
+    if os.environ.get("PRELOADRUN_SANITIZE") == "1":
+        pytest.skip("pkcs11-tool cannot load the ASan-built module; runs in the regular build")
+    argv = ["pkcs11-tool", "--module", os.environ["PKCS11_MODULE"], "--list-slots"]
+    r = shared.run(VICTIM, argv, groups=())
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if "libpreloadrun-pkcs11" in line]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].endswith(
+        f": error: C_Initialize failed: cannot reach the HSM service at {shared.socket}: "
+        f"Permission denied: the socket (mode 0660, owner uid {SERVICE}, group {SERVICE}) is "
+        f"not open to this user (uid {VICTIM}) but to group {SERVICE}, which this process is "
+        f"not in: add the user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in "
+        f"again"), lines
+    assert "libpreloadrun-pkcs11" not in r.stdout
+    r = shared.run(VICTIM, argv)  # in the group: nothing from the module
+    assert r.returncode == 0 and "libpreloadrun-pkcs11" not in r.stderr, r.stderr
+
+    r = shared.run(VICTIM, [shared.preloadrun, "--", "true"], groups=())
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.endswith(f"which this process is not in: add the user to group {SERVICE} "
+                             f"(usermod -aG {SERVICE} USER), then log in again\n"), r.stderr
 
 
 def test_pkcs11_module_sends_no_pin_to_a_fake_service(machine):

@@ -38,9 +38,9 @@ def wait_for(predicate, what):
         time.sleep(0.02)
 
 
-def start_owner(machine, group):
-    """VICTIM's preloadrun publishing HOME/app/tokens.json for `group`;
-    returns (process, tokens file path)."""
+def start_owner(machine, group, *args):
+    """VICTIM's preloadrun (with `args`) publishing HOME/app/tokens.json for
+    `group`; returns (process, tokens file path)."""
     home = machine.home(VICTIM)
     os.chmod(home, 0o711)
     app = os.path.join(home, "app")
@@ -49,7 +49,7 @@ def start_owner(machine, group):
     os.chmod(app, 0o750)
     tok = os.path.join(app, "tokens.json")
     owner = machine.spawn(VICTIM, [machine.preloadrun, "-q", "--group", group.gr_name, "-f", tok,
-                                   "--", "sleep", "120"],
+                                   *args, "--", "sleep", "120"],
                           groups=(SERVICE, group.gr_gid), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     wait_for(lambda: os.path.exists(tok) or owner.poll() is not None, "the tokens file")
@@ -89,9 +89,55 @@ def test_a_group_member_sees_the_owner_live(shared):
                    groups=member)
     assert (r.returncode, r.stderr) == (0, "")
 
+    # The module sees the owner live, and does not use the file: what it
+    # lists was loaded for the owner's user (see the test below).
     log = module_log(shared, ATTACKER, member, tok)
-    assert f"using tokens file {tok} (owned by live preloadrun pid {owner.pid}" in log, log
+    assert (f"tokens file {tok} not used, although live (owned by live preloadrun pid "
+            f"{owner.pid}): it was published by uid {VICTIM}") in log, log
     assert "dead" not in log, log
+    log = module_log(shared, VICTIM, member, tok)  # the owner's own user uses it
+    assert f"using tokens file {tok} (owned by live preloadrun pid {owner.pid}" in log, log
+    assert "not used" not in log, log
+    stop_owner(owner, tok)
+
+
+def test_a_member_is_told_at_c_initialize_that_the_owner_s_tokens_are_not_its_own(shared):
+    # The tokens preloadrun loaded belong to its user: the HSM service lets
+    # no one else use them. A member of the file's group whose application
+    # uses the file is told so at C_Initialize, on stderr, with no log asked
+    # for, and its login checks the PIN, instead of a login that takes any
+    # PIN and a first C_Sign that fails.
+    if os.environ.get("PRELOADRUN_SANITIZE") == "1":
+        pytest.skip("pkcs11-tool cannot load the ASan-built module; runs in the regular build")
+    group = shared_group()
+    passfile = shared.file_for(VICTIM, "pass", "victim passphrase\n")
+    for argv in (["softcard", "create", "mycard"],
+                 ["key", "generate", "--type", "ec-p256", "--label", "k", "--id", "01",
+                  "--protect", "softcard:mycard"]):
+        r = shared.run(VICTIM, [shared.hsmsim, *argv, "--passphrase-file", passfile])
+        assert r.returncode == 0, r.stderr
+    owner, tok = start_owner(shared, group, "-s", "mycard", "--passphrase-file", passfile)
+    member = (SERVICE, group.gr_gid)
+    argv = ["pkcs11-tool", "--module", os.environ["PKCS11_MODULE"], "--token-label", "mycard",
+            "--login", "--pin", "any PIN", "--list-objects"]
+
+    r = shared.run(ATTACKER, argv, env=shared.env(ATTACKER, NFAST_NFKM_TOKENSFILE=tok),
+                   groups=member)
+    assert r.returncode != 0 and "CKR_PIN_INCORRECT" in r.stdout + r.stderr, r
+    lines = [line for line in r.stderr.splitlines() if "libpreloadrun-pkcs11" in line]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].endswith(
+        f": warning: tokens file {tok} not used, although live (owned by live preloadrun pid "
+        f"{owner.pid}): it was published by uid {VICTIM} and this process runs as uid "
+        f"{ATTACKER}: the tokens it lists are loaded for uid {VICTIM}, and the HSM service lets "
+        f"no other user use them; run the application as uid {VICTIM}, or without "
+        f"NFAST_NFKM_TOKENSFILE (C_Login with the token's passphrase)"), lines
+
+    # The owner's own user: any PIN, nothing on stderr.
+    r = shared.run(VICTIM, argv, env=shared.env(VICTIM, NFAST_NFKM_TOKENSFILE=tok),
+                   groups=member)
+    assert r.returncode == 0 and "label:      k" in r.stdout, r
+    assert "libpreloadrun-pkcs11" not in r.stderr, r.stderr
     stop_owner(owner, tok)
 
 

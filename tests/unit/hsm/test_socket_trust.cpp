@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -161,6 +162,47 @@ TEST_CASE("hsm::check_socket_path") {
         CHECK(code_of([&] { check_socket_path(sock, trusted); }) == ErrorCode::permission);
         CHECK_NOTHROW(check_socket_path(sock, TrustedUids(0, {kOther})));
         ::close(fd);
+    }
+}
+
+TEST_CASE("hsm::access_denied") {
+    // A group this process is not in, and its name as a message gives it.
+    gid_t outside = 2100;
+    while (outside == ::getegid() || group_member(outside) != 0) {
+        ++outside;
+    }
+    const group* entry = ::getgrgid(outside);
+    const std::string name = entry != nullptr ? entry->gr_name : std::to_string(outside);
+    struct stat st {};
+    st.st_uid = 2100;
+    st.st_gid = outside;
+    const std::string self = "is not open to this user (uid " + std::to_string(::geteuid()) + ")";
+
+    SUBCASE("a socket open to a group this process is not in: that group, and the fix") {
+        st.st_mode = S_IFSOCK | 0660;
+        CHECK(access_denied("the socket", st, Needed::write) ==
+              "the socket (mode 0660, owner uid 2100, group " + name + ") " + self +
+                  " but to group " + name + ", which this process is not in: add the user to " +
+                  "group " + name + " (usermod -aG " + name + " USER), then log in again");
+    }
+    SUBCASE("a directory open to that group for search") {
+        st.st_mode = S_IFDIR | 0750;
+        CHECK(access_denied("its directory /d", st, Needed::search)
+                  .starts_with("its directory /d (mode 0750, owner uid 2100, group " + name + ") " +
+                               self + " but to group " + name));
+    }
+    SUBCASE("the group may not write the socket: no group to join") {
+        st.st_mode = S_IFSOCK | 0640;
+        CHECK(access_denied("the socket", st, Needed::write) ==
+              "the socket (mode 0640, owner uid 2100, group " + name + ") " + self +
+                  "; the service's owner grants access through its group");
+    }
+    SUBCASE("a group this process is in: not told to join it") {
+        st.st_mode = S_IFSOCK | 0660;
+        st.st_gid = ::getegid();
+        const auto text = access_denied("the socket", st, Needed::write);
+        CHECK(text.find("usermod") == std::string::npos);
+        CHECK(text.ends_with("; the service's owner grants access through its group"));
     }
 }
 
