@@ -5,6 +5,7 @@
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/systemd.hpp"
 #include "supervisor/signals.hpp"
+#include "supervisor/terminal.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -33,6 +34,10 @@ void export_line(std::string& out, const std::string& name, const std::string& v
     out += name + "=" + shell_quote(value) + "; export " + name + ";\n";
 }
 
+bool is_stop_request(int signo) {
+    return signo == SIGTSTP || signo == SIGTTIN || signo == SIGTTOU;
+}
+
 } // namespace
 
 std::string shell_lines(const AppEnvironment& env) {
@@ -58,6 +63,7 @@ int run_service_mode(EventLoop& loop, const AppEnvironment& env) {
     logger->info("keeping the tokens loaded until SIGTERM or SIGINT");
 
     SignalFd signals;
+    const bool job_control = Terminal::open_controlling().job_control();
     int stop_signal = 0;
     loop.watch(signals.fd(), [&] {
         for (const auto& received : signals.read_pending()) {
@@ -65,6 +71,14 @@ int run_service_mode(EventLoop& loop, const AppEnvironment& env) {
                 !caller_ignored(received.signo)) {
                 stop_signal = received.signo;
                 loop.stop();
+            } else if (is_stop_request(received.signo) && job_control &&
+                       !caller_ignored(received.signo)) {
+                // Ctrl-Z (or a background read or write of the terminal)
+                // under a job-control shell: stop, as any program would, so
+                // that `bg` can send us to the background. The tokens stay
+                // loaded meanwhile.
+                logger->debug("{}: stopping (job control)", signal_name(received.signo));
+                ::kill(::getpid(), SIGSTOP);
             } else {
                 logger->debug("{} ignored: no command runs", signal_name(received.signo));
             }

@@ -221,6 +221,30 @@ def test_ctrl_z_bg_fg_in_the_middle_asks_again_without_echo(shell, tools, workdi
     shell.close()
 
 
+def test_service_mode_after_the_prompt_stops_on_ctrl_z_and_runs_on_with_bg(shell, tools,
+                                                                            workdir):
+    card = unique("svcz")
+    create_softcard(tools, workdir, card)
+    line, tokens, env_file = service_mode(tools, workdir, card)
+    shell.run(line)
+    shell.p.expect_exact(f"Passphrase for softcard {card}: ")
+    shell.p.send(PASSPHRASE + "\r")
+    wait_loaded(tokens, env_file)
+
+    shell.p.send("\x1a")  # Ctrl-Z: the shell gets its terminal back
+    shell.p.expect("Stopped")
+    shell.sync()
+    shell.run("bg")  # keeps the tokens loaded in the background
+    shell.sync()
+    r = subprocess.run([tools["preloadrun"], "check", tokens], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shell.run("kill %1; wait %1")
+    shell.prompt()
+    assert shell.status() == 0
+    assert not os.path.exists(tokens)
+    shell.close()
+
+
 def test_stopped_by_sigstop_and_continued_in_the_foreground_goes_on(shell, tools, workdir):
     card = unique("stop")
     create_softcard(tools, workdir, card)
