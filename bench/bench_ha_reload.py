@@ -19,7 +19,7 @@ directory, creates 10 softcards, and for 1 token and for 10 tokens:
     does what preloadrun's loader does for one module (connect, load the K
     tokens), timed in ns.
 overhead = reload latency - load time, per clear (the median of those
-differences; also against preloadrun's own ms figure per clear). Target (DESIGN.md section 7: recovery in
+differences; also against preloadrun's own ms figure per clear). Target (recovery in
 milliseconds, event-driven): median overhead < 5 ms.
 
 Prints a table and one line:

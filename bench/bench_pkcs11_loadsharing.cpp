@@ -1,6 +1,6 @@
 // bench_pkcs11_loadsharing: with N modules of fixed latency, does the module
 // (CKNFAST_LOADSHARING=1) sign close to N times as fast as one module?
-// DESIGN.md section 7; target: >= 90% of the ideal N x (1000 / latency) ops/s
+// Target: >= 90% of the ideal N x (1000 / latency) ops/s
 // at every N, up to 32 modules.
 //
 // For each N (default 1 2 4 8 16 32): starts `hsmsim serve --modules N

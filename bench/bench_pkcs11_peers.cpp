@@ -5,7 +5,7 @@
 //   softhsm  SoftHSM2 loaded directly (in-process software token);
 //   p11kit   p11-kit-client.so talking to `p11-kit server` which serves
 //            SoftHSM2 (an RPC hop over a unix socket, like ours to hsmsim).
-// Target (DESIGN.md section 7, peers): module at least as fast as p11kit.
+// Target: the module at least as fast as p11kit.
 //
 // Each peer is set up in a private temp directory (SoftHSM2 with its own
 // SOFTHSM2_CONF and token directory, its token made with softhsm2-util and

@@ -1,6 +1,6 @@
 // bench_pkcs11_reload_check: what does the key-reload check
 // (CKNFAST_RELOAD_KEYS=1) add to each *Init call when the tokens file did not
-// change? DESIGN.md section 7: a few tens of nanoseconds (target < 50 ns).
+// change? Target: a few tens of nanoseconds (< 50 ns).
 //
 // Starts `hsmsim serve` (HSMSIM_PATH; 2 modules, no simulated latency) in a
 // private temp directory with softcard card1 holding EC P-256 key "eck", and

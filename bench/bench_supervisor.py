@@ -13,7 +13,7 @@
    target for preloadrun: under 10 MiB).
 
 Prints a table and one `RESULT key=value ...` line. Exits 0 whatever the
-figures (DESIGN.md section 7: figures are reported, not judged here); 1 when
+figures (they are reported, not judged here); 1 when
 something could not be measured at all.
 
     bench_supervisor.py [--preloadrun P] [--hsmsim H] [--runs 50] [--seconds 10]

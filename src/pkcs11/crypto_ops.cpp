@@ -230,10 +230,9 @@ void op_final(Instance& instance, Session& session, OpKind kind, Output output) 
 }
 
 void op_verify(Instance& instance, Session& session, std::span<const std::uint8_t> data,
-               std::span<const std::uint8_t> signature, bool final) {
+               std::span<const std::uint8_t> signature) {
     EndUnlessKept end(session, OpKind::verify);
     Operation& op = active(session, OpKind::verify);
-    (void) final;
     if (signature.size() != signature_length(op.key->info)) {
         throw CkError(CKR_SIGNATURE_LEN_RANGE, "signature of the wrong length for this key");
     }

@@ -29,6 +29,6 @@ void op_update(Session& session, OpKind kind, std::span<const std::uint8_t> inpu
 void op_final(Instance& instance, Session& session, OpKind kind, Output output);
 // C_Verify and C_VerifyFinal (input empty: the data came by C_VerifyUpdate).
 void op_verify(Instance& instance, Session& session, std::span<const std::uint8_t> data,
-               std::span<const std::uint8_t> signature, bool final);
+               std::span<const std::uint8_t> signature);
 
 } // namespace preloadrun::pkcs11

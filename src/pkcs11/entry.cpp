@@ -561,7 +561,7 @@ CK_RV Verify(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_P
              CK_ULONG sig_len) noexcept {
     return guard("C_Verify", [&] {
         auto call = with_session(handle);
-        op_verify(*call.instance, *call.session, in(data, len), in(sig, sig_len), false);
+        op_verify(*call.instance, *call.session, in(data, len), in(sig, sig_len));
         return CKR_OK;
     });
 }
@@ -577,7 +577,7 @@ CK_RV VerifyUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noe
 CK_RV VerifyFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR sig, CK_ULONG sig_len) noexcept {
     return guard("C_VerifyFinal", [&] {
         auto call = with_session(handle);
-        op_verify(*call.instance, *call.session, {}, in(sig, sig_len), true);
+        op_verify(*call.instance, *call.session, {}, in(sig, sig_len));
         return CKR_OK;
     });
 }

@@ -44,7 +44,6 @@ public:
     void set_preloaded(CK_SLOT_ID slot, bool preloaded);
     bool preloaded(CK_SLOT_ID slot) const;
 
-    bool needs_login(CK_SLOT_ID slot) const noexcept { return slot != kAcceleratorSlot; }
     bool logged_in(CK_SLOT_ID slot) const;
     void set_logged_in(CK_SLOT_ID slot, bool logged_in);
 

@@ -75,13 +75,6 @@ void Supervisor::start(const ChildSpec& spec) {
                 job_control_ ? ", job control on" : "");
 }
 
-void Supervisor::signal_child(int signo) {
-    if (running() && ::kill(pid_, signo) != 0) {
-        log_->debug("cannot send {} to child {}: {}", signal_name(signo), pid_,
-                    std::strerror(errno));
-    }
-}
-
 int Supervisor::wait() {
     if (pid_ <= 0) {
         throw Error(ErrorCode::internal, "Supervisor::wait without a child");

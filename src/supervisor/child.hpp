@@ -1,7 +1,7 @@
 #pragma once
 // Running COMMAND as preloadrun's supervised child, the way tini and
-// dumb-init do, with job control on a terminal. See preloadrun(1), DESIGN.md
-// section 5 "preloadrun supervising a child".
+// dumb-init do, with job control on a terminal. preloadrun(1), SIGNALS and
+// EXIT STATUS, says what users see of it.
 //
 // Design (a mini job-control shell):
 // - The child runs in its own process group. When preloadrun is in the
@@ -81,9 +81,6 @@ public:
     // rather than to the child alone. Job-control signals go to the group
     // either way.
     void forward_to_process_group(bool on) noexcept { process_group_ = on; }
-
-    // Sends `signo` to the child (a no-op when it does not run).
-    void signal_child(int signo);
 
     // Runs the loop until the child has exited, forwarding signals and
     // handling job control; reaps every other child too (orphans when

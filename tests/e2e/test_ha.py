@@ -1,5 +1,5 @@
-"""End-to-end tests of preloadrun's high-availability loop (DESIGN.md section
-5, "preloadrun high-availability loop"; preloadrun(1), preloadrun-tokens(5)),
+"""End-to-end tests of preloadrun's high-availability loop (preloadrun(1),
+"High availability"; preloadrun-tokens(5)),
 against a real `hsmsim serve`, with a child running throughout that must never
 see a signal nor a pause.
 

@@ -1,5 +1,5 @@
 """End-to-end tests of `hsmsim`: the service (`hsmsim serve`) and its admin
-CLI, driven as an operator would, against the contracts of DESIGN.md section 4.
+CLI, driven as an operator would, against the contracts of hsmsim(1).
 
 Each test starts its own service in its own directory (see conftest.py), so
 the tests are independent and parallel-safe.

@@ -1,4 +1,4 @@
-"""preloadrun as a supervisor, end to end (issue 11): the real preloadrun and
+"""preloadrun as a supervisor, end to end: the real preloadrun and
 hsmsim, the probe (tests/support/probe.cpp) as the child.
 
 - Every signal 1-64 but KILL and STOP sent to preloadrun reaches the child
