@@ -15,9 +15,9 @@ HSMSIM = os.environ.get("HSMSIM", "")
 
 # Every command line of hsmsim that has its own --help.
 HSMSIM_COMMANDS = [
-    [], ["serve"], ["softcard"], ["softcard", "create"], ["softcard", "list"],
-    ["cardset"], ["cardset", "create"], ["cardset", "list"],
-    ["key"], ["key", "generate"], ["key", "list"],
+    [], ["serve"], ["softcard"], ["softcard", "create"], ["softcard", "delete"],
+    ["softcard", "list"], ["cardset"], ["cardset", "create"], ["cardset", "delete"],
+    ["cardset", "list"], ["key"], ["key", "generate"], ["key", "delete"], ["key", "list"],
     ["module"], ["module", "list"], ["module", "clear"], ["module", "fail"],
     ["module", "restore"], ["module", "remove"], ["module", "add"],
     ["module", "latency"], ["module", "fail-next"],
@@ -104,7 +104,8 @@ def test_hsmsim_unknown_option_is_named():
 @pytest.mark.parametrize("command,names", [
     ([], "serve, softcard, cardset, key, module"),
     (["module"], "list, clear, fail, restore, remove, add, latency, fail-next"),
-    (["key"], "generate, destroy, list"),
+    (["key"], "generate, delete, list"),
+    (["softcard"], "create, delete, list"),
 ])
 def test_hsmsim_missing_subcommand_lists_the_choices(command, names):
     r = run(HSMSIM, *command)

@@ -414,28 +414,29 @@ def test_key_generate_with_cardset_protection(service):
     assert k["token_hash"] == h
 
 
-def test_key_destroy(service):
+def test_key_delete(service):
     create_softcard(service, "dk", "dk-pass")
     token_key = generate(service, "ec-p256", "dk-token", "softcard:dk", "dk-pass")
     module_key = generate(service, "ec-p256", "dk-module", "module")
     before = snapshot_dir(service.kmdata)
     # A token's key needs the token's passphrase.
-    r = service.run("key", "destroy", token_key, "--passphrase-file", service.passfile("nope"))
+    r = service.run("key", "delete", token_key, "--passphrase-file", service.passfile("nope"))
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "passphrase" in one_line(r.stderr).lower()
     # A module-protected key takes no passphrase.
-    r = service.run("key", "destroy", module_key, "--passphrase-file", service.passfile("x"))
+    r = service.run("key", "delete", module_key, "--passphrase-file", service.passfile("x"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     one_line(r.stderr)
-    r = service.run("key", "destroy", "0" * 40)
+    r = service.run("key", "delete", "0" * 40)
     assert r.returncode == 1 and "no key" in one_line(r.stderr), r.stderr
     assert snapshot_dir(service.kmdata) == before
     assert all(m["objects"] == 0 for m in service.modules().values()), "a token left loaded"
 
-    r = service.ok("key", "destroy", token_key, "--passphrase-file", service.passfile("dk-pass"))
-    assert r.stdout == f"destroyed key 'dk-token' (ident {token_key}) protected by softcard dk\n"
+    r = service.ok("key", "delete", token_key, "--passphrase-file", service.passfile("dk-pass"))
+    assert r.stdout == f"deleted key 'dk-token' (ident {token_key}) protected by softcard dk\n"
+    # "destroy", its former name, is the same command.
     r = service.ok("key", "destroy", module_key)
-    assert r.stdout == f"destroyed key 'dk-module' (ident {module_key})\n"
+    assert r.stdout == f"deleted key 'dk-module' (ident {module_key})\n"
     assert not ({token_key, module_key} & set(keys_by_ident(service)))
     assert not os.path.exists(os.path.join(service.kmdata, f"key_{token_key}"))
     assert all(m["objects"] == 0 for m in service.modules().values()), "a token left loaded"
@@ -460,8 +461,11 @@ USAGE_ERRORS = {
     "bad-protect": ["key", "generate", "--type", "ec-p256", "--label", "x", "--protect", "bogus"],
     "module-not-a-number": ["module", "clear", "abc"],
     "latency-missing-ms": ["module", "latency", "1"],
-    "destroy-bad-ident": ["key", "destroy", "not-an-ident"],
+    "delete-bad-ident": ["key", "delete", "not-an-ident"],
+    "delete-missing-ident": ["key", "delete"],
     "destroy-missing-ident": ["key", "destroy"],
+    "softcard-delete-missing-name": ["softcard", "delete"],
+    "cardset-delete-unknown-option": ["cardset", "delete", "x", "--with-key"],
     "max-keys-zero": ["serve", "--max-keys-per-uid", "0"],
     "max-world-too-large": ["serve", "--max-world-mib", "65537"],
 }
