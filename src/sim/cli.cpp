@@ -1,5 +1,6 @@
 #include "sim/cli.hpp"
 
+#include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/dumpable.hpp"
@@ -169,6 +170,14 @@ const CLI::Validator kIdent(
     },
     "IDENT");
 
+// A key's CKA_ID: hex digits, two per byte.
+const CLI::Validator kHexBytes(
+    [](std::string& value) {
+        return is_hex(value) ? std::string()
+                             : "an id is hex digits, two per byte (such as 01 or 0a1b)";
+    },
+    "HEX");
+
 void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
            bool& with_keys, std::uint32_t& number, std::uint32_t& value, int& serve_status,
@@ -260,7 +269,9 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     generate->add_option("--label", gen.label, "The key's label (CKA_LABEL)")
         ->type_name("LABEL")
         ->required();
-    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex")->type_name("HEX");
+    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex")
+        ->type_name("HEX")
+        ->check(kHexBytes);
     generate->add_option("--protect", gen.protect, "module, softcard:NAME or cardset:NAME")
         ->type_name("PROTECTION")
         ->required();
