@@ -10,6 +10,7 @@
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/commands.hpp"
+#include "sim/own_directory.hpp"
 #include "sim/paths.hpp"
 #include "sim/serve.hpp"
 #include "sim/world_format.hpp"
@@ -17,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <iostream>
+#include <unistd.h>
 
 namespace preloadrun::sim {
 
@@ -226,6 +228,8 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
             // The default lies a few levels down (~/.local/share/hsmsim/kmdata):
             // make what is missing above it, private.
             serve_options.kmdata = default_kmdata();
+            require_own_directory(serve_options.kmdata, ::geteuid(), "the Security World directory",
+                                  "NFAST_KMDATA or --kmdata");
             create_directories(serve_options.kmdata.parent_path(), 0700);
         }
         serve_status = sim::serve(serve_options);

@@ -737,6 +737,62 @@ def test_serve_creates_missing_world_directory(make_service):
     assert os.path.isfile(os.path.join(sim.kmdata, "world"))
 
 
+NOBODY = 65534  # a user other than root, whatever the machine has
+
+
+def _serve_refused(sim, *extra, env=None):
+    """`hsmsim serve ARGS` exits 1 with one line; returns the line."""
+    r = sim.run("serve", "--modules", "1", *extra, env=env, timeout=15)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    return one_line(r.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root writing into another user's directory")
+def test_serve_as_root_writes_nothing_in_another_users_directory(make_service):
+    sim = make_service(start=False)
+    name = "nobody"
+    try:
+        import pwd
+        name = pwd.getpwuid(NOBODY).pw_name
+    except KeyError:
+        name = None
+    fix = f"runuser -u {name} -- hsmsim serve" if name else f"uid {NOBODY}"
+
+    # The world directory of another user (the packaged service's, say).
+    os.chown(sim.kmdata, NOBODY, NOBODY)
+    line = _serve_refused(sim)
+    assert line.startswith(f"hsmsim: the Security World directory {sim.kmdata} belongs to uid "
+                           f"{NOBODY}"), line
+    assert fix in line and "NFAST_KMDATA or --kmdata" in line, line
+    assert os.listdir(sim.kmdata) == []
+
+    # A missing one, to be made in a directory of another user.
+    theirs = os.path.join(sim.root, "theirs")
+    os.mkdir(theirs, 0o700)
+    os.chown(theirs, NOBODY, NOBODY)
+    kmdata = os.path.join(theirs, "a", "kmdata")
+    line = _serve_refused(sim, "--kmdata", kmdata)
+    assert f"the Security World directory {kmdata} would be made in {theirs}, which belongs " \
+           f"to uid {NOBODY}" in line and fix in line, line
+    assert os.listdir(theirs) == []
+
+    # A socket directory of another user: refused before the world is made.
+    mine = os.path.join(sim.root, "mine")
+    line = _serve_refused(sim, "--kmdata", mine, "--socket", os.path.join(theirs, "c.sock"))
+    assert f"the client socket's directory {theirs} belongs to uid {NOBODY}" in line, line
+    assert "HSMSIM_SOCKET or --socket" in line, line
+    assert not os.path.exists(mine)
+    line = _serve_refused(sim, "--kmdata", mine,
+                          "--admin-socket", os.path.join(theirs, "s", "a.sock"))
+    assert "the admin socket's directory" in line and "HSMSIM_ADMIN_SOCKET" in line, line
+    assert not os.path.exists(mine) and os.listdir(theirs) == []
+
+    # Root's own directories are served as before.
+    os.chown(sim.kmdata, 0, 0)
+    sim.start(modules=1)
+
+
 def test_serve_refuses_a_directory_that_is_not_a_world(make_service):
     sim = make_service(start=False)
     stray = os.path.join(sim.kmdata, "notes.txt")
