@@ -14,10 +14,13 @@
 
 # Asks the HSM service, quietly: runs "hsmsim [--socket S] ARGS..." with
 # S=$_hsmsim_socket when set, and prints the first column of its table
-# without the header line. Prints nothing, quickly, when hsmsim is not
-# installed, fails (then the status is 1), or does not answer within 2 s.
+# (the last column with --last first) without the header line. Prints
+# nothing, quickly, when hsmsim is not installed, fails (then the status is
+# 1), or does not answer within 2 s.
 _hsmsim_query()
 {
+    local last=''
+    [[ $1 == --last ]] && last=1 && shift
     type -P hsmsim &>/dev/null || return 0
     local -a cmd=(hsmsim)
     [[ -n ${_hsmsim_socket-} ]] && cmd+=(--socket "$_hsmsim_socket")
@@ -27,7 +30,11 @@ _hsmsim_query()
     local -a rows
     mapfile -t rows <<<"$out"
     for line in "${rows[@]:1}"; do
-        printf '%s\n' "${line%%[[:space:]]*}"
+        if [[ -n $last ]]; then
+            printf '%s\n' "${line##*[[:space:]]}"
+        else
+            printf '%s\n' "${line%%[[:space:]]*}"
+        fi
     done
 }
 
@@ -109,9 +116,10 @@ _hsmsim()
             '') opts+=' --version' ;;
             serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
+            softcard\ delete | cardset\ delete) opts+=' --with-keys --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
-            key\ generate) opts+=' --type --label --id --protect --passphrase-file' ;;
-            key\ destroy) opts+=' --passphrase-file' ;;
+            key\ generate) opts+=' --type --label --id --protect --allow-duplicate --passphrase-file' ;;
+            key\ delete) opts+=' --passphrase-file' ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return
@@ -124,11 +132,22 @@ _hsmsim()
         return
     fi
 
-    # Positional arguments: the module number N comes first.
+    # Positional arguments: the module number N comes first; what delete
+    # deletes (a token's name, a key's ident, the last column of key list).
+    local IFS=$'\n'
     case $path in
+        softcard\ delete | cardset\ delete)
+            if ((nargs == 0)); then
+                COMPREPLY=($(compgen -W "$(_hsmsim_query "${path% delete}" list)" -- "$cur"))
+            fi
+            ;;
+        key\ delete)
+            if ((nargs == 0)); then
+                COMPREPLY=($(compgen -W "$(_hsmsim_query --last key list)" -- "$cur"))
+            fi
+            ;;
         module\ clear | module\ fail | module\ restore | module\ remove | module\ latency | module\ fail-next)
             if ((nargs == 0)); then
-                local IFS=$'\n'
                 COMPREPLY=($(compgen -W "$(_hsmsim_query module list)" -- "$cur"))
             fi
             ;;
@@ -141,8 +160,8 @@ _hsmsim_subcommands()
 {
     case $1 in
         '') echo serve softcard cardset key module ;;
-        softcard | cardset) echo create list ;;
-        key) echo generate destroy list ;;
+        softcard | cardset) echo create delete list ;;
+        key) echo generate delete list ;;
         module) echo list clear fail restore remove add latency fail-next ;;
     esac
 }

@@ -13,9 +13,9 @@ function __hsmsim_subcommands_of
         case ''
             printf '%s\n' serve softcard cardset key module
         case softcard cardset
-            printf '%s\n' create list
+            printf '%s\n' create delete list
         case key
-            printf '%s\n' generate destroy list
+            printf '%s\n' generate delete list
         case module
             printf '%s\n' list clear fail restore remove add latency fail-next
     end
@@ -74,16 +74,26 @@ end
 
 # Asks the HSM service, quietly: runs "hsmsim [--socket S] $argv", with the
 # --socket S given on the command line, and prints the first column of its
-# table without the header line. Prints nothing, quickly, when hsmsim is not
-# installed, fails (then the status is 1), or does not answer within 2 s.
+# table (the last column with --last first) without the header line. Prints
+# nothing, quickly, when hsmsim is not installed, fails (then the status is
+# 1), or does not answer within 2 s.
 function __hsmsim_query
+    set -l last
+    if test "$argv[1]" = --last
+        set last 1
+        set -e argv[1]
+    end
     command -q hsmsim; or return 0
     set -l cmd hsmsim
     set -l socket (__hsmsim_socket)
     test -n "$socket"; and set -a cmd --socket $socket
     command -q timeout; and set cmd timeout -k 1 2 $cmd
     set -l lines ($cmd $argv </dev/null 2>/dev/null); or return 1
-    string replace -r '\s.*' '' -- $lines[2..-1]
+    if test -n "$last"
+        string replace -r '.*\s' '' -- $lines[2..-1]
+    else
+        string replace -r '\s.*' '' -- $lines[2..-1]
+    end
     return 0
 end
 
@@ -133,23 +143,29 @@ complete -c hsmsim -n $serve -l max-connections -x -d 'Connections the client so
 complete -c hsmsim -n $serve -l max-connections-per-uid -x -d 'Connections one user may have open'
 complete -c hsmsim -n $serve -l idle-timeout -x -d 'Close a connection idle this many seconds (0: never)'
 
-# hsmsim softcard|cardset create|list
+# hsmsim softcard|cardset create|delete|list
 for kind in softcard cardset
     complete -c hsmsim -n "__hsmsim_at $kind" -a create -d "Create a $kind"
+    complete -c hsmsim -n "__hsmsim_at $kind" -a delete -d "Delete a $kind"
     complete -c hsmsim -n "__hsmsim_at $kind" -a list -d "List the world's $kind"s
     complete -c hsmsim -n "__hsmsim_at $kind create" -l passphrase-file -r -F -d 'Read the passphrase from this file'
+    complete -c hsmsim -n "__hsmsim_at $kind delete" -l with-keys -d 'Delete the keys it protects with it'
+    complete -c hsmsim -n "__hsmsim_at $kind delete" -l passphrase-file -r -F -d 'Read the passphrase from this file'
+    complete -c hsmsim -n "__hsmsim_at --nargs 0 $kind delete" -a "(__hsmsim_query $kind list)" -d "Name of the $kind"
 end
 
-# hsmsim key generate|destroy|list
+# hsmsim key generate|delete|list
 complete -c hsmsim -n '__hsmsim_at key' -a generate -d 'Generate a persistent key'
-complete -c hsmsim -n '__hsmsim_at key' -a destroy -d 'Destroy a persistent key'
-complete -c hsmsim -n '__hsmsim_at key destroy' -l passphrase-file -r -F -d 'Passphrase of the protecting token'
+complete -c hsmsim -n '__hsmsim_at key' -a delete -d 'Delete a persistent key'
+complete -c hsmsim -n '__hsmsim_at key delete' -l passphrase-file -r -F -d 'Passphrase of the protecting token'
+complete -c hsmsim -n '__hsmsim_at --nargs 0 key delete' -a '(__hsmsim_query --last key list)' -d 'Key ident'
 complete -c hsmsim -n '__hsmsim_at key' -a list -d "List the world's persistent keys"
 set -l generate '__hsmsim_at key generate'
 complete -c hsmsim -n $generate -l type -x -a 'rsa-2048 rsa-3072 rsa-4096 ec-p256 ec-p384 aes-128 aes-192 aes-256' -d 'Key type'
 complete -c hsmsim -n $generate -l label -x -d "The key's label (CKA_LABEL)"
 complete -c hsmsim -n $generate -l id -x -d "The key's CKA_ID, in hex"
 complete -c hsmsim -n $generate -l protect -x -a '(__hsmsim_protections)' -d 'module, softcard:NAME or cardset:NAME'
+complete -c hsmsim -n $generate -l allow-duplicate -d 'Make it even if a key under the same protection has its label or id'
 complete -c hsmsim -n $generate -l passphrase-file -r -F -d 'Passphrase of the protecting token'
 
 # hsmsim module ...

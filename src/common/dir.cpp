@@ -251,6 +251,21 @@ bool Dir::remove(std::string_view name) const {
     return true;
 }
 
+void Dir::rename(std::string_view from, std::string_view to) const {
+    check_name(from);
+    check_name(to);
+    const std::string old_entry(from);
+    const std::string new_entry(to);
+    if (::renameat(fd_.get(), old_entry.c_str(), fd_.get(), new_entry.c_str()) != 0) {
+        const int err = errno;
+        const auto what = "cannot rename " + (path_ / old_entry).string() + " to " + new_entry;
+        if (err == ENOENT) {
+            throw Error(ErrorCode::not_found, what + ": no such file");
+        }
+        throw_errno(what, err);
+    }
+}
+
 std::vector<std::string> Dir::list() const {
     // fdopendir takes the descriptor it is given: give it a fresh one.
     int copy = ::openat(fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -256,6 +256,7 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_id(to_field(spec.id));
     body->set_persistent(spec.persistent);
     body->set_token_handle(spec.token_handle);
+    body->set_refuse_duplicate(spec.refuse_duplicate);
     // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
     // wait for its turn on the module: a plain request's timeout would give
     // up on a key that is still being made.
@@ -273,6 +274,17 @@ void SimClient::destroy_key(const std::string& ident, std::uint32_t module,
     body->set_ident(text(ident, "the key ident"));
     body->set_module(module);
     body->set_token_handle(token_handle);
+    conn_->call(request, Body::kOk);
+}
+
+void SimClient::destroy_token(const Bytes& token_hash, std::uint32_t module,
+                              ObjectHandle token_handle, bool with_keys) {
+    wire::Request request;
+    auto* body = request.mutable_destroy_token();
+    body->set_token_hash(to_field(token_hash));
+    body->set_module(module);
+    body->set_token_handle(token_handle);
+    body->set_with_keys(with_keys);
     conn_->call(request, Body::kOk);
 }
 

@@ -1,5 +1,6 @@
 #include "sim/cli.hpp"
 
+#include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/dumpable.hpp"
@@ -9,6 +10,7 @@
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/commands.hpp"
+#include "sim/own_directory.hpp"
 #include "sim/paths.hpp"
 #include "sim/serve.hpp"
 #include "sim/world_format.hpp"
@@ -16,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <iostream>
+#include <unistd.h>
 
 namespace preloadrun::sim {
 
@@ -169,9 +172,18 @@ const CLI::Validator kIdent(
     },
     "IDENT");
 
+// A key's CKA_ID: hex digits, two per byte.
+const CLI::Validator kHexBytes(
+    [](std::string& value) {
+        return is_hex(value) ? std::string()
+                             : "an id is hex digits, two per byte (such as 01 or 0a1b)";
+    },
+    "HEX");
+
 void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, GenerateOptions& gen,
            std::string& name, std::optional<std::string>& passphrase_file, bool& json,
-           std::uint32_t& number, std::uint32_t& value, int& serve_status, Action& action) {
+           bool& with_keys, std::uint32_t& number, std::uint32_t& value, int& serve_status,
+           Action& action) {
     app.set_version_flag("--version", version_text(), "Print version and build information");
     app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)")
         ->type_name("PATH");
@@ -216,6 +228,8 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
             // The default lies a few levels down (~/.local/share/hsmsim/kmdata):
             // make what is missing above it, private.
             serve_options.kmdata = default_kmdata();
+            require_own_directory(serve_options.kmdata, ::geteuid(), "the Security World directory",
+                                  "NFAST_KMDATA or --kmdata");
             create_directories(serve_options.kmdata.parent_path(), 0700);
         }
         serve_status = sim::serve(serve_options);
@@ -233,6 +247,17 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
             ->type_name("FILE");
         on_run(create, action,
                [&, type] { create_token(endpoints(g), type, name, passphrase_file); });
+        auto* remove =
+            add_command(*token, "delete", "Delete a " + kind + " (asks for its passphrase)");
+        remove->add_option("NAME", name, "Name of the " + kind + " (see: hsmsim " + kind + " list)")
+            ->required();
+        remove->add_flag("--with-keys", with_keys, "Delete the keys it protects with it");
+        remove
+            ->add_option("--passphrase-file", passphrase_file,
+                         "Read the passphrase from this file instead of the terminal")
+            ->type_name("FILE");
+        on_run(remove, action,
+               [&, type] { delete_token(endpoints(g), type, name, with_keys, passphrase_file); });
         auto* list = add_command(*token, "list", "List the world's " + kind + "s");
         list->add_flag("--json", json, "JSON output");
         on_run(list, action, [&, type] { list_tokens(endpoints(g), type, json); });
@@ -248,7 +273,9 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
     generate->add_option("--label", gen.label, "The key's label (CKA_LABEL)")
         ->type_name("LABEL")
         ->required();
-    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex")->type_name("HEX");
+    generate->add_option("--id", gen.id_hex, "The key's CKA_ID, in hex")
+        ->type_name("HEX")
+        ->check(kHexBytes);
     generate->add_option("--protect", gen.protect, "module, softcard:NAME or cardset:NAME")
         ->type_name("PROTECTION")
         ->required();
@@ -256,16 +283,19 @@ void build(CLI::App& app, GlobalOptions& g, ServeOptions& serve_options, Generat
         ->add_option("--passphrase-file", gen.passphrase_file,
                      "Passphrase of the protecting token, instead of asking")
         ->type_name("FILE");
+    generate->add_flag("--allow-duplicate", gen.allow_duplicate,
+                       "Make the key even if one under the same protection has its label or id");
     on_run(generate, action, [&] { generate_key(endpoints(g), gen); });
-    auto* destroy = add_command(*key, "destroy", "Destroy a persistent key");
-    destroy->add_option("IDENT", name, "The key's ident (see: hsmsim key list)")
+    auto* remove = add_command(*key, "delete", "Delete a persistent key");
+    remove->alias("destroy"); // its former name, kept for scripts
+    remove->add_option("IDENT", name, "The key's ident (see: hsmsim key list)")
         ->required()
         ->check(kIdent);
-    destroy
+    remove
         ->add_option("--passphrase-file", passphrase_file,
                      "Passphrase of the protecting token, instead of asking")
         ->type_name("FILE");
-    on_run(destroy, action, [&] { destroy_key(endpoints(g), name, passphrase_file); });
+    on_run(remove, action, [&] { delete_key(endpoints(g), name, passphrase_file); });
     auto* keys = add_command(*key, "list", "List the world's persistent keys");
     keys->add_flag("--json", json, "JSON output");
     on_run(keys, action, [&] { list_keys(endpoints(g), json); });
@@ -324,13 +354,14 @@ int run_cli(int argc, char** argv) noexcept {
         std::string name;
         std::optional<std::string> passphrase_file;
         bool json = false;
+        bool with_keys = false;
         std::uint32_t number = 0;
         std::uint32_t value = 0;
         int serve_status = kExitOk;
         Action action;
         app.formatter(std::make_shared<HelpFormatter>());
-        build(app, g, serve_options, gen, name, passphrase_file, json, number, value, serve_status,
-              action);
+        build(app, g, serve_options, gen, name, passphrase_file, json, with_keys, number, value,
+              serve_status, action);
         app.footer(kExamples); // after build(): subcommands would copy it
 
         if (auto done = parse_command_line(app, argc, argv, [] { return kExitUsage; })) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <vector>
 
 namespace preloadrun::sim {
 
@@ -84,6 +85,8 @@ public:
         }
     }
     void add(hsm::ObjectHandle handle) { handles_.push_back(handle); }
+    // Unloaded already, by the service.
+    void forget(hsm::ObjectHandle handle) { std::erase(handles_, handle); }
 
 private:
     hsm::Service& service_;
@@ -99,6 +102,54 @@ void reconnect_if_closed(std::optional<hsm::SimClient>& client, const hsm::Endpo
         client.reset();
         client.emplace(endpoint);
     }
+}
+
+// The persistent keys a token protects (none: module-protected).
+std::vector<hsm::KeyInfo> keys_under(const std::vector<hsm::KeyInfo>& keys,
+                                     const std::optional<hsm::TokenInfo>& token) {
+    std::vector<hsm::KeyInfo> out;
+    for (const auto& key : keys) {
+        if (key.token.has_value() == token.has_value() &&
+            (!token || (key.token->type == token->type && key.token->hash == token->hash))) {
+            out.push_back(key);
+        }
+    }
+    return out;
+}
+
+constexpr const char* kAllowDuplicateHint = "; add --allow-duplicate to make another all the same";
+
+// As the service says it.
+std::string key_kind(const std::optional<hsm::TokenInfo>& token) {
+    return token ? "key protected by " + token_kind(token->type) + " '" + token->name + "'"
+                 : "module-protected key";
+}
+
+// What the service checks again when the key is stored: said here before the
+// passphrase is asked and the key made.
+void refuse_duplicate(const std::vector<hsm::KeyInfo>& keys,
+                      const std::optional<hsm::TokenInfo>& token, const hsm::KeySpec& spec) {
+    for (const auto& key : keys_under(keys, token)) {
+        std::string same;
+        if (key.label == spec.label) {
+            same = "label '" + spec.label + "'";
+        } else if (!spec.id.empty() && key.id == spec.id) {
+            same = "id " + to_hex(spec.id);
+        } else {
+            continue;
+        }
+        throw Error(ErrorCode::already_exists, "a " + key_kind(token) + " already has the " + same +
+                                                   " (key " + key.ident + ")" +
+                                                   kAllowDuplicateHint);
+    }
+}
+
+std::string labels_of(const std::vector<hsm::KeyInfo>& keys) {
+    std::string out;
+    for (const auto& key : keys) {
+        out += (out.empty() ? "'" : ", '") + key.label + "'";
+    }
+    return out;
 }
 
 void print_module_change(const hsm::ModuleInfo& m) {
@@ -133,6 +184,7 @@ void generate_key(const Endpoints& ep, const GenerateOptions& options) {
     spec.label = options.label;
     spec.id = options.id_hex.empty() ? Bytes{} : from_hex(options.id_hex);
     spec.persistent = true;
+    spec.refuse_duplicate = !options.allow_duplicate;
     auto protection = parse_protection(options.protect);
     if (!protection.token && options.passphrase_file) {
         throw Error(ErrorCode::usage, "--passphrase-file goes with --protect softcard:NAME or "
@@ -143,6 +195,9 @@ void generate_key(const Endpoints& ep, const GenerateOptions& options) {
     std::optional<hsm::TokenInfo> token;
     if (protection.token) {
         token = find_token(*client, protection.token->type, protection.token->name);
+    }
+    if (spec.refuse_duplicate) {
+        refuse_duplicate(client->keys(), token, spec);
     }
     auto module = first_usable_module(*client, "generate the key");
     SecureBuffer passphrase;
@@ -156,7 +211,16 @@ void generate_key(const Endpoints& ep, const GenerateOptions& options) {
         spec.token_handle = client->load_token(module, token->hash, passphrase);
         loaded.add(spec.token_handle);
     }
-    auto generated = client->generate_key(module, spec);
+    hsm::GeneratedKey generated;
+    try {
+        generated = client->generate_key(module, spec);
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::already_exists) {
+            throw;
+        }
+        // Made meanwhile by someone else: the service checks too.
+        throw Error(e.code(), e.what() + std::string(kAllowDuplicateHint));
+    }
     loaded.add(generated.handle);
     std::cout << "generated " << options.type << " key '" << generated.key.label << "' (ident "
               << generated.key.ident << ") protected by " << options.protect << "\n";
@@ -169,8 +233,8 @@ void list_keys(const Endpoints& ep, bool json) {
     std::cout << (json ? keys_json(keys, tokens) : keys_table(keys, tokens));
 }
 
-void destroy_key(const Endpoints& ep, const std::string& ident,
-                 const std::optional<std::string>& passphrase_file) {
+void delete_key(const Endpoints& ep, const std::string& ident,
+                const std::optional<std::string>& passphrase_file) {
     std::optional<hsm::SimClient> client(std::in_place, ep.client);
     const auto key = find_key(*client, ident);
     const std::string what = "key '" + key.label + "' (ident " + key.ident + ")";
@@ -180,7 +244,7 @@ void destroy_key(const Endpoints& ep, const std::string& ident,
                                                  "(drop --passphrase-file)");
         }
         client->destroy_key(ident, 0, 0);
-        std::cout << "destroyed " << what << "\n";
+        std::cout << "deleted " << what << "\n";
         return;
     }
     const auto& token = *key.token;
@@ -192,7 +256,46 @@ void destroy_key(const Endpoints& ep, const std::string& ident,
     const auto handle = client->load_token(module, token.hash, passphrase);
     loaded.add(handle);
     client->destroy_key(ident, module, handle);
-    std::cout << "destroyed " << what << " protected by " << token_text << "\n";
+    std::cout << "deleted " << what << " protected by " << token_text << "\n";
+}
+
+void delete_token(const Endpoints& ep, hsm::TokenType type, const std::string& name, bool with_keys,
+                  const std::optional<std::string>& passphrase_file) {
+    std::optional<hsm::SimClient> client(std::in_place, ep.client);
+    const auto token = find_token(*client, type, name);
+    const std::string what = token_kind(type) + " '" + name + "'";
+    const auto keys = keys_under(client->keys(), token);
+    auto refuse = [&](const std::vector<hsm::KeyInfo>& protected_keys) {
+        return Error(ErrorCode::conflict,
+                     what + " protects " + std::to_string(protected_keys.size()) + " key(s) (" +
+                         labels_of(protected_keys) +
+                         "): delete them first (hsmsim key delete IDENT), or add --with-keys to "
+                         "delete them with it");
+    };
+    if (!keys.empty() && !with_keys) {
+        throw refuse(keys);
+    }
+    auto module = first_usable_module(*client, "load " + what);
+    auto passphrase = get_passphrase(passphrase_file, token_kind(type) + " " + name, false);
+    reconnect_if_closed(client, ep.client);
+    LoadedObjects loaded(*client, module);
+    const auto handle = client->load_token(module, token.hash, passphrase);
+    loaded.add(handle);
+    try {
+        client->destroy_token(token.hash, module, handle, with_keys);
+        loaded.forget(handle); // it went with the token
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::conflict) {
+            throw;
+        }
+        // A key made meanwhile: the service checks too.
+        throw refuse(keys_under(client->keys(), token));
+    }
+    std::cout << "deleted " << what << " (hash " << to_hex(token.hash) << ")";
+    if (!keys.empty()) {
+        std::cout << " and the " << keys.size() << " key(s) it protected: " << labels_of(keys);
+    }
+    std::cout << "\n";
 }
 
 void list_modules(const Endpoints& ep, bool json) {

@@ -23,6 +23,8 @@ struct GenerateOptions {
     std::string id_hex;  // empty: no CKA_ID
     std::string protect; // module | softcard:NAME | cardset:NAME
     std::optional<std::string> passphrase_file;
+    bool allow_duplicate = false; // else: refused when a key under the same protection has
+                                  // the label, or the id
 };
 
 void create_token(const Endpoints& ep, hsm::TokenType type, const std::string& name,
@@ -31,9 +33,12 @@ void list_tokens(const Endpoints& ep, hsm::TokenType type, bool json);
 void generate_key(const Endpoints& ep, const GenerateOptions& options);
 void list_keys(const Endpoints& ep, bool json);
 // A token's key: loads the token (asking for its passphrase, or reading
-// passphrase_file) on a usable module, destroys the key, unloads the token.
-void destroy_key(const Endpoints& ep, const std::string& ident,
-                 const std::optional<std::string>& passphrase_file);
+// passphrase_file) on a usable module, deletes the key, unloads the token.
+void delete_key(const Endpoints& ep, const std::string& ident,
+                const std::optional<std::string>& passphrase_file);
+// The same for a token: refused while it protects keys, unless with_keys.
+void delete_token(const Endpoints& ep, hsm::TokenType type, const std::string& name, bool with_keys,
+                  const std::optional<std::string>& passphrase_file);
 void list_modules(const Endpoints& ep, bool json);
 void control_module(const Endpoints& ep, std::uint32_t module, hsm::ModuleAction action);
 void add_module(const Endpoints& ep);

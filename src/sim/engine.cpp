@@ -4,6 +4,8 @@
 #include "sim/key_rights.hpp"
 #include "sim/keywrap.hpp"
 
+#include <set>
+
 namespace preloadrun::sim {
 
 namespace {
@@ -14,6 +16,11 @@ std::string token_label(const hsm::TokenInfo& token) {
         text += " '" + token.name + "'";
     }
     return text + " (hash " + to_hex(token.hash) + ")";
+}
+
+std::string unloaded_text(std::size_t unloaded) {
+    return unloaded == 0 ? std::string()
+                         : "; unloaded " + std::to_string(unloaded) + " object(s) loaded from it";
 }
 
 } // namespace
@@ -78,6 +85,14 @@ hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec&
         if (spec.token_handle != 0) {
             token = m.token(spec.token_handle, uid);
         }
+        std::optional<Protection> protection;
+        if (token) {
+            protection = Protection{token->info.type, token->info.hash};
+        }
+        if (spec.persistent && spec.refuse_duplicate) {
+            // Before the work of generating; store_key() checks again.
+            world_.refuse_duplicate(spec.label, spec.id, protection);
+        }
         auto key = std::make_shared<const Key>(Key::generate(spec.type, spec.bits));
         hsm::KeyInfo info;
         info.label = spec.label;
@@ -95,10 +110,8 @@ hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec&
             record.label = spec.label;
             record.id = spec.id;
             record.creator = uid;
-            if (token) {
-                record.protection = Protection{token->info.type, token->info.hash};
-            }
-            world_.store_key(record, *key, token ? &token->key : nullptr);
+            record.protection = protection;
+            world_.store_key(record, *key, token ? &token->key : nullptr, spec.refuse_duplicate);
             info.ident = record.ident;
         } else {
             info.ident = new_ident();
@@ -121,7 +134,9 @@ void Engine::destroy_key(std::uint32_t module, const std::string& ident,
         }
         check_may_destroy(record, uid, service_uid_);
         world_.destroy_key(ident);
-        log::get("sim.engine")->info("uid {} destroyed module-protected key {}", uid, ident);
+        log::get("sim.engine")
+            ->info("uid {} destroyed module-protected key {}{}", uid, ident,
+                   unloaded_text(unload_key(ident)));
         return;
     }
     if (token_handle == 0) {
@@ -138,7 +153,53 @@ void Engine::destroy_key(std::uint32_t module, const std::string& ident,
         world_.destroy_key(ident);
     });
     log::get("sim.engine")
-        ->info("uid {} destroyed key {} with its token loaded on module {}", uid, ident, module);
+        ->info("uid {} destroyed key {} with its token loaded on module {}{}", uid, ident, module,
+               unloaded_text(unload_key(ident)));
+}
+
+void Engine::destroy_token(std::uint32_t module, const Bytes& token_hash,
+                           hsm::ObjectHandle token_handle, bool with_keys, uid_t uid) {
+    const auto card = world_.card(token_hash); // not_found before anything else
+    const auto info = World::info_of(card);
+    if (token_handle == 0) {
+        throw Error(ErrorCode::permission, "destroying " + token_label(info) +
+                                               " needs it loaded (with its passphrase) by uid " +
+                                               std::to_string(uid) +
+                                               ", and its module and handle in the request");
+    }
+    Module& m = fleet_.module(module);
+    auto destroyed = m.operate(uid, OpKind::management, [&] {
+        const auto token = m.token(token_handle, uid);
+        if (token->info.hash != card.hash || token->info.type != card.type) {
+            throw Error(ErrorCode::permission,
+                        "token handle " + std::to_string(token_handle) + " on module " +
+                            std::to_string(module) + " is " + token_label(token->info) + ", not " +
+                            token_label(info) +
+                            ": destroying a token needs that token loaded with its passphrase");
+        }
+        return world_.destroy_token(token_hash, with_keys);
+    });
+    std::set<std::string> idents;
+    for (const auto& key : destroyed.keys) {
+        idents.insert(key.ident);
+    }
+    // The token's objects go with the keys loaded under them; its keys are
+    // matched by ident as well.
+    const auto unloaded = fleet_.unload_matching([&](const ObjectTable::Object& object) {
+        if (object.token) {
+            return object.token->info.hash == card.hash && object.token->info.type == card.type;
+        }
+        return object.key->info.persistent && idents.contains(object.key->info.ident);
+    });
+    log::get("sim.engine")
+        ->info("uid {} destroyed {} and the {} key(s) it protected{}", uid, token_label(info),
+               destroyed.keys.size(), unloaded_text(unloaded));
+}
+
+std::size_t Engine::unload_key(const std::string& ident) {
+    return fleet_.unload_matching([&](const ObjectTable::Object& object) {
+        return object.key && object.key->info.persistent && object.key->info.ident == ident;
+    });
 }
 
 Bytes Engine::sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,

@@ -45,6 +45,15 @@ public:
     // not used). Throws Error(permission) saying what is needed otherwise.
     void destroy_key(std::uint32_t module, const std::string& ident, hsm::ObjectHandle token_handle,
                      uid_t uid);
+    // Removes a softcard or card set from the world (World::destroy_token),
+    // if `uid` has it loaded: token_handle is the caller's handle of that
+    // token on `module`. Throws Error(permission) otherwise.
+    //
+    // destroy_key and destroy_token unload what was loaded from what they
+    // removed, on every module, whoever loaded it: its handles become
+    // invalid.
+    void destroy_token(std::uint32_t module, const Bytes& token_hash,
+                       hsm::ObjectHandle token_handle, bool with_keys, uid_t uid);
 
     Bytes sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                const Bytes& data, uid_t uid);
@@ -57,6 +66,10 @@ public:
     Bytes random(std::uint32_t module, std::uint32_t length, uid_t uid);
 
 private:
+    // Unloads every object loaded from the persistent key `ident`, on every
+    // module; how many went.
+    std::size_t unload_key(const std::string& ident);
+
     World& world_;
     Fleet& fleet_;
     uid_t service_uid_;

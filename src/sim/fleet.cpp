@@ -265,18 +265,29 @@ hsm::ModuleInfo Fleet::fail_next(std::uint32_t number, std::uint32_t count) {
 }
 
 std::size_t Fleet::unload_client(ClientId client) {
-    std::vector<Module*> modules; // they never go: the fleet lock is not held while unloading
-    {
-        std::lock_guard lock(mutex_);
-        for (const auto& m : modules_) {
-            modules.push_back(m.get());
-        }
-    }
     std::size_t unloaded = 0;
-    for (auto* m : modules) {
+    for (auto* m : all_modules()) {
         unloaded += m->unload_client(client);
     }
     return unloaded;
+}
+
+std::size_t Fleet::unload_matching(const std::function<bool(const ObjectTable::Object&)>& match) {
+    std::size_t unloaded = 0;
+    for (auto* m : all_modules()) {
+        unloaded += m->unload_matching(match);
+    }
+    return unloaded;
+}
+
+std::vector<Module*> Fleet::all_modules() const {
+    // They never go: the caller may use them without the fleet's lock.
+    std::lock_guard lock(mutex_);
+    std::vector<Module*> modules;
+    for (const auto& m : modules_) {
+        modules.push_back(m.get());
+    }
+    return modules;
 }
 
 std::pair<std::vector<hsm::ModuleInfo>, Fleet::Subscription> Fleet::subscribe(Listener listener) {

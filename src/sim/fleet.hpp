@@ -86,6 +86,9 @@ public:
     // Unloads what `client` loaded, on every module (Module::unload_client).
     // Returns how many objects went.
     std::size_t unload_client(ClientId client);
+    // Unloads what `match` selects, on every module (Module::unload_matching).
+    // Returns how many objects went.
+    std::size_t unload_matching(const std::function<bool(const ObjectTable::Object&)>& match);
 
     // Registers `listener` and returns the modules as they are at that very
     // moment: no change falls between the snapshot and the first event.
@@ -104,6 +107,7 @@ private:
     // Records a generation change in the world (a failure is logged).
     void save_generation(const Module::Change& change);
     Module& module_locked(std::uint32_t number) const;
+    std::vector<Module*> all_modules() const;
     void emit_locked(const Module::Change& change, bool added);
     void schedule_ready_locked(const Module& module, std::uint64_t generation);
     void timer_loop();

@@ -93,6 +93,8 @@ std::string_view request_name(const Request& request) {
         return "GenerateKey";
     case Request::kDestroyKey:
         return "DestroyKey";
+    case Request::kDestroyToken:
+        return "DestroyToken";
     case Request::kSign:
         return "Sign";
     case Request::kVerify:
@@ -269,6 +271,15 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         // The module matters only with a token handle (a module-protected key).
         auto module = r.token_handle() == 0 ? r.module() : module_number(r.module());
         engine_.destroy_key(module, ident, r.token_handle(), peer.uid);
+        out.mutable_ok();
+        break;
+    }
+    case Request::kDestroyToken: {
+        const auto& r = request.destroy_token();
+        auto hash = validate::token_hash(r.token_hash());
+        // The module matters only with a token handle (else: permission).
+        auto module = r.token_handle() == 0 ? r.module() : module_number(r.module());
+        engine_.destroy_token(module, hash, r.token_handle(), r.with_keys(), peer.uid);
         out.mutable_ok();
         break;
     }

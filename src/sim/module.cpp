@@ -174,6 +174,13 @@ std::size_t Module::unload_client(ClientId client) {
     return dropped.size();
 }
 
+std::size_t Module::unload_matching(const std::function<bool(const ObjectTable::Object&)>& match) {
+    std::vector<ObjectTable::Object> dropped; // destroyed outside the lock
+    std::lock_guard lock(state_mutex_);
+    dropped = objects_.erase_matching(match);
+    return dropped.size();
+}
+
 std::size_t Module::held_by(uid_t owner) const {
     std::lock_guard lock(state_mutex_);
     return objects_.held_by(owner);

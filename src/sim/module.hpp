@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -105,6 +106,10 @@ public:
     // tokens), in any state of the module and without waiting for its turn:
     // the client has gone, there is nobody to answer. Returns how many went.
     std::size_t unload_client(ClientId client);
+    // Removes every object `match` selects, whoever loaded it (with the keys
+    // loaded under its tokens), in the same way: what was loaded from a
+    // token or key that the world no longer has. Returns how many went.
+    std::size_t unload_matching(const std::function<bool(const ObjectTable::Object&)>& match);
     // How many objects `owner` holds on the module (its share is limited).
     std::size_t held_by(uid_t owner) const;
 

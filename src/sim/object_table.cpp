@@ -93,19 +93,25 @@ std::vector<ObjectTable::Object> ObjectTable::erase(hsm::ObjectHandle handle, ui
 }
 
 std::vector<ObjectTable::Object> ObjectTable::erase_client(ClientId client) {
-    std::vector<Object> dropped;
     if (client == kNoClient) {
-        return dropped;
+        return {};
     }
-    std::set<hsm::ObjectHandle> tokens; // the client's tokens: keys under them go too
+    return erase_matching([client](const Object& object) { return object.client == client; });
+}
+
+std::vector<ObjectTable::Object>
+ObjectTable::erase_matching(const std::function<bool(const Object&)>& match) {
+    std::vector<Object> dropped;
+    std::set<hsm::ObjectHandle> tokens; // the tokens that go: keys under them go too
     for (const auto& [handle, object] : objects_) {
-        if (object.client == client && object.token) {
+        if (object.token && match(object)) {
             tokens.insert(handle);
         }
     }
     for (auto it = objects_.begin(); it != objects_.end();) {
         const auto& object = it->second;
-        if (object.client == client || (object.key && tokens.contains(object.key->token_handle))) {
+        if (tokens.contains(it->first) ||
+            (object.key && (tokens.contains(object.key->token_handle) || match(object)))) {
             it = forget(it, dropped);
         } else {
             ++it;

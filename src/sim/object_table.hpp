@@ -83,6 +83,9 @@ public:
     // Removes every object `client` loaded, and every key loaded under one of
     // its tokens (by whichever client of the same uid). Returns what went.
     std::vector<Object> erase_client(ClientId client);
+    // Removes every object for which `match` is true, whoever loaded it, and
+    // every key loaded under a token removed. Returns what went.
+    std::vector<Object> erase_matching(const std::function<bool(const Object&)>& match);
     // Removes everything (handles already given out never come back).
     std::map<hsm::ObjectHandle, Object> take_all() noexcept;
 

@@ -4,6 +4,7 @@
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/frame.hpp"
+#include "sim/own_directory.hpp"
 
 #include <array>
 #include <cerrno>
@@ -66,6 +67,14 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
                                           std::to_string(kMaxIdleTimeout.count()) + " seconds");
     }
     tuning_.limits.idle_timeout = options_.idle_timeout;
+    // Before anything is written: no file is left in another user's directory.
+    const auto user = ::geteuid();
+    require_own_directory(options_.kmdata, user, "the Security World directory",
+                          "NFAST_KMDATA or --kmdata");
+    require_own_directory(options_.socket.parent_path(), user, "the client socket's directory",
+                          "HSMSIM_SOCKET or --socket");
+    require_own_directory(options_.admin_socket.parent_path(), user, "the admin socket's directory",
+                          "HSMSIM_ADMIN_SOCKET or --admin-socket");
     WorldOptions world;
     world.dir = options_.kmdata;
     world.kdf_iterations = tuning_.kdf_iterations;

@@ -124,6 +124,7 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.id = bytes_of(request.id());
     spec.persistent = request.persistent();
     spec.token_handle = request.token_handle();
+    spec.refuse_duplicate = request.refuse_duplicate();
     return spec;
 }
 

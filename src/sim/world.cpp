@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 
 namespace preloadrun::sim {
@@ -415,7 +416,8 @@ SecureBuffer World::unlock_token(const CardRecord& card, const SecureBuffer& pas
     return token_key;
 }
 
-void World::store_key(KeyRecord& record, const Key& key, const SecureBuffer* token_key) {
+void World::store_key(KeyRecord& record, const Key& key, const SecureBuffer* token_key,
+                      bool refuse_duplicate) {
     if (!valid_ident(record.ident)) {
         throw Error(ErrorCode::internal, "invalid key ident");
     }
@@ -436,9 +438,74 @@ void World::store_key(KeyRecord& record, const Key& key, const SecureBuffer* tok
     if (dir_.stat_entry(file)) {
         throw Error(ErrorCode::already_exists, path_of(file) + " already exists");
     }
+    // Checked under the lock that destroy_token() takes: no key is left
+    // behind by a token destroyed meanwhile.
+    if (record.protection && !dir_.stat_entry(card_name(record.protection->hash))) {
+        throw Error(ErrorCode::not_found, std::string(token_type_text(record.protection->type)) +
+                                              " " + to_hex(record.protection->hash) +
+                                              " is no longer in the Security World");
+    }
+    if (refuse_duplicate) {
+        refuse_duplicate_locked(record.label, record.id, record.protection);
+    }
     usage_.check_room(WorldFile::key, record.creator, text.size());
     dir_.write_atomic(file, text, {.mode = kFileMode});
     usage_.record(file, WorldFile::key, record.creator, text.size());
+}
+
+std::vector<KeyRecord> World::key_records() const {
+    std::vector<KeyRecord> out;
+    for (const auto& name : names_after(kKeyPrefix, "")) {
+        try {
+            auto record = decode_key(dir_.read_text(name, kMaxFile), path_of(name));
+            if (name == key_name(record.ident)) {
+                out.push_back(std::move(record));
+            }
+        } catch (const Error& e) {
+            if (e.code() != ErrorCode::not_found) {
+                logger()->warn("skipping a damaged key file: {}", e.what());
+            }
+        }
+    }
+    return out;
+}
+
+std::string World::protection_name(const std::optional<Protection>& protection) const {
+    if (!protection) {
+        return "module-protected key";
+    }
+    std::string text = "key protected by " + std::string(token_type_text(protection->type));
+    try {
+        return text + " '" + card(protection->hash).name + "'";
+    } catch (const Error&) {
+        return text + " " + to_hex(protection->hash);
+    }
+}
+
+void World::refuse_duplicate(const std::string& label, const Bytes& id,
+                             const std::optional<Protection>& protection) const {
+    std::lock_guard lock(mutex_);
+    refuse_duplicate_locked(label, id, protection);
+}
+
+void World::refuse_duplicate_locked(const std::string& label, const Bytes& id,
+                                    const std::optional<Protection>& protection) const {
+    for (const auto& other : key_records()) {
+        if (other.protection != protection) {
+            continue;
+        }
+        std::string same;
+        if (other.label == label) {
+            same = "the label '" + label + "'";
+        } else if (!id.empty() && other.id == id) {
+            same = "the id " + to_hex(id);
+        } else {
+            continue;
+        }
+        throw Error(ErrorCode::already_exists, "a " + protection_name(protection) +
+                                                   " already has " + same + " (key " + other.ident +
+                                                   ")");
+    }
 }
 
 hsm::KeyInfo World::info_of(const KeyRecord& record) const {
@@ -569,6 +636,73 @@ void World::destroy_key(const std::string& ident) {
     usage_.forget(name);
     dir_.sync();
     logger()->info("destroyed key {} ('{}')", ident, record.label);
+}
+
+World::DestroyedToken World::destroy_token(std::span<const std::uint8_t> hash, bool with_keys) {
+    std::lock_guard lock(mutex_);
+    const auto card_record = card(hash); // not_found / corrupt: say so before deleting
+    const Protection protection{card_record.type, card_record.hash};
+    DestroyedToken out{info_of(card_record), {}};
+    for (auto& record : key_records()) {
+        if (record.protection == protection) {
+            out.keys.push_back(std::move(record));
+        }
+    }
+    std::sort(out.keys.begin(), out.keys.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.label, a.ident) < std::tie(b.label, b.ident);
+    });
+    const std::string what =
+        std::string(token_type_text(card_record.type)) + " '" + card_record.name + "'";
+    if (!out.keys.empty() && !with_keys) {
+        std::string labels;
+        for (const auto& key : out.keys) {
+            labels += (labels.empty() ? "'" : ", '") + key.label + "'";
+        }
+        throw Error(ErrorCode::conflict, what + " protects " + std::to_string(out.keys.size()) +
+                                             " key(s) (" + labels +
+                                             "): destroy them first, or destroy them with it");
+    }
+    // Every file is renamed aside first (a name that a world skips); if one
+    // cannot be, those already renamed come back and nothing is lost. The
+    // keys go before the card: no key outlives its token.
+    std::vector<std::string> names;
+    for (const auto& key : out.keys) {
+        names.push_back(key_name(key.ident));
+    }
+    names.push_back(card_name(card_record.hash));
+    std::vector<std::pair<std::string, std::string>> aside;
+    try {
+        for (const auto& name : names) {
+            auto hidden = "." + name + ".tmp.destroyed";
+            dir_.rename(name, hidden);
+            aside.emplace_back(name, std::move(hidden));
+        }
+    } catch (const Error&) {
+        for (auto it = aside.rbegin(); it != aside.rend(); ++it) {
+            try {
+                dir_.rename(it->second, it->first);
+            } catch (const Error& e) {
+                logger()->error("destroying {}: {} stays aside: {}", what, it->first, e.what());
+            }
+        }
+        throw;
+    }
+    for (const auto& [name, hidden] : aside) {
+        usage_.forget(name);
+        try {
+            dir_.remove(hidden);
+        } catch (const Error& e) {
+            logger()->warn("destroyed {}, but {}", what, e.what());
+        }
+    }
+    try {
+        dir_.sync();
+    } catch (const Error& e) {
+        logger()->warn("destroyed {}, but {}", what, e.what());
+    }
+    logger()->info("destroyed {} (hash {}) and {} key(s) it protected", what,
+                   to_hex(card_record.hash), out.keys.size());
+    return out;
 }
 
 } // namespace preloadrun::sim

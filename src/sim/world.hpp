@@ -95,7 +95,15 @@ public:
     // the token key (record.protection set) or the world key. `token_key` is
     // ignored for module-protected keys. record.creator, when set, is counted
     // against its quota: Error(limit) past a limit of options.limits.
-    void store_key(KeyRecord& record, const Key& key, const SecureBuffer* token_key);
+    // Error(not_found) when the protecting token is no longer in the world.
+    // With refuse_duplicate, Error(already_exists) as refuse_duplicate() says.
+    void store_key(KeyRecord& record, const Key& key, const SecureBuffer* token_key,
+                   bool refuse_duplicate = false);
+    // Throws Error(already_exists), naming the key, when a readable key under
+    // the same protection (the same token, or the world) has `label`, or `id`
+    // when `id` is not empty.
+    void refuse_duplicate(const std::string& label, const Bytes& id,
+                          const std::optional<Protection>& protection) const;
     // Every readable persistent key, by label then ident; damaged key files
     // are skipped and logged.
     std::vector<hsm::KeyInfo> keys() const;
@@ -113,6 +121,17 @@ public:
     // Removes key_<ident>. Throws Error(not_found). Says nothing of who may:
     // the caller checked that.
     void destroy_key(const std::string& ident);
+
+    struct DestroyedToken {
+        hsm::TokenInfo token;
+        std::vector<KeyRecord> keys; // the keys it protected, destroyed with it
+    };
+    // Removes the card file of the token with that hash and, with_keys, the
+    // key files of the keys it protects: all of them or, when one cannot be
+    // removed, none (each is first renamed aside, then they are deleted).
+    // Throws Error(not_found) for no such token, Error(conflict) naming the
+    // keys when it protects some and not with_keys. Says nothing of who may.
+    DestroyedToken destroy_token(std::span<const std::uint8_t> hash, bool with_keys);
 
     // What the world's files take now (a copy).
     WorldUsage usage() const;
@@ -132,6 +151,13 @@ private:
     std::optional<hsm::TokenInfo> read_token(const std::string& name) const;
     std::optional<hsm::KeyInfo> read_key(const std::string& name, NameCache& names) const;
     hsm::KeyInfo info_of(const KeyRecord& record, NameCache& names) const;
+    // The readable key records, in ident order (damaged ones are skipped).
+    std::vector<KeyRecord> key_records() const;
+    void refuse_duplicate_locked(const std::string& label, const Bytes& id,
+                                 const std::optional<Protection>& protection) const;
+    // "key protected by softcard 'NAME'" (the hash when the card cannot be
+    // read), "module-protected key".
+    std::string protection_name(const std::optional<Protection>& protection) const;
 
     Dir dir_;
     std::uint32_t kdf_iterations_;

@@ -3,8 +3,8 @@
 `shell` is each shell under test: $COMPLETION_SHELL (one ctest test per
 shell) or, when unset, bash, zsh and fish in turn.
 `world` is a running `hsmsim serve --modules 1` (env HSMSIM) in a private
-directory, with the softcards card1 and card2 and the card set ops; one per
-test module.
+directory, with the softcards card1 and card2, the card set ops and one
+module-protected key (its ident: world.key); one per test module.
 `workdir` is a private directory with a few known files, the current
 directory of the shells (for file completion), and `home` their HOME.
 """
@@ -62,14 +62,17 @@ class World:
             with open(os.path.join(self.root, "serve.log"), errors="replace") as f:
                 pytest.fail(f"hsmsim serve did not get ready: {line!r}\n{f.read()}")
 
-    def cli(self, *args):
+    def cli(self, *args, passphrase_file=True):
         passphrase = os.path.join(self.root, "passphrase")
         with open(passphrase, "w") as f:
             f.write("correct horse\n")
-        proc = subprocess.run([self.hsmsim, *args, "--passphrase-file", passphrase],
-                              env=self.env, capture_output=True, text=True, timeout=60)
+        if passphrase_file:
+            args = (*args, "--passphrase-file", passphrase)
+        proc = subprocess.run([self.hsmsim, *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)
         if proc.returncode != 0:
             pytest.fail(f"hsmsim {' '.join(args)} failed: {proc.stderr}")
+        return proc.stdout
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -96,6 +99,9 @@ def world():
             w.cli("softcard", "create", name)
         for name in CARDSETS:
             w.cli("cardset", "create", name)
+        out = w.cli("key", "generate", "--type", "ec-p256", "--label", "k", "--protect", "module",
+                    passphrase_file=False)
+        w.key = out.split("(ident ")[1].split(")")[0]
         yield w
     finally:
         w.stop()

@@ -163,8 +163,8 @@ def test_hsmsim_subcommands(complete):
     assert set(complete("hsmsim ")) == {"serve", "softcard", "cardset", "key", "module"}
     assert set(complete("hsmsim module ")) == {
         "list", "clear", "fail", "restore", "remove", "add", "latency", "fail-next"}
-    assert set(complete("hsmsim key ")) == {"generate", "destroy", "list"}
-    assert set(complete("hsmsim --log-level debug softcard ")) == {"create", "list"}
+    assert set(complete("hsmsim key ")) == {"generate", "delete", "list"}
+    assert set(complete("hsmsim --log-level debug softcard ")) == {"create", "delete", "list"}
     assert set(complete("hsmsim -q cardset cr")) == {"create"}
 
 
@@ -188,6 +188,18 @@ def test_hsmsim_module_numbers(complete, world, workdir):
     assert complete("hsmsim module latency 1 ") == []
     nowhere = os.path.join(workdir, "no-service.sock")
     assert complete(f"hsmsim --socket {world.socket} module restore ", socket=nowhere) == ["1"]
+
+
+def test_hsmsim_what_delete_deletes(complete, world):
+    assert set(complete("hsmsim softcard delete ")) == {"card1", "card2"}
+    assert set(complete("hsmsim cardset delete ")) == {"ops"}
+    assert set(complete("hsmsim softcard delete --with-keys c")) == {"card1", "card2"}
+    # One NAME only (zsh offers the options there).
+    assert not {"card1", "card2"} & set(complete("hsmsim softcard delete card1 "))
+    assert set(complete("hsmsim key delete ")) == {world.key}
+    found = set(complete("hsmsim softcard delete --"))
+    assert {"--with-keys", "--passphrase-file"} <= found
+    assert "--allow-duplicate" in complete("hsmsim key generate --al")
 
 
 def test_hsmsim_with_the_service_down_or_hung(complete, workdir, hung_socket):

@@ -15,9 +15,9 @@ HSMSIM = os.environ.get("HSMSIM", "")
 
 # Every command line of hsmsim that has its own --help.
 HSMSIM_COMMANDS = [
-    [], ["serve"], ["softcard"], ["softcard", "create"], ["softcard", "list"],
-    ["cardset"], ["cardset", "create"], ["cardset", "list"],
-    ["key"], ["key", "generate"], ["key", "list"],
+    [], ["serve"], ["softcard"], ["softcard", "create"], ["softcard", "delete"],
+    ["softcard", "list"], ["cardset"], ["cardset", "create"], ["cardset", "delete"],
+    ["cardset", "list"], ["key"], ["key", "generate"], ["key", "delete"], ["key", "list"],
     ["module"], ["module", "list"], ["module", "clear"], ["module", "fail"],
     ["module", "restore"], ["module", "remove"], ["module", "add"],
     ["module", "latency"], ["module", "fail-next"],
@@ -104,13 +104,52 @@ def test_hsmsim_unknown_option_is_named():
 @pytest.mark.parametrize("command,names", [
     ([], "serve, softcard, cardset, key, module"),
     (["module"], "list, clear, fail, restore, remove, add, latency, fail-next"),
-    (["key"], "generate, destroy, list"),
+    (["key"], "generate, delete, list"),
+    (["softcard"], "create, delete, list"),
 ])
 def test_hsmsim_missing_subcommand_lists_the_choices(command, names):
     r = run(HSMSIM, *command)
     assert r.returncode == 2 and r.stdout == ""
     path = " ".join(["hsmsim", *command])
     assert one_line(r) == f"{path}: a subcommand is required: {names} (see {path} --help)"
+
+
+# A missing or bad option or argument of a subcommand: the one line points at
+# the help that lists it, that subcommand's.
+@pytest.mark.parametrize("argv,command,wanted", [
+    (["key", "generate", "--label", "x", "--protect", "module"], "key generate", "--type"),
+    (["key", "generate", "--type", "ec-p256", "--protect", "module"], "key generate", "--label"),
+    (["key", "generate", "--type", "ec-p256", "--label", "x"], "key generate", "--protect"),
+    (["-v", "key", "generate", "--type", "ec-p256", "--label", "x", "--protect", "module",
+      "--bogus"], "key generate", "--bogus"),
+    (["key", "generate", "--type", "ec-p256", "--label", "x", "--protect", "module", "--id",
+      "zz"], "key generate", "--id"),
+    (["key", "delete"], "key delete", "IDENT"),
+    (["key", "destroy"], "key delete", "IDENT"),
+    (["softcard", "create"], "softcard create", "NAME"),
+    (["softcard", "delete"], "softcard delete", "NAME"),
+    (["cardset", "delete", "x", "--with-key"], "cardset delete", "--with-key"),
+    (["module", "latency", "1"], "module latency", "MS"),
+    (["module", "fail-next"], "module fail-next", "N"),
+    (["serve", "--modules", "0"], "serve", "--modules"),
+])
+def test_hsmsim_subcommand_usage_error_points_at_its_help(argv, command, wanted):
+    r = run(HSMSIM, *argv)
+    assert r.returncode == 2 and r.stdout == ""
+    line = one_line(r)
+    assert line.startswith("hsmsim: ") and line.endswith(f" (see hsmsim {command} --help)"), line
+    assert wanted in line, line
+    # That help lists what was missing.
+    if wanted not in ("--bogus", "--with-key"):
+        help_text = run(HSMSIM, *command.split(), "--help").stdout
+        assert wanted in help_text, help_text
+
+
+def test_preloadrun_subcommand_usage_error_points_at_its_help():
+    r = run(PRELOADRUN, "status", "--bogus")
+    assert r.returncode != 0
+    line = one_line(r)
+    assert "--bogus" in line and line.endswith("(see preloadrun status --help)"), line
 
 
 def test_hsmsim_out_of_range_value_is_explained():

@@ -6,7 +6,10 @@ loads, while its command runs or while it reloads a cleared module, leaves
 every module's object count where it was before it started, and the next
 preloadrun starts clean. While preloadrun runs, in every mode, it keeps a
 connection open and its tokens stay loaded. An application's own objects
-(a session key made through the PKCS#11 module) go when it exits.
+(a session key made through the PKCS#11 module) go when it exits, and so do
+the token and keys that the PKCS#11 module loads itself when an application
+logs in without preloadrun (pkcs11-tool --login, run again and again, or a
+client killed while it signs).
 Fixtures: conftest.py (`pr_card`); helpers: preloadrun_support.py.
 """
 
@@ -18,7 +21,7 @@ import time
 
 import pytest
 
-from preloadrun_support import TIMEOUT, children_of, executable, wait_for
+from preloadrun_support import PASS1, TIMEOUT, children_of, executable, wait_for
 
 
 # -- helpers -------------------------------------------------------------------
@@ -201,3 +204,74 @@ def test_an_applications_session_key_goes_when_it_ends(pr, end):
         if app.poll() is None:
             app.kill()
             app.wait()
+
+
+# -- logging in without preloadrun ----------------------------------------------------
+
+SANITIZED = os.environ.get("PRELOADRUN_SANITIZE") == "1"
+
+
+def key_on_c1(pr):
+    """An EC key of CKA_ID 01 protected by softcard c1."""
+    pr.sim.ok("key", "generate", "--type", "ec-p256", "--label", "k1", "--id", "01",
+              "--protect", "softcard:c1", "--passphrase-file", pr.card_pass)
+
+
+@pytest.mark.skipif(SANITIZED, reason="pkcs11-tool cannot load a module built with "
+                                      "AddressSanitizer")
+@pytest.mark.parametrize("load_sharing", [False, True], ids=["one-module", "load-sharing"])
+def test_pkcs11_tool_logins_without_preloadrun_leave_nothing_loaded(pr_card, load_sharing):
+    pr = pr_card
+    key_on_c1(pr)
+    before = pr.module_objects()
+    module = os.environ.get("PKCS11_MODULE", "")
+    assert os.path.isfile(module), "PKCS11_MODULE: run these tests through ctest"
+    env = pr.env
+    if load_sharing:
+        env["CKNFAST_LOADSHARING"] = "1"
+    data = pr.path("data")
+    with open(data, "w") as f:
+        f.write("hello\n")
+    for args in (["-O"], ["--sign", "--id", "01", "-m", "ECDSA-SHA256", "--input-file", data,
+                          "--output-file", pr.path("sig")]) * 2:
+        # The module logs in by loading c1 itself (no tokens file): the
+        # token on each module it uses, and the key for a signature.
+        p = subprocess.Popen(["pkcs11-tool", "--module", module, "--token-label", "c1",
+                              "--login", "--pin", PASS1, *args],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, out
+        went = wait_gone(pr, p.pid)
+        assert went >= 1, pr.sim.log()
+        wait_objects(pr, before)
+
+
+@pytest.mark.parametrize("end", ["C_Finalize", "kill -9"])
+def test_a_client_logged_in_without_preloadrun_leaves_nothing_loaded(pr_card, end):
+    pr = pr_card
+    key_on_c1(pr)
+    before = pr.module_objects()
+    driver = executable("P11_DRIVER")
+    module = os.environ.get("PKCS11_MODULE", "")
+    assert os.path.isfile(module), "PKCS11_MODULE: run these tests through ctest"
+    stop = pr.path("stop")
+    # It logs in to c1 with its PIN and signs until `stop` exists.
+    app = subprocess.Popen([driver, "sign-until", module, "c1", PASS1, "01", stop,
+                            "2"], env=pr.env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: sum(pr.module_objects().values()) >= sum(before.values()) + 2
+                 or app.poll() is not None, what="c1 and its key loaded by the client")
+        assert app.poll() is None, app.stdout.read()
+        if end == "kill -9":
+            app.kill()
+            assert app.wait(TIMEOUT) == -signal.SIGKILL
+        else:
+            open(stop, "w").close()
+            assert app.wait(TIMEOUT) == 0
+        assert wait_gone(pr, app.pid) >= 2
+        wait_objects(pr, before)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        app.stdout.close()

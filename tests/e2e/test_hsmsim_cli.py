@@ -414,28 +414,29 @@ def test_key_generate_with_cardset_protection(service):
     assert k["token_hash"] == h
 
 
-def test_key_destroy(service):
+def test_key_delete(service):
     create_softcard(service, "dk", "dk-pass")
     token_key = generate(service, "ec-p256", "dk-token", "softcard:dk", "dk-pass")
     module_key = generate(service, "ec-p256", "dk-module", "module")
     before = snapshot_dir(service.kmdata)
     # A token's key needs the token's passphrase.
-    r = service.run("key", "destroy", token_key, "--passphrase-file", service.passfile("nope"))
+    r = service.run("key", "delete", token_key, "--passphrase-file", service.passfile("nope"))
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "passphrase" in one_line(r.stderr).lower()
     # A module-protected key takes no passphrase.
-    r = service.run("key", "destroy", module_key, "--passphrase-file", service.passfile("x"))
+    r = service.run("key", "delete", module_key, "--passphrase-file", service.passfile("x"))
     assert r.returncode == 2, (r.returncode, r.stderr)
     one_line(r.stderr)
-    r = service.run("key", "destroy", "0" * 40)
+    r = service.run("key", "delete", "0" * 40)
     assert r.returncode == 1 and "no key" in one_line(r.stderr), r.stderr
     assert snapshot_dir(service.kmdata) == before
     assert all(m["objects"] == 0 for m in service.modules().values()), "a token left loaded"
 
-    r = service.ok("key", "destroy", token_key, "--passphrase-file", service.passfile("dk-pass"))
-    assert r.stdout == f"destroyed key 'dk-token' (ident {token_key}) protected by softcard dk\n"
+    r = service.ok("key", "delete", token_key, "--passphrase-file", service.passfile("dk-pass"))
+    assert r.stdout == f"deleted key 'dk-token' (ident {token_key}) protected by softcard dk\n"
+    # "destroy", its former name, is the same command.
     r = service.ok("key", "destroy", module_key)
-    assert r.stdout == f"destroyed key 'dk-module' (ident {module_key})\n"
+    assert r.stdout == f"deleted key 'dk-module' (ident {module_key})\n"
     assert not ({token_key, module_key} & set(keys_by_ident(service)))
     assert not os.path.exists(os.path.join(service.kmdata, f"key_{token_key}"))
     assert all(m["objects"] == 0 for m in service.modules().values()), "a token left loaded"
@@ -460,8 +461,11 @@ USAGE_ERRORS = {
     "bad-protect": ["key", "generate", "--type", "ec-p256", "--label", "x", "--protect", "bogus"],
     "module-not-a-number": ["module", "clear", "abc"],
     "latency-missing-ms": ["module", "latency", "1"],
-    "destroy-bad-ident": ["key", "destroy", "not-an-ident"],
+    "delete-bad-ident": ["key", "delete", "not-an-ident"],
+    "delete-missing-ident": ["key", "delete"],
     "destroy-missing-ident": ["key", "destroy"],
+    "softcard-delete-missing-name": ["softcard", "delete"],
+    "cardset-delete-unknown-option": ["cardset", "delete", "x", "--with-key"],
     "max-keys-zero": ["serve", "--max-keys-per-uid", "0"],
     "max-world-too-large": ["serve", "--max-world-mib", "65537"],
 }
@@ -731,6 +735,62 @@ def test_serve_creates_missing_world_directory(make_service):
     os.rmdir(sim.kmdata)
     sim.start(modules=1)
     assert os.path.isfile(os.path.join(sim.kmdata, "world"))
+
+
+NOBODY = 65534  # a user other than root, whatever the machine has
+
+
+def _serve_refused(sim, *extra, env=None):
+    """`hsmsim serve ARGS` exits 1 with one line; returns the line."""
+    r = sim.run("serve", "--modules", "1", *extra, env=env, timeout=15)
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    return one_line(r.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root writing into another user's directory")
+def test_serve_as_root_writes_nothing_in_another_users_directory(make_service):
+    sim = make_service(start=False)
+    name = "nobody"
+    try:
+        import pwd
+        name = pwd.getpwuid(NOBODY).pw_name
+    except KeyError:
+        name = None
+    fix = f"runuser -u {name} -- hsmsim serve" if name else f"uid {NOBODY}"
+
+    # The world directory of another user (the packaged service's, say).
+    os.chown(sim.kmdata, NOBODY, NOBODY)
+    line = _serve_refused(sim)
+    assert line.startswith(f"hsmsim: the Security World directory {sim.kmdata} belongs to uid "
+                           f"{NOBODY}"), line
+    assert fix in line and "NFAST_KMDATA or --kmdata" in line, line
+    assert os.listdir(sim.kmdata) == []
+
+    # A missing one, to be made in a directory of another user.
+    theirs = os.path.join(sim.root, "theirs")
+    os.mkdir(theirs, 0o700)
+    os.chown(theirs, NOBODY, NOBODY)
+    kmdata = os.path.join(theirs, "a", "kmdata")
+    line = _serve_refused(sim, "--kmdata", kmdata)
+    assert f"the Security World directory {kmdata} would be made in {theirs}, which belongs " \
+           f"to uid {NOBODY}" in line and fix in line, line
+    assert os.listdir(theirs) == []
+
+    # A socket directory of another user: refused before the world is made.
+    mine = os.path.join(sim.root, "mine")
+    line = _serve_refused(sim, "--kmdata", mine, "--socket", os.path.join(theirs, "c.sock"))
+    assert f"the client socket's directory {theirs} belongs to uid {NOBODY}" in line, line
+    assert "HSMSIM_SOCKET or --socket" in line, line
+    assert not os.path.exists(mine)
+    line = _serve_refused(sim, "--kmdata", mine,
+                          "--admin-socket", os.path.join(theirs, "s", "a.sock"))
+    assert "the admin socket's directory" in line and "HSMSIM_ADMIN_SOCKET" in line, line
+    assert not os.path.exists(mine) and os.listdir(theirs) == []
+
+    # Root's own directories are served as before.
+    os.chown(sim.kmdata, 0, 0)
+    sim.start(modules=1)
 
 
 def test_serve_refuses_a_directory_that_is_not_a_world(make_service):

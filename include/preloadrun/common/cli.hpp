@@ -100,7 +100,8 @@ private:
 
 // Parses argv. nullopt: parsed, go on. Otherwise the exit status: 0 after
 // printing --help or --version, usage_status() after a usage error (printed
-// as one line, "PROGRAM: what (see PROGRAM --help)").
+// as one line, "PROGRAM: what (see PROGRAM [SUBCOMMAND...] --help)", naming
+// the innermost subcommand given).
 inline std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv,
                                              const std::function<int()>& usage_status) {
     try {
@@ -113,8 +114,14 @@ inline std::optional<int> parse_command_line(CLI::App& app, int argc, char** arg
     } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        std::cerr << app.get_name() << ": " << e.what() << " (see " << app.get_name()
-                  << " --help)\n";
+        // The help that lists what is wrong: that of the innermost
+        // subcommand given ("hsmsim key generate --help" for its --type).
+        std::string command = app.get_name();
+        for (const CLI::App* at = &app; !at->get_subcommands().empty();) {
+            at = at->get_subcommands().front();
+            command += " " + at->get_name();
+        }
+        std::cerr << app.get_name() << ": " << e.what() << " (see " << command << " --help)\n";
         return usage_status();
     }
 }

@@ -78,6 +78,9 @@ public:
                       const AtomicWriteOptions& options = {}) const;
     // unlinkat(); false when there was no such entry.
     bool remove(std::string_view name) const;
+    // renameat() within this directory, replacing `to` if it exists. Throws
+    // Error(not_found) when there is no `from`, Error(io) otherwise.
+    void rename(std::string_view from, std::string_view to) const;
     // The names of the entries (not "." and ".."), unsorted.
     std::vector<std::string> list() const;
     void sync() const;

@@ -43,6 +43,12 @@ public:
     GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) override;
     void destroy_key(const std::string& ident, std::uint32_t module,
                      ObjectHandle token_handle) override;
+    // Removes a softcard or card set from the world (hsmsim's own: not part
+    // of Service). token_handle is this caller's handle of that token on
+    // `module`. Throws Error(conflict) while it protects keys, unless
+    // with_keys, which removes them with it.
+    void destroy_token(const Bytes& token_hash, std::uint32_t module, ObjectHandle token_handle,
+                       bool with_keys);
     Bytes sign(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                const Bytes& data) override;
     void verify(std::uint32_t module, ObjectHandle key, const Mechanism& mech, const Bytes& data,

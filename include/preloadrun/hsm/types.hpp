@@ -93,6 +93,9 @@ struct KeySpec {
     Bytes id;
     bool persistent = true;
     ObjectHandle token_handle = 0; // 0: module-protected
+    // A persistent key only: refused when a key under the same protection has
+    // the same label, or the same id when `id` is not empty.
+    bool refuse_duplicate = false;
 };
 
 struct GeneratedKey {

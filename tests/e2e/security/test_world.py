@@ -43,8 +43,9 @@ def create_softcard(machine, uid, name, passphrase):
 
 
 def generate(machine, uid, label, protect, passphrase=None, key_id="01"):
-    args = ["key", "generate", "--type", "ec-p256", "--label", label, "--id", key_id,
-            "--protect", protect]
+    args = ["key", "generate", "--type", "ec-p256", "--label", label, "--protect", protect]
+    if key_id is not None:  # None: no CKA_ID (keys with one may not share it)
+        args += ["--id", key_id]
     if passphrase is not None:
         args += ["--passphrase-file", passfile(machine, uid, passphrase)]
     r = hsmsim(machine, uid, *args)
@@ -307,15 +308,15 @@ def test_a_huge_key_list_does_not_break_other_users(shared, victim_keys):
 
 def test_keys_per_uid_are_bounded(machine):
     machine.start_service(extra=("--max-keys-per-uid", "3"))
-    idents = [generate(machine, ATTACKER, f"a{i}", "module") for i in range(3)]
+    idents = [generate(machine, ATTACKER, f"a{i}", "module", key_id=None) for i in range(3)]
     r = hsmsim(machine, ATTACKER, "key", "generate", "--type", "ec-p256", "--label", "a4",
                "--protect", "module")
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--max-keys-per-uid 3" in r.stderr, r.stderr
     # Another user is not affected.
-    generate(machine, VICTIM, "v1", "module")
+    generate(machine, VICTIM, "v1", "module", key_id=None)
     # The attacker's own keys count, so destroying one makes room again.
     r = hsmsim(machine, ATTACKER, "key", "destroy", idents[0])
     assert r.returncode == 0, r.stderr
-    generate(machine, ATTACKER, "a5", "module")
+    generate(machine, ATTACKER, "a5", "module", key_id=None)

@@ -89,8 +89,14 @@ std::vector<wire::Request> every_request() {
         auto* b = r.mutable_generate_key();
         b->set_module(1), b->set_type(wire::KEY_RSA), b->set_bits(2048), b->set_label("l");
         b->set_id("\x01"), b->set_persistent(true), b->set_token_handle(3);
+        b->set_refuse_duplicate(true);
     });
     add([](auto& r) { r.mutable_destroy_key()->set_ident("k"); });
+    add([](auto& r) {
+        auto* b = r.mutable_destroy_token();
+        b->set_token_hash(std::string(20, 'h')), b->set_module(1), b->set_token_handle(3);
+        b->set_with_keys(true);
+    });
     const auto mech = codec::to_wire(sample_mechanism());
     add([&](auto& r) {
         auto* b = r.mutable_sign();
@@ -184,7 +190,7 @@ TEST_CASE("hsm::codec round trips every request kind") {
         CHECK(back.SerializeAsString() == request.SerializeAsString());
         kinds.insert(request.body_case());
     }
-    CHECK(kinds.size() == 21); // every field of Request.body
+    CHECK(kinds.size() == 22); // every field of Request.body
 }
 
 TEST_CASE("hsm::codec round trips every server message kind") {

@@ -351,15 +351,21 @@ struct As {
         REQUIRE(out.has_handle());
         return out.handle().handle();
     }
-    wire::GeneratedKey generate_key(std::uint64_t token_handle, std::uint32_t module = 1) {
+    wire::Response generate_response(std::uint64_t token_handle, std::uint32_t module = 1,
+                                     const std::string& label = "k",
+                                     bool refuse_duplicate = false) {
         wire::Request r;
         auto* g = r.mutable_generate_key();
         g->set_module(module);
         g->set_type(wire::KEY_EC_P256);
-        g->set_label("k");
+        g->set_label(label);
         g->set_persistent(true);
         g->set_token_handle(token_handle);
-        auto out = s.call(r, peer);
+        g->set_refuse_duplicate(refuse_duplicate);
+        return s.call(r, peer);
+    }
+    wire::GeneratedKey generate_key(std::uint64_t token_handle, std::uint32_t module = 1) {
+        auto out = generate_response(token_handle, module);
         REQUIRE(out.has_generated());
         return out.generated();
     }
@@ -396,6 +402,15 @@ struct As {
         r.mutable_destroy_key()->set_ident(ident);
         r.mutable_destroy_key()->set_module(module);
         r.mutable_destroy_key()->set_token_handle(token_handle);
+        return s.call(r, peer);
+    }
+    wire::Response destroy_token(const std::string& hash, std::uint32_t module = 0,
+                                 std::uint64_t token_handle = 0, bool with_keys = false) {
+        wire::Request r;
+        r.mutable_destroy_token()->set_token_hash(hash);
+        r.mutable_destroy_token()->set_module(module);
+        r.mutable_destroy_token()->set_token_handle(token_handle);
+        r.mutable_destroy_token()->set_with_keys(with_keys);
         return s.call(r, peer);
     }
 };
@@ -490,6 +505,90 @@ TEST_CASE("sim::Handler DestroyKey of a module-protected key: the world's manage
         CHECK(error_of(victim.destroy(key, 1, 5)) == wire::ERROR_BAD_REQUEST);
         CHECK(key_exists(s, key));
     }
+}
+
+TEST_CASE("sim::Handler DestroyToken needs that token, loaded by the caller, and unloads what "
+          "came from it") {
+    Setup s;
+    As victim{s, kVictim};
+    As attacker{s, kAttacker};
+    const auto card = victim.create_token("victim", "victim-pw");
+    const auto on_1 = victim.load_token(1, card, "victim-pw");
+    const auto on_2 = victim.load_token(2, card, "victim-pw");
+    const auto key = victim.generate(on_1);
+    const auto key_on_2 = victim.load_key(2, key, on_2).handle().handle();
+    // Another uid that knows the passphrase has it loaded too.
+    const auto theirs = attacker.load_token(2, card, "victim-pw");
+    const auto attacker_card = attacker.create_token("attacker", "attacker-pw");
+    const auto attacker_handle = attacker.load_token(1, attacker_card, "attacker-pw");
+    auto card_exists = [&] {
+        return std::filesystem::exists(s.tmp / ("card_" + to_hex(Bytes(card.begin(), card.end()))));
+    };
+
+    SUBCASE("without the token loaded: refused, whoever asks") {
+        for (const auto& peer : {kAttacker, kRoot, kService, kVictim}) {
+            auto refused = As{s, peer}.destroy_token(card, 1, 0, true);
+            CHECK(error_of(refused) == wire::ERROR_PERMISSION);
+            CHECK(refused.error().message().find("loaded") != std::string::npos);
+        }
+        CHECK(error_of(attacker.destroy_token(card, 1, attacker_handle, true)) ==
+              wire::ERROR_PERMISSION);
+        CHECK(error_of(attacker.destroy_token(card, 1, on_1, true)) == wire::ERROR_PERMISSION);
+        CHECK(error_of(victim.destroy_token(std::string(20, 'x'), 1, on_1, true)) ==
+              wire::ERROR_NOT_FOUND);
+        CHECK(card_exists());
+    }
+    SUBCASE("refused while it protects keys, unless with them") {
+        auto refused = victim.destroy_token(card, 1, on_1);
+        CHECK(error_of(refused) == wire::ERROR_CONFLICT);
+        CHECK(card_exists());
+        CHECK(key_exists(s, key));
+        CHECK(victim.sign(2, key_on_2).has_data());
+
+        REQUIRE(victim.destroy_token(card, 1, on_1, true).has_ok());
+        CHECK_FALSE(card_exists());
+        CHECK_FALSE(key_exists(s, key));
+        // Every object loaded from it is gone, whoever loaded it; the rest stays.
+        CHECK(error_of(victim.sign(2, key_on_2)) == wire::ERROR_INVALID_HANDLE);
+        CHECK(s.fleet->info(1).objects == 1); // the attacker's own token
+        CHECK(s.fleet->info(2).objects == 0);
+        CHECK(error_of(As{s, kAttacker}.destroy_token(card, 2, theirs, true)) ==
+              wire::ERROR_NOT_FOUND);
+    }
+    SUBCASE("another uid that loaded it with its passphrase may") {
+        CHECK(attacker.destroy_token(card, 2, theirs, true).has_ok());
+        CHECK_FALSE(card_exists());
+    }
+}
+
+TEST_CASE("sim::Handler DestroyKey unloads the key from every module, whoever loaded it") {
+    Setup s;
+    As victim{s, kVictim};
+    As attacker{s, kAttacker};
+    const auto key = victim.generate(0);
+    const auto mine = victim.load_key(2, key).handle().handle();
+    const auto theirs = attacker.load_key(1, key).handle().handle();
+    REQUIRE(attacker.sign(1, theirs).has_data());
+    REQUIRE(victim.destroy(key).has_ok());
+    CHECK(error_of(attacker.sign(1, theirs)) == wire::ERROR_INVALID_HANDLE);
+    CHECK(error_of(victim.sign(2, mine)) == wire::ERROR_INVALID_HANDLE);
+    // The object that generating it left on module 1 goes too.
+    CHECK(s.fleet->info(1).objects == 0);
+    CHECK(s.fleet->info(2).objects == 0);
+}
+
+TEST_CASE("sim::Handler GenerateKey refuses a duplicate only when asked") {
+    Setup s;
+    As victim{s, kVictim};
+    const auto card = victim.create_token("victim", "victim-pw");
+    const auto handle = victim.load_token(1, card, "victim-pw");
+    REQUIRE(victim.generate_response(handle, 1, "signer", true).has_generated());
+    auto refused = victim.generate_response(handle, 1, "signer", true);
+    CHECK(error_of(refused) == wire::ERROR_ALREADY_EXISTS);
+    CHECK(refused.error().message().find("already has the label 'signer'") != std::string::npos);
+    // Under another protection, or not asked: made.
+    CHECK(victim.generate_response(0, 1, "signer", true).has_generated());
+    CHECK(victim.generate_response(handle, 1, "signer", false).has_generated());
 }
 
 TEST_CASE("sim::Handler lists keys and tokens in pages") {

@@ -162,3 +162,27 @@ TEST_CASE("sim::ObjectTable reserves a block of handles before it issues past it
         CHECK(full.size() == 0);
     }
 }
+
+TEST_CASE("sim::ObjectTable erase_matching removes what it selects, whoever loaded it, with the "
+          "keys under a token it removes") {
+    ObjectTable table(1, {});
+    auto victims = table.add(token_of(kVictim, 1));
+    table.add(key_of(kVictim, victims, 1));
+    auto attackers = table.add(token_of(kAttacker, 2));
+    table.add(key_of(kAttacker, attackers, 2));
+    auto lone = key_of(kAttacker, 0, 3);
+    std::const_pointer_cast<KeyObject>(lone.key)->info.ident = "gone";
+    table.add(std::move(lone));
+    table.add(key_of(kVictim, 0, 3));
+
+    // Every token (both uids' copies of the one token), and one key by ident.
+    auto dropped = table.erase_matching([](const ObjectTable::Object& object) {
+        return object.token ? object.token->info.name == "t" : object.key->info.ident == "gone";
+    });
+    CHECK(dropped.size() == 5);
+    CHECK(table.size() == 1);
+    CHECK(table.held_by(kVictim) == 1);
+    CHECK(table.held_by(kAttacker) == 0);
+    CHECK(code_of([&] { table.find(victims, kVictim); }) == ErrorCode::invalid_handle);
+    CHECK(table.erase_matching([](const ObjectTable::Object&) { return false; }).empty());
+}

@@ -232,6 +232,122 @@ TEST_CASE("sim::World persistent keys") {
     }
 }
 
+namespace {
+
+// A stored key (an EC P-256 pair) with that label and id, under `protection`.
+KeyRecord stored_key(World& world, const std::string& label, Bytes id,
+                     std::optional<Protection> protection = std::nullopt,
+                     const SecureBuffer* token_key = nullptr, bool refuse_duplicate = false) {
+    KeyRecord record;
+    record.ident = new_ident();
+    record.label = label;
+    record.id = std::move(id);
+    record.protection = std::move(protection);
+    world.store_key(record, Key::generate(hsm::KeyType::ec_p256, 0), token_key, refuse_duplicate);
+    return record;
+}
+
+} // namespace
+
+TEST_CASE("sim::World refuses a duplicate label or id under the same protection when asked") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    auto card = world->create_token(hsm::TokenType::softcard, "signer", pass("pw"));
+    auto token_key = world->unlock_token(world->card(card.hash), pass("pw"));
+    const Protection by_card{hsm::TokenType::softcard, card.hash};
+    const auto first = stored_key(*world, "k", {0x01}, by_card, &token_key);
+    stored_key(*world, "m", {0x01});
+
+    SUBCASE("the same label, or the same id, under the same token") {
+        auto e = error_of([&] { stored_key(*world, "k", {0x02}, by_card, &token_key, true); });
+        CHECK(e.code() == ErrorCode::already_exists);
+        CHECK(std::string(e.what()) == "a key protected by softcard 'signer' already has the "
+                                       "label 'k' (key " +
+                                           first.ident + ")");
+        e = error_of([&] { stored_key(*world, "other", {0x01}, by_card, &token_key, true); });
+        CHECK(e.code() == ErrorCode::already_exists);
+        CHECK(std::string(e.what()).find("the id 01") != std::string::npos);
+        CHECK(error_of([&] { world->refuse_duplicate("k", {}, by_card); }).code() ==
+              ErrorCode::already_exists);
+        CHECK(world->keys().size() == 2); // nothing written
+    }
+    SUBCASE("module protection is a protection of its own") {
+        auto e = error_of([&] { stored_key(*world, "m", {}, std::nullopt, nullptr, true); });
+        CHECK(std::string(e.what()).find("a module-protected key already has the label 'm'") == 0);
+        stored_key(*world, "k", {0x02}, std::nullopt, nullptr, true);
+        stored_key(*world, "new", {}, by_card, &token_key, true); // no id: no id to repeat
+        stored_key(*world, "new2", {}, by_card, &token_key, true);
+        CHECK(world->keys().size() == 5);
+    }
+    SUBCASE("allowed unless asked") {
+        stored_key(*world, "k", {0x01}, by_card, &token_key);
+        CHECK(world->keys().size() == 3);
+    }
+}
+
+TEST_CASE("sim::World destroys a token, with its keys or none") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    auto card = world->create_token(hsm::TokenType::softcard, "signer", pass("pw"));
+    auto other = world->create_token(hsm::TokenType::softcard, "other", pass("pw"));
+    auto token_key = world->unlock_token(world->card(card.hash), pass("pw"));
+    auto other_key = world->unlock_token(world->card(other.hash), pass("pw"));
+    const Protection by_card{hsm::TokenType::softcard, card.hash};
+    const auto k1 = stored_key(*world, "k1", {0x01}, by_card, &token_key);
+    const auto k2 = stored_key(*world, "k2", {0x02}, by_card, &token_key);
+    stored_key(*world, "kept", {0x01}, Protection{hsm::TokenType::softcard, other.hash},
+               &other_key);
+    stored_key(*world, "module", {0x01});
+    const auto bytes = world->usage().bytes();
+
+    SUBCASE("refused while it protects keys, naming them") {
+        auto e = error_of([&] { world->destroy_token(card.hash, false); });
+        CHECK(e.code() == ErrorCode::conflict);
+        CHECK(std::string(e.what()).find("softcard 'signer' protects 2 key(s) ('k1', 'k2')") == 0);
+        CHECK(world->tokens().size() == 2);
+        CHECK(world->keys().size() == 4);
+    }
+    SUBCASE("with its keys: the others stay, nothing is left aside") {
+        auto destroyed = world->destroy_token(card.hash, true);
+        CHECK(destroyed.token.name == "signer");
+        CHECK(destroyed.keys.size() == 2);
+        CHECK(world->tokens().size() == 1);
+        auto keys = world->keys();
+        REQUIRE(keys.size() == 2);
+        CHECK(keys[0].label == "kept");
+        CHECK(keys[1].label == "module");
+        CHECK(error_of([&] { world->card(card.hash); }).code() == ErrorCode::not_found);
+        CHECK(error_of([&] { world->key_record(k1.ident); }).code() == ErrorCode::not_found);
+        for (const auto& entry : fs::directory_iterator(tmp.path())) {
+            CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
+        }
+        CHECK(world->usage().bytes() < bytes);
+        // Its name is free again; a key for it now is refused.
+        CHECK(error_of([&] { stored_key(*world, "late", {}, by_card, &token_key); }).code() ==
+              ErrorCode::not_found);
+        world->create_token(hsm::TokenType::softcard, "signer", pass("pw"));
+    }
+    SUBCASE("a token without keys") {
+        world->destroy_key(k1.ident);
+        world->destroy_key(k2.ident);
+        CHECK(world->destroy_token(card.hash, false).keys.empty());
+        CHECK(world->tokens().size() == 1);
+    }
+    SUBCASE("when a file cannot be set aside, everything stays") {
+        // A directory where the card's temporary name would go: the rename
+        // of the card, the last, fails after the keys were set aside.
+        fs::create_directory(tmp / (".card_" + to_hex(card.hash) + ".tmp.destroyed"));
+        CHECK(error_of([&] { world->destroy_token(card.hash, true); }).code() == ErrorCode::io);
+        CHECK(world->tokens().size() == 2);
+        CHECK(world->keys().size() == 4);
+        CHECK(world->key_record(k2.ident).label == "k2");
+    }
+    SUBCASE("no such token") {
+        CHECK(error_of([&] { world->destroy_token(Bytes(20, 0x11), true); }).code() ==
+              ErrorCode::not_found);
+    }
+}
+
 TEST_CASE("sim::World is private to its owner") {
     testsupport::TempDir tmp;
     const auto dir = tmp / "kmdata";
