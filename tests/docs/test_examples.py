@@ -208,6 +208,9 @@ hsmsim key generate --type ec-p256 --label signer --id 01 --protect softcard:myc
 hsmsim module clear 2
 hsmsim module list""", output=(r"created softcard mycard", r"generated ec-p256 key 'signer'")),
         Run("hsmsim module latency 1 2\nhsmsim module fail-next 3 5"),
+        Run("hsmsim softcard delete mycard --with-keys",
+            output=(r"deleted softcard 'mycard' \(hash [0-9a-f]+\) and the 1 key\(s\) it "
+                    r"protected: .*signer",)),
         End(MAN_HSM_SERVE, status=0),
     ]),
     Scenario("hsmsim --help: serve in the background", env=OWN_WORLD_ENV, steps=[
