@@ -298,7 +298,7 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
             }
         }
     } catch (const Error& e) {
-        retries_.failed(module);
+        retries_.failed(module); // retried at each check() while the window is open
         retry_reason_[module] = e.what();
         logger().debug("reload onto module {} failed ({}); retrying", module, e.what());
         pending_.store(true, std::memory_order_relaxed);
