@@ -168,11 +168,12 @@ public:
         file.owner = pr::tokens::Owner{pr::self_identity(), pr::tokens::new_instance_id()};
         file.world = pr::to_hex(client.world_id());
         file.service_instance = pr::to_hex(client.instance());
-        pr::tokens::Token t{"softcard", token->name, pr::to_hex(token->hash), {}};
+        pr::tokens::Token t{
+            pr::tokens::TokenType::softcard, token->name, pr::to_hex(token->hash), {}};
         for (const auto& m : client.modules()) {
-            file.modules.push_back(pr::tokens::Module{m.number, m.esn,
-                                                      std::string(pr::hsm::to_string(m.state)),
-                                                      m.generation, 0, 0, false});
+            file.modules.push_back(pr::tokens::Module{
+                m.number, m.esn, *pr::tokens::module_state_named(pr::hsm::to_string(m.state)),
+                m.generation, 0, 0, false});
             if (m.state == pr::hsm::ModuleState::usable) {
                 t.loaded.push_back(
                     pr::tokens::Loaded{m.number, m.esn, m.generation,

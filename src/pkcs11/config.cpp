@@ -4,14 +4,12 @@
 #include "preloadrun/common/duration.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
-
-#include <string_view>
+#include "preloadrun/tokens/environment.hpp"
 
 namespace preloadrun::pkcs11 {
 
 bool env_flag(const char* name) {
-    const char* value = getenv_nonempty(name);
-    return value != nullptr && std::string_view(value) != "0";
+    return tokens::env::flag_on(getenv_nonempty(name));
 }
 
 namespace {
@@ -35,9 +33,9 @@ void read_duration(const char* name, std::chrono::milliseconds& value) {
 
 Config Config::from_environment() {
     Config config;
-    config.reload_keys = env_flag("CKNFAST_RELOAD_KEYS");
-    config.load_sharing = env_flag("CKNFAST_LOADSHARING") || config.reload_keys;
-    if (const char* path = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
+    config.reload_keys = env_flag(tokens::env::kReloadKeys);
+    config.load_sharing = env_flag(tokens::env::kLoadSharing) || config.reload_keys;
+    if (const char* path = getenv_nonempty(tokens::env::kTokensFile)) {
         config.tokens_file = std::filesystem::path(path);
     }
     read_duration("PRELOADRUN_PKCS11_RETRY_WINDOW", config.retry_window);

@@ -26,17 +26,14 @@ const ModuleRecord* Group::find(std::uint32_t number) const {
 
 bool Group::track(std::uint32_t number, const std::string& esn, std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    if (find(number) != nullptr) {
-        return true;
+    const auto verdict = limit_.admit(number);
+    if (verdict == tokens::ModuleLimit::Verdict::refused) {
+        logger().error("module {} (ESN {}) not used: this process already tracks {} modules, "
+                       "the most it uses (modules that left count until restart)",
+                       number, esn, tokens::kMaxModules);
     }
-    if (modules_.size() >= kMaxModules) {
-        if (std::find(refused_.begin(), refused_.end(), number) == refused_.end()) {
-            refused_.push_back(number);
-            logger().error("module {} (ESN {}) not used: this process already tracks {} modules, "
-                           "the most it uses (modules that left count until restart)",
-                           number, esn, kMaxModules);
-        }
-        return false;
+    if (verdict != tokens::ModuleLimit::Verdict::admitted) {
+        return tokens::ModuleLimit::ok(verdict);
     }
     modules_.push_back(ModuleRecord{number, esn, generation, false, false});
     std::sort(modules_.begin(), modules_.end(),
@@ -95,6 +92,15 @@ std::optional<ModuleRecord> Group::record(std::uint32_t number) const {
 std::vector<ModuleRecord> Group::records() const {
     std::lock_guard lock(mutex_);
     return modules_;
+}
+
+tokens::Generations Group::generations() const {
+    std::lock_guard lock(mutex_);
+    tokens::Generations out;
+    for (const auto& m : modules_) {
+        out[m.number] = m.generation;
+    }
+    return out;
 }
 
 std::vector<std::uint32_t> Group::members() const {

@@ -1,8 +1,12 @@
 #pragma once
 // The modules this process uses: the load-sharing group. Every module ever
-// seen is tracked (at most kMaxModules, counting ones that left); a member
+// seen is tracked (tokens::ModuleLimit: at most tokens::kMaxModules,
+// counting ones that left); a member
 // serves operations, a module that left does not until key reloading brings
 // it back (without reloading, it stays out until restart: the baseline).
+
+#include "preloadrun/tokens/module_limit.hpp"
+#include "preloadrun/tokens/reader.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -14,8 +18,6 @@
 
 namespace preloadrun::pkcs11 {
 
-inline constexpr std::size_t kMaxModules = 32;
-
 struct ModuleRecord {
     std::uint32_t number = 0;
     std::string esn;
@@ -26,8 +28,8 @@ struct ModuleRecord {
 
 class Group {
 public:
-    // Adds a module not seen before (false when kMaxModules were already
-    // tracked: logged once per module).
+    // Adds a module not seen before (false when tokens::ModuleLimit refuses
+    // it: logged once per module).
     bool track(std::uint32_t number, const std::string& esn, std::uint64_t generation);
     // Makes a tracked module a member (logs "joins").
     void join(std::uint32_t number, std::string_view why);
@@ -38,6 +40,9 @@ public:
 
     std::optional<ModuleRecord> record(std::uint32_t number) const;
     std::vector<ModuleRecord> records() const;
+    // The generation of each tracked module: what makes a handle of the
+    // tokens file current (tokens::current_handles).
+    tokens::Generations generations() const;
     // The members now, in number order.
     std::vector<std::uint32_t> members() const;
     bool is_member(std::uint32_t number) const;
@@ -51,7 +56,7 @@ private:
 
     mutable std::mutex mutex_;
     std::vector<ModuleRecord> modules_;
-    std::vector<std::uint32_t> refused_;
+    tokens::ModuleLimit limit_;
     std::atomic<std::uint64_t> turn_{0};
 };
 

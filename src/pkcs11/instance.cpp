@@ -2,7 +2,11 @@
 
 #include "pkcs11/log.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/tokens/environment.hpp"
 #include "preloadrun/tokens/liveness.hpp"
+#include "preloadrun/tokens/reader.hpp"
+
+#include <unistd.h>
 
 namespace preloadrun::pkcs11 {
 
@@ -41,12 +45,13 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
     router_ = std::make_unique<Router>(pool_, group_, *slots_);
     objects_.sync(keys, [this](const hsm::KeyInfo& k) { return slots_->slot_of(k); });
     if (config_.tokens_file) {
-        read_tokens_file(modules, instance);
+        read_tokens_file(instance);
     }
     if (config_.reload_keys) {
         if (!config_.tokens_file) {
-            logger().warn("CKNFAST_RELOAD_KEYS is set but NFAST_NFKM_TOKENSFILE is not: keys are "
-                          "load-shared but nothing will be reloaded");
+            logger().warn("{} is set but {} is not: keys are load-shared but nothing will be "
+                          "reloaded",
+                          tokens::env::kReloadKeys, tokens::env::kTokensFile);
         } else if (!threads_allowed) {
             throw CkError(CKR_NEED_TO_CREATE_THREADS,
                           "key reloading needs a watcher thread, and the application forbids "
@@ -123,15 +128,14 @@ void Instance::recover() noexcept {
 
 Instance::~Instance() = default;
 
-void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
-                                const Bytes& instance) {
+void Instance::read_tokens_file(const Bytes& instance) {
     const auto& path = *config_.tokens_file;
     // A file that is not used is told at once (a notice, whatever the log
     // settings): the application would otherwise meet it only as a failed
     // login or operation, long after.
     const std::string named = "tokens file " + path.string();
-    const std::string needs_pin = "C_Login on its tokens needs their passphrase (or point "
-                                  "NFAST_NFKM_TOKENSFILE at a live file)";
+    const std::string needs_pin = "C_Login on its tokens needs their passphrase (or point " +
+                                  std::string(tokens::env::kTokensFile) + " at a live file)";
     const auto liveness = tokens::check(path);
     if (liveness.status != tokens::Status::live) {
         notice(spdlog::level::warn, named + " not used (" +
@@ -139,7 +143,7 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
                                         "): " + liveness.reason + "; " + needs_pin);
         return;
     }
-    if (auto foreign = published_by_another_user(liveness)) {
+    if (auto foreign = tokens::published_by_another_user(liveness, ::geteuid())) {
         notice(spdlog::level::warn,
                named + " not used, although live (" + liveness.reason + "): " + *foreign);
         return;
@@ -156,7 +160,8 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
                    "; this process uses " + to_hex(instance) + " at " +
                    config_.endpoint.socket_path +
                    "), written before the service restarted or by a preloadrun that uses "
-                   "another service (HSMSIM_SOCKET): " +
+                   "another service (" +
+                   tokens::env::kServiceSocket + "): " +
                    (config_.reload_keys
                         ? "its handles are used once preloadrun publishes them for this one"
                         : "not used; " + needs_pin));
@@ -164,9 +169,10 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
             return;
         }
     }
-    file_version_ = {file.owner.instance, file.generation};
+    file_version_ = tokens::version_of(file);
     std::size_t used = 0;
-    for (const auto& token : file.tokens) {
+    for (const auto& token :
+         tokens::current_handles(file, to_hex(instance), group_.generations())) {
         const auto slot = slots_->slot_of_token_hex(token.hash);
         if (!slot) {
             logger().warn("tokens file {} lists token {} ({}), which this world does not have",
@@ -176,18 +182,8 @@ void Instance::read_tokens_file(const std::vector<hsm::ModuleInfo>& modules,
         slots_->set_preloaded(*slot, true);
         ++used;
         for (const auto& loaded : token.loaded) {
-            if (!same_instance) {
-                break;
-            }
-            bool current = false;
-            for (const auto& m : modules) {
-                current = current ||
-                          (m.number == loaded.module && m.generation == loaded.module_generation);
-            }
-            if (current) {
-                slots_->set_handle(*slot, loaded.module,
-                                   TokenHandle{loaded.handle, loaded.module_generation});
-            }
+            slots_->set_handle(*slot, loaded.module,
+                               TokenHandle{loaded.handle, loaded.module_generation});
         }
     }
     logger().info("using tokens file {} ({}, generation {}, {} token(s))", path.string(),

@@ -66,7 +66,7 @@ public:
     CK_STATE session_state(const Session& session) const;
 
 private:
-    void read_tokens_file(const std::vector<hsm::ModuleInfo>& modules, const Bytes& instance);
+    void read_tokens_file(const Bytes& instance);
     void revalidate();
 
     Config config_;
@@ -77,7 +77,7 @@ private:
     Sessions sessions_;
     std::unique_ptr<Router> router_;
     std::unique_ptr<Reloader> reloader_;
-    FileVersion file_version_;
+    tokens::FileVersion file_version_;
     std::mutex revalidate_mutex_;
     std::atomic<std::uint64_t> validated_epoch_{0}; // the pool's epoch our handles belong to
 };

@@ -5,8 +5,8 @@
 
 namespace preloadrun::pkcs11 {
 
-Pool::Pool(Connector connect, std::size_t max_idle)
-    : connect_(std::move(connect)), max_idle_(max_idle) {}
+Pool::Pool(Connector connect, std::size_t max_idle, const Clock& clock)
+    : connect_(std::move(connect)), max_idle_(max_idle), clock_(clock) {}
 
 Pool::Lease::~Lease() {
     if (service_ && pool_ != nullptr) {
@@ -106,7 +106,7 @@ void Pool::disrupted() noexcept {
 }
 
 void Pool::note_disruption() noexcept {
-    disrupted_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+    disrupted_at_.store(clock_.now().time_since_epoch().count(), std::memory_order_release);
 }
 
 bool Pool::disrupted_since(Clock::time_point since) const noexcept {

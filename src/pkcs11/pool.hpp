@@ -25,6 +25,7 @@
 // found broken, unreachable or restarted, for operations that wait for a
 // restarting service.
 
+#include "preloadrun/common/clock.hpp"
 #include "preloadrun/hsm/service.hpp"
 
 #include <atomic>
@@ -39,8 +40,9 @@ namespace preloadrun::pkcs11 {
 class Pool {
 public:
     using Connector = std::function<std::unique_ptr<hsm::Service>()>;
-    using Clock = std::chrono::steady_clock;
-    explicit Pool(Connector connect, std::size_t max_idle = 16);
+    using Clock = preloadrun::Clock;
+    explicit Pool(Connector connect, std::size_t max_idle = 16,
+                  const Clock& clock = steady_clock());
 
     class Lease {
     public:
@@ -78,6 +80,8 @@ public:
     bool disrupted_since(Clock::time_point since) const noexcept;
 
     // Counts the instances of the service seen (1 from the first connection on).
+    const Clock& clock() const noexcept { return clock_; }
+
     std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
     // The instance of the current epoch (empty before the first connection).
     Bytes instance() const;
@@ -92,12 +96,14 @@ private:
 
     Connector connect_;
     std::size_t max_idle_;
+    const Clock& clock_;
     mutable std::mutex mutex_;
     std::unique_ptr<hsm::Service> kept_; // never lent: what this process loaded stays
     std::vector<std::unique_ptr<hsm::Service>> idle_;
     Bytes instance_;
     std::atomic<std::uint64_t> epoch_{0};
-    std::atomic<Clock::rep> disrupted_at_{Clock::time_point::min().time_since_epoch().count()};
+    std::atomic<Clock::duration::rep> disrupted_at_{
+        Clock::time_point::min().time_since_epoch().count()};
 };
 
 } // namespace preloadrun::pkcs11

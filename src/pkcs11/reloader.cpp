@@ -10,23 +10,11 @@ namespace preloadrun::pkcs11 {
 
 Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
                    std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
-                   FileVersion initial_file)
+                   tokens::FileVersion initial_file)
     : file_(std::move(file)), parts_(parts), watch_(std::move(watch)),
       retries_(clock, retry_window), file_version_(std::move(initial_file)),
       epoch_(parts.router.pool().epoch()), clock_(clock) {
     seen_.store(current_version(), std::memory_order_relaxed);
-}
-
-std::optional<std::string> published_by_another_user(const tokens::Liveness& liveness) {
-    const uid_t self = ::geteuid();
-    if (!liveness.file_uid || *liveness.file_uid == self) {
-        return std::nullopt;
-    }
-    const auto owner = std::to_string(*liveness.file_uid);
-    return "it was published by uid " + owner + " and this process runs as uid " +
-           std::to_string(self) + ": the tokens it lists are loaded for uid " + owner +
-           ", and the HSM service lets no other user use them; run the application as uid " +
-           owner + ", or without NFAST_NFKM_TOKENSFILE (C_Login with the token's passphrase)";
 }
 
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
@@ -165,7 +153,7 @@ void Reloader::reread() {
         }
         return;
     }
-    if (auto foreign = published_by_another_user(liveness)) {
+    if (auto foreign = tokens::published_by_another_user(liveness, ::geteuid())) {
         if (!owner_dead_reported_) {
             owner_dead_reported_ = true;
             logger().warn("tokens file {} not used: {}", file_.string(), *foreign);
@@ -176,7 +164,7 @@ void Reloader::reread() {
         owner_dead_reported_ = false;
         logger().info("tokens file {} is live again: {}", file_.string(), liveness.reason);
     }
-    const FileVersion version{liveness.file->owner.instance, liveness.file->generation};
+    const auto version = tokens::version_of(*liveness.file);
     if (version == file_version_) {
         return;
     }
@@ -213,7 +201,7 @@ void Reloader::apply(const tokens::TokensFile& file) {
             if (!group.track(fm.number, fm.esn, fm.generation)) {
                 continue;
             }
-            if (fm.state == "usable") {
+            if (fm.state == tokens::ModuleState::usable) {
                 to_reload[fm.number] = "new module";
             }
             continue;
@@ -227,12 +215,12 @@ void Reloader::apply(const tokens::TokensFile& file) {
             group.set_generation(fm.number, fm.generation);
             group.leave(fm.number, "module generation changed to " + std::to_string(fm.generation) +
                                        " (cleared or restored)");
-            if (fm.state == "usable") {
+            if (fm.state == tokens::ModuleState::usable) {
                 to_reload[fm.number] =
                     "module usable again (generation " + std::to_string(fm.generation) + ")";
             }
         }
-        if (fm.state != "usable") {
+        if (fm.state != tokens::ModuleState::usable) {
             unusable.insert(fm.number);
             file_unusable_.insert(fm.number);
         } else if (file_unusable_.erase(fm.number) != 0 && !to_reload.count(fm.number)) {
@@ -240,7 +228,11 @@ void Reloader::apply(const tokens::TokensFile& file) {
         }
     }
 
-    for (const auto& token : file.tokens) {
+    // The handles of the modules as they are now (tracked, generations set
+    // above), in the instance this process uses.
+    const auto current =
+        tokens::current_handles(file, to_hex(parts_.router.pool().instance()), group.generations());
+    for (const auto& token : current) {
         const auto slot = slots.slot_of_token_hex(token.hash);
         if (!slot) {
             continue;
@@ -248,10 +240,6 @@ void Reloader::apply(const tokens::TokensFile& file) {
         slots.set_preloaded(*slot, true);
         for (const auto& loaded : token.loaded) {
             const TokenHandle fresh{loaded.handle, loaded.module_generation};
-            const auto record = group.record(loaded.module);
-            if (!record || record->generation != loaded.module_generation) {
-                continue; // not tracked, or loaded before the module's last clear
-            }
             const auto have = slots.handle(*slot, loaded.module);
             if (have && *have == fresh) {
                 continue;
@@ -310,7 +298,7 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
             }
         }
     } catch (const Error& e) {
-        retries_.failed(module);
+        retries_.failed(module); // retried at each check() while the window is open
         retry_reason_[module] = e.what();
         logger().debug("reload onto module {} failed ({}); retrying", module, e.what());
         pending_.store(true, std::memory_order_relaxed);

@@ -5,7 +5,7 @@
 // tokens file changed, it is re-read: tokens newly loaded on a module (new
 // handle or module generation) get their keys reloaded there, cleared
 // modules (new generation) get their module-protected keys back, new modules
-// join (at most kMaxModules ever). A reload that fails is retried at each
+// join (at most tokens::kMaxModules ever). A reload that fails is retried at each
 // check for the retry window, then that module is abandoned (one log line).
 // Session keys are never reloaded. A file whose owner died is reported once;
 // what is loaded keeps serving.
@@ -18,10 +18,11 @@
 #include "pkcs11/group.hpp"
 #include "pkcs11/objects.hpp"
 #include "pkcs11/reload_watch.hpp"
-#include "pkcs11/retry_window.hpp"
 #include "pkcs11/router.hpp"
 #include "pkcs11/slots.hpp"
+#include "preloadrun/common/retry.hpp"
 #include "preloadrun/tokens/liveness.hpp"
+#include "preloadrun/tokens/reader.hpp"
 #include "preloadrun/tokens/tokens_file.hpp"
 
 #include <atomic>
@@ -40,21 +41,6 @@ namespace preloadrun::pkcs11 {
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
                              const std::vector<hsm::ModuleInfo>& modules);
 
-// Why a live tokens file cannot serve this process: another user published
-// it, and the tokens it lists were loaded for that user (an object on an HSM
-// belongs to the user that loaded it; the service refuses it to anyone
-// else). nullopt when this process's user published it.
-std::optional<std::string> published_by_another_user(const tokens::Liveness& liveness);
-
-// Which tokens file was applied: its owner (a preloadrun run) and the
-// generation it wrote. A preloadrun started again at the same path numbers
-// its generations from 1 again: the owner tells them apart.
-struct FileVersion {
-    std::string owner;
-    std::uint64_t generation = 0;
-    bool operator==(const FileVersion&) const = default;
-};
-
 class Reloader {
 public:
     struct Parts {
@@ -67,7 +53,7 @@ public:
     // for tests).
     Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
              std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
-             FileVersion initial_file);
+             tokens::FileVersion initial_file);
 
     // The hot path.
     void check() {
@@ -114,7 +100,7 @@ private:
     std::mutex mutex_; // one reload at a time; others carry on without waiting
     RetryWindows retries_;
     std::map<std::uint32_t, std::string> retry_reason_;
-    FileVersion file_version_;
+    tokens::FileVersion file_version_;
     std::uint64_t epoch_;              // of the service instance the handles belong to
     bool reread_pending_ = false;      // the file named another instance: read it again
     Clock::time_point reread_after_{}; // not before this (it is read again at most every 50 ms)

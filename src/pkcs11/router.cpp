@@ -40,7 +40,7 @@ template <class Result, class Fn>
 Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
                        const std::function<bool()>& hopeless) {
     recover_if_needed();
-    const auto start = Pool::Clock::now();
+    const auto start = pool_.clock().now();
     const auto deadline = start + waiting_.service_wait;
     auto pause = std::chrono::milliseconds(5);
     for (;;) {
@@ -50,7 +50,7 @@ Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
             // Nothing could serve it. Wait only for a service that is, or was
             // just now, unreachable or restarting; a fleet with no usable
             // module answers at once.
-            const auto now = Pool::Clock::now();
+            const auto now = pool_.clock().now();
             if (waiting_.service_wait.count() <= 0 || now >= deadline ||
                 !pool_.disrupted_since(start - waiting_.service_wait) || (hopeless && hopeless())) {
                 throw;

@@ -1,19 +1,23 @@
 #include "supervisor/app_environment.hpp"
 
+#include "preloadrun/tokens/environment.hpp"
+
 namespace preloadrun::supervisor {
 
 AppEnvironment app_environment(const std::filesystem::path& tokens_file, bool high_availability,
                                const std::string& service_socket) {
     AppEnvironment env;
-    env.set.emplace_back("NFAST_NFKM_TOKENSFILE", tokens_file.string());
-    env.set.emplace_back("CKNFAST_LOADSHARING", "1");
+    namespace names = tokens::env;
+    env.set.emplace_back(names::kTokensFile, tokens_file.string());
+    env.set.emplace_back(names::kLoadSharing, names::kOn);
     if (high_availability) {
-        env.set.emplace_back("CKNFAST_RELOAD_KEYS", "1");
+        env.set.emplace_back(names::kReloadKeys, names::kOn);
     } else {
-        env.unset.emplace_back("CKNFAST_RELOAD_KEYS");
+        env.unset.emplace_back(names::kReloadKeys);
     }
     if (!service_socket.empty()) {
-        env.set.emplace_back("HSMSIM_SOCKET", std::filesystem::absolute(service_socket).string());
+        env.set.emplace_back(names::kServiceSocket,
+                             std::filesystem::absolute(service_socket).string());
     }
     return env;
 }

@@ -15,11 +15,11 @@ struct AppEnvironment {
     std::vector<std::string> unset;
 };
 
-// NFAST_NFKM_TOKENSFILE, CKNFAST_LOADSHARING, CKNFAST_RELOAD_KEYS (set with
-// high availability, unset without), and HSMSIM_SOCKET when `service_socket`
-// is not empty (made absolute): the application's PKCS#11 module must talk
-// to the service preloadrun loaded the tokens on, not to whatever its own
-// default or a stale variable names.
+// The variables of tokens/environment.hpp: the tokens file, load-sharing,
+// key reloading (set with high availability, unset without), and the service
+// socket when `service_socket` is not empty (made absolute): the
+// application's PKCS#11 module must talk to the service preloadrun loaded
+// the tokens on, not to whatever its own default or a stale variable names.
 AppEnvironment app_environment(const std::filesystem::path& tokens_file, bool high_availability,
                                const std::string& service_socket);
 

@@ -39,7 +39,7 @@ std::optional<EventLoop::Clock::duration> EventLoop::time_to_next_timer() const 
     if (timers_.empty()) {
         return std::nullopt;
     }
-    const auto left = timers_.begin()->first.first - Clock::now();
+    const auto left = timers_.begin()->first.first - clock_.now();
     return left > Clock::duration::zero() ? left : Clock::duration::zero();
 }
 
@@ -102,7 +102,7 @@ bool EventLoop::run_due_timers() {
     // Only timers that existed when the round began: a callback that re-arms
     // itself for "now" runs in the next round, not in an endless loop here.
     const std::uint64_t limit = next_timer_;
-    const auto now = Clock::now();
+    const auto now = clock_.now();
     bool ran = false;
     for (auto it = timers_.begin(); it != timers_.end() && it->first.first <= now;) {
         if (it->first.second >= limit) {

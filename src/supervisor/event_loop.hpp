@@ -8,6 +8,7 @@
 // Everything but Wakeup::post() is for the loop's thread only. Callbacks must
 // not block, and must tolerate a spurious call (read non-blocking fds).
 
+#include "preloadrun/common/clock.hpp"
 #include "preloadrun/common/fd.hpp"
 
 #include <chrono>
@@ -24,9 +25,11 @@ namespace preloadrun::supervisor {
 class EventLoop {
 public:
     using Callback = std::function<void()>;
-    using Clock = std::chrono::steady_clock;
+    using Clock = preloadrun::Clock;
 
-    EventLoop() = default;
+    // Timers follow `clock` (tests give a fake one and run rounds with a
+    // zero wait: nothing sleeps).
+    explicit EventLoop(const Clock& clock = steady_clock()) : clock_(clock) {}
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
 
@@ -41,8 +44,9 @@ public:
     // Runs `fn` once at `when` (on the loop's thread). Returns an id for cancel().
     std::uint64_t at(Clock::time_point when, Callback fn);
     std::uint64_t after(Clock::duration delay, Callback fn) {
-        return at(Clock::now() + delay, std::move(fn));
+        return at(clock_.now() + delay, std::move(fn));
     }
+    const Clock& clock() const noexcept { return clock_; }
     // Cancels a timer that has not run yet; unknown or spent ids are ignored.
     void cancel(std::uint64_t id);
 
@@ -70,6 +74,7 @@ private:
     using TimerKey = std::pair<Clock::time_point, std::uint64_t>;
     bool run_due_timers();
 
+    const Clock& clock_;
     std::map<int, Watch> watched_;
     std::uint64_t next_generation_ = 1;
     std::map<TimerKey, Callback> timers_;

@@ -6,6 +6,29 @@
 
 namespace preloadrun::supervisor {
 
+namespace {
+
+tokens::ModuleState file_state(hsm::ModuleState state) noexcept {
+    switch (state) {
+    case hsm::ModuleState::usable:
+        return tokens::ModuleState::usable;
+    case hsm::ModuleState::initialising:
+        return tokens::ModuleState::initialising;
+    case hsm::ModuleState::failed:
+        return tokens::ModuleState::failed;
+    case hsm::ModuleState::removed:
+        return tokens::ModuleState::removed;
+    }
+    return tokens::ModuleState::failed;
+}
+
+tokens::TokenType file_type(hsm::TokenType type) noexcept {
+    return type == hsm::TokenType::cardset ? tokens::TokenType::cardset
+                                           : tokens::TokenType::softcard;
+}
+
+} // namespace
+
 std::int64_t unix_time_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -17,19 +40,14 @@ FleetState::FleetState(Bytes world_id, std::vector<hsm::TokenInfo> tokens, bool 
       high_availability_(high_availability) {}
 
 bool FleetState::admit(const hsm::ModuleInfo& info) {
-    if (modules_.count(info.number) != 0) {
-        return true;
-    }
-    if (modules_.size() < tokens::kMaxModules) {
-        return true;
-    }
-    if (refused_.insert(info.number).second) {
+    const auto verdict = limit_.admit(info.number);
+    if (verdict == tokens::ModuleLimit::Verdict::refused) {
         log::get("ha")->error("module {} (ESN {}) refused: at most {} modules are tracked, and "
                               "removed or failed ones still count; restart preloadrun to start "
                               "afresh",
                               info.number, info.esn, tokens::kMaxModules);
     }
-    return false;
+    return tokens::ModuleLimit::ok(verdict);
 }
 
 bool FleetState::set_service_instance(const Bytes& instance) {
@@ -95,12 +113,12 @@ tokens::TokensFile FleetState::render(const tokens::Owner& owner) const {
     file.service_instance = to_hex(service_instance_);
     file.high_availability = high_availability_;
     for (const auto& [number, m] : modules_) {
-        file.modules.push_back({number, m.info.esn, std::string(hsm::to_string(m.info.state)),
-                                m.info.generation, m.reloads, m.last_reload_ms, m.given_up});
+        file.modules.push_back({number, m.info.esn, file_state(m.info.state), m.info.generation,
+                                m.reloads, m.last_reload_ms, m.given_up});
     }
     for (std::size_t t = 0; t < tokens_.size(); ++t) {
         tokens::Token token;
-        token.type = std::string(hsm::to_string(tokens_[t].type));
+        token.type = file_type(tokens_[t].type);
         token.name = tokens_[t].name;
         token.hash = to_hex(tokens_[t].hash);
         for (const auto& [number, m] : modules_) {

@@ -4,12 +4,12 @@
 // update it; it renders the tokens file.
 
 #include "preloadrun/hsm/types.hpp"
+#include "preloadrun/tokens/module_limit.hpp"
 #include "preloadrun/tokens/tokens_file.hpp"
 
 #include <chrono>
 #include <map>
 #include <optional>
-#include <set>
 #include <vector>
 
 namespace preloadrun::supervisor {
@@ -37,9 +37,8 @@ public:
     bool set_service_instance(const Bytes& instance);
     const Bytes& service_instance() const noexcept { return service_instance_; }
 
-    // Whether `info` may be tracked: a module already tracked, or a new one
-    // while fewer than tokens::kMaxModules are (removed and failed ones
-    // count). A refused module is logged once, with the reason.
+    // Whether `info` may be tracked (tokens::ModuleLimit). A refused module
+    // is logged once, with the reason.
     bool admit(const hsm::ModuleInfo& info);
     // Drops a module's handles without a change of generation (the HSM
     // service restarted: the handles may be gone).
@@ -65,7 +64,7 @@ private:
     std::vector<hsm::TokenInfo> tokens_;
     bool high_availability_;
     std::map<std::uint32_t, ModuleState> modules_;
-    std::set<std::uint32_t> refused_;
+    tokens::ModuleLimit limit_;
 };
 
 std::int64_t unix_time_ms();

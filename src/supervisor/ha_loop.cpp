@@ -32,7 +32,7 @@ HaLoop::HaLoop(EventLoop& loop, hsm::Endpoint endpoint, FleetState& fleet,
                std::shared_ptr<const Loader> loader, std::function<void()> publish,
                std::chrono::milliseconds retry_window)
     : loop_(loop), endpoint_(std::move(endpoint)), fleet_(fleet), loader_(std::move(loader)),
-      publish_(std::move(publish)), retry_window_(retry_window),
+      publish_(std::move(publish)), retries_(loop.clock(), retry_window),
       wakeup_(std::make_unique<Wakeup>(loop)), channel_(std::make_shared<Channel>()) {
     channel_->wakeup = wakeup_.get();
 }
@@ -103,7 +103,7 @@ void HaLoop::on_module(const hsm::ModuleInfo& info, bool force_reload) {
                    before.generation != info.generation;
     if (changed) {
         // A clear, a failure, a restore: whatever went wrong before is history.
-        retries_.erase(info.number);
+        retries_.clear(info.number);
         if (auto timer = retry_timers_.find(info.number); timer != retry_timers_.end()) {
             loop_.cancel(timer->second);
             retry_timers_.erase(timer);
@@ -176,7 +176,7 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
         retry_later(module, *result.error);
         return;
     }
-    retries_.erase(module);
+    retries_.clear(module);
     fleet_.set_loaded(module, result.handles, unix_time_ms());
     logger()->info("module {}: {} token(s) loaded in {} ms (generation {})", module,
                    result.handles.size(), result.took.count(), generation);
@@ -184,12 +184,11 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
 }
 
 void HaLoop::retry_later(std::uint32_t module, const Error& error) {
-    auto [it, inserted] = retries_.try_emplace(module, retry_window_);
-    auto delay = it->second.failed(RetryState::Clock::now());
+    const auto delay = retries_.failed(module);
     if (!delay) {
         logger()->error("module {}: giving up loading the tokens after {} attempts over {} ms: "
                         "{}; it is tried again when it is cleared or restored",
-                        module, it->second.failures(), retry_window_.count(), error.what());
+                        module, retries_.failures(module), retries_.window().count(), error.what());
         fleet_.set_given_up(module, true);
         publish_();
         return;
@@ -212,7 +211,7 @@ void HaLoop::connection_lost(const std::string& why) {
         stream_.reset();
     }
     logger()->warn("lost the HSM service's events ({}); reconnecting", why);
-    reconnect_delay_ = RetryState::kFirstDelay;
+    reconnect_delay_ = RetryWindows::kFirstDelay;
     reconnect();
 }
 

@@ -5,11 +5,11 @@
 // module events; nothing polls), and it never blocks the event loop: loads
 // and reconnections run on worker threads and post their results back.
 
+#include "preloadrun/common/retry.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "supervisor/event_loop.hpp"
 #include "supervisor/fleet_state.hpp"
 #include "supervisor/loader.hpp"
-#include "supervisor/retry.hpp"
 
 #include <functional>
 #include <map>
@@ -49,7 +49,7 @@ private:
     FleetState& fleet_;
     std::shared_ptr<const Loader> loader_;
     std::function<void()> publish_;
-    std::chrono::milliseconds retry_window_;
+    RetryWindows retries_; // of loads onto modules
     std::unique_ptr<Wakeup> wakeup_;
     std::shared_ptr<Channel> channel_;
     std::unique_ptr<hsm::EventStream> stream_;
@@ -57,9 +57,8 @@ private:
     // instances of the HSM service seen (each restart is a new one).
     std::map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> loading_;
     std::uint64_t epoch_ = 1;
-    std::map<std::uint32_t, RetryState> retries_;
     std::map<std::uint32_t, std::uint64_t> retry_timers_;
-    std::chrono::milliseconds reconnect_delay_{RetryState::kFirstDelay};
+    std::chrono::milliseconds reconnect_delay_{RetryWindows::kFirstDelay};
     bool reconnecting_ = false;
 };
 

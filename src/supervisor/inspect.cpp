@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/tokens/environment.hpp"
 #include "preloadrun/tokens/liveness.hpp"
 
 #include <cstdlib>
@@ -54,7 +55,8 @@ void print_human(const std::string& path, const tokens::Liveness& state) {
     std::cout << "  " << pad("MODULE", 8) << pad("ESN", 16) << pad("STATE", 14)
               << pad("GENERATION", 12) << pad("RELOADS", 9) << "LAST RELOAD\n";
     for (const auto& m : f.modules) {
-        std::cout << "  " << pad(std::to_string(m.number), 8) << pad(m.esn, 16) << pad(m.state, 14)
+        std::cout << "  " << pad(std::to_string(m.number), 8) << pad(m.esn, 16)
+                  << pad(std::string(tokens::to_string(m.state)), 14)
                   << pad(std::to_string(m.generation), 12) << pad(std::to_string(m.reloads), 9)
                   << local_time(m.last_reload_ms)
                   << (m.given_up ? "  (given up: retry window expired)" : "") << "\n";
@@ -62,7 +64,7 @@ void print_human(const std::string& path, const tokens::Liveness& state) {
     std::cout << "tokens:" << (f.tokens.empty() ? " none (module-protected keys only)" : "")
               << "\n";
     for (const auto& t : f.tokens) {
-        std::cout << "  " << t.type << " " << t.name << " (" << t.hash << "):";
+        std::cout << "  " << tokens::to_string(t.type) << " " << t.name << " (" << t.hash << "):";
         if (t.loaded.empty()) {
             std::cout << " not loaded on any module";
         }
@@ -91,10 +93,11 @@ std::string tokens_file_argument(const std::string& given) {
     if (!given.empty()) {
         return given;
     }
-    if (const char* env = getenv_nonempty("NFAST_NFKM_TOKENSFILE")) {
+    if (const char* env = getenv_nonempty(tokens::env::kTokensFile)) {
         return env;
     }
-    throw Error(ErrorCode::usage, "no tokens file: give FILE or set NFAST_NFKM_TOKENSFILE");
+    throw Error(ErrorCode::usage,
+                std::string("no tokens file: give FILE or set ") + tokens::env::kTokensFile);
 }
 
 int check_command(const std::string& path) {

@@ -4,6 +4,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/service.hpp"
+#include "preloadrun/tokens/environment.hpp"
 #include "preloadrun/tokens/publisher.hpp"
 #include "preloadrun/version.hpp"
 #include "supervisor/app_environment.hpp"
@@ -229,7 +230,7 @@ int run_attached(const Options& options) {
     // either way); with neither, the child's default is preloadrun's.
     std::string socket = options.socket;
     if (socket.empty()) {
-        if (const char* inherited = getenv_nonempty("HSMSIM_SOCKET")) {
+        if (const char* inherited = getenv_nonempty(tokens::env::kServiceSocket)) {
             socket = inherited;
         }
     }

@@ -3,8 +3,10 @@
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/error.hpp"
 
+#include <array>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace preloadrun::tokens {
 
@@ -13,6 +15,36 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kFormat = "preloadrun-tokens";
+
+// The file's spelling of each value: the one table both directions read.
+template <class Enum, std::size_t N> using Names = std::array<std::pair<Enum, std::string_view>, N>;
+
+constexpr Names<ModuleState, 4> kModuleStates{{{ModuleState::usable, "usable"},
+                                               {ModuleState::initialising, "initialising"},
+                                               {ModuleState::failed, "failed"},
+                                               {ModuleState::removed, "removed"}}};
+constexpr Names<TokenType, 2> kTokenTypes{
+    {{TokenType::softcard, "softcard"}, {TokenType::cardset, "cardset"}}};
+
+template <class Enum, std::size_t N>
+std::string_view name_of(const Names<Enum, N>& names, Enum value) noexcept {
+    for (const auto& [candidate, name] : names) {
+        if (candidate == value) {
+            return name;
+        }
+    }
+    return "?";
+}
+
+template <class Enum, std::size_t N>
+std::optional<Enum> value_of(const Names<Enum, N>& names, std::string_view text) noexcept {
+    for (const auto& [value, name] : names) {
+        if (name == text) {
+            return value;
+        }
+    }
+    return std::nullopt;
+}
 
 [[noreturn]] void corrupt(const std::string& what) {
     throw Error(ErrorCode::corrupt, "tokens file: " + what);
@@ -99,13 +131,12 @@ std::string get_hex(const json& object, const char* name, const std::string& whe
     return text;
 }
 
-std::string get_one_of(const json& object, const char* name, const std::string& where,
-                       std::initializer_list<std::string_view> allowed) {
+template <class Enum, std::size_t N>
+Enum get_one_of(const json& object, const char* name, const std::string& where,
+                const Names<Enum, N>& allowed) {
     auto text = get_string(object, name, where);
-    for (auto candidate : allowed) {
-        if (text == candidate) {
-            return text;
-        }
+    if (auto value = value_of(allowed, text)) {
+        return *value;
     }
     corrupt(where + ": \"" + name + "\" has an unknown value '" + text + "'");
 }
@@ -131,7 +162,7 @@ Module decode_module(const json& value, std::size_t index) {
     Module m;
     m.number = get_uint<std::uint32_t>(value, "number", where);
     m.esn = get_string(value, "esn", where, 64);
-    m.state = get_one_of(value, "state", where, {"usable", "initialising", "failed", "removed"});
+    m.state = get_one_of(value, "state", where, kModuleStates);
     m.generation = get_uint<std::uint64_t>(value, "generation", where);
     m.reloads = get_uint<std::uint64_t>(value, "reloads", where);
     m.last_reload_ms = get_int(value, "last_reload_ms", where);
@@ -146,7 +177,7 @@ Token decode_token(const json& value, std::size_t index) {
     auto where = "tokens[" + std::to_string(index) + "]";
     require_object(value, where);
     Token t;
-    t.type = get_one_of(value, "type", where, {"softcard", "cardset"});
+    t.type = get_one_of(value, "type", where, kTokenTypes);
     t.name = get_string(value, "name", where, 64);
     t.hash = get_hex(value, "hash", where, 20);
     const auto& loaded = get_array(value, "loaded", where, kMaxModules);
@@ -168,12 +199,28 @@ Token decode_token(const json& value, std::size_t index) {
 
 } // namespace
 
+std::string_view to_string(ModuleState state) noexcept {
+    return name_of(kModuleStates, state);
+}
+
+std::string_view to_string(TokenType type) noexcept {
+    return name_of(kTokenTypes, type);
+}
+
+std::optional<ModuleState> module_state_named(std::string_view name) noexcept {
+    return value_of(kModuleStates, name);
+}
+
+std::optional<TokenType> token_type_named(std::string_view name) noexcept {
+    return value_of(kTokenTypes, name);
+}
+
 std::string encode(const TokensFile& file) {
     json modules = json::array();
     for (const auto& m : file.modules) {
         modules.push_back({{"number", m.number},
                            {"esn", m.esn},
-                           {"state", m.state},
+                           {"state", to_string(m.state)},
                            {"generation", m.generation},
                            {"reloads", m.reloads},
                            {"last_reload_ms", m.last_reload_ms},
@@ -189,7 +236,7 @@ std::string encode(const TokensFile& file) {
                               {"handle", l.handle}});
         }
         tokens.push_back(
-            {{"type", t.type}, {"name", t.name}, {"hash", t.hash}, {"loaded", loaded}});
+            {{"type", to_string(t.type)}, {"name", t.name}, {"hash", t.hash}, {"loaded", loaded}});
     }
     json out = {
         {"format", kFormat},

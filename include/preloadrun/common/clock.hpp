@@ -9,6 +9,7 @@ namespace preloadrun {
 class Clock {
 public:
     using time_point = std::chrono::steady_clock::time_point;
+    using duration = time_point::duration;
     virtual ~Clock() = default;
     virtual time_point now() const = 0;
 };

@@ -2,10 +2,22 @@
 // The tokens file: what a preload process loaded, per token and per module,
 // so that a PKCS#11 module in another process can use and reload those
 // tokens. It holds no secret. Format and meaning: preloadrun-tokens(5).
+//
+// This folder owns the whole contract between the writer (preloadrun) and
+// the reader (the PKCS#11 module); both sides use it, neither spells any of
+// it again:
+//   tokens_file.hpp   the model (typed states), its limits and its codec
+//   module_limit.hpp  which modules a party tracks: at most kMaxModules
+//   reader.hpp        what a reader may use of a file: the current handles,
+//                     which version it applied, whose file it is
+//   environment.hpp   the variables that point an application at the file
+//   liveness.hpp      whether the file's owner lives (the OFD lock)
+//   publisher.hpp     the writer's side: publication, takeover, removal
 
 #include "preloadrun/common/process.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +26,7 @@ namespace preloadrun::tokens {
 
 inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::size_t kMaxFileSize = 1024 * 1024;
+// The most modules a file lists, and a party tracks (module_limit.hpp).
 inline constexpr std::size_t kMaxModules = 32;
 inline constexpr std::size_t kMaxTokens = 256;
 
@@ -23,11 +36,24 @@ struct Owner {
     bool operator==(const Owner&) const = default;
 };
 
+// A module's state as the file gives it. Only a usable module serves; the
+// others hold no handle of the file.
+enum class ModuleState { usable, initialising, failed, removed };
+// The file's spelling: "usable", "initialising", "failed", "removed".
+std::string_view to_string(ModuleState state) noexcept;
+// The state the file spells `name` (nullopt for none).
+std::optional<ModuleState> module_state_named(std::string_view name) noexcept;
+
+enum class TokenType { softcard, cardset };
+// The file's spelling: "softcard", "cardset".
+std::string_view to_string(TokenType type) noexcept;
+std::optional<TokenType> token_type_named(std::string_view name) noexcept;
+
 // One module as the owner last saw it.
 struct Module {
     std::uint32_t number = 0;
     std::string esn;
-    std::string state;               // usable | initialising | failed | removed
+    ModuleState state = ModuleState::failed;
     std::uint64_t generation = 0;    // the module's generation (clears and restores)
     std::uint64_t reloads = 0;       // times the owner (re)loaded the tokens onto it
     std::int64_t last_reload_ms = 0; // Unix time in ms of the last (re)load, 0 never
@@ -45,7 +71,7 @@ struct Loaded {
 };
 
 struct Token {
-    std::string type; // softcard | cardset
+    TokenType type = TokenType::softcard;
     std::string name;
     std::string hash; // 40 hex digits
     std::vector<Loaded> loaded;

@@ -57,8 +57,9 @@ int main(int argc, char** argv) {
         auto publish = [&] {
             file.modules.clear();
             for (const auto& m : client.modules()) {
-                file.modules.push_back(tokens::Module{
-                    m.number, m.esn, std::string(to_string(m.state)), m.generation, 0, 0, false});
+                file.modules.push_back(
+                    tokens::Module{m.number, m.esn, *tokens::module_state_named(to_string(m.state)),
+                                   m.generation, 0, 0, false});
                 if (m.state != hsm::ModuleState::usable) {
                     loaded.erase(m.number);
                     continue;
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
                 const auto handle = client.load_token(m.number, token->hash, passphrase);
                 loaded[m.number] = tokens::Loaded{m.number, m.esn, m.generation, handle};
             }
-            tokens::Token t{"softcard", token->name, to_hex(token->hash), {}};
+            tokens::Token t{tokens::TokenType::softcard, token->name, to_hex(token->hash), {}};
             for (const auto& [number, l] : loaded) {
                 t.loaded.push_back(l);
             }
@@ -87,7 +88,7 @@ int main(int argc, char** argv) {
             } else if (line.rfind("bogus ", 0) == 0) {
                 const auto module = static_cast<std::uint32_t>(std::stoul(line.substr(6)));
                 loaded[module].handle = 999999;
-                tokens::Token t{"softcard", token->name, to_hex(token->hash), {}};
+                tokens::Token t{tokens::TokenType::softcard, token->name, to_hex(token->hash), {}};
                 for (const auto& [number, l] : loaded) {
                     t.loaded.push_back(l);
                 }

@@ -117,7 +117,7 @@ TEST_CASE("pkcs11::Pool: a service that cannot be reached is an error, noted as 
         ++calls;
         throw Error(ErrorCode::unavailable, "no service");
     }};
-    const auto before = Pool::Clock::now();
+    const auto before = pool.clock().now();
     // The first acquire opens the kept connection with the pool locked: the
     // failure must not lock it again.
     CHECK_THROWS_AS(pool.acquire(), Error);
@@ -133,7 +133,7 @@ TEST_CASE("pkcs11::Pool: a new instance of the service is a new epoch") {
     { auto lease = pool.acquire(); }
     CHECK(pool.epoch() == 1);
     CHECK(pool.instance() == world.instance);
-    const auto before = Pool::Clock::now();
+    const auto before = pool.clock().now();
     CHECK_FALSE(pool.disrupted_since(before));
     world.instance = Bytes(hsm::kServiceInstanceSize, 2); // the service restarted
     { auto idle = pool.fresh(); }                         // tells

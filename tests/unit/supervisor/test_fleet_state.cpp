@@ -37,8 +37,8 @@ TEST_CASE("supervisor::FleetState renders what is loaded where") {
     fleet.set_loaded(2, {{0, 21}, {1, 22}}, 2000);
     auto file = fleet.render(owner());
     REQUIRE(file.tokens.size() == 2);
-    CHECK(file.tokens[0].type == "softcard");
-    CHECK(file.tokens[1].type == "cardset");
+    CHECK(file.tokens[0].type == tokens::TokenType::softcard);
+    CHECK(file.tokens[1].type == tokens::TokenType::cardset);
     CHECK(file.tokens[0].hash == to_hex(Bytes(20, 1)));
     REQUIRE(file.tokens[0].loaded.size() == 2);
     CHECK(file.tokens[0].loaded[1].module == 2);
@@ -54,7 +54,7 @@ TEST_CASE("supervisor::FleetState renders what is loaded where") {
         fleet.update_module(module(2, hsm::ModuleState::initialising, 5));
         auto after = fleet.render(owner());
         CHECK(after.tokens[0].loaded.size() == 1);
-        CHECK(after.modules[1].state == "initialising");
+        CHECK(after.modules[1].state == tokens::ModuleState::initialising);
         CHECK(after.modules[1].generation == 5);
         CHECK_FALSE(fleet.modules().at(2).loaded);
         CHECK_FALSE(fleet.handle(2, 0).has_value());

@@ -43,6 +43,21 @@ TEST_CASE("tokens::encode and decode round trip") {
     }
 }
 
+TEST_CASE("tokens::ModuleState and TokenType: typed in the model, spelt once for the file") {
+    for (auto state : {ModuleState::usable, ModuleState::initialising, ModuleState::failed,
+                       ModuleState::removed}) {
+        CHECK(module_state_named(to_string(state)) == state);
+    }
+    CHECK(to_string(ModuleState::initialising) == "initialising");
+    CHECK_FALSE(module_state_named("sleepy"));
+    CHECK(token_type_named("cardset") == TokenType::cardset);
+    CHECK(to_string(TokenType::softcard) == "softcard");
+    CHECK_FALSE(token_type_named("smartcard"));
+    auto doc = json::parse(encode(testsupport::sample_tokens_file()));
+    CHECK(doc["modules"][1]["state"] == "failed");
+    CHECK(doc["tokens"][1]["type"] == "cardset");
+}
+
 TEST_CASE("tokens::decode refuses what is not a valid tokens file") {
     SUBCASE("not JSON") {
         CHECK(corrupt_reason("{\"format\":").find("not valid JSON") != std::string::npos);
