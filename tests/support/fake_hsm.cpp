@@ -182,10 +182,16 @@ FakeService::~FakeService() {
     --hsm_.open;
 }
 
-void FakeService::check_open() const {
+std::unique_lock<std::recursive_mutex>
+FakeService::enter(std::optional<std::uint32_t> module) const {
+    std::unique_lock lock(hsm_.mutex_);
     if (hsm_.instance != instance_ || hsm_.closed.count(serial_) != 0) {
         throw Error(ErrorCode::unavailable, "the fake HSM service closed the connection");
     }
+    if (module) {
+        hsm_.maybe_fail(*module);
+    }
+    return lock;
 }
 
 bool FakeService::usable() noexcept {
@@ -194,26 +200,22 @@ bool FakeService::usable() noexcept {
 }
 
 hsm::WorldInfo FakeService::world() {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
+    const auto lock = enter();
     return {Bytes(20, 0xab), static_cast<std::uint32_t>(hsm_.modules_.size())};
 }
 
 std::vector<hsm::ModuleInfo> FakeService::modules() {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
+    const auto lock = enter();
     return hsm_.modules();
 }
 
 std::vector<hsm::TokenInfo> FakeService::tokens() {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
+    const auto lock = enter();
     return hsm_.tokens;
 }
 
 std::vector<hsm::KeyInfo> FakeService::keys() {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
+    const auto lock = enter();
     return hsm_.keys;
 }
 
@@ -224,9 +226,7 @@ hsm::TokenInfo FakeService::create_token(hsm::TokenType, const std::string&,
 
 hsm::ObjectHandle FakeService::load_token(std::uint32_t module, const Bytes& hash,
                                           const preloadrun::SecureBuffer&) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     hsm_.usable_or_throw(module);
     if (hsm_.on_load_token) {
         hsm_.on_load_token(module, hash);
@@ -239,9 +239,7 @@ hsm::ObjectHandle FakeService::load_token(std::uint32_t module, const Bytes& has
 
 hsm::ObjectHandle FakeService::load_key(std::uint32_t module, const std::string&,
                                         hsm::ObjectHandle token) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     if (token != 0 && hsm_.find(module).tokens.count(token) == 0) {
         throw Error(ErrorCode::invalid_handle,
                     "no token " + std::to_string(token) + " on module " + std::to_string(module));
@@ -251,9 +249,7 @@ hsm::ObjectHandle FakeService::load_key(std::uint32_t module, const std::string&
 }
 
 void FakeService::unload(std::uint32_t module, hsm::ObjectHandle handle) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     if (hsm_.find(module).tokens.erase(handle) == 0) {
         throw Error(ErrorCode::invalid_handle,
                     "no object " + std::to_string(handle) + " on module " + std::to_string(module));
@@ -262,9 +258,7 @@ void FakeService::unload(std::uint32_t module, hsm::ObjectHandle handle) {
 }
 
 hsm::GeneratedKey FakeService::generate_key(std::uint32_t module, const hsm::KeySpec&) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     hsm::GeneratedKey g;
     g.handle = 200 + module;
     g.key.ident = "gen";
@@ -272,19 +266,35 @@ hsm::GeneratedKey FakeService::generate_key(std::uint32_t module, const hsm::Key
 }
 
 void FakeService::destroy_key(const std::string&, std::uint32_t module, hsm::ObjectHandle token) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     hsm_.destroyed.emplace_back(module, token);
 }
 
 Bytes FakeService::sign(std::uint32_t module, hsm::ObjectHandle, const hsm::Mechanism&,
                         const Bytes&) {
-    std::lock_guard lock(hsm_.mutex_);
-    check_open();
-    hsm_.maybe_fail(module);
+    const auto lock = enter(module);
     ++hsm_.ops[module];
     return Bytes{static_cast<std::uint8_t>(module)};
+}
+
+Bytes FakeService::encrypt(std::uint32_t module, hsm::ObjectHandle, const hsm::Mechanism& mech,
+                           const Bytes& data) {
+    const auto lock = enter(module);
+    ++hsm_.ops[module];
+    Bytes out = data;
+    out.insert(out.end(), mech.tag_bits / 8, static_cast<std::uint8_t>(module));
+    return out;
+}
+
+Bytes FakeService::decrypt(std::uint32_t module, hsm::ObjectHandle, const hsm::Mechanism& mech,
+                           const Bytes& data) {
+    const auto lock = enter(module);
+    ++hsm_.ops[module];
+    const std::size_t tag = mech.tag_bits / 8;
+    if (data.size() < tag) {
+        throw Error(ErrorCode::crypto, "shorter than the tag");
+    }
+    return Bytes(data.begin(), data.end() - static_cast<std::ptrdiff_t>(tag));
 }
 
 // ---- FakeEventStream ------------------------------------------------------------------

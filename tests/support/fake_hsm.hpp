@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -74,7 +75,7 @@ public:
     std::map<std::uint32_t, ErrorCode> fail; // every operation on module m throws this
     // Called at each load of a token, before it loads (may throw).
     std::function<void(std::uint32_t module, const Bytes& hash)> on_load_token;
-    std::map<std::uint32_t, int> ops;   // signatures per module
+    std::map<std::uint32_t, int> ops;   // signatures, encryptions, decryptions per module
     std::map<std::uint32_t, int> loads; // keys loaded per module
     std::map<std::uint32_t, int> token_loads;
     std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> unloaded;  // tokens, as unloaded
@@ -135,20 +136,21 @@ public:
                const Bytes&) override;
     void verify(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&,
                 const Bytes&) override {}
-    Bytes encrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
-        return {};
-    }
-    Bytes decrypt(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&, const Bytes&) override {
-        return {};
-    }
+    // "AES-GCM": the data, then a tag of tag_bits / 8 bytes, each the module
+    // number; decrypting takes it off again (Error(crypto) when too short).
+    Bytes encrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                  const Bytes& data) override;
+    Bytes decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
+                  const Bytes& data) override;
     Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
     bool usable() noexcept override;
     int serial() const noexcept { return serial_; }
 
 private:
-    // Throws Error(unavailable) once the service this connection reached
-    // restarted: it would have closed it.
-    void check_open() const;
+    // Locks the fake for one request; throws Error(unavailable) once the
+    // service this connection reached restarted (it would have closed it),
+    // and what fail[module] says.
+    std::unique_lock<std::recursive_mutex> enter(std::optional<std::uint32_t> module = {}) const;
     FakeHsm& hsm_;
     int serial_;
     Bytes instance_;

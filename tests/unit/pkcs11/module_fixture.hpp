@@ -98,11 +98,13 @@ struct Module {
         token_key.ident = "tk";
         token_key.label = "token key";
         token_key.type = hsm::KeyType::aes;
+        token_key.bits = 256;
         token_key.token = kCard;
         hsm::KeyInfo module_key;
         module_key.ident = "mk";
         module_key.label = "module key";
         module_key.type = hsm::KeyType::aes;
+        module_key.bits = 256;
         hsm.keys = {token_key, module_key};
         config.reload_keys = true;
         config.load_sharing = true;
