@@ -10,8 +10,8 @@
 
 namespace preloadrun::pkcs11 {
 
-Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
-    : config_(std::move(config)), pool_(std::move(connect)) {
+Instance::Instance(Config config, Seams seams, bool threads_allowed)
+    : config_(std::move(config)), pool_(std::move(seams.connect), Pool::kMaxIdle, *seams.clock) {
     std::vector<hsm::ModuleInfo> modules;
     std::vector<hsm::TokenInfo> tokens;
     std::vector<hsm::KeyInfo> keys;
@@ -57,9 +57,10 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
                           "key reloading needs a watcher thread, and the application forbids "
                           "threads (CKF_LIBRARY_CANT_CREATE_OS_THREADS)");
         } else {
-            std::unique_ptr<ReloadWatch> watch;
+            std::unique_ptr<ChangeCount> watch;
             try {
-                watch = std::make_unique<ReloadWatch>(*config_.tokens_file);
+                watch = seams.watch ? seams.watch(*config_.tokens_file)
+                                    : std::make_unique<ReloadWatch>(*config_.tokens_file);
             } catch (const std::exception& e) {
                 logger().error("cannot watch tokens file {}: {}; keys will not be reloaded",
                                config_.tokens_file->string(), e.what());
@@ -67,7 +68,7 @@ Instance::Instance(Config config, Pool::Connector connect, bool threads_allowed)
             if (watch) {
                 reloader_ = std::make_unique<Reloader>(
                     *config_.tokens_file, Reloader::Parts{group_, *slots_, objects_, *router_},
-                    steady_clock(), config_.retry_window, std::move(watch), file_version_);
+                    *seams.clock, config_.retry_window, std::move(watch), file_version_);
                 logger().info("key reloading on: watching {}", config_.tokens_file->string());
             }
         }

@@ -15,6 +15,7 @@
 #include "pkcs11/slots.hpp"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -23,10 +24,19 @@ namespace preloadrun::pkcs11 {
 
 class Instance {
 public:
+    // What the instance reaches outside itself; tests give fakes.
+    struct Seams {
+        Pool::Connector connect; // a new connection to the HSM service
+        const Clock* clock = &steady_clock();
+        // Counts the tokens file's changes, for key reloading (null: an
+        // inotify ReloadWatch). May throw: then keys are not reloaded.
+        std::function<std::unique_ptr<ChangeCount>(const std::filesystem::path&)> watch;
+    };
+
     // Connects to the HSM service, reads the world (modules, tokens, keys)
     // and the tokens file. `threads_allowed`: false when the application
     // said CKF_LIBRARY_CANT_CREATE_OS_THREADS.
-    Instance(Config config, Pool::Connector connect, bool threads_allowed);
+    Instance(Config config, Seams seams, bool threads_allowed);
     Instance(const Instance&) = delete;
     Instance& operator=(const Instance&) = delete;
     ~Instance();

@@ -71,8 +71,9 @@ std::shared_ptr<Instance> start(bool threads_allowed) {
     try {
         Config config = Config::from_environment();
         const hsm::Endpoint endpoint = config.endpoint;
-        return std::make_shared<Instance>(
-            std::move(config), [endpoint] { return hsm::connect(endpoint); }, threads_allowed);
+        Instance::Seams seams;
+        seams.connect = [endpoint] { return hsm::connect(endpoint); };
+        return std::make_shared<Instance>(std::move(config), std::move(seams), threads_allowed);
     } catch (const CkError& e) {
         throw failed(e.rv(), e.what());
     } catch (const std::bad_alloc&) {

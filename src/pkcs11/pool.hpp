@@ -41,7 +41,8 @@ class Pool {
 public:
     using Connector = std::function<std::unique_ptr<hsm::Service>()>;
     using Clock = preloadrun::Clock;
-    explicit Pool(Connector connect, std::size_t max_idle = 16,
+    static constexpr std::size_t kMaxIdle = 16;
+    explicit Pool(Connector connect, std::size_t max_idle = kMaxIdle,
                   const Clock& clock = steady_clock());
 
     class Lease {

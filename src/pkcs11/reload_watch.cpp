@@ -83,7 +83,7 @@ void ReloadWatch::run() noexcept {
             }
         }
         if (ours) {
-            version_.fetch_add(1, std::memory_order_acq_rel);
+            changed();
         }
     }
 }

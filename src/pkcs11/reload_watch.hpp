@@ -14,15 +14,29 @@
 
 namespace preloadrun::pkcs11 {
 
-class ReloadWatch {
+// A count of the tokens file's changes. The reloader compares it with the
+// value it last saw; ReloadWatch counts from inotify, a test by hand.
+class ChangeCount {
+public:
+    ChangeCount() = default;
+    ChangeCount(const ChangeCount&) = delete;
+    ChangeCount& operator=(const ChangeCount&) = delete;
+    virtual ~ChangeCount() = default;
+
+    std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+    void changed() noexcept { version_.fetch_add(1, std::memory_order_acq_rel); }
+
+private:
+    std::atomic<std::uint64_t> version_{0};
+};
+
+class ReloadWatch final : public ChangeCount {
 public:
     // Starts watching; throws Error(io) when inotify cannot watch the directory.
     explicit ReloadWatch(const std::filesystem::path& file);
     ReloadWatch(const ReloadWatch&) = delete;
     ReloadWatch& operator=(const ReloadWatch&) = delete;
-    ~ReloadWatch();
-
-    std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+    ~ReloadWatch() override;
 
 private:
     void run() noexcept;
@@ -30,7 +44,6 @@ private:
     std::string name_;
     Fd inotify_;
     Fd stop_;
-    std::atomic<std::uint64_t> version_{0};
     std::thread thread_;
 };
 

@@ -9,9 +9,9 @@
 namespace preloadrun::pkcs11 {
 
 Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
-                   std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
+                   std::chrono::milliseconds retry_window, std::unique_ptr<ChangeCount> changes,
                    tokens::FileVersion initial_file)
-    : file_(std::move(file)), parts_(parts), watch_(std::move(watch)),
+    : file_(std::move(file)), parts_(parts), changes_(std::move(changes)),
       retries_(clock, retry_window), file_version_(std::move(initial_file)),
       epoch_(parts.router.pool().epoch()), clock_(clock) {
     seen_.store(current_version(), std::memory_order_relaxed);

@@ -49,10 +49,10 @@ public:
         ObjectStore& objects;
         Router& router;
     };
-    // `watch` may be null (then only explicit poke() calls notice changes:
-    // for tests).
+    // `changes` counts the file's changes (a ReloadWatch; tests count by
+    // hand). `clock`: the retry windows, and when to read a file again.
     Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
-             std::chrono::milliseconds retry_window, std::unique_ptr<ReloadWatch> watch,
+             std::chrono::milliseconds retry_window, std::unique_ptr<ChangeCount> changes,
              tokens::FileVersion initial_file);
 
     // The hot path.
@@ -65,22 +65,18 @@ public:
         slow_path(v);
     }
 
-    // Applies a tokens file (the slow path once the file was read and found
-    // live). Public for tests.
-    void apply(const tokens::TokensFile& file);
-    // Retries pending reloads, abandons those whose window passed.
-    void retry_pending();
     // The HSM service restarted: `modules` are those of its new instance,
     // whose epoch (Pool::epoch()) is `epoch`.
     void service_restarted(const std::vector<hsm::ModuleInfo>& modules, std::uint64_t epoch);
-    // For tests without a watcher: count one change.
-    void poke() noexcept { manual_.fetch_add(1, std::memory_order_acq_rel); }
 
 private:
-    std::uint64_t current_version() const noexcept {
-        return (watch_ ? watch_->version() : 0) + manual_.load(std::memory_order_acquire);
-    }
+    std::uint64_t current_version() const noexcept { return changes_->version(); }
     void slow_path(std::uint64_t version);
+    // Applies a tokens file (the slow path once the file was read and found
+    // live, and names the service instance this process uses).
+    void apply(const tokens::TokensFile& file);
+    // Retries pending reloads, abandons those whose window passed.
+    void retry_pending();
     void reread();
     // Loads every key in use onto `module`; joins it to the group when all
     // loaded, else opens (or keeps) its retry window.
@@ -93,8 +89,7 @@ private:
 
     std::filesystem::path file_;
     Parts parts_;
-    std::unique_ptr<ReloadWatch> watch_;
-    std::atomic<std::uint64_t> manual_{0};
+    std::unique_ptr<ChangeCount> changes_;
     std::atomic<std::uint64_t> seen_{0};
     std::atomic<bool> pending_{false};
     std::mutex mutex_; // one reload at a time; others carry on without waiting

@@ -28,10 +28,17 @@ struct HaLoop::Channel {
     }
 };
 
-HaLoop::HaLoop(EventLoop& loop, hsm::Endpoint endpoint, FleetState& fleet,
+HaLoop::Seams HaLoop::service_seams(hsm::Endpoint endpoint) {
+    Seams seams;
+    seams.subscribe = [endpoint = std::move(endpoint)] { return hsm::subscribe(endpoint); };
+    seams.background = [](std::function<void()> job) { std::thread(std::move(job)).detach(); };
+    return seams;
+}
+
+HaLoop::HaLoop(EventLoop& loop, Seams seams, FleetState& fleet,
                std::shared_ptr<const Loader> loader, std::function<void()> publish,
                std::chrono::milliseconds retry_window)
-    : loop_(loop), endpoint_(std::move(endpoint)), fleet_(fleet), loader_(std::move(loader)),
+    : loop_(loop), seams_(std::move(seams)), fleet_(fleet), loader_(std::move(loader)),
       publish_(std::move(publish)), retries_(loop.clock(), retry_window),
       wakeup_(std::make_unique<Wakeup>(loop)), channel_(std::make_shared<Channel>()) {
     channel_->wakeup = wakeup_.get();
@@ -55,7 +62,7 @@ void HaLoop::start() {
 }
 
 void HaLoop::subscribe_now() {
-    stream_ = hsm::subscribe(endpoint_);
+    stream_ = seams_.subscribe();
     loop_.watch(stream_->fd(), [this] { on_stream_readable(); });
     const bool restarted = fleet_.set_service_instance(stream_->instance());
     if (restarted) {
@@ -141,12 +148,13 @@ void HaLoop::schedule_load(std::uint32_t module) {
         return; // already loading this generation
     }
     loading_[module] = key;
-    std::thread([channel = channel_, loader = loader_, module, generation, epoch = epoch_, this] {
-        auto result = loader->load_module(module);
-        channel->post([this, result = std::move(result), generation, epoch]() mutable {
-            on_loaded(std::move(result), generation, epoch);
+    seams_.background(
+        [channel = channel_, loader = loader_, module, generation, epoch = epoch_, this] {
+            auto result = loader->load_module(module);
+            channel->post([this, result = std::move(result), generation, epoch]() mutable {
+                on_loaded(std::move(result), generation, epoch);
+            });
         });
-    }).detach();
 }
 
 void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_t epoch) {
@@ -165,10 +173,9 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
         // handles died with it, or are about to. The event that told us has
         // scheduled what is needed.
         if (!result.handles.empty() && result.instance == fleet_.service_instance()) {
-            auto loader = loader_;
-            std::thread([loader, module, handles = result.handles] {
+            seams_.background([loader = loader_, module, handles = result.handles] {
                 loader->unload({{module, handles}});
-            }).detach();
+            });
         }
         return;
     }
@@ -221,16 +228,16 @@ void HaLoop::reconnect() {
     }
     reconnecting_ = true;
     loop_.after(reconnect_delay_, [this] {
-        std::thread([channel = channel_, endpoint = endpoint_, this] {
+        seams_.background([channel = channel_, subscribe = seams_.subscribe, this] {
             auto stream = std::make_shared<std::unique_ptr<hsm::EventStream>>();
             std::string error;
             try {
-                *stream = hsm::subscribe(endpoint);
+                *stream = subscribe();
             } catch (const std::exception& e) {
                 error = e.what();
             }
             channel->post([this, stream, error] { on_reconnected(std::move(*stream), error); });
-        }).detach();
+        });
     });
 }
 

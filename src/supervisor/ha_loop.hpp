@@ -4,6 +4,12 @@
 // the tokens file after every change. Event-driven (the HSM service pushes
 // module events; nothing polls), and it never blocks the event loop: loads
 // and reconnections run on worker threads and post their results back.
+//
+// Its seams: where the events come from and where work off the loop's
+// thread runs (Seams), how tokens are loaded (Loader, with its connector),
+// and time (the EventLoop's clock: the retry window and every delay). The
+// unit tests drive a scripted fleet through it with a fake clock, running
+// that work at once.
 
 #include "preloadrun/common/retry.hpp"
 #include "preloadrun/hsm/service.hpp"
@@ -19,10 +25,19 @@ namespace preloadrun::supervisor {
 
 class HaLoop {
 public:
+    struct Seams {
+        // A new subscription to the module events (may throw Error).
+        std::function<std::unique_ptr<hsm::EventStream>()> subscribe;
+        // Runs a job off the loop's thread: a load, an unload, a
+        // reconnection. The job posts its result back to the loop.
+        std::function<void(std::function<void()>)> background;
+    };
+    // The real ones: hsm::subscribe(endpoint), and a detached thread per job.
+    static Seams service_seams(hsm::Endpoint endpoint);
+
     // `publish` renders and writes the tokens file; called on the loop thread.
-    HaLoop(EventLoop& loop, hsm::Endpoint endpoint, FleetState& fleet,
-           std::shared_ptr<const Loader> loader, std::function<void()> publish,
-           std::chrono::milliseconds retry_window);
+    HaLoop(EventLoop& loop, Seams seams, FleetState& fleet, std::shared_ptr<const Loader> loader,
+           std::function<void()> publish, std::chrono::milliseconds retry_window);
     HaLoop(const HaLoop&) = delete;
     HaLoop& operator=(const HaLoop&) = delete;
     ~HaLoop();
@@ -45,7 +60,7 @@ private:
     void on_reconnected(std::unique_ptr<hsm::EventStream> stream, const std::string& error);
 
     EventLoop& loop_;
-    hsm::Endpoint endpoint_;
+    Seams seams_;
     FleetState& fleet_;
     std::shared_ptr<const Loader> loader_;
     std::function<void()> publish_;

@@ -11,22 +11,22 @@ namespace {
 constexpr int kUnloadAttempts = 5; // 25 + 50 + 100 + 200 ms between them
 } // namespace
 
-Loader::Loader(hsm::Endpoint endpoint, std::vector<hsm::TokenInfo> tokens,
-               std::vector<SecureBuffer> passphrases)
-    : endpoint_(std::move(endpoint)), tokens_(std::move(tokens)),
-      passphrases_(std::move(passphrases)) {}
+Loader::Loader(Connector connect, std::vector<hsm::TokenInfo> tokens,
+               std::vector<SecureBuffer> passphrases, const Clock& clock)
+    : connect_(std::move(connect)), tokens_(std::move(tokens)),
+      passphrases_(std::move(passphrases)), clock_(clock) {}
 
 ModuleLoad Loader::load_module(std::uint32_t module) const {
     ModuleLoad result;
     result.module = module;
-    auto start = std::chrono::steady_clock::now();
+    const auto start = clock_.now();
     std::unique_ptr<hsm::Service> service;
     try {
         if (passphrases_.size() != tokens_.size()) {
             throw Error(ErrorCode::internal, "the passphrases were wiped after the first load "
                                              "(--no-ha): nothing can be loaded again");
         }
-        service = hsm::connect(endpoint_);
+        service = connect_();
         result.instance = service->instance();
         for (std::size_t t = 0; t < tokens_.size(); ++t) {
             result.failed_token = t;
@@ -50,8 +50,7 @@ ModuleLoad Loader::load_module(std::uint32_t module) const {
         }
         result.handles.clear();
     }
-    result.took = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - start);
+    result.took = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now() - start);
     return result;
 }
 
@@ -115,7 +114,7 @@ void Loader::unload_module(std::uint32_t module,
                            const std::map<std::size_t, hsm::ObjectHandle>& handles) const noexcept {
     auto log = log::get("supervisor");
     try {
-        auto service = hsm::connect(endpoint_);
+        auto service = connect_();
         for (const auto& [token, handle] : handles) {
             const auto name = token < tokens_.size() ? hsm::describe(tokens_[token])
                                                      : "token " + std::to_string(token);

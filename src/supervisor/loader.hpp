@@ -2,6 +2,7 @@
 // Loading the tokens onto modules, in parallel across modules, each module
 // on its own connection to the HSM service; and unloading them again.
 
+#include "preloadrun/common/clock.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/service.hpp"
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -26,10 +28,14 @@ struct ModuleLoad {
 
 class Loader {
 public:
+    // A new connection to the HSM service (hsm::connect(endpoint); a fake
+    // service in tests). Called from several threads at once.
+    using Connector = std::function<std::unique_ptr<hsm::Service>()>;
+
     // Keeps its own copies: loads run on worker threads that may outlive the
-    // caller's scope.
-    Loader(hsm::Endpoint endpoint, std::vector<hsm::TokenInfo> tokens,
-           std::vector<SecureBuffer> passphrases);
+    // caller's scope. `clock` times the loads (for the log).
+    Loader(Connector connect, std::vector<hsm::TokenInfo> tokens,
+           std::vector<SecureBuffer> passphrases, const Clock& clock = steady_clock());
 
     // Loads every token onto `module`; on any failure unloads what it loaded
     // there and reports the error. Never throws. Safe to call from several
@@ -55,9 +61,10 @@ public:
 private:
     void unload_module(std::uint32_t module,
                        const std::map<std::size_t, hsm::ObjectHandle>& handles) const noexcept;
-    hsm::Endpoint endpoint_;
+    Connector connect_;
     std::vector<hsm::TokenInfo> tokens_;
     std::vector<SecureBuffer> passphrases_;
+    const Clock& clock_;
 };
 
 } // namespace preloadrun::supervisor

@@ -281,7 +281,8 @@ int run(const Options& options) {
     auto modules = usable_modules(fleet, service->modules());
     // `service` stays open until run() returns, after `unload` has run: the
     // service unloads what a process loaded once its last connection closes.
-    auto loader = std::make_shared<Loader>(endpoint, tokens, std::move(passphrases));
+    auto loader = std::make_shared<Loader>([endpoint] { return hsm::connect(endpoint); }, tokens,
+                                           std::move(passphrases));
     UnloadAtExit unload(*loader, fleet);
     load_everything(fleet, *loader, modules);
     if (!options.high_availability) {
@@ -300,7 +301,8 @@ int run(const Options& options) {
     EventLoop loop;
     std::unique_ptr<HaLoop> ha;
     if (options.high_availability) {
-        ha = std::make_unique<HaLoop>(loop, endpoint, fleet, loader, publish, options.retry_window);
+        ha = std::make_unique<HaLoop>(loop, HaLoop::service_seams(endpoint), fleet, loader, publish,
+                                      options.retry_window);
         ha->start();
     }
     // The application talks to the service the tokens were loaded on.

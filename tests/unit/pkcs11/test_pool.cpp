@@ -1,15 +1,16 @@
-#include "fake_service.hpp"
 #include "pkcs11/pool.hpp"
+#include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>
 #include <memory>
 
 using namespace preloadrun;
 using namespace preloadrun::pkcs11;
-using namespace preloadrun::pkcs11test;
+using testsupport::FakeHsm;
+using testsupport::FakeService;
 
 TEST_CASE("pkcs11::Pool keeps a connection open from its first use, however leases end") {
-    World world;
+    FakeHsm world;
     {
         Pool pool{[&world] { return std::make_unique<FakeService>(world); }, 1};
         CHECK(world.open == 0);
@@ -46,7 +47,7 @@ TEST_CASE("pkcs11::Pool keeps a connection open from its first use, however leas
 }
 
 TEST_CASE("pkcs11::Pool lends no connection the service has closed") {
-    World world;
+    FakeHsm world;
     Pool pool{[&world] { return std::make_unique<FakeService>(world); }, 4};
     auto serial = [](const Pool::Lease& lease) {
         return dynamic_cast<FakeService&>(*lease).serial();
@@ -128,7 +129,7 @@ TEST_CASE("pkcs11::Pool: a service that cannot be reached is an error, noted as 
 }
 
 TEST_CASE("pkcs11::Pool: a new instance of the service is a new epoch") {
-    World world;
+    FakeHsm world;
     Pool pool{[&world] { return std::make_unique<FakeService>(world); }};
     { auto lease = pool.acquire(); }
     CHECK(pool.epoch() == 1);

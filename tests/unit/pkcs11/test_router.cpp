@@ -1,5 +1,5 @@
-#include "fake_service.hpp"
 #include "pkcs11/router.hpp"
+#include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>
 #include <map>
@@ -7,12 +7,13 @@
 
 using namespace preloadrun;
 using namespace preloadrun::pkcs11;
-using namespace preloadrun::pkcs11test;
+using testsupport::FakeHsm;
+using testsupport::FakeService;
 
 namespace {
 
 struct Fixture {
-    World world;
+    FakeHsm world;
     Pool pool{[this] { return std::make_unique<FakeService>(world); }};
     Group group;
     Slots slots{{}, true};
@@ -99,7 +100,7 @@ TEST_CASE("pkcs11::Router") {
 }
 
 TEST_CASE("pkcs11::Router::destroy uses the slot's token handle on a member") {
-    World world;
+    FakeHsm world;
     Pool pool{[&world] { return std::make_unique<FakeService>(world); }};
     Group group;
     const hsm::TokenInfo card{hsm::TokenType::softcard, "card", Bytes(hsm::kTokenHashSize, 7)};
