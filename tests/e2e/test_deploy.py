@@ -24,6 +24,7 @@ import time
 import pytest
 
 from preloadrun_support import PASS1, TIMEOUT, executable, wait_for
+from procs import run_as_argv
 
 DIST = os.environ.get("PRELOADRUN_DIST", "")
 UNITS = ("hsmsim.service", "preloadrun@.service")
@@ -304,10 +305,7 @@ def as_user(name, group=None):
     """argv prefix running a command as user `name` (and group `group`,
     default the user's), with the user's supplementary groups."""
     uid, gid, groups = USERS[name]
-    gid = GROUPS[group] if group else gid
-    argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
-    argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-    return argv + ["--"]
+    return run_as_argv(uid, GROUPS[group] if group else gid, groups)
 
 
 def start_hsmsim_with_mycard(units, scratch):

@@ -47,3 +47,12 @@ def read_first_line_and_rest(proc, timeout=10.0):
         sel.close()
     first, rest = data.decode(errors="replace").split("\n", 1)
     return first, rest.splitlines()
+
+
+def run_as_argv(uid, gid, groups=()):
+    """argv prefix that runs a command as `uid`, primary group `gid` and the
+    supplementary groups `groups` (none: cleared), with no capabilities
+    left to inherit."""
+    argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
+    argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
+    return argv + ["--inh-caps=-all", "--"]

@@ -32,7 +32,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "support"))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from procs import executable, read_first_line  # noqa: E402
+from procs import executable, read_first_line, run_as_argv  # noqa: E402
 
 VICTIM = 2000
 ATTACKER = 2001
@@ -57,9 +57,7 @@ def _require_root():
 def as_user(uid, groups=(SERVICE,)):
     """argv prefix that runs a command as `uid` (gid `uid`, the given
     supplementary groups), with no capabilities left."""
-    argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}"]
-    argv += [f"--groups={','.join(map(str, groups))}"] if groups else ["--clear-groups"]
-    return argv + ["--inh-caps=-all", "--"]
+    return run_as_argv(uid, uid, groups)
 
 
 def base_env():
