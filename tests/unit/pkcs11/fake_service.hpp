@@ -14,9 +14,12 @@
 namespace preloadrun::pkcs11test {
 
 // A scripted HSM service (one per connection): modules 1..3; signing answers the module number;
-// `fail[m]` makes every operation on module m throw that code.
+// `fail[m]` makes every operation on module m throw that code, as the
+// service's reply (Origin::peer) unless `fail_origin` says the connection
+// failed here.
 struct World {
     std::map<std::uint32_t, ErrorCode> fail;
+    Origin fail_origin = Origin::peer;
     std::map<std::uint32_t, int> ops;
     std::map<std::uint32_t, int> loads;
     std::vector<std::pair<std::uint32_t, hsm::ObjectHandle>> destroyed; // module, token handle
@@ -81,7 +84,7 @@ private:
     void maybe_fail(std::uint32_t m) {
         auto it = w_.fail.find(m);
         if (it != w_.fail.end()) {
-            throw Error(it->second, "injected on module " + std::to_string(m));
+            throw Error(it->second, "injected on module " + std::to_string(m), w_.fail_origin);
         }
     }
     World& w_;
