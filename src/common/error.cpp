@@ -6,48 +6,39 @@
 
 namespace preloadrun {
 
-std::string_view to_string(ErrorCode code) noexcept {
-    switch (code) {
-    case ErrorCode::internal:
-        return "internal error";
-    case ErrorCode::usage:
-        return "usage error";
-    case ErrorCode::io:
-        return "I/O error";
-    case ErrorCode::corrupt:
-        return "corrupt data";
-    case ErrorCode::not_found:
-        return "not found";
-    case ErrorCode::already_exists:
-        return "already exists";
-    case ErrorCode::wrong_passphrase:
-        return "wrong passphrase";
-    case ErrorCode::permission:
-        return "permission denied";
-    case ErrorCode::unavailable:
-        return "service unavailable";
-    case ErrorCode::protocol:
-        return "protocol error";
-    case ErrorCode::timeout:
-        return "timed out";
-    case ErrorCode::module_not_usable:
-        return "module not usable";
-    case ErrorCode::transient:
-        return "transient failure";
-    case ErrorCode::invalid_handle:
-        return "invalid handle";
-    case ErrorCode::limit:
-        return "limit reached";
-    case ErrorCode::crypto:
-        return "cryptographic failure";
-    case ErrorCode::bad_signature:
-        return "signature invalid";
-    case ErrorCode::conflict:
-        return "not possible in the current state";
-    case ErrorCode::too_many_attempts:
-        return "too many wrong passphrases";
+namespace {
+
+constexpr bool rows_in_code_order() {
+    for (std::size_t i = 0; i < kErrorTable.size(); ++i) {
+        if (static_cast<std::size_t>(kErrorTable[i].code) != i) {
+            return false;
+        }
     }
-    return "unknown error";
+    return true;
+}
+
+constexpr bool wire_values_unique() {
+    for (std::size_t i = 0; i < kErrorTable.size(); ++i) {
+        for (std::size_t j = i + 1; j < kErrorTable.size(); ++j) {
+            if (kErrorTable[i].wire == kErrorTable[j].wire) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static_assert(rows_in_code_order(), "error_info(code) indexes kErrorTable by code");
+static_assert(wire_values_unique(),
+              "two error codes share a wire value: the wire would merge them");
+
+} // namespace
+
+std::string_view to_string(ErrorCode code) noexcept {
+    if (static_cast<std::size_t>(code) >= kErrorTable.size()) {
+        return "unknown error";
+    }
+    return error_info(code).text;
 }
 
 void throw_errno(std::string_view what, int err) {

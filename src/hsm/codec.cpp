@@ -396,97 +396,25 @@ ModuleEvent from_wire(const wire::Event& event) {
 
 // ---- errors ------------------------------------------------------------------------
 //
-// preloadrun::ErrorCode -> wire::ErrorCode        wire::ErrorCode -> preloadrun::ErrorCode
-//   usage           -> BAD_REQUEST                  BAD_REQUEST -> usage
-//   io, corrupt     -> STORAGE (a server-side       STORAGE     -> io
-//                      file problem)
-//   unavailable,    -> TRANSIENT (whatever the      (TRANSIENT  -> transient)
-//   timeout            server waited on may come
-//                      back: retry)
-//   every other code -> the ERROR_ of the same name, and back.
-// An error code unknown to this build (a newer server) reads as `internal`,
-// keeping the server's message: the message matters more than the code.
+// Each code's wire value is its row's in error_table.def: lossless both ways.
+// A value unknown to this build (a newer service) reads as `internal`, keeping
+// the service's message: the message matters more than the code.
 
 wire::ErrorCode to_wire(ErrorCode code) {
-    switch (code) {
-    case ErrorCode::internal:
-        return wire::ERROR_INTERNAL;
-    case ErrorCode::usage:
-        return wire::ERROR_BAD_REQUEST;
-    case ErrorCode::io:
-    case ErrorCode::corrupt:
-        return wire::ERROR_STORAGE;
-    case ErrorCode::not_found:
-        return wire::ERROR_NOT_FOUND;
-    case ErrorCode::already_exists:
-        return wire::ERROR_ALREADY_EXISTS;
-    case ErrorCode::wrong_passphrase:
-        return wire::ERROR_WRONG_PASSPHRASE;
-    case ErrorCode::permission:
-        return wire::ERROR_PERMISSION;
-    case ErrorCode::unavailable:
-        return wire::ERROR_TRANSIENT;
-    case ErrorCode::protocol:
-        return wire::ERROR_PROTOCOL;
-    case ErrorCode::timeout:
-        return wire::ERROR_TRANSIENT;
-    case ErrorCode::module_not_usable:
-        return wire::ERROR_MODULE_NOT_USABLE;
-    case ErrorCode::transient:
-        return wire::ERROR_TRANSIENT;
-    case ErrorCode::invalid_handle:
-        return wire::ERROR_INVALID_HANDLE;
-    case ErrorCode::limit:
-        return wire::ERROR_LIMIT;
-    case ErrorCode::crypto:
-        return wire::ERROR_CRYPTO;
-    case ErrorCode::bad_signature:
-        return wire::ERROR_BAD_SIGNATURE;
-    case ErrorCode::conflict:
-        return wire::ERROR_CONFLICT;
-    case ErrorCode::too_many_attempts:
-        return wire::ERROR_TOO_MANY_ATTEMPTS;
-    }
-    return wire::ERROR_INTERNAL;
+    return static_cast<wire::ErrorCode>(error_info(code).wire);
 }
 
 ErrorCode from_wire(wire::ErrorCode code) {
-    switch (code) {
-    case wire::ERROR_INTERNAL:
-        return ErrorCode::internal;
-    case wire::ERROR_BAD_REQUEST:
-        return ErrorCode::usage;
-    case wire::ERROR_PROTOCOL:
-        return ErrorCode::protocol;
-    case wire::ERROR_NOT_FOUND:
-        return ErrorCode::not_found;
-    case wire::ERROR_ALREADY_EXISTS:
-        return ErrorCode::already_exists;
-    case wire::ERROR_WRONG_PASSPHRASE:
-        return ErrorCode::wrong_passphrase;
-    case wire::ERROR_PERMISSION:
-        return ErrorCode::permission;
-    case wire::ERROR_MODULE_NOT_USABLE:
-        return ErrorCode::module_not_usable;
-    case wire::ERROR_TRANSIENT:
-        return ErrorCode::transient;
-    case wire::ERROR_INVALID_HANDLE:
-        return ErrorCode::invalid_handle;
-    case wire::ERROR_LIMIT:
-        return ErrorCode::limit;
-    case wire::ERROR_CRYPTO:
-        return ErrorCode::crypto;
-    case wire::ERROR_BAD_SIGNATURE:
-        return ErrorCode::bad_signature;
-    case wire::ERROR_STORAGE:
-        return ErrorCode::io;
-    case wire::ERROR_CONFLICT:
-        return ErrorCode::conflict;
-    case wire::ERROR_TOO_MANY_ATTEMPTS:
-        return ErrorCode::too_many_attempts;
-    default:
-        return ErrorCode::internal;
+    for (const ErrorInfo& row : kErrorTable) {
+        if (static_cast<int>(row.wire) == static_cast<int>(code)) {
+            return row.code;
+        }
     }
+    return ErrorCode::internal;
+}
+
+Error from_wire(const wire::Error& error) {
+    return Error(from_wire(error.code()), error.message(), Origin::peer);
 }
 
 wire::Response error_response(std::uint64_t id, const Error& error) {

@@ -69,7 +69,7 @@ Connection::Connection(const Endpoint& endpoint, std::string_view env_variable)
     try {
         handshake(endpoint.client_name);
     } catch (const Error& e) {
-        if (e.code() != ErrorCode::timeout) {
+        if (e.code() != ErrorCode::timeout || e.origin() == Origin::peer) {
             throw;
         }
         // Something listens but does not serve (a hung or stopped service).
@@ -212,8 +212,7 @@ void Connection::throw_parting_error() {
     if (message.has_response() && message.response().id() == 0 && message.response().has_error()) {
         broken_ = true;
         fd_.reset();
-        throw Error(codec::from_wire(message.response().error().code()),
-                    message.response().error().message());
+        throw codec::from_wire(message.response().error());
     }
 }
 
@@ -221,10 +220,10 @@ void Connection::fail(const Error& error) {
     broken_ = true;
     fd_.reset();
     if (error.code() == ErrorCode::timeout) {
-        throw Error(ErrorCode::timeout, "no answer from the HSM service at " + path_ + " within " +
-                                            std::to_string(waited_.count()) + " ms");
+        throw Error(error, "no answer from the HSM service at " + path_ + " within " +
+                               std::to_string(waited_.count()) + " ms");
     }
-    throw Error(error.code(), "HSM service at " + path_ + ": " + error.what());
+    throw Error(error, "HSM service at " + path_ + ": " + error.what());
 }
 
 wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase expected) {
@@ -261,7 +260,7 @@ wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase
     if (response.id() == 0 && response.has_error()) { // about the connection: it ends here
         broken_ = true;
         fd_.reset();
-        throw Error(codec::from_wire(response.error().code()), response.error().message());
+        throw codec::from_wire(response.error());
     }
     if (response.id() != request.id()) {
         fail(Error(ErrorCode::protocol, "response to request " + std::to_string(response.id()) +
@@ -269,7 +268,7 @@ wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase
                                             std::to_string(request.id())));
     }
     if (response.has_error()) {
-        throw Error(codec::from_wire(response.error().code()), response.error().message());
+        throw codec::from_wire(response.error());
     }
     if (response.body_case() != expected) {
         throw Error(ErrorCode::protocol, "HSM service at " + path_ + ": unexpected reply (" +
@@ -297,8 +296,7 @@ std::optional<wire::Event> Connection::next_event(std::chrono::steady_clock::tim
     // A service going away may say why before closing the stream.
     broken_ = true;
     if (message.response().has_error()) {
-        throw Error(codec::from_wire(message.response().error().code()),
-                    message.response().error().message());
+        throw codec::from_wire(message.response().error());
     }
     throw Error(ErrorCode::protocol,
                 "HSM service at " + path_ + ": a response arrived on an event stream");

@@ -2,40 +2,25 @@
 
 #include "pkcs11/log.hpp"
 
+#include <iterator>
+
 namespace preloadrun::pkcs11 {
 
+namespace {
+
+// The ck_rv column of error_table.def, indexed by code.
+constexpr CK_RV kRvOf[] = {
+#define PRELOADRUN_ERROR(name, text, wire, retry_local, retry_peer, ck_rv, ...) ck_rv,
+#include "preloadrun/common/error_table.def"
+#undef PRELOADRUN_ERROR
+};
+static_assert(std::size(kRvOf) == kErrorCodeCount);
+
+} // namespace
+
 CK_RV to_rv(const Error& error) noexcept {
-    switch (error.code()) {
-    case ErrorCode::wrong_passphrase:
-        return CKR_PIN_INCORRECT;
-    case ErrorCode::too_many_attempts:
-        return CKR_PIN_LOCKED;
-    case ErrorCode::bad_signature:
-        return CKR_SIGNATURE_INVALID;
-    case ErrorCode::usage:
-        return CKR_ARGUMENTS_BAD;
-    case ErrorCode::not_found:
-        return CKR_KEY_HANDLE_INVALID;
-    case ErrorCode::limit:
-        return CKR_DEVICE_MEMORY;
-    case ErrorCode::crypto:
-    case ErrorCode::permission:
-    case ErrorCode::conflict:
-    case ErrorCode::already_exists:
-        return CKR_FUNCTION_FAILED;
-    case ErrorCode::unavailable:
-    case ErrorCode::timeout:
-    case ErrorCode::protocol:
-    case ErrorCode::module_not_usable:
-    case ErrorCode::transient:
-    case ErrorCode::invalid_handle:
-    case ErrorCode::io:
-    case ErrorCode::corrupt:
-        return CKR_DEVICE_ERROR;
-    case ErrorCode::internal:
-        break;
-    }
-    return CKR_GENERAL_ERROR;
+    const auto index = static_cast<std::size_t>(error.code());
+    return index < std::size(kRvOf) ? kRvOf[index] : CKR_GENERAL_ERROR;
 }
 
 void log_failure(std::string_view function, CK_RV rv, std::string_view why) noexcept {

@@ -229,7 +229,7 @@ void Instance::login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::ui
             if (e.code() == ErrorCode::too_many_attempts) {
                 throw CkError(CKR_PIN_LOCKED, e.what());
             }
-            if (classify(e.code()) == Fault::final) {
+            if (classify(e) == Fault::final) {
                 throw;
             }
             last_error = e.what();

@@ -25,8 +25,9 @@ std::unique_ptr<hsm::Service> Pool::connect() {
     try {
         return connect_();
     } catch (const Error& e) {
-        if (e.code() == ErrorCode::unavailable || e.code() == ErrorCode::timeout ||
-            e.code() == ErrorCode::io) {
+        // Unreachable, or the connection failed: not an error the service
+        // reported (it answered), nor a protocol mismatch.
+        if (e.retry() == Retry::connection) {
             note_disruption(); // the caller may hold mutex_
         }
         throw;

@@ -286,12 +286,12 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
                 router.load(*lease, *key, module);
                 ++reloaded;
             } catch (const Error& e) {
-                if (classify(e.code()) == Fault::final) {
+                if (classify(e) == Fault::final) {
                     logger().warn("key {} ('{}') not reloaded on module {}: {}", key->info.ident,
                                   key->info.label, module, e.what());
                     continue;
                 }
-                if (classify(e.code()) == Fault::connection) {
+                if (classify(e) == Fault::connection) {
                     lease.discard();
                 }
                 throw;

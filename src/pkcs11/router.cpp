@@ -9,21 +9,19 @@
 
 namespace preloadrun::pkcs11 {
 
-Fault classify(ErrorCode code) noexcept {
-    switch (code) {
-    case ErrorCode::invalid_handle:
-    case ErrorCode::module_not_usable:
+Fault classify(const Error& error) noexcept {
+    switch (error.retry()) {
+    case Retry::module_gone:
         return Fault::module_gone;
-    case ErrorCode::transient:
+    case Retry::transient:
         return Fault::try_elsewhere;
-    case ErrorCode::unavailable:
-    case ErrorCode::timeout:
-    case ErrorCode::protocol:
-    case ErrorCode::io:
+    case Retry::connection:
+    case Retry::protocol:
         return Fault::connection;
-    default:
-        return Fault::final;
+    case Retry::final:
+        break;
     }
+    return Fault::final;
 }
 
 void Router::module_gone(std::uint32_t module, const Error& error) {
@@ -86,9 +84,9 @@ Result Router::attempt_once(const std::vector<std::uint32_t>& candidates, const 
             lease.emplace(pool_.acquire());
             return fn(**lease, module);
         } catch (const Error& e) {
-            const Fault fault = classify(e.code());
-            logger().debug("{} on module {} failed ({}): {}", what, module, to_string(e.code()),
-                           e.what());
+            const Fault fault = classify(e);
+            logger().debug("{} on module {} failed ({}{}): {}", what, module, to_string(e.code()),
+                           e.origin() == Origin::peer ? ", said the service" : "", e.what());
             switch (fault) {
             case Fault::final:
                 throw;
@@ -166,7 +164,7 @@ Bytes Router::run(KeyObject& key, const KeyOp& op) {
                 try {
                     return op(service, m, *handle);
                 } catch (const Error& e) {
-                    if (classify(e.code()) == Fault::module_gone) {
+                    if (classify(e) == Fault::module_gone) {
                         key.forget(m);
                     }
                     throw;

@@ -26,14 +26,18 @@
 
 namespace preloadrun::pkcs11 {
 
-// What a failure of the service says about the module it happened on.
+// What a failure says about the module it happened on: the error's retry
+// class, which depends on where it was raised (error_table.def). An error the
+// service reported is never taken for a broken connection: "the service said
+// io" is its storage failing (final), an io error on our socket is the
+// connection (drop it, try again).
 enum class Fault {
     module_gone,   // cleared (invalid handle) or not usable: leaves the group
     try_elsewhere, // transient: this operation goes elsewhere, the module stays
-    connection,    // the connection broke: drop it, try again
+    connection,    // the connection broke or the peer broke the protocol: drop it, try again
     final,         // about the request itself (bad data, bad signature, ...)
 };
-Fault classify(ErrorCode code) noexcept;
+Fault classify(const Error& error) noexcept;
 
 class Router {
 public:

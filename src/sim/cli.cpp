@@ -35,16 +35,14 @@ struct GlobalOptions {
     LogOptions log;
 };
 
-int exit_status(ErrorCode code) {
-    switch (code) {
-    case ErrorCode::usage:
-        return kExitUsage;
-    case ErrorCode::unavailable:
-        return kExitUnreachable;
-    default:
-        return kExitFailed;
-    }
+// The hsmsim columns of error_table.def: whether the service reported the
+// error matters (it answered, so it is never "cannot reach the service").
+int exit_status(const Error& error) {
+    return error_info(error.code()).hsmsim_exit(error.origin());
 }
+static_assert(error_info(ErrorCode::usage).hsmsim_local == kExitUsage);
+static_assert(error_info(ErrorCode::unavailable).hsmsim_local == kExitUnreachable);
+static_assert(error_info(ErrorCode::unavailable).hsmsim_peer == kExitFailed);
 
 std::string version_text() {
     return std::string("hsmsim ") + kVersion + " (" + kGitRevision + "; " + kBuildInfo + ")";
@@ -376,7 +374,7 @@ int run_cli(int argc, char** argv) noexcept {
         return serve_status;
     } catch (const Error& e) {
         std::cerr << "hsmsim: " << e.what() << "\n";
-        return exit_status(e.code());
+        return exit_status(e);
     } catch (const std::exception& e) {
         std::cerr << "hsmsim: internal error: " << e.what() << "\n";
         return kExitFailed;

@@ -410,18 +410,15 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
     }
 }
 
+// The spawn column of error_table.def.
 int exit_status_for_spawn_error(const std::exception& error) {
     if (const auto* e = dynamic_cast<const Error*>(&error)) {
-        switch (e->code()) {
-        case ErrorCode::not_found:
-            return kExitNotFound;
-        case ErrorCode::permission:
-            return kExitNotExecutable;
-        default:
-            break;
-        }
+        return error_info(e->code()).spawn;
     }
     return kExitPreloadrunFailed;
 }
+static_assert(error_info(ErrorCode::not_found).spawn == kExitNotFound);
+static_assert(error_info(ErrorCode::permission).spawn == kExitNotExecutable);
+static_assert(error_info(ErrorCode::internal).spawn == kExitPreloadrunFailed);
 
 } // namespace preloadrun::supervisor

@@ -62,7 +62,9 @@ struct SpawnOptions {
 // been reaped and the terminal given back before the throw.
 pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options);
 
-// 127 for Error(not_found), 126 for Error(permission), else 125.
+// The exit status for an error from resolve_command or spawn_child: the
+// spawn column of error_table.def (127 for Error(not_found), 126 for
+// Error(permission), else 125).
 int exit_status_for_spawn_error(const std::exception& error);
 
 } // namespace preloadrun::supervisor

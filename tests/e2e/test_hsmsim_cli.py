@@ -141,7 +141,10 @@ def frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
 
-def hello_request(version=2, req_id=1):
+PROTOCOL_VERSION = 3  # kProtocolVersion in include/preloadrun/hsm/codec.hpp
+
+
+def hello_request(version=PROTOCOL_VERSION, req_id=1):
     return pb_field(1, req_id) + pb_field(10, pb_field(1, version) + pb_field(2, b"e2e"))
 
 
@@ -936,7 +939,7 @@ def test_valid_handshake_answered(service):
     resp = response_of(data)
     assert resp.get(1) == [1] and 11 in resp, resp
     hello = pb_parse(resp[11][0])
-    assert hello.get(1) == [2], "protocol version"
+    assert hello.get(1) == [PROTOCOL_VERSION], "protocol version"
     assert hello[3][0].hex() == service.world_id
     assert len(hello[4][0]) == 16, "service instance"
     s.close()

@@ -53,7 +53,7 @@ const FakeHsm::Module& FakeHsm::find(std::uint32_t number) const {
             return m;
         }
     }
-    throw Error(ErrorCode::not_found, "no module " + std::to_string(number));
+    throw Error(ErrorCode::not_found, "no module " + std::to_string(number), Origin::peer);
 }
 
 FakeHsm::Module& FakeHsm::find(std::uint32_t number) {
@@ -159,15 +159,17 @@ bool FakeHsm::token_loaded(std::uint32_t module, hsm::ObjectHandle handle) const
 void FakeHsm::maybe_fail(std::uint32_t module) const {
     auto it = fail.find(module);
     if (it != fail.end()) {
-        throw Error(it->second, "injected on module " + std::to_string(module));
+        throw Error(it->second, "injected on module " + std::to_string(module), fail_origin);
     }
 }
 
 void FakeHsm::usable_or_throw(std::uint32_t module) const {
     const auto& m = find(module);
     if (m.info.state != hsm::ModuleState::usable) {
-        throw Error(ErrorCode::module_not_usable, "module " + std::to_string(module) + " is " +
-                                                      std::string(hsm::to_string(m.info.state)));
+        throw Error(ErrorCode::module_not_usable,
+                    "module " + std::to_string(module) + " is " +
+                        std::string(hsm::to_string(m.info.state)),
+                    Origin::peer);
     }
 }
 
@@ -242,7 +244,8 @@ hsm::ObjectHandle FakeService::load_key(std::uint32_t module, const std::string&
     const auto lock = enter(module);
     if (token != 0 && hsm_.find(module).tokens.count(token) == 0) {
         throw Error(ErrorCode::invalid_handle,
-                    "no token " + std::to_string(token) + " on module " + std::to_string(module));
+                    "no token " + std::to_string(token) + " on module " + std::to_string(module),
+                    Origin::peer);
     }
     ++hsm_.loads[module];
     return 100 + module;
@@ -252,7 +255,8 @@ void FakeService::unload(std::uint32_t module, hsm::ObjectHandle handle) {
     const auto lock = enter(module);
     if (hsm_.find(module).tokens.erase(handle) == 0) {
         throw Error(ErrorCode::invalid_handle,
-                    "no object " + std::to_string(handle) + " on module " + std::to_string(module));
+                    "no object " + std::to_string(handle) + " on module " + std::to_string(module),
+                    Origin::peer);
     }
     hsm_.unloaded.emplace_back(module, handle);
 }
@@ -292,7 +296,7 @@ Bytes FakeService::decrypt(std::uint32_t module, hsm::ObjectHandle, const hsm::M
     ++hsm_.ops[module];
     const std::size_t tag = mech.tag_bits / 8;
     if (data.size() < tag) {
-        throw Error(ErrorCode::crypto, "shorter than the tag");
+        throw Error(ErrorCode::crypto, "shorter than the tag", Origin::peer);
     }
     return Bytes(data.begin(), data.end() - static_cast<std::ptrdiff_t>(tag));
 }

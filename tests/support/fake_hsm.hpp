@@ -10,8 +10,9 @@
 // is cleared, failed, restored or removed; a key loaded with a token's handle
 // needs that handle to be current there, and unloading a handle that is not
 // there is Error(invalid_handle). Signing answers the module number.
-// `fail[m]` makes every operation on module m throw that code. A connection
-// made before a restart fails with Error(unavailable).
+// `fail[m]` makes every operation on module m throw that code. What the
+// service answers is Error(..., Origin::peer); a connection made before a
+// restart fails with Error(unavailable) raised here (Origin::local).
 //
 // Safe to use from several threads (loads run in parallel); the fields are
 // for the test's thread, between operations.
@@ -33,6 +34,7 @@ namespace testsupport {
 
 using preloadrun::Bytes;
 using preloadrun::ErrorCode;
+using preloadrun::Origin;
 namespace hsm = preloadrun::hsm;
 
 class FakeEventStream;
@@ -72,7 +74,8 @@ public:
     bool token_loaded(std::uint32_t module, hsm::ObjectHandle handle) const;
 
     // ---- scripted answers and counters ----
-    std::map<std::uint32_t, ErrorCode> fail; // every operation on module m throws this
+    std::map<std::uint32_t, ErrorCode> fail; // every operation on module m throws this,
+    Origin fail_origin = Origin::peer;       // as the service's reply, or as a broken connection
     // Called at each load of a token, before it loads (may throw).
     std::function<void(std::uint32_t module, const Bytes& hash)> on_load_token;
     std::map<std::uint32_t, int> ops;   // signatures, encryptions, decryptions per module

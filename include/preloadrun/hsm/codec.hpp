@@ -11,7 +11,7 @@
 
 namespace preloadrun::hsm::codec {
 
-inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint32_t kProtocolVersion = 3;
 
 // libprotobuf writes its complaints about malformed input (e.g. a string that
 // is not UTF-8) to stderr; this sends them to the "hsm" logger at debug level
@@ -51,11 +51,13 @@ KeyInfo from_wire(const wire::KeyInfo& info);
 wire::Event to_wire(const ModuleEvent& event);
 ModuleEvent from_wire(const wire::Event& event);
 
-// Errors cross the wire as (code, message) and come back as the same Error.
-// A few codes are merged on the way out (see codec.cpp); an error code this
-// build does not know reads as ErrorCode::internal rather than throwing.
+// Errors cross the wire as (code, message): every code as itself (its wire
+// value is in error_table.def); a code this build does not know reads as
+// ErrorCode::internal rather than throwing. An Error decoded from an error
+// reply has Origin::peer: the service said it.
 wire::ErrorCode to_wire(ErrorCode code);
 ErrorCode from_wire(wire::ErrorCode code);
+Error from_wire(const wire::Error& error);
 wire::Response error_response(std::uint64_t id, const Error& error);
 
 } // namespace preloadrun::hsm::codec

@@ -5,7 +5,9 @@
 //
 // Every call throws preloadrun::Error on failure, with the ErrorCode telling
 // what kind of failure it was (invalid_handle after a clear, transient,
-// module_not_usable, wrong_passphrase, unavailable, timeout, ...).
+// module_not_usable, wrong_passphrase, unavailable, timeout, ...) and its
+// origin where it was raised: Origin::peer for what the service answered,
+// Origin::local for what happened to the connection (it broke, or no answer).
 // A Service object is one connection; it is not thread-safe: use one per thread.
 
 #include "preloadrun/common/secure_buffer.hpp"

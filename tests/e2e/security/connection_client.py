@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wire_client import Client, recv_frame, send_frame, wire  # noqa: E402
+from wire_client import PROTOCOL_VERSION, Client, recv_frame, send_frame, wire  # noqa: E402
 
 SOCKET = os.environ["HSMSIM_SOCKET"]
 
@@ -103,7 +103,7 @@ def flood(n):
     probe.connect(SOCKET)
     req = wire.Request()
     req.id = 1
-    req.hello.version = 2
+    req.hello.version = PROTOCOL_VERSION
     req.hello.client = "connection_client probe"
     try:
         send_frame(probe, req.SerializeToString())

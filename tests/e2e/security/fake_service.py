@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 
-from wire_client import recv_frame, send_frame, wire
+from wire_client import PROTOCOL_VERSION, recv_frame, send_frame, wire
 
 path, log_path = sys.argv[1], sys.argv[2]
 token_name = sys.argv[3] if len(sys.argv) > 3 else "mycard"
@@ -30,7 +30,7 @@ def answer(request):
     resp = wire.Response(id=request.id)
     body = request.WhichOneof("body")
     if body == "hello":
-        resp.hello.version = 2
+        resp.hello.version = PROTOCOL_VERSION
         resp.hello.instance = bytes(16)
         resp.hello.server = "hsmsim 0.1.0"
         resp.hello.world_id = b"\x01" * 16

@@ -15,6 +15,7 @@ sys.path.insert(0, _dir)
 import wire_pb2 as wire  # noqa: E402,F401
 
 MAX_FRAME = 1024 * 1024
+PROTOCOL_VERSION = 3  # kProtocolVersion in include/preloadrun/hsm/codec.hpp
 
 
 def send_frame(sock, payload):
@@ -47,7 +48,7 @@ class Client:
         self.sock.connect(path)
         self.next_id = 0
         req = wire.Request()
-        req.hello.version = 2
+        req.hello.version = PROTOCOL_VERSION
         req.hello.client = name
         self.hello = self.call(req)
 

@@ -7,6 +7,8 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <string>
+#include <utility>
 
 using namespace preloadrun;
 using namespace preloadrun::hsm;
@@ -343,35 +345,68 @@ TEST_CASE("hsm::codec structure conversions") {
 }
 
 TEST_CASE("hsm::codec error codes") {
-    const ErrorCode all[] = {
-        ErrorCode::internal,         ErrorCode::usage,          ErrorCode::io,
-        ErrorCode::corrupt,          ErrorCode::not_found,      ErrorCode::already_exists,
-        ErrorCode::wrong_passphrase, ErrorCode::permission,     ErrorCode::unavailable,
-        ErrorCode::protocol,         ErrorCode::timeout,        ErrorCode::module_not_usable,
-        ErrorCode::transient,        ErrorCode::invalid_handle, ErrorCode::limit,
-        ErrorCode::crypto,           ErrorCode::bad_signature,  ErrorCode::conflict,
-        ErrorCode::too_many_attempts};
-    SUBCASE("each code comes back as itself, except the documented merges") {
-        for (const ErrorCode code : all) {
-            CAPTURE(to_string(code));
-            const ErrorCode back = codec::from_wire(codec::to_wire(code));
-            switch (code) {
-            case ErrorCode::corrupt:
-                CHECK(back == ErrorCode::io);
-                break;
-            case ErrorCode::unavailable:
-            case ErrorCode::timeout:
-                CHECK(back == ErrorCode::transient);
-                break;
-            default:
-                CHECK(back == code);
-            }
+    SUBCASE("every code round-trips through the wire as itself, as the peer's") {
+        std::set<int> on_the_wire;
+        for (const ErrorInfo& row : kErrorTable) {
+            CAPTURE(row.name);
+            const auto message = "the service says " + std::string(row.name);
+            wire::ServerMessage reply;
+            *reply.mutable_response() = codec::error_response(7, Error(row.code, message));
+            const auto back = codec::decode_server_message(codec::encode(reply));
+            REQUIRE(back.response().has_error());
+            CHECK(back.response().id() == 7);
+            on_the_wire.insert(back.response().error().code());
+
+            const Error error = codec::from_wire(back.response().error());
+            CHECK(error.code() == row.code);
+            CHECK(std::string(error.what()) == message);
+            CHECK(error.origin() == Origin::peer);
+        }
+        CHECK(on_the_wire.size() == kErrorCodeCount); // no two codes merged
+    }
+    SUBCASE("the codes protocol 2 merged are distinct") {
+        const std::pair<ErrorCode, ErrorCode> merged[] = {
+            {ErrorCode::io, ErrorCode::corrupt},
+            {ErrorCode::unavailable, ErrorCode::transient},
+            {ErrorCode::timeout, ErrorCode::transient},
+            {ErrorCode::unavailable, ErrorCode::timeout}};
+        for (const auto& [a, b] : merged) {
+            CHECK(codec::to_wire(a) != codec::to_wire(b));
+            CHECK(codec::from_wire(codec::to_wire(a)) == a);
+            CHECK(codec::from_wire(codec::to_wire(b)) == b);
         }
     }
-    SUBCASE("every wire code maps to a code, an unknown one to internal") {
-        CHECK(codec::from_wire(wire::ERROR_STORAGE) == ErrorCode::io);
-        CHECK(codec::from_wire(wire::ERROR_BAD_REQUEST) == ErrorCode::usage);
+    SUBCASE("the schema and the table name the same values") {
+        for (const ErrorInfo& row : kErrorTable) {
+            CAPTURE(row.name);
+            CHECK(wire::ErrorCode_IsValid(static_cast<int>(row.wire)));
+        }
+        for (int value = wire::ErrorCode_MIN; value <= wire::ErrorCode_MAX; ++value) {
+            if (!wire::ErrorCode_IsValid(value)) {
+                continue;
+            }
+            CAPTURE(value);
+            const ErrorCode code = codec::from_wire(static_cast<wire::ErrorCode>(value));
+            CHECK(error_info(code).wire == static_cast<std::uint32_t>(value));
+        }
+        CHECK(codec::to_wire(ErrorCode::usage) == wire::ERROR_BAD_REQUEST);
+        CHECK(codec::to_wire(ErrorCode::io) == wire::ERROR_IO);
+        CHECK(codec::to_wire(ErrorCode::corrupt) == wire::ERROR_CORRUPT);
+    }
+    SUBCASE("a code unknown to this build reads as internal, with the peer's message") {
         CHECK(codec::from_wire(static_cast<wire::ErrorCode>(1234)) == ErrorCode::internal);
+        CHECK(codec::from_wire(static_cast<wire::ErrorCode>(-1)) == ErrorCode::internal);
+        wire::Error future;
+        future.set_code(static_cast<wire::ErrorCode>(wire::ErrorCode_MAX + 1));
+        future.set_message("a newer service's reason");
+        wire::ServerMessage reply;
+        reply.mutable_response()->set_id(3);
+        *reply.mutable_response()->mutable_error() = future;
+        const auto back = codec::decode_server_message(codec::encode(reply));
+        const Error error = codec::from_wire(back.response().error());
+        CHECK(error.code() == ErrorCode::internal);
+        CHECK(error.origin() == Origin::peer);
+        CHECK(std::string(error.what()) == "a newer service's reason");
     }
     SUBCASE("error_response carries id, code and message, even a message that is not UTF-8") {
         const auto response =

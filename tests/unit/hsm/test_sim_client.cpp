@@ -163,21 +163,28 @@ TEST_CASE("hsm::SimClient handshake") {
         CHECK(e.code() == ErrorCode::protocol);
         CHECK(contains(e.what(), "version " + std::to_string(codec::kProtocolVersion + 1)));
     }
-    SUBCASE("an error reply to Hello is rethrown as is") {
-        FakeServer server([](Peer& peer) {
-            const auto hello = peer.read();
-            auto reply = hsmtest::error_reply(wire::ERROR_PROTOCOL, "Hello first");
-            reply.set_id(hello.id());
-            peer.reply(reply);
-        });
-        const Error e = error_of([&] { SimClient client(server.endpoint()); });
-        CHECK(e.code() == ErrorCode::protocol);
-        CHECK(std::string(e.what()) == "Hello first");
+    SUBCASE("an error reply to Hello is rethrown as is, as the service's") {
+        // A timeout the service reports (something behind it did not answer)
+        // is not "the service did not answer".
+        for (const auto& [sent, code] : {std::pair{wire::ERROR_PROTOCOL, ErrorCode::protocol},
+                                         std::pair{wire::ERROR_TIMEOUT, ErrorCode::timeout}}) {
+            FakeServer server([sent = sent](Peer& peer) {
+                const auto hello = peer.read();
+                auto reply = hsmtest::error_reply(sent, "Hello first");
+                reply.set_id(hello.id());
+                peer.reply(reply);
+            });
+            const Error e = error_of([&] { SimClient client(server.endpoint()); });
+            CHECK(e.code() == code);
+            CHECK(e.origin() == Origin::peer);
+            CHECK(std::string(e.what()) == "Hello first");
+        }
     }
     SUBCASE("a server that never answers: Error(unavailable), it cannot be reached") {
         FakeServer server([](Peer& peer) { peer.wait_closed(); });
         const Error e = error_of([&] { SimClient client(server.endpoint(100ms)); });
         CHECK(e.code() == ErrorCode::unavailable);
+        CHECK(e.origin() == Origin::local);
         CHECK(contains(e.what(), "cannot reach"));
         CHECK(contains(e.what(), "did not answer within 100 ms"));
     }
@@ -359,12 +366,21 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
             if (r.has_load_token()) {
                 return hsmtest::error_reply(wire::ERROR_WRONG_PASSPHRASE, "wrong passphrase for x");
             }
+            if (r.has_load_key()) { // its storage failed, not the connection
+                return hsmtest::error_reply(wire::ERROR_IO, "cannot read key_abcd: I/O error");
+            }
             return fake_hsm(r);
         }));
         SimClient client(server.endpoint());
         const Error e = error_of([&] { client.load_token(1, kHash, SecureBuffer::from("no")); });
         CHECK(e.code() == ErrorCode::wrong_passphrase);
+        CHECK(e.origin() == Origin::peer);
         CHECK(std::string(e.what()) == "wrong passphrase for x");
+        const Error io = error_of([&] { client.load_key(1, "abcd", 0); });
+        CHECK(io.code() == ErrorCode::io);
+        CHECK(io.origin() == Origin::peer);
+        CHECK(io.retry() == Retry::final);
+        CHECK(client.usable());
         CHECK(client.modules().size() == 2);
     }
     SUBCASE("no answer in time: Error(timeout), then the connection is dropped") {
@@ -375,6 +391,8 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         SimClient client(server.endpoint(100ms));
         const Error e = error_of([&] { client.modules(); });
         CHECK(e.code() == ErrorCode::timeout);
+        CHECK(e.origin() == Origin::local);
+        CHECK(e.retry() == Retry::connection);
         CHECK(contains(e.what(), "within 100 ms"));
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
     }
@@ -401,7 +419,9 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
             peer.close();
         });
         SimClient client(server.endpoint());
-        CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
+        const Error e = error_of([&] { client.modules(); });
+        CHECK(e.code() == ErrorCode::unavailable);
+        CHECK(e.origin() == Origin::local);
         CHECK(error_of([&] { client.tokens(); }).code() == ErrorCode::unavailable);
     }
     SUBCASE("a reply to another request id: Error(protocol)") {
@@ -426,6 +446,7 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         SimClient client(server.endpoint());
         const Error e = error_of([&] { client.modules(); });
         CHECK(e.code() == ErrorCode::protocol);
+        CHECK(e.origin() == Origin::peer);
         CHECK(std::string(e.what()) == "malformed frame");
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
     }
@@ -440,6 +461,7 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         CHECK_FALSE(client.usable());
         const Error e = error_of([&] { client.modules(); });
         CHECK(e.code() == ErrorCode::limit);
+        CHECK(e.origin() == Origin::peer);
         CHECK(std::string(e.what()) == "refused: too many");
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
     }

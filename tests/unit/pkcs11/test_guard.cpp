@@ -9,7 +9,7 @@ using namespace preloadrun::pkcs11;
 
 TEST_CASE("pkcs11::to_rv: each code's CK_RV") {
     // What applications see (libpreloadrun-pkcs11(7)) and the PKCS#11
-    // end-to-end tests expect.
+    // end-to-end tests expect; wherever the error was raised.
     const std::map<ErrorCode, CK_RV> expected = {
         {ErrorCode::internal, CKR_GENERAL_ERROR},
         {ErrorCode::usage, CKR_ARGUMENTS_BAD},
@@ -31,17 +31,19 @@ TEST_CASE("pkcs11::to_rv: each code's CK_RV") {
         {ErrorCode::conflict, CKR_FUNCTION_FAILED},
         {ErrorCode::too_many_attempts, CKR_PIN_LOCKED},
     };
-    REQUIRE(expected.size() == 19); // every code
+    REQUIRE(expected.size() == kErrorCodeCount);
     for (const auto& [code, rv] : expected) {
         CAPTURE(to_string(code));
         CHECK(to_rv(Error(code, "x")) == rv);
+        CHECK(to_rv(Error(code, "x", Origin::peer)) == rv);
     }
 }
 
 TEST_CASE("pkcs11::guard maps what a body throws") {
     CHECK(guard("C_Test", [] { return CKR_OK; }) == CKR_OK);
-    CHECK(guard("C_Test", []() -> CK_RV { throw Error(ErrorCode::wrong_passphrase, "no"); }) ==
-          CKR_PIN_INCORRECT);
+    CHECK(guard("C_Test", []() -> CK_RV {
+              throw Error(ErrorCode::wrong_passphrase, "no", Origin::peer);
+          }) == CKR_PIN_INCORRECT);
     CHECK(guard("C_Test", []() -> CK_RV { throw CkError(CKR_SLOT_ID_INVALID, "slot"); }) ==
           CKR_SLOT_ID_INVALID);
     CHECK(guard("C_Test", []() -> CK_RV { throw std::runtime_error("?"); }) == CKR_GENERAL_ERROR);

@@ -99,6 +99,66 @@ TEST_CASE("pkcs11::Router") {
     }
 }
 
+TEST_CASE("pkcs11::classify: what the service said is not what happened to the connection") {
+    const auto peer = [](ErrorCode code) { return classify(Error(code, "said", Origin::peer)); };
+    const auto local = [](ErrorCode code) { return classify(Error(code, "here")); };
+    SUBCASE("io: the service's storage failed, or our socket did") {
+        CHECK(peer(ErrorCode::io) == Fault::final);
+        CHECK(local(ErrorCode::io) == Fault::connection);
+    }
+    SUBCASE("unavailable, timeout: something behind the service, or the service itself") {
+        CHECK(peer(ErrorCode::unavailable) == Fault::try_elsewhere);
+        CHECK(peer(ErrorCode::timeout) == Fault::try_elsewhere);
+        CHECK(local(ErrorCode::unavailable) == Fault::connection);
+        CHECK(local(ErrorCode::timeout) == Fault::connection);
+    }
+    SUBCASE("the same wherever raised") {
+        for (auto* classify_as : {+peer, +local}) {
+            CHECK(classify_as(ErrorCode::protocol) == Fault::connection);
+            CHECK(classify_as(ErrorCode::invalid_handle) == Fault::module_gone);
+            CHECK(classify_as(ErrorCode::module_not_usable) == Fault::module_gone);
+            CHECK(classify_as(ErrorCode::transient) == Fault::try_elsewhere);
+            CHECK(classify_as(ErrorCode::corrupt) == Fault::final);
+            CHECK(classify_as(ErrorCode::crypto) == Fault::final);
+        }
+    }
+}
+
+TEST_CASE("pkcs11::Router: an io error from the service, an io error on the connection") {
+    Fixture fx;
+    fx.sign(); // the pool's connections are open
+    const int connections = fx.world.made;
+    for (std::uint32_t m = 1; m <= 3; ++m) {
+        fx.world.fail[m] = ErrorCode::io;
+    }
+    const auto start = fx.pool.clock().now();
+
+    SUBCASE("the service reports it: final, the connection and the group stay") {
+        try {
+            fx.sign();
+            FAIL("no error");
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::io);
+            CHECK(e.origin() == Origin::peer);
+        }
+        CHECK(fx.world.made == connections);
+        CHECK_FALSE(fx.pool.disrupted_since(start));
+        CHECK(fx.group.members().size() == 3);
+    }
+    SUBCASE("our socket fails: the connection is dropped, the operation tried elsewhere") {
+        fx.world.fail_origin = Origin::local;
+        try {
+            fx.sign();
+            FAIL("no error");
+        } catch (const CkError& e) {
+            CHECK(e.rv() == CKR_DEVICE_ERROR);
+        }
+        CHECK(fx.world.made > connections + 1); // one new connection per try
+        CHECK(fx.pool.disrupted_since(start));
+        CHECK(fx.group.members().size() == 3);
+    }
+}
+
 TEST_CASE("pkcs11::Router::destroy uses the slot's token handle on a member") {
     FakeHsm world;
     Pool pool{[&world] { return std::make_unique<FakeService>(world); }};
