@@ -2,12 +2,20 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <doctest/doctest.h>
 #include <exception>
 #include <iostream>
 #include <string>
+#include <sys/stat.h>
 #include <system_error>
 
 namespace testsupport {
+
+mode_t mode_of(const std::filesystem::path& p) {
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+}
 
 bool current_test_failed(); // test_main.cpp
 

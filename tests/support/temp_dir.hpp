@@ -3,8 +3,13 @@
 // kept (with its path printed) when it fails, for a look at what was left.
 
 #include <filesystem>
+#include <sys/types.h>
 
 namespace testsupport {
+
+// The permission bits (07777) of `p`, a symlink not followed; fails the test
+// when there is nothing at `p`.
+mode_t mode_of(const std::filesystem::path& p);
 
 class TempDir {
 public:

@@ -14,14 +14,7 @@
 using namespace preloadrun;
 namespace fs = std::filesystem;
 using testsupport::code_of;
-
-namespace {
-mode_t mode_of(const fs::path& p) {
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    return st.st_mode & 07777;
-}
-} // namespace
+using testsupport::mode_of;
 
 TEST_CASE("common::Dir::open") {
     testsupport::TempDir tmp;

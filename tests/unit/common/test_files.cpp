@@ -13,12 +13,8 @@ using namespace preloadrun;
 namespace fs = std::filesystem;
 
 namespace {
-mode_t mode_of(const fs::path& p) {
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    return st.st_mode & 07777;
-}
 using testsupport::code_of;
+using testsupport::mode_of;
 } // namespace
 
 TEST_CASE("common::write_file_atomic") {

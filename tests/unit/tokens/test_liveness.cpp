@@ -25,12 +25,7 @@ void write_sample(const std::filesystem::path& path, const TokensFile& file) {
 
 constexpr uid_t kReader = 2000; // another local user, in group kGroup when asked
 constexpr gid_t kGroup = 2002;
-
-mode_t mode_of(const std::filesystem::path& p) {
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    return st.st_mode & 07777;
-}
+using testsupport::mode_of;
 
 // Runs `fn` in a child as uid/gid kReader (with kGroup as its one
 // supplementary group when `in_group`); returns what it returned.

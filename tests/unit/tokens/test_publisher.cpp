@@ -16,12 +16,8 @@ using namespace preloadrun;
 using namespace preloadrun::tokens;
 
 namespace {
-mode_t mode_of(const std::filesystem::path& p) {
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    return st.st_mode & 07777;
-}
 using testsupport::code_of;
+using testsupport::mode_of;
 } // namespace
 
 TEST_CASE("tokens::Publisher") {
