@@ -118,6 +118,17 @@ Dir Dir::open_or_create(const fs::path& path, mode_t mode) {
     return dir;
 }
 
+Dir Dir::open_safe(const fs::path& path, std::string_view what) {
+    Dir dir;
+    try {
+        dir = open(path);
+    } catch (const Error& e) {
+        throw Error(e.code(), std::string(what) + " " + e.what());
+    }
+    dir.require(::geteuid(), S_IWGRP | S_IWOTH, what);
+    return dir;
+}
+
 struct stat Dir::status() const {
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) {

@@ -148,29 +148,11 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_si
     return {bytes.begin(), bytes.end()};
 }
 
-void ensure_private_dir(const std::filesystem::path& dir) {
+void ensure_private_dir(const std::filesystem::path& dir, std::string_view what) {
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        throw_errno("cannot create directory " + dir.string());
+        throw_errno("cannot create " + std::string(what) + " " + dir.string());
     }
-    struct stat st {};
-    if (::lstat(dir.c_str(), &st) != 0) {
-        throw_errno("cannot stat " + dir.string());
-    }
-    if (S_ISLNK(st.st_mode)) {
-        throw Error(ErrorCode::permission, dir.string() + ": is a symbolic link, refused");
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        throw Error(ErrorCode::permission, dir.string() + ": not a directory");
-    }
-    if (st.st_uid != ::geteuid()) {
-        throw Error(ErrorCode::permission,
-                    dir.string() + ": owned by uid " + std::to_string(st.st_uid) +
-                        ", not by the caller (uid " + std::to_string(::geteuid()) + ")");
-    }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-        throw Error(ErrorCode::permission,
-                    dir.string() + ": writable by group or others; run chmod go-w on it");
-    }
+    Dir::open_safe(dir, what);
 }
 
 } // namespace preloadrun

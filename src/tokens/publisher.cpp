@@ -36,34 +36,21 @@ void check_file(const Dir& dir, const std::string& name) {
 } // namespace
 
 Dir open_safe_directory(const std::filesystem::path& dir) {
-    Dir opened;
     try {
-        opened = Dir::open(dir);
+        return Dir::open_safe(dir, "tokens file directory");
     } catch (const Error& e) {
         if (e.code() == ErrorCode::not_found) {
             throw Error(ErrorCode::not_found,
                         "tokens file directory " + dir.string() +
                             " does not exist; create it (mkdir -m 700) or give -f another path");
         }
-        throw Error(e.code(), "tokens file directory " + std::string(e.what()));
+        throw;
     }
-    const auto st = opened.status();
-    if (st.st_uid != ::geteuid()) {
-        throw Error(ErrorCode::permission, "tokens file directory " + dir.string() +
-                                               " is owned by uid " + std::to_string(st.st_uid) +
-                                               ", not by this user");
-    }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-        throw Error(ErrorCode::permission, "tokens file directory " + dir.string() +
-                                               " is writable by group or others; use a private "
-                                               "directory (chmod go-w) or the default");
-    }
-    return opened;
 }
 
 std::filesystem::path default_directory() {
     auto dir = user_runtime_dir("preloadrun");
-    ensure_private_dir(dir);
+    ensure_private_dir(dir, "tokens file directory");
     return dir;
 }
 

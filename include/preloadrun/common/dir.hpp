@@ -43,6 +43,13 @@ public:
     // The same, creating the directory with exactly `mode` (whatever the
     // umask) if it does not exist. An existing directory keeps its mode.
     static Dir open_or_create(const std::filesystem::path& path, mode_t mode);
+    // open() of a directory that must be safe to write in, the one check
+    // for it: Error(permission) when it is a symlink or not a directory, or
+    // fails require() of the caller's effective uid with group and others
+    // not allowed to write (022); Error(not_found) when it does not exist;
+    // Error(io) otherwise. Every message starts with `what` ("tokens file
+    // directory") and the path.
+    static Dir open_safe(const std::filesystem::path& path, std::string_view what);
 
     explicit operator bool() const noexcept { return static_cast<bool>(fd_); }
     int fd() const noexcept { return fd_.get(); }

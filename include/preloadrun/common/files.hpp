@@ -48,10 +48,11 @@ SecureBuffer read_open_secret(int fd, const std::filesystem::path& path, std::si
 // permission (a symlink refused by O_NOFOLLOW) or io.
 [[noreturn]] void throw_open_error(const std::filesystem::path& path, int err);
 
-// Creates `dir` (mode 0700) if missing; then checks that it is a real
-// directory (not a symlink), owned by the caller, and not writable by group or
-// others. Throws Error(permission) naming the problem otherwise.
-void ensure_private_dir(const std::filesystem::path& dir);
+// Creates `dir` (mode 0700) if missing; then checks it as Dir::open_safe()
+// does (a real directory, owned by the caller, not writable by group or
+// others), naming it `what` in messages. Throws Error(permission) naming the
+// problem otherwise.
+void ensure_private_dir(const std::filesystem::path& dir, std::string_view what = "directory");
 
 // fsync() of a directory, so that a rename or unlink in it is durable.
 void sync_dir(const std::filesystem::path& dir);

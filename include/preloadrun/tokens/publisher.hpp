@@ -65,9 +65,9 @@ private:
     std::uint64_t generation_ = 0;
 };
 
-// Opens `dir` and checks that it is safe for a tokens file: a real directory
-// (not a symlink) owned by this user and not writable by group or others.
-// Throws Error(not_found) naming the fix, Error(permission).
+// Dir::open_safe() of the directory of a tokens file: a real directory (not a
+// symlink) owned by this user and not writable by group or others. Throws
+// Error(not_found) naming the fix, Error(permission).
 Dir open_safe_directory(const std::filesystem::path& dir);
 
 } // namespace preloadrun::tokens

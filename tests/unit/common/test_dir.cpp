@@ -82,6 +82,56 @@ TEST_CASE("common::Dir::require") {
     }
 }
 
+TEST_CASE("common::Dir::open_safe") {
+    testsupport::TempDir tmp;
+    const auto path = tmp / "d";
+    Dir::open_or_create(path, 0700);
+    const std::string named = "test directory " + path.string();
+    std::string message;
+    auto open_safe = [&] { Dir::open_safe(path, "test directory"); };
+
+    SUBCASE("the caller's directory that only it may write in is opened") {
+        CHECK(Dir::open_safe(path, "test directory").path() == path);
+        ::chmod(path.c_str(), 0755); // others may read and search, not write
+        CHECK(Dir::open_safe(path, "test directory").path() == path);
+    }
+    SUBCASE("writable by group or others: refused, naming the mode and the fix") {
+        for (const mode_t mode : {0720, 0770, 0702, 0777, 01777}) {
+            CAPTURE(mode);
+            ::chmod(path.c_str(), mode);
+            CHECK(code_of(open_safe, &message) == ErrorCode::permission);
+            CHECK(message.starts_with(named + " has mode "));
+            CHECK(message.ends_with(": writable by group or others; run chmod go-w on it"));
+        }
+    }
+    SUBCASE("owned by another uid: refused, naming both") {
+        if (::geteuid() != 0) {
+            MESSAGE("skipped: needs root to give a directory to another uid");
+            return;
+        }
+        REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+        CHECK(code_of(open_safe, &message) == ErrorCode::permission);
+        CHECK(message == named + " is owned by uid 65534, not by uid 0; refused");
+    }
+    SUBCASE("a symlink, even to a safe directory: refused") {
+        fs::rename(path, tmp / "real");
+        fs::create_directory_symlink(tmp / "real", path);
+        CHECK(code_of(open_safe, &message) == ErrorCode::permission);
+        CHECK(message == named + ": is a symbolic link, refused");
+    }
+    SUBCASE("not a directory: refused") {
+        fs::remove(path);
+        Dir::open(tmp.path()).write_atomic("d", std::string_view("x"));
+        CHECK(code_of(open_safe, &message) == ErrorCode::permission);
+        CHECK(message == named + ": not a directory");
+    }
+    SUBCASE("a missing directory is not_found") {
+        fs::remove(path);
+        CHECK(code_of(open_safe, &message) == ErrorCode::not_found);
+        CHECK(message.starts_with(named + ": "));
+    }
+}
+
 TEST_CASE("common::Dir entries") {
     testsupport::TempDir tmp;
     auto dir = Dir::open(tmp.path());

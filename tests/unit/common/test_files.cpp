@@ -104,12 +104,26 @@ TEST_CASE("common::ensure_private_dir") {
         ensure_private_dir(dir / "p");
         ensure_private_dir(dir / "p");
     }
-    SUBCASE("refuses a group- or world-writable directory") {
+    SUBCASE("refuses a group- or world-writable directory, naming it") {
         fs::create_directory(dir / "open");
         ::chmod((dir / "open").c_str(), 0777);
         CHECK(code_of([&] { ensure_private_dir(dir / "open"); }) == ErrorCode::permission);
         ::chmod((dir / "open").c_str(), 0770);
-        CHECK(code_of([&] { ensure_private_dir(dir / "open"); }) == ErrorCode::permission);
+        std::string message;
+        CHECK(code_of([&] { ensure_private_dir(dir / "open", "runtime directory"); }, &message) ==
+              ErrorCode::permission);
+        CHECK(message == "runtime directory " + (dir / "open").string() +
+                             " has mode 0770: writable by group or others; run chmod go-w on it");
+    }
+    SUBCASE("refuses a directory of another user") {
+        if (::geteuid() != 0) {
+            MESSAGE("skipped: needs root to give a directory to another uid");
+            return;
+        }
+        fs::create_directory(dir / "theirs");
+        ::chmod((dir / "theirs").c_str(), 0700);
+        REQUIRE(::chown((dir / "theirs").c_str(), 65534, 65534) == 0);
+        CHECK(code_of([&] { ensure_private_dir(dir / "theirs"); }) == ErrorCode::permission);
     }
     SUBCASE("refuses a symlink to a directory") {
         fs::create_directory(dir / "real");

@@ -6,6 +6,7 @@
 #include "support/temp_dir.hpp"
 
 #include <atomic>
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <functional>
 #include <sys/stat.h>
@@ -82,11 +83,36 @@ TEST_CASE("tokens::Publisher") {
         CHECK(file.generation == 42);
     }
     SUBCASE("a group-writable or world-writable directory is refused") {
+        std::string message;
         ::chmod(dir.path().c_str(), 0770);
-        CHECK(code_of([&] { Publisher p(path); }) == ErrorCode::permission);
+        CHECK(code_of([&] { Publisher p(path); }, &message) == ErrorCode::permission);
+        CHECK(message == "tokens file directory " + dir.path().string() +
+                             " has mode 0770: writable by group or others; run chmod go-w on it");
         ::chmod(dir.path().c_str(), 0777);
         CHECK(code_of([&] { Publisher p(path); }) == ErrorCode::permission);
         ::chmod(dir.path().c_str(), 0700);
+        CHECK(!std::filesystem::exists(path));
+    }
+    SUBCASE("a directory of another user is refused") {
+        if (::geteuid() != 0) {
+            MESSAGE("skipped: needs root to give a directory to another uid");
+            return;
+        }
+        std::filesystem::create_directory(dir / "theirs");
+        ::chmod((dir / "theirs").c_str(), 0700);
+        REQUIRE(::chown((dir / "theirs").c_str(), 65534, 65534) == 0);
+        std::string message;
+        CHECK(code_of([&] { Publisher p(dir / "theirs" / "tokens.json"); }, &message) ==
+              ErrorCode::permission);
+        CHECK(message == "tokens file directory " + (dir / "theirs").string() +
+                             " is owned by uid 65534, not by uid 0; refused");
+        CHECK(std::filesystem::is_empty(dir / "theirs"));
+    }
+    SUBCASE("a missing directory is refused, naming the fix") {
+        std::string message;
+        CHECK(code_of([&] { Publisher p(dir / "missing" / "tokens.json"); }, &message) ==
+              ErrorCode::not_found);
+        CHECK(message.find("does not exist; create it (mkdir -m 700)") != std::string::npos);
     }
     SUBCASE("a symlink at the path is refused") {
         write_file_atomic(dir / "elsewhere", std::string_view("x"));
@@ -149,4 +175,29 @@ TEST_CASE("tokens::new_instance_id") {
     auto b = new_instance_id();
     CHECK(a.size() == 32);
     CHECK(a != b);
+}
+
+TEST_CASE("tokens::default_directory") {
+    testsupport::TempDir dir;
+    const char* saved = std::getenv("XDG_RUNTIME_DIR");
+    const std::string old = saved != nullptr ? saved : "";
+    ::setenv("XDG_RUNTIME_DIR", dir.path().c_str(), 1);
+    const auto expected = dir / "preloadrun";
+    SUBCASE("made private in XDG_RUNTIME_DIR") {
+        CHECK(default_directory() == expected);
+        CHECK(mode_of(expected) == 0700);
+    }
+    SUBCASE("one others may write in is refused, named as the tokens file directory") {
+        std::filesystem::create_directory(expected);
+        ::chmod(expected.c_str(), 0777);
+        std::string message;
+        CHECK(code_of([] { default_directory(); }, &message) == ErrorCode::permission);
+        CHECK(message == "tokens file directory " + expected.string() +
+                             " has mode 0777: writable by group or others; run chmod go-w on it");
+    }
+    if (saved != nullptr) {
+        ::setenv("XDG_RUNTIME_DIR", old.c_str(), 1);
+    } else {
+        ::unsetenv("XDG_RUNTIME_DIR");
+    }
 }
