@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ import pexpect
 from examples import SOURCE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from hsmsim_service import Sim  # noqa: E402
+from procs import processes  # noqa: E402
 TIMEOUT = 30.0
 # A passphrase prompt: hsmsim's and preloadrun's ("Passphrase for softcard
 # 'mycard': ", "Again: "), systemd-ask-password's ("mycard passphrase: (press
@@ -61,54 +65,33 @@ class WorldSpec:
 
 
 class World:
+    """A Sim (tests/support/hsmsim_service.py) served with what `spec`
+    holds; `env` is what points an example at it (NFAST_KMDATA,
+    HSMSIM_SOCKET, HSMSIM_ADMIN_SOCKET)."""
+
     def __init__(self, hsmsim, spec):
         self.spec = spec
         self.root = tempfile.mkdtemp(prefix="docw", dir="/tmp")  # short: sun_path
-        self.env = {"NFAST_KMDATA": os.path.join(self.root, "km"),
-                    "HSMSIM_SOCKET": os.path.join(self.root, "c.sock"),
-                    "HSMSIM_ADMIN_SOCKET": os.path.join(self.root, "a.sock")}
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": self.root, **self.env}
-        with open(os.path.join(self.root, "serve.log"), "wb") as log:
-            self.proc = subprocess.Popen(
-                [hsmsim, "serve", "--modules", str(spec.modules), "--init-delay-ms", "0"],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("hsmsim: ready:"), f"hsmsim serve: {line!r}, {self.log()}"
-
-        def cli(*args):
-            r = subprocess.run([hsmsim, *args], env=env, capture_output=True, text=True,
-                               timeout=TIMEOUT)
-            assert r.returncode == 0, f"hsmsim {' '.join(args)}: {r.stderr}"
-
-        def passfile(name, passphrase):
-            path = os.path.join(self.root, f"pass-{name}")
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-                f.write(passphrase + "\n")
-            return path
-
+        self.sim = Sim(hsmsim, self.root,
+                       env_base={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": self.root})
+        self.env = self.sim.service_vars
+        self.sim.start(modules=spec.modules, init_delay_ms=0)
+        passfiles = {}
         for kind, tokens in (("softcard", spec.softcards), ("cardset", spec.cardsets)):
             for name, passphrase in tokens:
-                cli(kind, "create", name, "--passphrase-file", passfile(name, passphrase))
+                passfiles[name] = self.sim.create_token(name, passphrase + "\n", kind)
         for label, ident, protect in spec.keys:
             args = ["key", "generate", "--type", "ec-p256", "--label", label, "--id", ident,
                     "--protect", protect]
             if protect != "module":
-                name = protect.split(":", 1)[1]
-                args += ["--passphrase-file", passfile(name, spec.passphrases()[name])]
-            cli(*args)
+                args += ["--passphrase-file", passfiles[protect.split(":", 1)[1]]]
+            self.sim.ok(*args)
 
     def log(self):
-        with open(os.path.join(self.root, "serve.log"), errors="replace") as f:
-            return f.read()
+        return self.sim.log()
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        self.sim.stop(check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -135,17 +118,7 @@ class Result:
 
 
 def _session_members(sid):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid:  # field 6, the session id
-                pids.append(int(entry))
-    return pids
+    return [pid for pid, fields in processes() if int(fields[3]) == sid]  # field 6: the session
 
 
 class Transcript:

@@ -22,9 +22,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from outcome import failed  # noqa: E402
+from procs import env_with, executable, wait_for  # noqa: E402
 
 HEARTBEAT_S = 0.02
 MAX_PAUSE_S = 0.2
@@ -56,30 +59,6 @@ while not os.path.exists(stop):
 out("hb %d" % time.monotonic_ns())
 out("exit")
 '''.replace("%(hb)s", repr(HEARTBEAT_S))
-
-
-def preloadrun_bin():
-    path = os.environ.get("PRELOADRUN")
-    if not path:
-        pytest.fail("PRELOADRUN is not set: run these tests through ctest "
-                    "(or set PRELOADRUN=/path/to/preloadrun)")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"PRELOADRUN={path} is not an executable file")
-    return path
-
-
-def wait_for(what, predicate, timeout=WAIT_S, interval=0.01):
-    """Calls predicate() until it returns something true; returns it.
-    Fails with `what()` (or `what`) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for: "
-                        f"{what() if callable(what) else what}")
-        time.sleep(interval)
 
 
 def handles(doc, module):
@@ -136,13 +115,9 @@ class Run:
         args += ["-f", self.tokens_file, "--socket", sim.socket, *extra,
                  "--", sys.executable, script, self.dir]
         self.args = args
-        env = sim.env
-        env.pop("NFAST_NFKM_TOKENSFILE", None)
-        env.pop("CKNFAST_RELOAD_KEYS", None)
-        env.pop("CKNFAST_LOADSHARING", None)
-        env["NO_COLOR"] = "1"
-        if env_extra:
-            env.update(env_extra)
+        env = env_with(sim.env, **{"NFAST_NFKM_TOKENSFILE": None, "CKNFAST_RELOAD_KEYS": None,
+                                   "CKNFAST_LOADSHARING": None, "NO_COLOR": "1",
+                                   **(env_extra or {})})
         self.err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.err)
@@ -179,12 +154,12 @@ class Run:
                             f"{what}\n{self.describe()}")
             d = self.doc()
             return d if d is not None and predicate(d) else None
-        return wait_for(lambda: f"{what}\n{self.describe()}", check, timeout)
+        return wait_for(check, timeout, what=lambda: f"{what}\n{self.describe()}")
 
     def wait_started(self, timeout=WAIT_S):
         """The child is running and the file published; returns the doc."""
-        wait_for(lambda: f"the child to start\n{self.describe()}",
-                 lambda: self._child_started() or self._died(), timeout)
+        wait_for(lambda: self._child_started() or self._died(), timeout,
+                 what=lambda: f"the child to start\n{self.describe()}")
         return self.wait_doc("the tokens file", lambda d: True, timeout)
 
     def _child_started(self):
@@ -280,19 +255,13 @@ def log_lines(run, level=None, pattern=None):
     return out
 
 
-def softcard(sim, name, passfile):
-    sim.ok("softcard", "create", name, "--passphrase-file", passfile)
-    cards = {c["name"]: c for c in sim.json("softcard", "list")}
-    return cards[name]["hash"]
-
-
 @pytest.fixture
 def preloadrun_factory(request, make_service):
     # Depends on make_service so that the runs stop before the services do.
     """Factory: preloadrun_factory(sim, tokens=(), passfile=None, extra=(),
     env_extra=None) -> Run. Every run still going at the end is stopped (and
     must stop cleanly when the test passed)."""
-    binary = preloadrun_bin()
+    binary = executable("PRELOADRUN")
     runs = []
 
     def factory(sim, tokens=(), passfile=None, extra=(), env_extra=None):
@@ -302,13 +271,11 @@ def preloadrun_factory(request, make_service):
 
     yield factory
 
-    failed = getattr(request.node, "rep_call", None)
-    failed = failed is not None and failed.failed
     errors = []
     for run in runs:
         if run.status is not None:
             continue
-        if failed:
+        if failed(request):
             run.kill()
             continue
         try:
@@ -325,6 +292,4 @@ def ha_world(make_service):
     """A 3-module service (50 ms init delay) with one softcard 'card'.
     Returns (sim, passfile)."""
     sim = make_service(modules=3, init_delay_ms=50)
-    pf = sim.passfile("correct horse")
-    softcard(sim, "card", pf)
-    return sim, pf
+    return sim, sim.create_token("card", "correct horse")

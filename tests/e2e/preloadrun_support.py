@@ -16,12 +16,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from procs import executable  # noqa: E402,F401 (re-exported to the tests)
+from probe_files import read_counts, read_report  # noqa: E402,F401 (re-exported to the tests)
+from procs import (children_of, env_with, executable, proc_status,  # noqa: E402,F401 (re-exported)
+                   wait_for)
 
 TIMEOUT = 15.0
 PASS1 = "correct horse 1"        # passphrases: distinctive, easy to grep for
@@ -31,70 +32,6 @@ PY = sys.executable or "/usr/bin/python3"
 # A log line: "preloadrun[PID]: LEVEL: message" (with or without colour).
 # The one error line of a failure is "preloadrun: message".
 _LOG_RE = re.compile(r"^(\x1b\[[0-9;]*m)*preloadrun\[\d+\]: ")
-
-
-def wait_for(predicate, timeout=TIMEOUT, what="condition", interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def read_counts(path):
-    """{'SIGTERM': 1, ...} from a probe --count file (empty when missing)."""
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                name, _, value = line.strip().partition("=")
-                if name:
-                    out[name] = int(value)
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def read_report(path):
-    """A probe --report file: {key: value}, with 'env' a {NAME: VALUE} dict."""
-    values = {"env": {}}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.rstrip("\n").partition("=")
-            if key == "env":
-                name, _, v = value.partition("=")
-                values["env"][name] = v
-            else:
-                values[key] = value
-    return values
-
-
-def proc_status(pid):
-    """/proc/PID/status as a dict (None when the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def children_of(pid):
-    """[(child pid, state letter)] of the processes whose parent is PID."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == pid:
-            out.append((int(name), fields[0]))
-    return out
 
 
 def error_lines(stderr):
@@ -149,13 +86,9 @@ class Runner:
     # -- environment -----------------------------------------------------------
     @property
     def env(self):
-        env = self.sim.env
-        env["XDG_RUNTIME_DIR"] = self.xdg
-        for var in ("NFAST_NFKM_TOKENSFILE", "CKNFAST_RELOAD_KEYS", "CKNFAST_LOADSHARING",
-                    "NOTIFY_SOCKET", "NO_COLOR"):
-            env.pop(var, None)
-        env["NO_COLOR"] = "1"
-        return env
+        return env_with(self.sim.env, XDG_RUNTIME_DIR=self.xdg, NFAST_NFKM_TOKENSFILE=None,
+                        CKNFAST_RELOAD_KEYS=None, CKNFAST_LOADSHARING=None, NOTIFY_SOCKET=None,
+                        NO_COLOR="1")
 
     def argv(self, *args):
         return [self.bin, *map(str, args)]
@@ -217,9 +150,7 @@ class Runner:
 
     # -- the world -------------------------------------------------------------
     def softcard(self, name, passphrase):
-        f = self.sim.passfile(passphrase)
-        self.sim.ok("softcard", "create", name, "--passphrase-file", f)
-        return f
+        return self.sim.create_token(name, passphrase)
 
     def module_objects(self):
         """{module number: objects} from `hsmsim module list --json`."""

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from preloadrun_support import PASS1, TIMEOUT, executable, wait_for
-from procs import run_as_argv
+from procs import proc_status, run_as_argv
 
 DIST = os.environ.get("PRELOADRUN_DIST", "")
 UNITS = ("hsmsim.service", "preloadrun@.service")
@@ -395,14 +395,9 @@ def test_preloadrun_unit_refuses_to_run_as_root(dist, scratch):
 # -- PID 1 of a container -------------------------------------------------------
 
 def proc_field(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return line.split(":", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
+    """The words of `field` in /proc/PID/status (None when gone or missing)."""
+    value = (proc_status(pid) or {}).get(field)
+    return value.split() if value is not None else None
 
 
 def host_pid_of(ns_pid, ppid):

@@ -15,7 +15,7 @@ import time
 
 # ha_world and preloadrun_factory are fixtures: imported to be found by pytest.
 from ha_support import (absent_from_tokens, handles, ha_world, loaded_everywhere_at,  # noqa: F401
-                        log_lines, module_entry, preloadrun_factory, softcard, wait_for)
+                        WAIT_S, log_lines, module_entry, preloadrun_factory, wait_for)
 
 
 # ---- helpers -------------------------------------------------------------------
@@ -238,8 +238,7 @@ def test_retry_window_expires_gives_up_once(ha_world, preloadrun_factory):
 
 def test_33rd_module_refused_with_one_line(make_service, preloadrun_factory):
     sim = make_service(modules=32, init_delay_ms=50)
-    pf = sim.passfile("correct horse")
-    softcard(sim, "card", pf)
+    pf = sim.create_token("card", "correct horse")
     run, doc0 = start(preloadrun_factory, sim, pf)
     assert len(doc0["modules"]) == 32
 
@@ -250,8 +249,8 @@ def test_33rd_module_refused_with_one_line(make_service, preloadrun_factory):
     number = int(re.findall(r"\d+", out)[-1])
     assert number == 33, out
     sim.wait_module(33, "usable")
-    wait_for(lambda: f"a log line refusing module 33\n{run.stderr()}",
-             lambda: log_lines(run, pattern=r"\bmodule 33\b"))
+    wait_for(lambda: log_lines(run, pattern=r"\bmodule 33\b"), WAIT_S,
+             what=lambda: f"a log line refusing module 33\n{run.stderr()}")
     # later events on it: no more lines, no crash
     sim.ok("module", "clear", 33)
     sim.wait_module(33, "usable")
@@ -273,8 +272,7 @@ def test_33rd_module_refused_with_one_line(make_service, preloadrun_factory):
 
 def test_33rd_module_at_start_refused_with_one_line(make_service, preloadrun_factory):
     sim = make_service(modules=33, init_delay_ms=50)
-    pf = sim.passfile("correct horse")
-    softcard(sim, "card", pf)
+    pf = sim.create_token("card", "correct horse")
     run, doc0 = start(preloadrun_factory, sim, pf)
     assert len(doc0["modules"]) == 32 and module_entry(doc0, 33) is None
     assert sim.modules()[33]["objects"] == 0
@@ -446,8 +444,9 @@ def test_transient_failure_at_unload_is_retried(ha_world, preloadrun_factory):
     run.stop()
     # preloadrun itself unloaded everything, module 2 too: the service had
     # nothing left to free when it went.
-    wait_for("the service to see preloadrun go", lambda: gone_lines(sim, pid) or
-             not any(m["objects"] for m in sim.modules().values()))
+    wait_for(lambda: gone_lines(sim, pid) or
+             not any(m["objects"] for m in sim.modules().values()), WAIT_S,
+             what="the service to see preloadrun go")
     time.sleep(0.3)  # the service logs after it frees
     assert sim.modules()[2]["fail_next"] == 0
     assert not [line for line in gone_lines(sim, pid) if "unloaded 0 object" not in line], \
@@ -464,4 +463,4 @@ def test_failed_unload_at_exit_is_a_warning(ha_world, preloadrun_factory):
     assert len(lines) == 1 and "softcard card" in lines[0], run.stderr()
     assert "warn" in lines[0].lower(), lines
     # and the service frees it once preloadrun has gone
-    wait_for("module 2 freed", lambda: sim.modules()[2]["objects"] == 0)
+    wait_for(lambda: sim.modules()[2]["objects"] == 0, WAIT_S, what="module 2 freed")

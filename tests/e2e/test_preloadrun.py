@@ -28,6 +28,7 @@ import pytest
 from preloadrun_support import (PASS1, PASS2, PY, TIMEOUT, assert_one_error_line, children_of,
                                 dir_entries, error_lines, proc_status, read_counts, read_report,
                                 wait_for)
+from procs import proc_stat
 
 # A child that dumps core (SIGQUIT) must not litter: no core files.
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -45,8 +46,7 @@ def boot_id():
 
 
 def start_time(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22
+    return int(proc_stat(pid)[19])  # field 22
 
 
 def assert_nothing_left(pr, *paths):

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from preloadrun_support import (PASS1, PY, TIMEOUT, children_of, error_lines, proc_status,
-                                read_report, wait_for)
+                                read_counts, read_report, wait_for)
 
 # A preloadrun that dies of a signal whose default is a core dump (SIGILL,
 # SIGSEGV...) must not litter the source tree.
@@ -51,16 +51,7 @@ def signame(signo):
 
 def read_numeric_counts(path):
     """{15: 1, ...} from a probe --count-all file (empty when missing)."""
-    out = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                number, _, count = line.strip().partition("=")
-                if number:
-                    out[int(number)] = int(count)
-    except FileNotFoundError:
-        pass
-    return out
+    return read_counts(path, key=int)
 
 
 def describe_counts(counts):

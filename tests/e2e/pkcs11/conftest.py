@@ -10,7 +10,6 @@ application using the module; the module logs to world.root/p11.log.
 import importlib.util
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -23,6 +22,8 @@ _spec.loader.exec_module(_base)
 pytest_runtest_makereport = _base.pytest_runtest_makereport
 hsmsim_bin = _base.hsmsim_bin
 make_service = _base.make_service
+
+from procs import env_with, wait_for  # noqa: E402,F401 (wait_for: for the tests)
 
 PIN = "secret"
 
@@ -50,8 +51,7 @@ def holder_bin():
 
 
 def setup_world(sim):
-    pf = sim.passfile(PIN)
-    sim.ok("softcard", "create", "card1", "--passphrase-file", pf)
+    pf = sim.create_token("card1", PIN)
     sim.ok("key", "generate", "--type", "ec-p256", "--label", "eck", "--id", "01",
            "--protect", "softcard:card1", "--passphrase-file", pf)
     sim.ok("key", "generate", "--type", "rsa-2048", "--label", "modrsa", "--id", "02",
@@ -66,12 +66,8 @@ def world(make_service):
 
 
 def client_env(sim, loadsharing=True, reload=False, tokens_file=None, extra=None):
-    env = _base._base_env()
-    env["HSMSIM_SOCKET"] = sim.socket
-    env["HSMSIM_ADMIN_SOCKET"] = sim.admin_socket
-    env["NFAST_KMDATA"] = sim.kmdata
-    for var in ("CKNFAST_LOADSHARING", "CKNFAST_RELOAD_KEYS", "NFAST_NFKM_TOKENSFILE"):
-        env.pop(var, None)
+    env = env_with(sim.env, CKNFAST_LOADSHARING=None, CKNFAST_RELOAD_KEYS=None,
+                   NFAST_NFKM_TOKENSFILE=None)
     if loadsharing:
         env["CKNFAST_LOADSHARING"] = "1"
     if reload:
@@ -154,13 +150,3 @@ def make_holder(holder_bin):
     for h in holders:
         h.stop()
 
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    """Calls predicate() until it returns something true; returns that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")

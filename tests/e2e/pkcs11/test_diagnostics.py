@@ -10,7 +10,6 @@ on stderr from the module."""
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -19,36 +18,19 @@ import textwrap
 import pytest
 
 from conftest import PIN, client_env, run, setup_world
+from module_lines import notices
+from procs import env_with
 
 # pkcs11-tool cannot load the ASan-built module: these run in the regular build.
 pytestmark = pytest.mark.skipif(
     os.environ.get("PRELOADRUN_SANITIZE") == "1",
     reason="uninstrumented client cannot load the ASan-built module; runs in the regular build")
 
-NOTICE_RE = re.compile(r"^libpreloadrun-pkcs11\[(\d+)\]: (error|warning): (.*)$")
-
-
-def notices(stderr):
-    """The module's lines in a client's stderr: [(level, message)]."""
-    out = []
-    for line in stderr.splitlines():
-        m = NOTICE_RE.match(line)
-        if m:
-            out.append((m.group(2), m.group(3)))
-    return out
-
-
 def quiet_env(sim, **extra):
-    """A client's environment without the module's log (the default)."""
-    env = client_env(sim)
-    for var in ("PRELOADRUN_PKCS11_LOG", "PRELOADRUN_PKCS11_LOG_LEVEL"):
-        env.pop(var, None)
-    for name, value in extra.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
+    """A client's environment without the module's log (the default), with
+    `extra` (None: unset)."""
+    return env_with(client_env(sim), **{"PRELOADRUN_PKCS11_LOG": None,
+                                        "PRELOADRUN_PKCS11_LOG_LEVEL": None, **extra})
 
 
 def list_slots(module_path):

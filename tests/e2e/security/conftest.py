@@ -21,10 +21,8 @@ that user), kept when the test fails.
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 
 import pytest
@@ -32,20 +30,15 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "support"))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from procs import executable, read_first_line, run_as_argv  # noqa: E402
+from hsmsim_service import Sim  # noqa: E402
+from outcome import pytest_runtest_makereport, scratch_dir  # noqa: E402,F401 (a hook)
+from procs import env_with, executable, run_as_argv  # noqa: E402
 
 VICTIM = 2000
 ATTACKER = 2001
 SERVICE = 2100
 PY = "/usr/bin/python3"
 TIMEOUT = 30
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
 
 
 @pytest.fixture(autouse=True)
@@ -80,8 +73,8 @@ class World:
         self.hsmsim = executable("HSMSIM")
         self.preloadrun = executable("PRELOADRUN")
         self.homes = {}
-        self.service = None
-        self.service_log = os.path.join(root, "serve.log")
+        self.sim = None            # the shared service once started
+        self.service = None        # its process
         self._procs = []
 
     # -- users ---------------------------------------------------------------
@@ -102,12 +95,7 @@ class World:
         if self.service is not None:
             env["HSMSIM_SOCKET"] = self.socket
             env["HSMSIM_SERVICE_USER"] = str(SERVICE)
-        for name, value in extra.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-        return env
+        return env_with(env, **extra)
 
     def file_for(self, uid, name, content, mode=0o600):
         """A file in `uid`'s home, owned by it."""
@@ -141,43 +129,39 @@ class World:
         srv = os.path.join(self.root, "srv")
         os.mkdir(srv, 0o755)
         os.chown(srv, SERVICE, SERVICE)
-        self.kmdata = os.path.join(srv, "kmdata")
-        self.socket = os.path.join(srv, "client.sock")
-        self.admin_socket = os.path.join(srv, "admin.sock")
-        env = self.service_env()
-        log = open(self.service_log, "ab")
-        self.service = self.spawn(
-            SERVICE, [self.hsmsim, "serve", "--modules", str(modules), "--init-delay-ms", "0",
-                      *extra],
-            env=env, groups=(), stdout=subprocess.PIPE, stderr=log)
-        log.close()
-        line = read_first_line(self.service, 15)
-        if line is None or not line.startswith("hsmsim: ready"):
-            pytest.fail(f"hsmsim serve as uid {SERVICE} did not start: {line!r}\n"
-                        f"{self.read_service_log()}")
+        self.sim = Sim(self.hsmsim, self.root, kmdata=os.path.join(srv, "kmdata"),
+                       socket=os.path.join(srv, "client.sock"),
+                       admin_socket=os.path.join(srv, "admin.sock"),
+                       env_base=dict(base_env(), HOME=self.root),
+                       run_as=as_user(SERVICE, groups=()), cwd=self.home(SERVICE))
+        self.service = self.sim.start(modules=modules, init_delay_ms=0, extra=extra, timeout=15)
         return self.service
 
+    @property
+    def kmdata(self):
+        return self.sim.kmdata
+
+    @property
+    def socket(self):
+        return self.sim.socket
+
+    @property
+    def admin_socket(self):
+        return self.sim.admin_socket
+
     def service_env(self):
-        env = base_env()
-        env.update(HOME=self.root, NFAST_KMDATA=self.kmdata, HSMSIM_SOCKET=self.socket,
-                   HSMSIM_ADMIN_SOCKET=self.admin_socket)
-        return env
+        return self.sim.env
 
     def admin(self, *args, input=None):
         """`hsmsim ARGS` as SERVICE (admin commands, world set-up); must succeed."""
-        r = self.run(SERVICE, [self.hsmsim, *args], env=self.service_env(), input=input,
-                     groups=())
-        assert r.returncode == 0, f"hsmsim {args} as the service user: {r.returncode}\n{r.stderr}"
-        return r
+        return self.sim.ok(*args, input=input, timeout=TIMEOUT)
 
     def read_service_log(self):
-        try:
-            with open(self.service_log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return self.sim.log()
 
     def cleanup(self):
+        if self.sim is not None:
+            self.sim.kill()
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
@@ -187,16 +171,10 @@ class World:
 @pytest.fixture
 def machine(request):
     """A World for this test; everything it started is killed at the end."""
-    root = tempfile.mkdtemp(prefix="sec", dir="/tmp")
-    os.chmod(root, 0o755)
-    world = World(root)
-    yield world
-    world.cleanup()
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print(f"keeping {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_dir(request, "sec", dir="/tmp", mode=0o755) as root:
+        world = World(root)
+        yield world
+        world.cleanup()
 
 
 @pytest.fixture

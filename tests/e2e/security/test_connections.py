@@ -13,14 +13,14 @@ import os
 import subprocess
 import time
 
-import pytest
-
 from conftest import ATTACKER, PY, SERVICE, VICTIM, Actor
+from procs import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "connection_client.py")
 OTHERS = (2002, 2003)  # two more local users, in the service's group too
 IDLE = 2  # seconds: --idle-timeout of the idle test
+WAIT = 60  # seconds: how long a test waits for the service to act
 
 
 def client(machine, uid, *args):
@@ -43,14 +43,6 @@ def as_root(machine, *args):
 def objects(machine):
     mods = json.loads(machine.admin("module", "list", "--json").stdout)
     return {m["number"]: m["objects"] for m in mods}
-
-
-def wait_for(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def session_key_app(machine, uid):
@@ -113,7 +105,7 @@ def test_no_user_nor_a_few_take_the_connections_from_others_or_from_root(machine
     # Once one of them lets its connections go, the fourth user gets in.
     floods[0][0].finish()
     wait_for(lambda: machine.run(VICTIM, [machine.hsmsim, "module", "list"]).returncode == 0,
-             "a connection for uid 2000 once uid 2002's went")
+             WAIT, what="a connection for uid 2000 once uid 2002's went", interval=0.1)
     floods[1][0].finish()
     attacker.finish()
 
@@ -138,15 +130,17 @@ def test_idle_connections_close_but_not_a_subscription_nor_what_keeps_objects(ma
                                         victim_pass, "--no-ha", "-f", tokens, "--",
                                         "sleep", "600"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: sum(objects(machine).values()) == 4,
-             "the raw client's key, the application's and preloadrun's two tokens")
+    wait_for(lambda: sum(objects(machine).values()) == 4, WAIT,
+             what="the raw client's key, the application's and preloadrun's two tokens",
+             interval=0.1)
 
     # What must go: connections that say nothing at all, and connections
     # that said Hello and then nothing.
     idle, flooded = flood(machine, ATTACKER, 6)
     assert flooded["taken"] == 6 and flooded["refused"] == 0, flooded
     assert flooded["probe"] is None
-    wait_for(lambda: idle.ask()["open"] == 0, f"the idle connections to close after {IDLE} s")
+    wait_for(lambda: idle.ask()["open"] == 0, WAIT,
+             what=f"the idle connections to close after {IDLE} s", interval=0.1)
     closed_after = idle.ask()["closed_after"]
     assert len(closed_after) == 6
     assert min(closed_after) >= IDLE - 0.05, closed_after
@@ -169,6 +163,7 @@ def test_idle_connections_close_but_not_a_subscription_nor_what_keeps_objects(ma
     keeper.finish()
     preloadrun.terminate()
     assert preloadrun.wait(60) == 143, preloadrun.stderr.read()
-    wait_for(lambda: sum(objects(machine).values()) == 0, "everything to be unloaded")
+    wait_for(lambda: sum(objects(machine).values()) == 0, WAIT, what="everything to be unloaded",
+             interval=0.1)
     idle.finish()
     subscriber.proc.kill()

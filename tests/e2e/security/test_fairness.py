@@ -12,9 +12,11 @@ import os
 import pytest
 
 from conftest import ATTACKER, PY, SERVICE, VICTIM, Actor
+from procs import wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "fairness_client.py")
+WAIT = 30  # seconds: how long a test waits for the service to act
 
 
 def fairness_actor(machine, uid, *args):
@@ -35,15 +37,6 @@ def act(machine, uid, *args, lines=1):
 def module(machine, number):
     mods = json.loads(machine.admin("module", "list", "--json").stdout)
     return next(m for m in mods if m["number"] == number)
-
-
-def wait_for(predicate, what, timeout=30):
-    import time
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def module_protected_key(machine):
@@ -80,8 +73,8 @@ def test_a_user_fills_its_share_of_a_module_not_the_module(machine):
     victim = act(machine, VICTIM, "load-key", 1, ident)
     assert victim.get("handle"), victim
     # The victim's object went with its process; the attacker's share stays.
-    wait_for(lambda: module(machine, 1)["objects"] == objects_before + 20,
-             "the victim's object to be unloaded when its process ended")
+    wait_for(lambda: module(machine, 1)["objects"] == objects_before + 20, WAIT,
+             what="the victim's object to be unloaded when its process ended")
     attacker.finish()
 
 
@@ -93,7 +86,8 @@ def test_a_flood_of_slow_operations_delays_another_user_by_about_one(shared):
     flood = fairness_actor(shared, ATTACKER, "flood", 1, 8)
     assert flood.next()["flooding"] == 8
     # The flood is under way (8 operations in line): the module served two.
-    wait_for(lambda: module(shared, 1)["ops"] >= ops_before + 2, "the flood to be served")
+    wait_for(lambda: module(shared, 1)["ops"] >= ops_before + 2, WAIT,
+             what="the flood to be served")
 
     # How many of the attacker's operations the module completed while the
     # victim's key generation, then its signature, waited and ran: the one

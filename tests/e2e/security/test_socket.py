@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from conftest import ATTACKER, HERE, PY, SERVICE, VICTIM
+from module_lines import one_module_line
 
 PASSPHRASE = "victim passphrase 7"
 
@@ -164,14 +165,13 @@ def test_an_application_the_socket_refuses_is_told_which_group_it_needs(shared):
     argv = ["pkcs11-tool", "--module", os.environ["PKCS11_MODULE"], "--list-slots"]
     r = shared.run(VICTIM, argv, groups=())
     assert r.returncode != 0
-    lines = [line for line in r.stderr.splitlines() if "libpreloadrun-pkcs11" in line]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].endswith(
+    line = one_module_line(r.stderr)
+    assert line.endswith(
         f": error: C_Initialize failed: cannot reach the HSM service at {shared.socket}: "
         f"Permission denied: the socket (mode 0660, owner uid {SERVICE}, group {SERVICE}) is "
         f"not open to this user (uid {VICTIM}) but to group {SERVICE}, which this process is "
         f"not in: add the user to group {SERVICE} (usermod -aG {SERVICE} USER), then log in "
-        f"again"), lines
+        f"again"), line
     assert "libpreloadrun-pkcs11" not in r.stdout
     r = shared.run(VICTIM, argv)  # in the group: nothing from the module
     assert r.returncode == 0 and "libpreloadrun-pkcs11" not in r.stderr, r.stderr

@@ -12,11 +12,12 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 
 import pytest
 
 from conftest import ATTACKER, PY, SERVICE, TIMEOUT, VICTIM
+from module_lines import one_module_line
+from procs import wait_for
 
 OUTSIDER = 2002  # another local user, not in the group
 
@@ -28,14 +29,6 @@ def shared_group():
         except KeyError:
             pass
     pytest.skip("needs a group named nogroup or users for --group")
-
-
-def wait_for(predicate, what):
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def start_owner(machine, group, *args):
@@ -52,7 +45,8 @@ def start_owner(machine, group, *args):
                                    *args, "--", "sleep", "120"],
                           groups=(SERVICE, group.gr_gid), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: os.path.exists(tok) or owner.poll() is not None, "the tokens file")
+    wait_for(lambda: os.path.exists(tok) or owner.poll() is not None, TIMEOUT,
+             what="the tokens file")
     assert owner.poll() is None, owner.stderr.read()
     return owner, tok
 
@@ -124,14 +118,13 @@ def test_a_member_is_told_at_c_initialize_that_the_owner_s_tokens_are_not_its_ow
     r = shared.run(ATTACKER, argv, env=shared.env(ATTACKER, NFAST_NFKM_TOKENSFILE=tok),
                    groups=member)
     assert r.returncode != 0 and "CKR_PIN_INCORRECT" in r.stdout + r.stderr, r
-    lines = [line for line in r.stderr.splitlines() if "libpreloadrun-pkcs11" in line]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].endswith(
+    line = one_module_line(r.stderr)
+    assert line.endswith(
         f": warning: tokens file {tok} not used, although live (owned by live preloadrun pid "
         f"{owner.pid}): it was published by uid {VICTIM} and this process runs as uid "
         f"{ATTACKER}: the tokens it lists are loaded for uid {VICTIM}, and the HSM service lets "
         f"no other user use them; run the application as uid {VICTIM}, or without "
-        f"NFAST_NFKM_TOKENSFILE (C_Login with the token's passphrase)"), lines
+        f"NFAST_NFKM_TOKENSFILE (C_Login with the token's passphrase)"), line
 
     # The owner's own user: any PIN, nothing on stderr.
     r = shared.run(VICTIM, argv, env=shared.env(VICTIM, NFAST_NFKM_TOKENSFILE=tok),
