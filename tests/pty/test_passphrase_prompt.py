@@ -20,10 +20,10 @@ import signal
 import subprocess
 import time
 
-import pexpect
 import pytest
 
-from procs import executable
+from procs import executable, proc_stat, wait_for
+from pty_shell import shell_fixture
 
 TIMEOUT = 15
 PROMPT = "PROMPTTEST> "
@@ -32,83 +32,9 @@ PASSPHRASE = "Zq7-kestrel-Wx9"
 PART = PASSPHRASE[:6]
 
 
-def wait_for(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Shell:
-    """An interactive bash with job control and line editing on a pty."""
-
-    def __init__(self, workdir):
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PROMPT_COMMAND", "HSMSIM_SOCKET", "HSMSIM_ADMIN_SOCKET",
-                            "NFAST_NFKM_TOKENSFILE")}
-        env.update(PS1=PROMPT, TERM="dumb", INPUTRC="/dev/null", HISTFILE="/dev/null")
-        self.log_path = os.path.join(workdir, "pty.log")
-        self.syncs = 0
-        self.p = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], cwd=workdir, env=env,
-                               encoding="utf-8", timeout=TIMEOUT, dimensions=(24, 500))
-        self.p.logfile_read = open(self.log_path, "w")
-        self.prompt()
-        # Job state changes reported at once (set -b), not at the next prompt.
-        self.run("set -b")
-        self.prompt()
-
-    def prompt(self):
-        self.p.expect_exact(PROMPT)
-
-    def run(self, line):
-        # "\r", as Enter on a real terminal sends it.
-        self.p.send(line + "\r")
-
-    def sync(self):
-        """Waits for the shell to read commands again (after a job stopped,
-        the notice may come before or after the prompt)."""
-        self.syncs += 1
-        self.run(f"echo SYNC-$((0+{self.syncs}))")
-        self.p.expect_exact(f"SYNC-{self.syncs}\r\n")
-        self.prompt()
-
-    def status(self):
-        """$? of the last command. (The markers are computed so that the
-        shell's echo of the command line never matches.)"""
-        self.run("echo STATUS=$((0+1))$?")
-        self.p.expect(r"STATUS=1(\d+)")
-        status = int(self.p.match.group(1))
-        self.prompt()
-        return status
-
-    def stty(self):
-        """`stty -a` as the shell runs its commands."""
-        self.run("echo BEGIN-$((0+1)); stty -a; echo END-$((1+1))")
-        self.p.expect(r"BEGIN-1\r\n(.*)END-2")
-        settings = self.p.match.group(1)
-        self.prompt()
-        return settings
-
-    def output(self):
-        """Everything the terminal showed so far."""
-        self.p.logfile_read.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def close(self):
-        self.run("exit")
-        self.p.expect(pexpect.EOF)
-        self.p.close()
-
-
-@pytest.fixture
-def shell(workdir):
-    sh = Shell(workdir)
-    yield sh
-    if sh.p.isalive():
-        sh.p.terminate(force=True)
+shell = shell_fixture(prompt=PROMPT, timeout=TIMEOUT, columns=500,
+                     env={"HSMSIM_SOCKET": None, "HSMSIM_ADMIN_SOCKET": None,
+                          "NFAST_NFKM_TOKENSFILE": None})
 
 
 @pytest.fixture
@@ -424,8 +350,7 @@ def test_an_orphaned_background_group_gives_up_rather_than_hang(shell, tools, wo
     shell.prompt()
     wait_for(lambda: os.path.exists(pid_file) and open(pid_file).read(), what="the pid")
     pid = int(open(pid_file).read())
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
-             open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+    wait_for(lambda: (proc_stat(pid) or ["Z"])[0] == "Z",
              what="preloadrun to give up")
     with open(err) as f:
         message = f.read()

@@ -17,49 +17,18 @@ import time
 import pexpect
 import pytest
 
+from probe_files import read_counts, read_report
+from procs import proc_stat, wait_for
+from pty_shell import shell_fixture
+
 TIMEOUT = 10
 PROMPT = "PTYTEST> "
 
 
-def counts(path):
-    result = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                name, _, value = line.strip().partition("=")
-                if name:
-                    result[name] = int(value)
-    except FileNotFoundError:
-        pass
-    return result
-
-
-def report(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.rstrip("\n").partition("=")
-            if key != "env":
-                values[key] = value
-    return values
-
-
 def state(pid):
     """The state letter of /proc/PID/stat ('T' stopped), or None when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def wait_for(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    fields = proc_stat(pid)
+    return fields[0] if fields else None
 
 
 def default_dispositions():
@@ -101,7 +70,7 @@ def test_terminal_signal_reaches_child_exactly_once(supervise, probe, workdir, k
     child.send(key)
     exitstatus, signalstatus = finish(child)
     assert (exitstatus, signalstatus) == (status, None)
-    got = counts(count_file)
+    got = read_counts(count_file)
     assert got[name] == 1, got
     assert sum(got.values()) == 1, got
 
@@ -112,7 +81,7 @@ def test_child_has_the_terminal_and_gets_one_winch_per_resize(supervise, probe, 
     child = spawn_direct(supervise + [probe, "--report", report_file, "--count", count_file,
                                       "--print-ready", "--until-line"], workdir)
     child.expect(r"READY (\d+)")
-    r = report(report_file)
+    r = read_report(report_file)
     assert r["pgid"] == r["pid"]                      # its own process group...
     assert r["tty_fg"] == r["pgid"]                   # ...in the terminal's foreground
     assert r["sigblk"] == "0000000000000000"
@@ -120,15 +89,15 @@ def test_child_has_the_terminal_and_gets_one_winch_per_resize(supervise, probe, 
     assert r["fds"] == "0,1,2"
 
     child.setwinsize(40, 100)
-    wait_for(lambda: counts(count_file).get("SIGWINCH") == 1, what="SIGWINCH")
+    wait_for(lambda: read_counts(count_file).get("SIGWINCH") == 1, what="SIGWINCH")
     time.sleep(0.3)  # a duplicate would arrive now
     child.setwinsize(50, 120)
-    wait_for(lambda: counts(count_file).get("SIGWINCH") == 2, what="second SIGWINCH")
+    wait_for(lambda: read_counts(count_file).get("SIGWINCH") == 2, what="second SIGWINCH")
     time.sleep(0.3)
     child.sendline("bye")
     child.expect("GOT bye")
     assert finish(child) == (0, None)
-    got = counts(count_file)
+    got = read_counts(count_file)
     assert got["SIGWINCH"] == 2, got
     assert sum(got.values()) == 2, got
 
@@ -143,52 +112,14 @@ def test_signal_sent_to_preloadrun_on_a_terminal_reaches_child_once(supervise, p
     child.expect(r"READY (\d+)")
     os.kill(child.pid, signo)
     assert finish(child) == (128 + signo, None)
-    got = counts(count_file)
+    got = read_counts(count_file)
     assert got[name] == 1, got
     assert sum(got.values()) == 1, got
 
 
-class Shell:
-    """An interactive bash with job control on a pty."""
-
-    def __init__(self, workdir):
-        env = dict(os.environ, PS1=PROMPT, SUPERVISE_DRIVER_LOG="debug", TERM="dumb")
-        env.pop("PROMPT_COMMAND", None)
-        self.p = pexpect.spawn("bash", ["--norc", "--noprofile", "--noediting", "-i"],
-                               cwd=workdir, env=env,
-                               encoding="utf-8", timeout=TIMEOUT, dimensions=(24, 200))
-        self.p.logfile_read = open(os.path.join(workdir, "pty.log"), "w")
-        # No echo of what we type (only output is matched); job state
-        # changes reported at once (set -b), not at the next prompt.
-        self.p.sendline("stty -echo; set -b")
-        self.prompt()
-
-    def prompt(self):
-        self.p.expect_exact(PROMPT)
-
-    def run(self, line):
-        self.p.sendline(line)
-
-    def status(self):
-        """$? of the last command."""
-        self.run("echo STATUS=$?")
-        self.p.expect(r"STATUS=(\d+)")
-        status = int(self.p.match.group(1))
-        self.prompt()
-        return status
-
-    def close(self):
-        self.p.sendline("exit")
-        self.p.expect(pexpect.EOF)
-        self.p.close()
-
-
-@pytest.fixture
-def shell(workdir):
-    sh = Shell(workdir)
-    yield sh
-    if sh.p.isalive():
-        sh.p.terminate(force=True)
+# No echo of what is typed: only output is matched.
+shell = shell_fixture(prompt=PROMPT, timeout=TIMEOUT, editing=False, echo=False,
+                      env={"SUPERVISE_DRIVER_LOG": "debug"})
 
 
 def start_job(shell, supervise, probe, workdir):
@@ -197,7 +128,7 @@ def start_job(shell, supervise, probe, workdir):
     shell.run(shlex.join(supervise + [probe, "--report", report_file, "--count", count_file,
                                     "--print-ready", "--until-line"]))
     shell.p.expect(r"READY (\d+)")
-    r = report(report_file)
+    r = read_report(report_file)
     return int(r["ppid"]), int(r["pid"]), count_file  # supervisor, child
 
 
@@ -216,7 +147,7 @@ def test_ctrl_z_stops_the_job_and_fg_resumes_both(shell, supervise, probe, workd
     shell.p.expect("GOT after-fg")
     shell.prompt()
     assert shell.status() == 0
-    got = counts(count_file)
+    got = read_counts(count_file)
     assert got.get("SIGCONT") == 1, got  # one SIGCONT, from preloadrun on fg
     assert sum(got.values()) == 1, got
     shell.close()
@@ -231,7 +162,7 @@ def test_bg_continues_without_the_terminal_and_fg_gives_it_back(shell, supervise
     shell.run(shlex.join(supervise + [probe, "--report", report_file, "--count", count_file,
                                     "--print-ready", "--until-line", "--read-after", read_now]))
     shell.p.expect(r"READY (\d+)")
-    r = report(report_file)
+    r = read_report(report_file)
     supervisor, child = int(r["ppid"]), int(r["pid"])
 
     shell.p.send("\x1a")
@@ -244,7 +175,7 @@ def test_bg_continues_without_the_terminal_and_fg_gives_it_back(shell, supervise
     shell.prompt()
     wait_for(lambda: state(child) not in ("T", None) and state(supervisor) not in ("T", None),
              what="both running in the background")
-    wait_for(lambda: counts(count_file).get("SIGCONT") == 1, what="SIGCONT on bg")
+    wait_for(lambda: read_counts(count_file).get("SIGCONT") == 1, what="SIGCONT on bg")
     assert shell.status() == 0  # the shell still reads the terminal
 
     # fg of a running job: bash gives preloadrun's group the terminal and
@@ -257,7 +188,7 @@ def test_bg_continues_without_the_terminal_and_fg_gives_it_back(shell, supervise
     shell.p.expect("GOT after-bg-fg")
     shell.prompt()
     assert shell.status() == 0
-    got = counts(count_file)
+    got = read_counts(count_file)
     assert got.get("SIGCONT") == 2, got  # bg, then the handover
     assert sum(got.values()) == 2, got
     shell.close()
@@ -285,7 +216,7 @@ def test_ctrl_c_under_a_shell_ends_the_job_with_130(shell, supervise, probe, wor
     shell.p.send("\x03")
     shell.prompt()
     assert shell.status() == 130
-    assert counts(count_file).get("SIGINT") == 1
+    assert read_counts(count_file).get("SIGINT") == 1
     shell.close()
 
 
@@ -298,7 +229,7 @@ def test_background_job_reading_the_terminal_stops_and_fg_resumes_it(shell, supe
     shell.run(shlex.join(supervise + [probe, "--report", report_file, "--count", count_file,
                                     "--until-line", "--eager-read"]) + " &")
     shell.p.expect("Stopped")
-    r = report(report_file)
+    r = read_report(report_file)
     supervisor, child = int(r["ppid"]), int(r["pid"])
     assert r["tty_fg"] != r["pgid"]  # preloadrun was not in the foreground: no handover
     wait_for(lambda: state(child) == "T" and state(supervisor) == "T", what="both stopped")
@@ -309,5 +240,5 @@ def test_background_job_reading_the_terminal_stops_and_fg_resumes_it(shell, supe
     shell.p.expect("GOT typed-after-fg")
     shell.prompt()
     assert shell.status() == 0
-    assert counts(count_file).get("SIGCONT") == 1
+    assert read_counts(count_file).get("SIGCONT") == 1
     shell.close()
