@@ -1,8 +1,12 @@
-#include "supervisor/child.hpp"
+// The Supervisor's life: starting the child, the signal batches from the
+// signalfd, reaping. What each signal does is in signal_forwarding.cpp;
+// stops, continues and the terminal in job_control.cpp.
+
+#include "supervisor/core/supervisor.hpp"
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
-#include "supervisor/reaper.hpp"
+#include "supervisor/core/reaper.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -27,11 +31,6 @@ std::string describe(int wait_status) {
         return "was stopped by " + signal_name(WSTOPSIG(wait_status));
     }
     return "continued";
-}
-
-// The signals that end preloadrun when no child runs (before it starts).
-bool is_termination_request(int signo) {
-    return signo == SIGTERM || signo == SIGINT || signo == SIGHUP || signo == SIGQUIT;
 }
 
 } // namespace
@@ -102,61 +101,6 @@ void Supervisor::on_signals() {
     }
 }
 
-void Supervisor::on_signal(const ReceivedSignal& signal) {
-    const auto [signo, sender, code] = signal;
-    // The kernel's own: SIGCHLD for a child's state change (reaped above),
-    // SIGTTIN/SIGTTOU when preloadrun touched the terminal from the
-    // background (it carries on: they are blocked).
-    if ((signo == SIGCHLD || signo == SIGTTIN || signo == SIGTTOU) && !signal.from_process()) {
-        return;
-    }
-    // Raised by preloadrun's own write to a pipe nobody reads (its stderr
-    // reader has gone) or beyond the file size limit: the write fails, the
-    // log line is dropped, nothing else happens. Never sent to the child.
-    if ((signo == SIGPIPE || signo == SIGXFSZ) && sender == ::getpid()) {
-        return;
-    }
-    if (caller_ignored(signo)) {
-        log_->debug("{} from pid {} ignored: preloadrun's caller ignores it", signal_name(signo),
-                    sender);
-        return;
-    }
-    if (!running()) {
-        if (is_termination_request(signo) && hooks_.on_signal_without_child) {
-            hooks_.on_signal_without_child(signo);
-        } else {
-            log_->debug("{} with no child running: ignored", signal_name(signo));
-        }
-        return;
-    }
-    if (signo == SIGTSTP) {
-        // Sent by a process (the terminal's goes to the child's group):
-        // stop the child's group as Ctrl-Z would; its stop stops us.
-        log_->debug("{} from pid {}: stopping the child's process group {}", signal_name(signo),
-                    sender, pid_);
-        ::kill(-pid_, SIGTSTP);
-    } else if (signo == SIGCONT) {
-        on_continued(sender);
-    } else {
-        forward(signo, sender);
-    }
-}
-
-void Supervisor::forward(int signo, pid_t sender) {
-    const pid_t target = process_group_ ? -pid_ : pid_;
-    log_->debug("forwarding {} (from pid {}) to {} {}", signal_name(signo), sender,
-                process_group_ ? "the child's process group" : "child", pid_);
-    if (::kill(target, signo) != 0) {
-        log_->debug("cannot forward {} to {}: {}", signal_name(signo), pid_, std::strerror(errno));
-    }
-    // As a shell's kill does for a stopped job: a stopped child would only
-    // see the TERM/HUP when continued. With job control the shell sends
-    // the SIGCONT itself (and we pass it on).
-    if ((signo == SIGTERM || signo == SIGHUP) && stopped_ && !job_control_) {
-        ::kill(-pid_, SIGCONT);
-    }
-}
-
 void Supervisor::on_child_events(bool continue_pending) {
     for (const ChildEvent& event : collect_child_events()) {
         if (event.pid != pid_ || exited_) {
@@ -182,75 +126,6 @@ void Supervisor::on_child_events(bool continue_pending) {
             }
         } else if (WIFCONTINUED(event.wait_status)) {
             stopped_ = false;
-        }
-    }
-}
-
-void Supervisor::on_child_stopped(int stop_signal) {
-    // `fg` of a job running in the background gives our group the terminal
-    // without any signal (bash sends SIGCONT only to stopped jobs): we learn
-    // it when the child, still in the background, touches the terminal and
-    // stops with SIGTTIN/SIGTTOU while we are the foreground. Pass the
-    // terminal on and let it go on.
-    if ((stop_signal == SIGTTIN || stop_signal == SIGTTOU) && terminal_.we_are_foreground()) {
-        if (terminal_.give_to(pid_)) {
-            log_->debug("handed the terminal to the child's process group {} (fg of a "
-                        "background job)",
-                        pid_);
-            ::kill(-pid_, SIGCONT);
-            return;
-        }
-        log_->debug("cannot hand the terminal to process group {}: {}", pid_, std::strerror(errno));
-    }
-    if (!job_control_) {
-        log_->info("child {} stopped by {}; without a job-control shell preloadrun stays "
-                   "running: send it SIGCONT to continue the child",
-                   pid_, signal_name(stop_signal));
-        return;
-    }
-    // Like a shell when its job stops: take the terminal back, then stop
-    // ourselves so that our shell sees the job (preloadrun) stopped.
-    take_terminal_back();
-    // A SIGCONT already pending (fg typed at once) would be lost on us if
-    // we stopped now: the shell would see the job stopped again.
-    sigset_t pending;
-    if (::sigpending(&pending) == 0 && ::sigismember(&pending, SIGCONT) == 1) {
-        log_->debug("not stopping: a SIGCONT is pending");
-        return;
-    }
-    log_->debug("stopping preloadrun too (job control)");
-    ::kill(::getpid(), SIGSTOP);
-    log_->debug("preloadrun continued");
-}
-
-void Supervisor::on_continued(pid_t sender) {
-    // fg: the shell gave our group the terminal before continuing us; pass
-    // it on to the child's group (also when the child was running in the
-    // background after a bg). bg: we are continued without it, and so is
-    // the child.
-    if (terminal_.we_are_foreground()) {
-        if (terminal_.give_to(pid_)) {
-            log_->debug("handed the terminal to the child's process group {}", pid_);
-        } else {
-            log_->debug("cannot hand the terminal to process group {}: {}", pid_,
-                        std::strerror(errno));
-        }
-    }
-    if (stopped_) {
-        // The whole group stopped (Ctrl-Z stops the foreground group).
-        log_->debug("continuing the child's process group {}", pid_);
-        ::kill(-pid_, SIGCONT);
-    } else {
-        forward(SIGCONT, sender);
-    }
-}
-
-void Supervisor::take_terminal_back() {
-    if (terminal_.present() && terminal_.foreground() == pid_) {
-        if (terminal_.give_to(::getpgrp())) {
-            log_->debug("took the terminal back from process group {}", pid_);
-        } else {
-            log_->debug("cannot take the terminal back: {}", std::strerror(errno));
         }
     }
 }
