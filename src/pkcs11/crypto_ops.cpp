@@ -2,6 +2,7 @@
 
 #include "pkcs11/log.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace preloadrun::pkcs11 {
@@ -254,6 +255,19 @@ void op_verify(Instance& instance, Session& session, std::span<const std::uint8_
         }
         throw;
     }
+}
+
+Bytes random_bytes(Instance& instance, std::size_t length) {
+    constexpr std::size_t kChunk = 65536;
+    Bytes out;
+    out.reserve(length);
+    while (out.size() < length) {
+        const auto n = static_cast<std::uint32_t>(std::min(kChunk, length - out.size()));
+        auto part = instance.router().run_any(
+            [n](hsm::Service& service, std::uint32_t m) { return service.random(m, n); });
+        out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
 }
 
 } // namespace preloadrun::pkcs11

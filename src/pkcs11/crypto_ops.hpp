@@ -1,5 +1,5 @@
 #pragma once
-// Sign, verify, encrypt and decrypt on a session: the *Init checks (key,
+// Sign, verify, encrypt and decrypt on a session, and random: the *Init checks (key,
 // mechanism, login, reload check), single- and multi-part data, and the
 // PKCS#11 output conventions (length query with a NULL buffer,
 // CKR_BUFFER_TOO_SMALL keeping the operation, any other outcome ending it).
@@ -30,5 +30,7 @@ void op_final(Instance& instance, Session& session, OpKind kind, Output output);
 // C_Verify and C_VerifyFinal (input empty: the data came by C_VerifyUpdate).
 void op_verify(Instance& instance, Session& session, std::span<const std::uint8_t> data,
                std::span<const std::uint8_t> signature);
+// C_GenerateRandom: `length` bytes from any usable module.
+Bytes random_bytes(Instance& instance, std::size_t length);
 
 } // namespace preloadrun::pkcs11

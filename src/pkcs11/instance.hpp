@@ -48,7 +48,6 @@ public:
     Sessions& sessions() noexcept { return sessions_; }
     Router& router() noexcept { return *router_; }
     Pool& pool() noexcept { return pool_; }
-    Reloader* reloader() noexcept { return reloader_.get(); }
 
     // At each C_SignInit/VerifyInit/EncryptInit/DecryptInit.
     void before_operation_init() {

@@ -7,7 +7,7 @@
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/version.hpp"
-#include "supervisor/child.hpp"
+#include "supervisor/core/supervisor.hpp"
 #include "supervisor/inspect.hpp"
 #include "supervisor/run.hpp"
 #include "supervisor/token_resolution.hpp"

@@ -13,7 +13,7 @@
 
 #include "preloadrun/common/retry.hpp"
 #include "preloadrun/hsm/service.hpp"
-#include "supervisor/event_loop.hpp"
+#include "supervisor/core/event_loop.hpp"
 #include "supervisor/fleet_state.hpp"
 #include "supervisor/loader.hpp"
 

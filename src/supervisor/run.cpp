@@ -8,13 +8,13 @@
 #include "preloadrun/tokens/publisher.hpp"
 #include "preloadrun/version.hpp"
 #include "supervisor/app_environment.hpp"
-#include "supervisor/child.hpp"
+#include "supervisor/core/reaper.hpp"
+#include "supervisor/core/spawn.hpp"
+#include "supervisor/core/supervisor.hpp"
 #include "supervisor/fleet_state.hpp"
 #include "supervisor/ha_loop.hpp"
 #include "supervisor/loader.hpp"
-#include "supervisor/reaper.hpp"
 #include "supervisor/service_mode.hpp"
-#include "supervisor/spawn.hpp"
 #include "supervisor/token_resolution.hpp"
 
 #include <csignal>

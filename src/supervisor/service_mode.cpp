@@ -4,8 +4,8 @@
 #include "preloadrun/common/fd.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/systemd.hpp"
-#include "supervisor/signals.hpp"
-#include "supervisor/terminal.hpp"
+#include "supervisor/core/signals.hpp"
+#include "supervisor/core/terminal.hpp"
 
 #include <csignal>
 #include <cstdio>

@@ -3,7 +3,7 @@
 // SIGINT, for applications started elsewhere (another shell, systemd units).
 
 #include "supervisor/app_environment.hpp"
-#include "supervisor/event_loop.hpp"
+#include "supervisor/core/event_loop.hpp"
 
 #include <filesystem>
 #include <string>

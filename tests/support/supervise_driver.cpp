@@ -7,8 +7,8 @@
 // failures. The log level can also come from SUPERVISE_DRIVER_LOG.
 
 #include "preloadrun/common/log.hpp"
-#include "supervisor/child.hpp"
-#include "supervisor/reaper.hpp"
+#include "supervisor/core/reaper.hpp"
+#include "supervisor/core/supervisor.hpp"
 
 #include <cstdio>
 #include <cstdlib>

@@ -1,5 +1,5 @@
 #include "preloadrun/common/error.hpp"
-#include "supervisor/spawn.hpp"
+#include "supervisor/core/spawn.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 

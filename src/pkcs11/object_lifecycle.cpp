@@ -1,4 +1,4 @@
-#include "pkcs11/keygen.hpp"
+#include "pkcs11/object_lifecycle.hpp"
 
 #include "pkcs11/attributes.hpp"
 #include "pkcs11/log.hpp"
@@ -166,19 +166,6 @@ void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE objec
         }
     }
     instance.objects().remove(key.info.ident);
-}
-
-Bytes random_bytes(Instance& instance, std::size_t length) {
-    constexpr std::size_t kChunk = 65536;
-    Bytes out;
-    out.reserve(length);
-    while (out.size() < length) {
-        const auto n = static_cast<std::uint32_t>(std::min(kChunk, length - out.size()));
-        auto part = instance.router().run_any(
-            [n](hsm::Service& service, std::uint32_t m) { return service.random(m, n); });
-        out.insert(out.end(), part.begin(), part.end());
-    }
-    return out;
 }
 
 } // namespace preloadrun::pkcs11

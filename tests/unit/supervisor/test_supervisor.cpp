@@ -4,8 +4,8 @@
 // preloadrun would.
 
 #include "preloadrun/common/error.hpp"
-#include "supervisor/child.hpp"
-#include "supervisor/reaper.hpp"
+#include "supervisor/core/reaper.hpp"
+#include "supervisor/core/supervisor.hpp"
 #include "supervisor_test_util.hpp"
 #include "support/temp_dir.hpp"
 

@@ -1,4 +1,4 @@
-#include "supervisor/terminal.hpp"
+#include "supervisor/core/terminal.hpp"
 
 #include <fcntl.h>
 #include <termios.h>

@@ -1,6 +1,6 @@
 #pragma once
-// Key generation and destruction: C_GenerateKeyPair (RSA, EC P-256/P-384),
-// C_GenerateKey (AES), C_DestroyObject. CKA_TOKEN true makes a persistent key
+// Objects made and destroyed through the module: C_GenerateKeyPair (RSA, EC
+// P-256/P-384), C_GenerateKey (AES), C_DestroyObject. CKA_TOKEN true makes a persistent key
 // of the world, protected by the session's token (or by the modules in the
 // accelerator slot); CKA_TOKEN false makes a session key that lives on the
 // one module that generated it.
@@ -25,6 +25,5 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
 CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
                                      const CK_MECHANISM& mechanism, Template templ);
 void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object);
-Bytes random_bytes(Instance& instance, std::size_t length);
 
 } // namespace preloadrun::pkcs11

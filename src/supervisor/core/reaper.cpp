@@ -1,4 +1,4 @@
-#include "supervisor/reaper.hpp"
+#include "supervisor/core/reaper.hpp"
 
 #include "preloadrun/common/error.hpp"
 

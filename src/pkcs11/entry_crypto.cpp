@@ -1,0 +1,274 @@
+// Entry points for cryptographic operations, key generation and random.
+
+#include "pkcs11/crypto_ops.hpp"
+#include "pkcs11/entry.hpp"
+#include "pkcs11/mechanisms.hpp"
+#include "pkcs11/object_lifecycle.hpp"
+
+namespace preloadrun::pkcs11::entry {
+
+// ---- cryptographic operations ------------------------------------------------------
+
+CK_RV EncryptInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) noexcept {
+    return guard("C_EncryptInit", [&] {
+        auto call = with_session(handle);
+        op_init(*call.instance, *call.session, OpKind::encrypt, mech, key);
+        return CKR_OK;
+    });
+}
+
+CK_RV Encrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
+              CK_ULONG_PTR out_len) noexcept {
+    return guard("C_Encrypt", [&] {
+        auto call = with_session(handle);
+        op_single(*call.instance, *call.session, OpKind::encrypt, in(data, len), {out, out_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV EncryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR,
+                    CK_ULONG_PTR out_len) noexcept {
+    return guard("C_EncryptUpdate", [&] {
+        auto call = with_session(handle);
+        op_update(*call.session, OpKind::encrypt, in(data, len));
+        *require_arg(out_len, "output length pointer") = 0;
+        return CKR_OK;
+    });
+}
+
+CK_RV EncryptFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR out, CK_ULONG_PTR out_len) noexcept {
+    return guard("C_EncryptFinal", [&] {
+        auto call = with_session(handle);
+        op_final(*call.instance, *call.session, OpKind::encrypt, {out, out_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV DecryptInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) noexcept {
+    return guard("C_DecryptInit", [&] {
+        auto call = with_session(handle);
+        op_init(*call.instance, *call.session, OpKind::decrypt, mech, key);
+        return CKR_OK;
+    });
+}
+
+CK_RV Decrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
+              CK_ULONG_PTR out_len) noexcept {
+    return guard("C_Decrypt", [&] {
+        auto call = with_session(handle);
+        op_single(*call.instance, *call.session, OpKind::decrypt, in(data, len), {out, out_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV DecryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR,
+                    CK_ULONG_PTR out_len) noexcept {
+    return guard("C_DecryptUpdate", [&] {
+        auto call = with_session(handle);
+        op_update(*call.session, OpKind::decrypt, in(data, len));
+        *require_arg(out_len, "output length pointer") = 0;
+        return CKR_OK;
+    });
+}
+
+CK_RV DecryptFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR out, CK_ULONG_PTR out_len) noexcept {
+    return guard("C_DecryptFinal", [&] {
+        auto call = with_session(handle);
+        op_final(*call.instance, *call.session, OpKind::decrypt, {out, out_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV DigestInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR) noexcept {
+    return guard("C_DigestInit", not_supported);
+}
+CK_RV Digest(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
+    return guard("C_Digest", not_supported);
+}
+CK_RV DigestUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG) noexcept {
+    return guard("C_DigestUpdate", not_supported);
+}
+CK_RV DigestKey(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) noexcept {
+    return guard("C_DigestKey", not_supported);
+}
+CK_RV DigestFinal(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
+    return guard("C_DigestFinal", not_supported);
+}
+
+CK_RV SignInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) noexcept {
+    return guard("C_SignInit", [&] {
+        auto call = with_session(handle);
+        op_init(*call.instance, *call.session, OpKind::sign, mech, key);
+        return CKR_OK;
+    });
+}
+
+CK_RV Sign(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+           CK_ULONG_PTR sig_len) noexcept {
+    return guard("C_Sign", [&] {
+        auto call = with_session(handle);
+        op_single(*call.instance, *call.session, OpKind::sign, in(data, len), {sig, sig_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV SignUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noexcept {
+    return guard("C_SignUpdate", [&] {
+        auto call = with_session(handle);
+        op_update(*call.session, OpKind::sign, in(data, len));
+        return CKR_OK;
+    });
+}
+
+CK_RV SignFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len) noexcept {
+    return guard("C_SignFinal", [&] {
+        auto call = with_session(handle);
+        op_final(*call.instance, *call.session, OpKind::sign, {sig, sig_len});
+        return CKR_OK;
+    });
+}
+
+CK_RV SignRecoverInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) noexcept {
+    return guard("C_SignRecoverInit", not_supported);
+}
+CK_RV SignRecover(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
+    return guard("C_SignRecover", not_supported);
+}
+
+CK_RV VerifyInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) noexcept {
+    return guard("C_VerifyInit", [&] {
+        auto call = with_session(handle);
+        op_init(*call.instance, *call.session, OpKind::verify, mech, key);
+        return CKR_OK;
+    });
+}
+
+CK_RV Verify(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+             CK_ULONG sig_len) noexcept {
+    return guard("C_Verify", [&] {
+        auto call = with_session(handle);
+        op_verify(*call.instance, *call.session, in(data, len), in(sig, sig_len));
+        return CKR_OK;
+    });
+}
+
+CK_RV VerifyUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noexcept {
+    return guard("C_VerifyUpdate", [&] {
+        auto call = with_session(handle);
+        op_update(*call.session, OpKind::verify, in(data, len));
+        return CKR_OK;
+    });
+}
+
+CK_RV VerifyFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR sig, CK_ULONG sig_len) noexcept {
+    return guard("C_VerifyFinal", [&] {
+        auto call = with_session(handle);
+        op_verify(*call.instance, *call.session, {}, in(sig, sig_len));
+        return CKR_OK;
+    });
+}
+
+CK_RV VerifyRecoverInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE) noexcept {
+    return guard("C_VerifyRecoverInit", not_supported);
+}
+CK_RV VerifyRecover(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
+    return guard("C_VerifyRecover", not_supported);
+}
+CK_RV DigestEncryptUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR,
+                          CK_ULONG_PTR) noexcept {
+    return guard("C_DigestEncryptUpdate", not_supported);
+}
+CK_RV DecryptDigestUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR,
+                          CK_ULONG_PTR) noexcept {
+    return guard("C_DecryptDigestUpdate", not_supported);
+}
+CK_RV SignEncryptUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR,
+                        CK_ULONG_PTR) noexcept {
+    return guard("C_SignEncryptUpdate", not_supported);
+}
+CK_RV DecryptVerifyUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR,
+                          CK_ULONG_PTR) noexcept {
+    return guard("C_DecryptVerifyUpdate", not_supported);
+}
+
+// ---- keys and random ------------------------------------------------------------------
+
+CK_RV GenerateKey(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                  CK_ULONG count, CK_OBJECT_HANDLE_PTR key) noexcept {
+    return guard("C_GenerateKey", [&] {
+        auto call = with_session(handle);
+        require_arg(key, "key handle pointer");
+        *key = generate_secret_key(*call.instance, *call.session, *require_arg(mech, "mechanism"),
+                                   {templ, count});
+        return CKR_OK;
+    });
+}
+
+CK_RV GenerateKeyPair(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                      CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                      CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key) noexcept {
+    return guard("C_GenerateKeyPair", [&] {
+        auto call = with_session(handle);
+        require_arg(pub_key, "public key handle pointer");
+        require_arg(priv_key, "private key handle pointer");
+        auto [p, k] =
+            generate_key_pair(*call.instance, *call.session, *require_arg(mech, "mechanism"),
+                              {pub, pub_count}, {priv, priv_count});
+        *pub_key = p;
+        *priv_key = k;
+        return CKR_OK;
+    });
+}
+
+CK_RV WrapKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, CK_BYTE_PTR,
+              CK_ULONG_PTR) noexcept {
+    return guard("C_WrapKey", not_supported);
+}
+CK_RV UnwrapKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_BYTE_PTR, CK_ULONG,
+                CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR) noexcept {
+    return guard("C_UnwrapKey", not_supported);
+}
+CK_RV DeriveKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
+                CK_OBJECT_HANDLE_PTR) noexcept {
+    return guard("C_DeriveKey", not_supported);
+}
+
+CK_RV SeedRandom(CK_SESSION_HANDLE handle, CK_BYTE_PTR, CK_ULONG) noexcept {
+    return guard("C_SeedRandom", [&] {
+        with_session(handle);
+        return CKR_RANDOM_SEED_NOT_SUPPORTED;
+    });
+}
+
+CK_RV GenerateRandom(CK_SESSION_HANDLE handle, CK_BYTE_PTR out, CK_ULONG len) noexcept {
+    return guard("C_GenerateRandom", [&] {
+        auto call = with_session(handle);
+        if (len == 0) {
+            return CKR_OK;
+        }
+        require_arg(out, "output buffer");
+        const Bytes bytes = random_bytes(*call.instance, len);
+        std::memcpy(out, bytes.data(), bytes.size());
+        return CKR_OK;
+    });
+}
+
+CK_RV GetFunctionStatus(CK_SESSION_HANDLE handle) noexcept {
+    return guard("C_GetFunctionStatus", [&] {
+        with_session(handle);
+        return CKR_FUNCTION_NOT_PARALLEL;
+    });
+}
+
+CK_RV CancelFunction(CK_SESSION_HANDLE handle) noexcept {
+    return guard("C_CancelFunction", [&] {
+        with_session(handle);
+        return CKR_FUNCTION_NOT_PARALLEL;
+    });
+}
+
+CK_RV WaitForSlotEvent(CK_FLAGS, CK_SLOT_ID_PTR, CK_VOID_PTR) noexcept {
+    return guard("C_WaitForSlotEvent", not_supported);
+}
+
+} // namespace preloadrun::pkcs11::entry
