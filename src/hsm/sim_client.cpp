@@ -1,7 +1,7 @@
 #include "preloadrun/hsm/sim_client.hpp"
 
 #include "bytes_field.hpp"
-#include "connection.hpp"
+#include "client_connection.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "utf8.hpp"
 

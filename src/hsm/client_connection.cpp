@@ -1,4 +1,4 @@
-#include "connection.hpp"
+#include "client_connection.hpp"
 
 #include "frame_io.hpp"
 #include "preloadrun/common/log.hpp"

@@ -1,5 +1,5 @@
 #pragma once
-// Private to src/hsm: one connection to hsmsim. Connects, performs the Hello
+// Private to src/hsm: the client side of one connection to hsmsim. Connects, performs the Hello
 // handshake, then carries requests and their responses (or, after Subscribe,
 // events). Any transport failure (timeout, peer gone, broken framing) leaves
 // the stream in an unknown state, so it marks the connection broken: later
