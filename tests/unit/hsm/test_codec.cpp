@@ -1,7 +1,7 @@
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "support/errors.hpp"
+#include "wire/codec.hpp"
+#include "wire/frame.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>

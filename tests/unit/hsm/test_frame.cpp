@@ -1,7 +1,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "support/errors.hpp"
+#include "wire/socket_io.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>
