@@ -7,8 +7,8 @@
 // the whole input is also decoded as one unframed message.
 
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
+#include "wire/codec.hpp"
+#include "wire/frame.hpp"
 
 #include <cstdlib>
 #include <span>

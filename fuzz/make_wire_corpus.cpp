@@ -3,8 +3,8 @@
 //   build/fuzz/fuzz/make_wire_corpus fuzz/corpus/wire
 
 #include "preloadrun/common/files.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
+#include "wire/codec.hpp"
+#include "wire/frame.hpp"
 
 #include <cstdio>
 #include <filesystem>

@@ -1,9 +1,9 @@
 #include "preloadrun/hsm/sim_client.hpp"
 
-#include "bytes_field.hpp"
-#include "connection.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "utf8.hpp"
+#include "client_connection.hpp"
+#include "wire/bytes_field.hpp"
+#include "wire/codec.hpp"
+#include "wire/utf8.hpp"
 
 #include <algorithm>
 #include <openssl/crypto.h>

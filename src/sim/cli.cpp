@@ -6,7 +6,7 @@
 #include "preloadrun/common/dumpable.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/codec.hpp"
+#include "preloadrun/hsm/protobuf_logs.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/commands.hpp"

@@ -3,9 +3,9 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/wiping_allocator.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "sim/serve.hpp"
+#include "wire/codec.hpp"
+#include "wire/socket_io.hpp"
 
 #include <array>
 #include <cerrno>

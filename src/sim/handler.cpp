@@ -1,9 +1,9 @@
 #include "sim/handler.hpp"
 
 #include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/validation.hpp"
+#include "wire/codec.hpp"
 
 #include <openssl/crypto.h>
 

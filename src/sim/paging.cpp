@@ -1,6 +1,6 @@
 #include "sim/paging.hpp"
 
-#include "preloadrun/hsm/codec.hpp"
+#include "wire/codec.hpp"
 
 namespace preloadrun::sim {
 

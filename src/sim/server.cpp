@@ -2,9 +2,9 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "sim/own_directory.hpp"
+#include "wire/codec.hpp"
+#include "wire/socket_io.hpp"
 
 #include <array>
 #include <cerrno>

@@ -1,10 +1,10 @@
 #include "sim/validation.hpp"
 
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/gcm.hpp"
 #include "sim/crypto.hpp"
 #include "sim/world_format.hpp"
+#include "wire/codec.hpp"
 
 namespace preloadrun::sim::validate {
 

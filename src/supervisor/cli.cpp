@@ -5,7 +5,7 @@
 #include "preloadrun/common/duration.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/codec.hpp"
+#include "preloadrun/hsm/protobuf_logs.hpp"
 #include "preloadrun/version.hpp"
 #include "supervisor/core/supervisor.hpp"
 #include "supervisor/inspect.hpp"

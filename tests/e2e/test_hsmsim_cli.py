@@ -82,7 +82,7 @@ def openssl_pubkey_text(pem):
 
 
 # Minimal protobuf reader/writer, enough for the handshake and error replies
-# (no protobuf package for python on the machine; the schema is src/hsm/wire.proto).
+# (no protobuf package for python on the machine; the schema is src/wire/wire.proto).
 def pb_varint(n):
     out = bytearray()
     while True:
@@ -141,7 +141,7 @@ def frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
 
-PROTOCOL_VERSION = 3  # kProtocolVersion in include/preloadrun/hsm/codec.hpp
+PROTOCOL_VERSION = 3  # kProtocolVersion in src/wire/codec.hpp
 
 
 def hello_request(version=PROTOCOL_VERSION, req_id=1):

@@ -2,8 +2,8 @@
 // The hsmsim backend: Service over hsmsim's client socket, and the admin
 // client for its owner-only admin socket (fault injection, enrolment).
 
+#include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/fd.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "preloadrun/hsm/service.hpp"
 
 #include <memory>

@@ -72,7 +72,7 @@ enum class Hash { none, sha1, sha224, sha256, sha384, sha512 };
 
 enum class MechanismKind { rsa_pkcs1, rsa_pss, rsa_oaep, ecdsa, aes_gcm, rsa_pkcs1_enc };
 
-// See src/hsm/wire.proto for what `data` means for each kind: all hashing is
+// See src/wire/wire.proto for what `data` means for each kind: all hashing is
 // done by the caller; the service signs digests.
 struct Mechanism {
     MechanismKind kind = MechanismKind::ecdsa;

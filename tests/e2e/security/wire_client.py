@@ -1,6 +1,6 @@
 """The hsmsim wire protocol from Python, for tests that act as a client or a
 server the way another local user could: frames (4-byte big-endian length)
-carrying the protobuf messages of src/hsm/wire.proto, through the module
+carrying the protobuf messages of src/wire/wire.proto, through the module
 protoc generates in the build tree (directory WIRE_PB2_DIR)."""
 
 import os
@@ -15,7 +15,7 @@ sys.path.insert(0, _dir)
 import wire_pb2 as wire  # noqa: E402,F401
 
 MAX_FRAME = 1024 * 1024
-PROTOCOL_VERSION = 3  # kProtocolVersion in include/preloadrun/hsm/codec.hpp
+PROTOCOL_VERSION = 3  # kProtocolVersion in src/wire/codec.hpp
 
 
 def send_frame(sock, payload):

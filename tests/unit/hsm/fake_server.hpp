@@ -4,10 +4,10 @@
 // Whatever the script received is kept for the test to check after join().
 
 #include "preloadrun/common/fd.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "support/temp_dir.hpp"
+#include "wire/codec.hpp"
+#include "wire/socket_io.hpp"
 
 #include <chrono>
 #include <functional>

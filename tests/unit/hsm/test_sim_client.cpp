@@ -1,7 +1,7 @@
 #include "fake_server.hpp"
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
+#include "wire/codec.hpp"
 
 #include <cstring>
 #include <doctest/doctest.h>

@@ -1,7 +1,7 @@
-#include "preloadrun/hsm/codec.hpp"
 #include "sim/handler.hpp"
 #include "sim_test_util.hpp"
 #include "support/temp_dir.hpp"
+#include "wire/codec.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,7 +1,7 @@
-#include "preloadrun/hsm/frame.hpp"
 #include "sim/paging.hpp"
 #include "sim_test_util.hpp"
 #include "support/temp_dir.hpp"
+#include "wire/frame.hpp"
 
 #include <algorithm>
 #include <doctest/doctest.h>

@@ -1,9 +1,9 @@
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 #include "sim/server.hpp"
 #include "sim_test_util.hpp"
 #include "support/temp_dir.hpp"
+#include "wire/codec.hpp"
+#include "wire/socket_io.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>

@@ -1,22 +1,25 @@
 #pragma once
 // Framing of the wire: 4-byte big-endian length, then the message. Pure
-// functions plus a bounded incremental reader; no knowledge of the messages.
+// functions plus a bounded incremental reader; no I/O (socket_io.hpp reads
+// and writes frames on a socket) and no knowledge of the messages.
 
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/wiping_allocator.hpp"
 
-#include <chrono>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
-#include <string_view>
 
 namespace preloadrun::hsm {
 
 inline constexpr std::size_t kMaxFrame = 1024 * 1024; // bytes of payload
 inline constexpr std::size_t kFrameHeader = 4;
 
+// The header of a frame of `length` bytes of payload. Throws Error(limit)
+// when length exceeds kMaxFrame.
+std::array<std::uint8_t, kFrameHeader> frame_header(std::size_t length);
 // Header + payload. Throws Error(limit) when payload exceeds kMaxFrame.
 Bytes encode_frame(std::span<const std::uint8_t> payload);
 
@@ -41,15 +44,5 @@ private:
     SecretBytes buffer_;
     std::size_t offset_ = 0;
 };
-
-// Blocking helpers on a stream socket, with a deadline (one already passed
-// still gets one non-blocking attempt). read_frame reads no byte beyond the
-// frame it returns. They throw
-// Error(timeout) when the deadline passes, Error(unavailable) when the peer
-// closed the connection, Error(io) on other socket errors, Error(protocol) on
-// an oversized frame.
-void write_frame(int fd, std::span<const std::uint8_t> payload,
-                 std::chrono::steady_clock::time_point deadline);
-SecretBytes read_frame(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
 
 } // namespace preloadrun::hsm

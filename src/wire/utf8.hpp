@@ -1,7 +1,7 @@
 #pragma once
-// Private to src/hsm: protobuf's proto3 parser rejects a whole message whose
-// `string` field holds malformed UTF-8 (and its serialiser logs to stderr), so
-// text is checked before it goes on the wire.
+// Protobuf's proto3 parser rejects a whole message whose `string` field holds
+// malformed UTF-8 (and its serialiser logs to stderr), so text is checked
+// before it goes on the wire.
 
 #include <cstddef>
 #include <string>

@@ -1,15 +1,16 @@
 #pragma once
-// Private to src/hsm: one connection to hsmsim. Connects, performs the Hello
-// handshake, then carries requests and their responses (or, after Subscribe,
-// events). Any transport failure (timeout, peer gone, broken framing) leaves
-// the stream in an unknown state, so it marks the connection broken: later
-// calls throw Error(unavailable) and the caller makes a new connection.
+// Private to src/hsm: the client side of one connection to hsmsim. Connects,
+// performs the Hello handshake, then carries requests and their responses (or,
+// after Subscribe, events). Any transport failure (timeout, peer gone, broken
+// framing) leaves the stream in an unknown state, so it marks the connection
+// broken: later calls throw Error(unavailable) and the caller makes a new
+// connection.
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "wire.pb.h"
+#include "wire/frame.hpp"
 
 #include <chrono>
 #include <optional>

@@ -1,10 +1,10 @@
-#include "connection.hpp"
+#include "client_connection.hpp"
 
-#include "frame_io.hpp"
 #include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/codec.hpp"
 #include "preloadrun/hsm/socket_trust.hpp"
-#include "utf8.hpp"
+#include "wire/codec.hpp"
+#include "wire/socket_io.hpp"
+#include "wire/utf8.hpp"
 
 #include <cerrno>
 #include <cstring>

@@ -1,7 +1,7 @@
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/codec.hpp"
-#include "preloadrun/hsm/frame.hpp"
 #include "support/errors.hpp"
+#include "wire/codec.hpp"
+#include "wire/frame.hpp"
 
 #include <doctest/doctest.h>
 #include <functional>
@@ -181,7 +181,7 @@ std::vector<wire::ServerMessage> every_server_message() {
 
 } // namespace
 
-TEST_CASE("hsm::codec round trips every request kind") {
+TEST_CASE("codec round trips every request kind") {
     const auto requests = every_request();
     std::set<int> kinds;
     for (const auto& request : requests) {
@@ -195,7 +195,7 @@ TEST_CASE("hsm::codec round trips every request kind") {
     CHECK(kinds.size() == 22); // every field of Request.body
 }
 
-TEST_CASE("hsm::codec round trips every server message kind") {
+TEST_CASE("codec round trips every server message kind") {
     const auto messages = every_server_message();
     std::set<int> kinds;
     for (const auto& message : messages) {
@@ -208,7 +208,7 @@ TEST_CASE("hsm::codec round trips every server message kind") {
     CHECK(kinds.size() == 12); // every field of Response.body
 }
 
-TEST_CASE("hsm::codec rejects malformed input with Error(protocol)") {
+TEST_CASE("codec rejects malformed input with Error(protocol)") {
     SUBCASE("empty input: a request without a body") {
         CHECK(code_of([] { codec::decode_request({}); }) == ErrorCode::protocol);
         CHECK(code_of([] { codec::decode_server_message({}); }) == ErrorCode::protocol);
@@ -268,7 +268,7 @@ TEST_CASE("hsm::codec rejects malformed input with Error(protocol)") {
     }
 }
 
-TEST_CASE("hsm::codec enum conversions") {
+TEST_CASE("codec enum conversions") {
     SUBCASE("every value survives the round trip") {
         for (auto v : {ModuleState::usable, ModuleState::initialising, ModuleState::failed,
                        ModuleState::removed}) {
@@ -307,7 +307,7 @@ TEST_CASE("hsm::codec enum conversions") {
     }
 }
 
-TEST_CASE("hsm::codec structure conversions") {
+TEST_CASE("codec structure conversions") {
     SUBCASE("ModuleInfo") {
         const ModuleInfo info = sample_module(4);
         CHECK(codec::from_wire(codec::to_wire(info)) == info);
@@ -344,7 +344,7 @@ TEST_CASE("hsm::codec structure conversions") {
     }
 }
 
-TEST_CASE("hsm::codec error codes") {
+TEST_CASE("codec error codes") {
     SUBCASE("every code round-trips through the wire as itself, as the peer's") {
         std::set<int> on_the_wire;
         for (const ErrorInfo& row : kErrorTable) {

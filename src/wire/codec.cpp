@@ -1,11 +1,9 @@
-#include "preloadrun/hsm/codec.hpp"
+#include "wire/codec.hpp"
 
-#include "bytes_field.hpp"
-#include "preloadrun/common/log.hpp"
-#include "preloadrun/hsm/frame.hpp"
-#include "utf8.hpp"
+#include "wire/bytes_field.hpp"
+#include "wire/frame.hpp"
+#include "wire/utf8.hpp"
 
-#include <google/protobuf/stubs/logging.h>
 #include <string>
 
 namespace preloadrun::hsm::codec {
@@ -14,16 +12,6 @@ using detail::from_field;
 using detail::to_field;
 
 namespace {
-
-// libprotobuf writes its complaints about malformed input (e.g. a string that
-// is not UTF-8) straight to stderr. Those inputs already become
-// Error(protocol); send the text to our "hsm" logger at debug level instead.
-void protobuf_log(google::protobuf::LogLevel level, const char* /*file*/, int /*line*/,
-                  const std::string& message) {
-    log::get("hsm")->log(level >= google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical
-                                                                   : spdlog::level::debug,
-                         "protobuf: {}", message);
-}
 
 [[noreturn]] void throw_bad_enum(const char* what, int value) {
     throw Error(ErrorCode::protocol, std::string("unknown ") + what + " value " +
@@ -424,10 +412,6 @@ wire::Response error_response(std::uint64_t id, const Error& error) {
     body->set_code(to_wire(error.code()));
     body->set_message(detail::to_utf8(error.what()));
     return out;
-}
-
-void route_protobuf_logs() {
-    google::protobuf::SetLogHandler(protobuf_log);
 }
 
 } // namespace preloadrun::hsm::codec

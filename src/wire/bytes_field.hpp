@@ -1,5 +1,5 @@
 #pragma once
-// Private to src/hsm: protobuf `bytes` fields are std::string; ours are Bytes.
+// Protobuf `bytes` fields are std::string; ours are Bytes.
 
 #include "preloadrun/common/bytes.hpp"
 

@@ -1,7 +1,9 @@
 #pragma once
-// The wire codec: protobuf messages <-> bytes and <-> the backend-neutral
-// types of types.hpp. Pure: no I/O. Decoding never trusts its input: every
-// malformed message throws Error(protocol) and nothing else.
+// The wire codec: the protobuf messages of wire.proto <-> bytes and <-> the
+// backend-neutral types of preloadrun/hsm/types.hpp. Pure: no I/O. Decoding
+// never trusts its input: every malformed message throws Error(protocol) and
+// nothing else. Private to the two sides of the wire, the hsmsim client
+// (src/hsm) and hsmsim (src/sim): it exposes the generated wire.pb.h.
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/types.hpp"
@@ -12,13 +14,6 @@
 namespace preloadrun::hsm::codec {
 
 inline constexpr std::uint32_t kProtocolVersion = 3;
-
-// libprotobuf writes its complaints about malformed input (e.g. a string that
-// is not UTF-8) to stderr; this sends them to the "hsm" logger at debug level
-// instead (such input already becomes Error(protocol)). For programs only,
-// called once before any thread starts: the handler is process-wide, and the
-// PKCS#11 module must not take it from the application.
-void route_protobuf_logs();
 
 Bytes encode(const wire::Request& request);
 Bytes encode(const wire::ServerMessage& message);
