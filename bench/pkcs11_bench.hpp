@@ -4,7 +4,7 @@
 // Header-only: each benchmark is one translation unit.
 
 #include "bench_support.hpp"
-#include "pkcs11/ck.hpp"
+#include "preloadrun/pkcs11/cryptoki.hpp"
 
 #include <dlfcn.h>
 #include <optional>

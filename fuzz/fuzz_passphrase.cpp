@@ -15,7 +15,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/passphrase.hpp"
-#include "supervisor/token_resolution.hpp"
+#include "token_resolution.hpp"
 
 #include <cstdlib>
 #include <optional>

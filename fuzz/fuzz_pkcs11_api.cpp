@@ -17,7 +17,7 @@
 // input are kept session keys (CKA_TOKEN is forced to false), and RSA key
 // generation is left out (seconds per key).
 
-#include "pkcs11/ck.hpp"
+#include "preloadrun/pkcs11/cryptoki.hpp"
 
 #include <array>
 #include <cerrno>

@@ -8,7 +8,7 @@
 // Input: one byte naming the key type (the tag of kTypes; any other byte
 // picks a type too), then the DER.
 
-#include "pkcs11/attributes.hpp"
+#include "attributes.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <cstdlib>

@@ -49,8 +49,8 @@
 //     1 when something broke, 2 bad usage.
 
 #include "bench_support.hpp"
-#include "pkcs11/ck.hpp"
 #include "preloadrun/hsm/service.hpp"
+#include "preloadrun/pkcs11/cryptoki.hpp"
 
 #include <atomic>
 #include <csignal>

@@ -3,7 +3,7 @@
 // public part (SubjectPublicKeyInfo), matched against C_FindObjects templates
 // byte for byte, and copied out with C_GetAttributeValue's conventions.
 
-#include "pkcs11/ck.hpp"
+#include "ck.hpp"
 #include "preloadrun/hsm/types.hpp"
 
 #include <map>

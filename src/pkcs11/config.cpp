@@ -1,6 +1,6 @@
-#include "pkcs11/config.hpp"
+#include "config.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 #include "preloadrun/common/duration.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"

@@ -1,6 +1,6 @@
-#include "pkcs11/crypto_ops.hpp"
+#include "crypto_ops.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include <algorithm>
 #include <cstring>

@@ -5,8 +5,8 @@
 // CKR_BUFFER_TOO_SMALL keeping the operation, any other outcome ending it).
 // The work itself goes through the Router.
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/instance.hpp"
+#include "ck.hpp"
+#include "instance.hpp"
 
 namespace preloadrun::pkcs11 {
 

@@ -1,7 +1,7 @@
 // General entry points (C_Initialize, C_Finalize, C_GetInfo) and the
 // function list; the exported C_GetFunctionList. See entry.hpp.
 
-#include "pkcs11/entry.hpp"
+#include "entry.hpp"
 
 #include "preloadrun/version.hpp"
 

@@ -7,9 +7,9 @@
 // (initialised? valid session? its lock) are in with_session(). Only
 // C_GetFunctionList is exported (pkcs11.map); these are hidden.
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/guard.hpp"
-#include "pkcs11/lifecycle.hpp"
+#include "ck.hpp"
+#include "guard.hpp"
+#include "lifecycle.hpp"
 
 #include <algorithm>
 #include <cstring>

@@ -1,9 +1,9 @@
 // Entry points for cryptographic operations, key generation and random.
 
-#include "pkcs11/crypto_ops.hpp"
-#include "pkcs11/entry.hpp"
-#include "pkcs11/mechanisms.hpp"
-#include "pkcs11/object_lifecycle.hpp"
+#include "crypto_ops.hpp"
+#include "entry.hpp"
+#include "mechanisms.hpp"
+#include "object_lifecycle.hpp"
 
 namespace preloadrun::pkcs11::entry {
 

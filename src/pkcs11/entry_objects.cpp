@@ -1,8 +1,8 @@
 // Entry points for objects: destroy, attributes, search.
 
-#include "pkcs11/entry.hpp"
-#include "pkcs11/log.hpp"
-#include "pkcs11/object_lifecycle.hpp"
+#include "entry.hpp"
+#include "log.hpp"
+#include "object_lifecycle.hpp"
 
 namespace preloadrun::pkcs11::entry {
 

@@ -1,7 +1,7 @@
 // Entry points for slots, tokens, mechanisms, sessions and login.
 
-#include "pkcs11/entry.hpp"
-#include "pkcs11/mechanisms.hpp"
+#include "entry.hpp"
+#include "mechanisms.hpp"
 
 namespace preloadrun::pkcs11::entry {
 

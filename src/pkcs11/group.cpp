@@ -1,6 +1,6 @@
-#include "pkcs11/group.hpp"
+#include "group.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include <algorithm>
 

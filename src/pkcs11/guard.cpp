@@ -1,6 +1,6 @@
-#include "pkcs11/guard.hpp"
+#include "guard.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include <iterator>
 

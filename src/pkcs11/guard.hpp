@@ -2,7 +2,7 @@
 // The noexcept barrier of every C_* entry point: runs the body and maps
 // whatever it throws to a CK_RV, in this one place.
 
-#include "pkcs11/ck.hpp"
+#include "ck.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <new>

@@ -1,6 +1,6 @@
-#include "pkcs11/instance.hpp"
+#include "instance.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/tokens/environment.hpp"
 #include "preloadrun/tokens/liveness.hpp"

@@ -5,14 +5,14 @@
 // procedures that span several of them (login, session close, object
 // visibility); the parts themselves live in their own files.
 
-#include "pkcs11/config.hpp"
-#include "pkcs11/group.hpp"
-#include "pkcs11/objects.hpp"
-#include "pkcs11/pool.hpp"
-#include "pkcs11/reloader.hpp"
-#include "pkcs11/router.hpp"
-#include "pkcs11/sessions.hpp"
-#include "pkcs11/slots.hpp"
+#include "config.hpp"
+#include "group.hpp"
+#include "objects.hpp"
+#include "pool.hpp"
+#include "reloader.hpp"
+#include "router.hpp"
+#include "sessions.hpp"
+#include "slots.hpp"
 
 #include <atomic>
 #include <functional>

@@ -1,6 +1,6 @@
-#include "pkcs11/lifecycle.hpp"
+#include "lifecycle.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include <mutex>
 #include <new>

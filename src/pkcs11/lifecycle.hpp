@@ -6,8 +6,8 @@
 // in the child (never destroyed there: its locks may be held by threads that
 // do not exist in the child, its connections are the parent's).
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/instance.hpp"
+#include "ck.hpp"
+#include "instance.hpp"
 
 #include <memory>
 

@@ -1,4 +1,4 @@
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/log.hpp"

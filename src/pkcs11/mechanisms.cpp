@@ -1,4 +1,4 @@
-#include "pkcs11/mechanisms.hpp"
+#include "mechanisms.hpp"
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/digest.hpp"

@@ -4,7 +4,7 @@
 // HSM service is asked. The service signs digests: for the hashing
 // mechanisms (CKM_SHA256_RSA_PKCS, CKM_ECDSA_SHA256, ...) the module hashes.
 
-#include "pkcs11/ck.hpp"
+#include "ck.hpp"
 #include "preloadrun/hsm/types.hpp"
 
 #include <memory>

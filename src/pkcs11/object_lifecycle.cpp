@@ -1,7 +1,7 @@
-#include "pkcs11/object_lifecycle.hpp"
+#include "object_lifecycle.hpp"
 
-#include "pkcs11/attributes.hpp"
-#include "pkcs11/log.hpp"
+#include "attributes.hpp"
+#include "log.hpp"
 
 #include <algorithm>
 

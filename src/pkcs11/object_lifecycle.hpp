@@ -5,8 +5,8 @@
 // accelerator slot); CKA_TOKEN false makes a session key that lives on the
 // one module that generated it.
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/instance.hpp"
+#include "ck.hpp"
+#include "instance.hpp"
 
 #include <utility>
 

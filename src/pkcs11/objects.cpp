@@ -1,6 +1,6 @@
-#include "pkcs11/objects.hpp"
+#include "objects.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 
 #include <set>
 

@@ -5,8 +5,8 @@
 // of one KeyObject; an AES key is one secret-key object. Each KeyObject
 // remembers on which modules it is loaded, under which handle.
 
-#include "pkcs11/attributes.hpp"
-#include "pkcs11/ck.hpp"
+#include "attributes.hpp"
+#include "ck.hpp"
 #include "preloadrun/hsm/types.hpp"
 
 #include <functional>

@@ -1,6 +1,6 @@
-#include "pkcs11/pool.hpp"
+#include "pool.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 #include "preloadrun/common/error.hpp"
 
 namespace preloadrun::pkcs11 {

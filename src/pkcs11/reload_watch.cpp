@@ -1,6 +1,6 @@
-#include "pkcs11/reload_watch.hpp"
+#include "reload_watch.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <array>

@@ -1,6 +1,6 @@
-#include "pkcs11/reloader.hpp"
+#include "reloader.hpp"
 
-#include "pkcs11/log.hpp"
+#include "log.hpp"
 #include "preloadrun/tokens/liveness.hpp"
 
 #include <set>

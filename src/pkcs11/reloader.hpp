@@ -15,15 +15,15 @@
 // modules serve again (keys load there as they are used) and takes the
 // tokens' handles from the tokens file once it names the new instance.
 
-#include "pkcs11/group.hpp"
-#include "pkcs11/objects.hpp"
-#include "pkcs11/reload_watch.hpp"
-#include "pkcs11/router.hpp"
-#include "pkcs11/slots.hpp"
+#include "group.hpp"
+#include "objects.hpp"
 #include "preloadrun/common/retry.hpp"
 #include "preloadrun/tokens/liveness.hpp"
 #include "preloadrun/tokens/reader.hpp"
 #include "preloadrun/tokens/tokens_file.hpp"
+#include "reload_watch.hpp"
+#include "router.hpp"
+#include "slots.hpp"
 
 #include <atomic>
 #include <filesystem>

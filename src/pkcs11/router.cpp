@@ -1,7 +1,7 @@
-#include "pkcs11/router.hpp"
+#include "router.hpp"
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/log.hpp"
+#include "ck.hpp"
+#include "log.hpp"
 
 #include <algorithm>
 #include <optional>

@@ -14,11 +14,11 @@
 // holds in the new instance, pick up the reloads) and trying again; a restart
 // shorter than the wait is then invisible to the application.
 
-#include "pkcs11/group.hpp"
-#include "pkcs11/objects.hpp"
-#include "pkcs11/pool.hpp"
-#include "pkcs11/slots.hpp"
+#include "group.hpp"
+#include "objects.hpp"
+#include "pool.hpp"
 #include "preloadrun/common/error.hpp"
+#include "slots.hpp"
 
 #include <chrono>
 #include <functional>

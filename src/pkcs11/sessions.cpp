@@ -1,4 +1,4 @@
-#include "pkcs11/sessions.hpp"
+#include "sessions.hpp"
 
 namespace preloadrun::pkcs11 {
 

@@ -3,9 +3,9 @@
 // on that session holds for its whole length (per-session locking: calls on
 // different sessions run in parallel, calls on one session are serialised).
 
-#include "pkcs11/ck.hpp"
-#include "pkcs11/mechanisms.hpp"
-#include "pkcs11/objects.hpp"
+#include "ck.hpp"
+#include "mechanisms.hpp"
+#include "objects.hpp"
 
 #include <map>
 #include <memory>

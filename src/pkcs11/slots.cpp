@@ -1,4 +1,4 @@
-#include "pkcs11/slots.hpp"
+#include "slots.hpp"
 
 #include "preloadrun/common/bytes.hpp"
 

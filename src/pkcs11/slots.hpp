@@ -5,7 +5,7 @@
 // slot remembers, per module, the handle of its token there (from the tokens
 // file, or loaded by C_Login itself) and whether the application logged in.
 
-#include "pkcs11/ck.hpp"
+#include "ck.hpp"
 #include "preloadrun/hsm/types.hpp"
 
 #include <map>

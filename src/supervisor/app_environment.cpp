@@ -1,4 +1,4 @@
-#include "supervisor/app_environment.hpp"
+#include "app_environment.hpp"
 
 #include "preloadrun/tokens/environment.hpp"
 

@@ -1,5 +1,7 @@
-#include "supervisor/cli.hpp"
+#include "cli.hpp"
 
+#include "core/supervisor.hpp"
+#include "inspect.hpp"
 #include "preloadrun/common/cli.hpp"
 #include "preloadrun/common/dumpable.hpp"
 #include "preloadrun/common/duration.hpp"
@@ -7,10 +9,8 @@
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/hsm/protobuf_logs.hpp"
 #include "preloadrun/version.hpp"
-#include "supervisor/core/supervisor.hpp"
-#include "supervisor/inspect.hpp"
-#include "supervisor/run.hpp"
-#include "supervisor/token_resolution.hpp"
+#include "run.hpp"
+#include "token_resolution.hpp"
 
 #include <CLI/CLI.hpp>
 #include <charconv>

@@ -1,4 +1,4 @@
-#include "supervisor/ha_loop.hpp"
+#include "ha_loop.hpp"
 
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/tokens/tokens_file.hpp"

@@ -11,11 +11,11 @@
 // unit tests drive a scripted fleet through it with a fake clock, running
 // that work at once.
 
+#include "core/event_loop.hpp"
+#include "fleet_state.hpp"
+#include "loader.hpp"
 #include "preloadrun/common/retry.hpp"
 #include "preloadrun/hsm/service.hpp"
-#include "supervisor/core/event_loop.hpp"
-#include "supervisor/fleet_state.hpp"
-#include "supervisor/loader.hpp"
 
 #include <functional>
 #include <map>

@@ -1,4 +1,4 @@
-#include "supervisor/inspect.hpp"
+#include "inspect.hpp"
 
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"

@@ -1,4 +1,4 @@
-#include "supervisor/loader.hpp"
+#include "loader.hpp"
 
 #include "preloadrun/common/log.hpp"
 

@@ -1,4 +1,4 @@
-#include "supervisor/cli.hpp"
+#include "cli.hpp"
 
 int main(int argc, char** argv) {
     return preloadrun::supervisor::run_cli(argc, argv);

@@ -1,5 +1,12 @@
-#include "supervisor/run.hpp"
+#include "run.hpp"
 
+#include "app_environment.hpp"
+#include "core/reaper.hpp"
+#include "core/spawn.hpp"
+#include "core/supervisor.hpp"
+#include "fleet_state.hpp"
+#include "ha_loop.hpp"
+#include "loader.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
@@ -7,15 +14,8 @@
 #include "preloadrun/tokens/environment.hpp"
 #include "preloadrun/tokens/publisher.hpp"
 #include "preloadrun/version.hpp"
-#include "supervisor/app_environment.hpp"
-#include "supervisor/core/reaper.hpp"
-#include "supervisor/core/spawn.hpp"
-#include "supervisor/core/supervisor.hpp"
-#include "supervisor/fleet_state.hpp"
-#include "supervisor/ha_loop.hpp"
-#include "supervisor/loader.hpp"
-#include "supervisor/service_mode.hpp"
-#include "supervisor/token_resolution.hpp"
+#include "service_mode.hpp"
+#include "token_resolution.hpp"
 
 #include <csignal>
 #include <cstdlib>

@@ -2,7 +2,7 @@
 // preloadrun's lifecycle: load the tokens, publish the tokens file, run the
 // child (or wait, in service mode), clean up. Each step is one function.
 
-#include "supervisor/options.hpp"
+#include "options.hpp"
 
 namespace preloadrun::supervisor {
 

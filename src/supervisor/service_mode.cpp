@@ -1,11 +1,11 @@
-#include "supervisor/service_mode.hpp"
+#include "service_mode.hpp"
 
+#include "core/signals.hpp"
+#include "core/terminal.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/systemd.hpp"
-#include "supervisor/core/signals.hpp"
-#include "supervisor/core/terminal.hpp"
 
 #include <csignal>
 #include <cstdio>

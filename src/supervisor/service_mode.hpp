@@ -2,8 +2,8 @@
 // preloadrun without a command: keep the tokens loaded until SIGTERM or
 // SIGINT, for applications started elsewhere (another shell, systemd units).
 
-#include "supervisor/app_environment.hpp"
-#include "supervisor/core/event_loop.hpp"
+#include "app_environment.hpp"
+#include "core/event_loop.hpp"
 
 #include <filesystem>
 #include <string>

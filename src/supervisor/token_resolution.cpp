@@ -1,4 +1,4 @@
-#include "supervisor/token_resolution.hpp"
+#include "token_resolution.hpp"
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/passphrase.hpp"

@@ -1,9 +1,9 @@
 #pragma once
 // From the -s/-c arguments to the world's tokens, and to their passphrases.
 
+#include "options.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
-#include "supervisor/options.hpp"
 
 #include <vector>
 

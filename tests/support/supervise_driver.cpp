@@ -6,9 +6,9 @@
 // Exit status as preloadrun's: the child's, 128+N, 126, 127; 125 for its own
 // failures. The log level can also come from SUPERVISE_DRIVER_LOG.
 
+#include "core/reaper.hpp"
+#include "core/supervisor.hpp"
 #include "preloadrun/common/log.hpp"
-#include "supervisor/core/reaper.hpp"
-#include "supervisor/core/supervisor.hpp"
 
 #include <cstdio>
 #include <cstdlib>

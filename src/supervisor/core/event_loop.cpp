@@ -1,4 +1,4 @@
-#include "supervisor/core/event_loop.hpp"
+#include "core/event_loop.hpp"
 
 #include "preloadrun/common/error.hpp"
 

@@ -2,8 +2,8 @@
 // terminal back, stop preloadrun too), continued (hand the terminal on when
 // preloadrun is in the foreground), `fg` of a background job.
 
+#include "core/supervisor.hpp"
 #include "preloadrun/common/log.hpp"
-#include "supervisor/core/supervisor.hpp"
 
 #include <cerrno>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "supervisor/core/reaper.hpp"
+#include "core/reaper.hpp"
 
 #include "preloadrun/common/error.hpp"
 

@@ -2,8 +2,8 @@
 // the child (or its process group) once, kept from it (the kernel's own,
 // those the caller ignored), or, with no child running, a request to end.
 
+#include "core/supervisor.hpp"
 #include "preloadrun/common/log.hpp"
-#include "supervisor/core/supervisor.hpp"
 
 #include <cerrno>
 #include <cstring>

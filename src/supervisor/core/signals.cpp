@@ -1,4 +1,4 @@
-#include "supervisor/core/signals.hpp"
+#include "core/signals.hpp"
 
 #include "preloadrun/common/error.hpp"
 

@@ -1,7 +1,7 @@
-#include "supervisor/core/spawn.hpp"
+#include "core/spawn.hpp"
 
+#include "core/signals.hpp"
 #include "preloadrun/common/error.hpp"
-#include "supervisor/core/signals.hpp"
 
 // Boost 1.81 needs these before the process headers (TOOLCHAIN.md).
 #include <algorithm>

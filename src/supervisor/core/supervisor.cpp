@@ -2,11 +2,11 @@
 // signalfd, reaping. What each signal does is in signal_forwarding.cpp;
 // stops, continues and the terminal in job_control.cpp.
 
-#include "supervisor/core/supervisor.hpp"
+#include "core/supervisor.hpp"
 
+#include "core/reaper.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
-#include "supervisor/core/reaper.hpp"
 
 #include <algorithm>
 #include <cerrno>

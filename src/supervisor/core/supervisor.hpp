@@ -26,10 +26,10 @@
 //   preloadrun never stops itself: nobody would continue it.
 // - Every child is reaped (orphans too, as PID 1 or a subreaper).
 
-#include "supervisor/core/event_loop.hpp"
-#include "supervisor/core/signals.hpp"
-#include "supervisor/core/spawn.hpp"
-#include "supervisor/core/terminal.hpp"
+#include "core/event_loop.hpp"
+#include "core/signals.hpp"
+#include "core/spawn.hpp"
+#include "core/terminal.hpp"
 
 #include <cstddef>
 #include <functional>

@@ -1,4 +1,4 @@
-#include "supervisor/core/terminal.hpp"
+#include "core/terminal.hpp"
 
 #include <fcntl.h>
 #include <termios.h>

@@ -35,7 +35,7 @@
 //       many objects of that class and CKA_ID a new session finds afterwards.
 // Exit status 0 when the scenario passed, 1 otherwise (with a message).
 
-#include "pkcs11/ck.hpp"
+#include "preloadrun/pkcs11/cryptoki.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -4,7 +4,7 @@
 // fake clock, and the file's changes counted by hand: for the tests of
 // starting (Instance) and of key reloading (Reloader). Nothing sleeps.
 
-#include "pkcs11/instance.hpp"
+#include "instance.hpp"
 #include "preloadrun/tokens/publisher.hpp"
 #include "support/fake_clock.hpp"
 #include "support/fake_hsm.hpp"

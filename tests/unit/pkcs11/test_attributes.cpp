@@ -1,4 +1,4 @@
-#include "pkcs11/attributes.hpp"
+#include "attributes.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <cstring>

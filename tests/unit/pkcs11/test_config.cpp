@@ -1,4 +1,4 @@
-#include "pkcs11/config.hpp"
+#include "config.hpp"
 
 #include <cstdlib>
 #include <doctest/doctest.h>

@@ -1,5 +1,5 @@
+#include "crypto_ops.hpp"
 #include "module_fixture.hpp"
-#include "pkcs11/crypto_ops.hpp"
 
 using namespace pkcs11test;
 

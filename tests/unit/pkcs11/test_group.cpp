@@ -1,4 +1,4 @@
-#include "pkcs11/group.hpp"
+#include "group.hpp"
 
 #include <doctest/doctest.h>
 

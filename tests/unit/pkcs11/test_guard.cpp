@@ -1,4 +1,4 @@
-#include "pkcs11/guard.hpp"
+#include "guard.hpp"
 
 #include <doctest/doctest.h>
 #include <map>

@@ -1,4 +1,4 @@
-#include "pkcs11/mechanisms.hpp"
+#include "mechanisms.hpp"
 
 #include <doctest/doctest.h>
 #include <string>

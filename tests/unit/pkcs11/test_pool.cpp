@@ -1,4 +1,4 @@
-#include "pkcs11/pool.hpp"
+#include "pool.hpp"
 #include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-#include "pkcs11/router.hpp"
+#include "router.hpp"
 #include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-#include "pkcs11/slots.hpp"
+#include "slots.hpp"
 
 #include <cstring>
 #include <doctest/doctest.h>

@@ -1,6 +1,6 @@
 #include "supervisor_test_util.hpp"
 
-#include "supervisor/core/signals.hpp"
+#include "core/signals.hpp"
 
 #include <ctime>
 #include <fstream>

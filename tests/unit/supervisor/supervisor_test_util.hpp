@@ -3,7 +3,7 @@
 // (as main() does) with nothing stale pending, reading the probe's files,
 // running the loop until a condition holds, and the test process's children.
 
-#include "supervisor/core/supervisor.hpp"
+#include "core/supervisor.hpp"
 
 #include <chrono>
 #include <filesystem>

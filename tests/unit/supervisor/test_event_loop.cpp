@@ -1,4 +1,4 @@
-#include "supervisor/core/event_loop.hpp"
+#include "core/event_loop.hpp"
 #include "support/fake_clock.hpp"
 
 #include <atomic>

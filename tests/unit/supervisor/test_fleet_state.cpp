@@ -1,4 +1,4 @@
-#include "supervisor/fleet_state.hpp"
+#include "fleet_state.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-#include "supervisor/ha_loop.hpp"
+#include "ha_loop.hpp"
 #include "support/fake_clock.hpp"
 #include "support/fake_hsm.hpp"
 

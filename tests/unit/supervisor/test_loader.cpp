@@ -1,6 +1,6 @@
+#include "loader.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_arena.hpp"
-#include "supervisor/loader.hpp"
 #include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>

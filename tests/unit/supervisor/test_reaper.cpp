@@ -1,4 +1,4 @@
-#include "supervisor/core/reaper.hpp"
+#include "core/reaper.hpp"
 #include "supervisor_test_util.hpp"
 
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-#include "supervisor/service_mode.hpp"
+#include "service_mode.hpp"
 
 #include <doctest/doctest.h>
 #include <filesystem>

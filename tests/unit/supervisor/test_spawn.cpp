@@ -1,5 +1,5 @@
+#include "core/spawn.hpp"
 #include "preloadrun/common/error.hpp"
-#include "supervisor/core/spawn.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 

@@ -3,9 +3,9 @@
 // kill(getpid(), SIG) reaches the Supervisor's signalfd as a signal sent to
 // preloadrun would.
 
+#include "core/reaper.hpp"
+#include "core/supervisor.hpp"
 #include "preloadrun/common/error.hpp"
-#include "supervisor/core/reaper.hpp"
-#include "supervisor/core/supervisor.hpp"
 #include "supervisor_test_util.hpp"
 #include "support/temp_dir.hpp"
 

@@ -1,8 +1,8 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/files.hpp"
-#include "supervisor/token_resolution.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
+#include "token_resolution.hpp"
 
 #include <cctype>
 #include <doctest/doctest.h>
