@@ -4,7 +4,7 @@
 
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/hsm/types.hpp"
-#include "sim/world.hpp"
+#include "sim/model/world.hpp"
 
 #include <chrono>
 #include <filesystem>
