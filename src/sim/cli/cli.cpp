@@ -10,7 +10,7 @@
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/version.hpp"
 #include "sim/cli/commands.hpp"
-#include "sim/cli/paths.hpp"
+#include "sim/cli/default_kmdata.hpp"
 #include "sim/model/world_format.hpp"
 #include "sim/server/own_directory.hpp"
 #include "sim/server/serve.hpp"

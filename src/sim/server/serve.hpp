@@ -30,7 +30,7 @@ struct ServeOptions {
     std::uint32_t max_connections = kDefaultMaxConnections;
     std::uint32_t max_connections_per_uid = kDefaultMaxConnectionsPerUid;
     // A connection idle this long is closed, unless it keeps what its process
-    // loaded (connection.hpp); zero: never.
+    // loaded (served_connection.hpp); zero: never.
     std::chrono::milliseconds idle_timeout = kDefaultIdleTimeout;
 };
 

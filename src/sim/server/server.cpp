@@ -179,8 +179,8 @@ void Server::accept_from(const Listener& listener, bool admin) {
     logger()->debug("connection {} from uid {} pid {} on the {} socket", id, cred.uid, cred.pid,
                     admin ? "admin" : "client");
     auto lease = handler_->attach(peer); // sets peer.client
-    auto connection = std::make_unique<Connection>(std::move(fd), peer, std::move(lease), id,
-                                                   *handler_, tuning_.limits);
+    auto connection = std::make_unique<ServedConnection>(std::move(fd), peer, std::move(lease), id,
+                                                         *handler_, tuning_.limits);
     auto* raw = connection.get();
     connections_.push_back(Slot{std::move(connection), std::thread(), cred.uid, admin});
     try {

@@ -1,16 +1,16 @@
 #pragma once
 // The socket service: the world, the fleet and the handler behind a client
-// socket and an admin socket, one thread per connection. serve() (service.cpp)
+// socket and an admin socket, one thread per connection. serve() (serve.cpp)
 // wraps it with signals and readiness; tests drive it directly.
 
 #include "sim/model/engine.hpp"
 #include "sim/model/fleet.hpp"
 #include "sim/model/world.hpp"
-#include "sim/server/connection.hpp"
 #include "sim/server/connection_shares.hpp"
 #include "sim/server/handler.hpp"
 #include "sim/server/listener.hpp"
 #include "sim/server/serve.hpp"
+#include "sim/server/served_connection.hpp"
 
 #include <list>
 #include <memory>
@@ -47,7 +47,7 @@ public:
 
 private:
     struct Slot {
-        std::unique_ptr<Connection> connection;
+        std::unique_ptr<ServedConnection> connection;
         std::thread thread;
         uid_t uid = 0; // counted in shares_
         bool admin = false;

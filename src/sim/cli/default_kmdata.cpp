@@ -1,4 +1,4 @@
-#include "sim/cli/paths.hpp"
+#include "sim/cli/default_kmdata.hpp"
 
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"

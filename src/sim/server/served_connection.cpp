@@ -1,4 +1,4 @@
-#include "sim/server/connection.hpp"
+#include "sim/server/served_connection.hpp"
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
@@ -84,16 +84,16 @@ int poll_timeout(std::optional<Clock::time_point> deadline) {
 
 } // namespace
 
-Connection::Connection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id, Handler& handler,
-                       ConnectionLimits limits)
+ServedConnection::ServedConnection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id,
+                                   Handler& handler, ConnectionLimits limits)
     : fd_(std::move(fd)), peer_(peer), lease_(std::move(lease)), id_(id), handler_(handler),
       limits_(limits) {}
 
-void Connection::shutdown() noexcept {
+void ServedConnection::shutdown() noexcept {
     ::shutdown(fd_.get(), SHUT_RDWR);
 }
 
-void Connection::run() noexcept {
+void ServedConnection::run() noexcept {
     try {
         serve();
     } catch (const Error& e) {
@@ -107,7 +107,7 @@ void Connection::run() noexcept {
     done_.store(true);
 }
 
-void Connection::send_response(wire::Response response) {
+void ServedConnection::send_response(wire::Response response) {
     wire::ServerMessage message;
     *message.mutable_response() = std::move(response);
     Bytes bytes;
@@ -137,7 +137,7 @@ void Connection::send_response(wire::Response response) {
     hsm::write_frame(fd_.get(), bytes, Clock::now() + limits_.write_timeout);
 }
 
-bool Connection::close_idle() {
+bool ServedConnection::close_idle() {
     const auto seconds =
         std::chrono::duration_cast<std::chrono::duration<double>>(limits_.idle_timeout).count();
     if (handler_.clients().keeps_objects(lease_)) {
@@ -151,7 +151,7 @@ bool Connection::close_idle() {
     return true;
 }
 
-void Connection::serve() {
+void ServedConnection::serve() {
     hsm::FrameReader reader;
     std::array<std::uint8_t, 64 * 1024> chunk{};
     std::optional<Clock::time_point> frame_deadline; // set while a frame is partial
@@ -223,7 +223,7 @@ void Connection::serve() {
     }
 }
 
-bool Connection::process(std::span<const std::uint8_t> payload) {
+bool ServedConnection::process(std::span<const std::uint8_t> payload) {
     wire::Request request;
     const WipeOnExit wipe(request);
     try {
@@ -261,7 +261,7 @@ bool Connection::process(std::span<const std::uint8_t> payload) {
     return true;
 }
 
-void Connection::stream_events(const wire::Request& request) {
+void ServedConnection::stream_events(const wire::Request& request) {
     auto queue = std::make_shared<EventQueue>();
     queue->limit = limits_.max_queued_events;
     queue->wake = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

@@ -1,9 +1,10 @@
 // serve(): the hsmsim service in the foreground, as `hsmsim serve` runs it.
 
+#include "sim/server/serve.hpp"
+
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/common/systemd.hpp"
-#include "sim/server/serve.hpp"
 #include "sim/server/server.hpp"
 
 #include <cstdio>

@@ -1,5 +1,6 @@
 #pragma once
-// One client connection, served by its own thread: Hello first, then one
+// One connection as the service serves it (the client library's side is in
+// src/hsm), by a thread of its own: Hello first, then one
 // response per request, or (after Subscribe) a stream of events. A broken
 // frame or message ends this connection only. It holds its client's lease
 // (clients.hpp) until it ends: the client's last connection to end unloads
@@ -34,13 +35,13 @@ struct ConnectionLimits {
     std::size_t max_queued_events = 4096;
 };
 
-class Connection {
+class ServedConnection {
 public:
     // `lease`: from handler.attach(peer).
-    Connection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id, Handler& handler,
-               ConnectionLimits limits = {});
-    Connection(const Connection&) = delete;
-    Connection& operator=(const Connection&) = delete;
+    ServedConnection(Fd fd, Peer peer, Clients::Lease lease, std::uint64_t id, Handler& handler,
+                     ConnectionLimits limits = {});
+    ServedConnection(const ServedConnection&) = delete;
+    ServedConnection& operator=(const ServedConnection&) = delete;
 
     // The thread body. Never throws.
     void run() noexcept;
