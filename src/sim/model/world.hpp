@@ -9,6 +9,10 @@
 // that another user owns, is refused. It is opened once, as a descriptor,
 // and every file operation goes through that descriptor (no path is looked
 // up again after the check).
+//
+// Implemented in three files: world.cpp (the directory, its lock, the
+// enrolled modules and their counters), world_tokens.cpp (softcards and card
+// sets) and world_keys.cpp (persistent keys).
 
 #include "preloadrun/common/dir.hpp"
 #include "preloadrun/common/fd.hpp"
