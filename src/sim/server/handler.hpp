@@ -1,7 +1,8 @@
 #pragma once
 // The request handler: a pure dispatch from wire requests to the world, the
-// fleet and the engine. Every preloadrun::Error becomes an error response in
-// exactly one place (handle()); nothing here does I/O on sockets. It also
+// fleet and the engine, through the table of requests (requests.hpp: who may
+// send each, and its answer). Every preloadrun::Error becomes an error
+// response in exactly one place (handle()); nothing here does I/O on sockets. It also
 // keeps the clients (processes) connected: what a client loaded is unloaded
 // from every module when its last connection closes.
 
@@ -10,6 +11,7 @@
 #include "sim/model/world.hpp"
 #include "sim/server/clients.hpp"
 #include "sim/server/paging.hpp"
+#include "sim/server/requests.hpp"
 #include "wire.pb.h"
 
 #include <atomic>
@@ -18,16 +20,6 @@
 #include <utility>
 
 namespace preloadrun::sim {
-
-struct Peer {
-    uid_t uid = 0;
-    pid_t pid = 0;
-    bool admin = false;          // connected on the admin socket
-    ClientId client = kNoClient; // set by Handler::attach(): owns what it loads
-};
-
-// "hsmsim 0.1.0"
-std::string server_name();
 
 class Handler {
 public:
@@ -61,7 +53,6 @@ public:
 
 private:
     wire::Response dispatch(const wire::Request& request, const Peer& peer);
-    std::uint32_t module_number(std::uint32_t number) const;
     void client_gone(const Clients::Client& client);
 
     World& world_;
@@ -71,12 +62,5 @@ private:
     Clients clients_;
     std::atomic<bool> stopping_{false};
 };
-
-// Whether a request may only come over the admin socket.
-bool is_admin_request(const wire::Request& request);
-// A short name for logs: "LoadToken", "Sign", ...
-std::string_view request_name(const wire::Request& request);
-// Overwrites the passphrases a request carries (once it has been handled).
-void wipe_secrets(wire::Request& request);
 
 } // namespace preloadrun::sim

@@ -308,19 +308,6 @@ TEST_CASE("sim::Handler subscribe answers with the module snapshot") {
     CHECK(error_of(s.call(r)) == wire::ERROR_INTERNAL);
 }
 
-TEST_CASE("sim::wipe_secrets clears passphrases") {
-    wire::Request r;
-    r.mutable_load_token()->set_passphrase("secret");
-    wipe_secrets(r);
-    CHECK(r.load_token().passphrase().empty());
-    CHECK(is_admin_request([] {
-        wire::Request a;
-        a.mutable_add_module();
-        return a;
-    }()));
-    CHECK(request_name(r) == "LoadToken");
-}
-
 namespace {
 
 const Peer kVictim{2000, 10, false};
