@@ -1,16 +1,14 @@
 #pragma once
-// The operations a client asks of a module, composed from the world (files,
-// key material) and the fleet (modules, object tables). Each runs as one
-// module operation of the caller's uid (one at a time per module, shared
-// fairly between uids, with its latency and injected failures). Arguments
-// are validated by the handler before they get here. What is loaded or
-// generated belongs to the caller's uid and to its client (the process: it
-// goes when the process's last connection closes, Fleet::unload_client).
+// The operations a client asks of the service's modules, each routed to the
+// module it names (of whichever kind: module.hpp), and the removal of
+// persistent keys and tokens from the world, in the name of a token the
+// caller loaded (key_rights.hpp). Arguments are validated by the handler
+// before they get here. What is loaded or generated belongs to the caller's
+// uid and to its client (the process: it goes when the process's last
+// connection closes, Fleet::unload_client).
 
-#include "preloadrun/common/clock.hpp"
 #include "preloadrun/hsm/types.hpp"
 #include "sim/model/fleet.hpp"
-#include "sim/model/token_unlocker.hpp"
 #include "sim/model/world.hpp"
 
 #include <sys/types.h>
@@ -21,14 +19,12 @@ namespace preloadrun::sim {
 class Engine {
 public:
     // service_uid: the uid the service runs as, which manages the world (see
-    // destroy_key). clock and passphrases: the rate limit of wrong passphrases.
-    Engine(World& world, Fleet& fleet, uid_t service_uid = ::geteuid(),
-           const Clock& clock = steady_clock(), const PassphrasePolicy& passphrases = {})
-        : world_(world), fleet_(fleet), service_uid_(service_uid),
-          unlocker_(world, clock, passphrases) {}
+    // destroy_key).
+    Engine(World& world, Fleet& fleet, uid_t service_uid = ::geteuid())
+        : world_(world), fleet_(fleet), service_uid_(service_uid) {}
 
-    // Checks the passphrase (KDF, unwrap; rate-limited per uid and token)
-    // before taking the module: only adding the token is a module operation.
+    // See Module::load_token (a simulated module checks the passphrase
+    // before it takes the module: only adding the token waits for it).
     hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
                                  const SecureBuffer& passphrase, uid_t uid, ClientId client);
     // token_handle: the handle of the key's token on the same module, 0 for a
@@ -73,7 +69,6 @@ private:
     World& world_;
     Fleet& fleet_;
     uid_t service_uid_;
-    TokenUnlocker unlocker_;
 };
 
 } // namespace preloadrun::sim

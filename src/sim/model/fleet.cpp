@@ -1,5 +1,6 @@
 #include "sim/model/fleet.hpp"
 
+#include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 #include "sim/model/keywrap.hpp"
 #include "sim/model/world.hpp"
@@ -48,8 +49,9 @@ Fleet::Subscription::~Subscription() {
     }
 }
 
-Fleet::Fleet(World& world, const FleetOptions& options)
-    : world_(world), options_(options), instance_(random_bytes(hsm::kServiceInstanceSize)) {
+Fleet::Fleet(World& world, const FleetOptions& options, ModuleFactory make)
+    : world_(world), options_(options), make_(std::move(make)),
+      instance_(random_bytes(hsm::kServiceInstanceSize)) {
     // What this start takes up, written before any of it is used: a module
     // that served before starts one generation up (its objects are gone, as
     // after a clear) and issues handles from where it stopped.
@@ -82,14 +84,23 @@ Fleet::Fleet(World& world, const FleetOptions& options)
 
 std::unique_ptr<Module> Fleet::make_module(const EnrolledModule& enrolled, hsm::ModuleState state,
                                            const ModuleCounters& counters) {
-    HandleRange handles;
-    handles.first = counters.handles;
-    handles.reserved = counters.handles + kHandleBlock;
-    handles.reserve = [this, number = enrolled.number](hsm::ObjectHandle below) {
+    ModuleStart start;
+    start.number = enrolled.number;
+    start.esn = enrolled.esn;
+    start.state = state;
+    start.generation = counters.generation;
+    start.handles.first = counters.handles;
+    start.handles.reserved = counters.handles + kHandleBlock;
+    start.handles.reserve = [this, number = enrolled.number](hsm::ObjectHandle below) {
         world_.reserve_handles(number, below);
     };
-    return std::make_unique<Module>(enrolled.number, enrolled.esn, options_.op_latency_ms, state,
-                                    options_.objects, counters.generation, std::move(handles));
+    start.objects = options_.objects;
+    start.latency_ms = options_.op_latency_ms;
+    start.report = [this, number = enrolled.number](hsm::ModuleAction action,
+                                                    const std::string& why) {
+        reported(number, action, why);
+    };
+    return make_(std::move(start));
 }
 
 void Fleet::save_generation(const Module::Change& change) {
@@ -109,10 +120,17 @@ void Fleet::save_generation(const Module::Change& change) {
 Fleet::~Fleet() {
     {
         std::lock_guard lock(mutex_);
-        stopping_ = true;
+        stopping_ = true; // what a module reports from now on is ignored
     }
     timer_cv_.notify_all();
     timer_.join();
+    // The modules go first, outside the lock: one may be reporting from a
+    // thread of its own until it is destroyed.
+    std::vector<std::unique_ptr<Module>> modules;
+    {
+        std::lock_guard lock(mutex_);
+        modules.swap(modules_);
+    }
 }
 
 std::vector<hsm::ModuleInfo> Fleet::list() const {
@@ -183,14 +201,12 @@ void Fleet::schedule_ready_locked(const Module& module, std::uint64_t generation
     timer_cv_.notify_all();
 }
 
-hsm::ModuleInfo Fleet::control(std::uint32_t number, hsm::ModuleAction action) {
+std::optional<Module::Change> Fleet::act_locked(Module& m, hsm::ModuleAction action) {
     using hsm::ModuleState;
-    std::lock_guard lock(mutex_);
-    Module& m = module_locked(number);
     const auto state = m.state();
     auto refuse = [&](const std::string& why) {
         throw Error(ErrorCode::conflict, "cannot " + std::string(action_name(action)) + " module " +
-                                             std::to_string(number) + ": it is " +
+                                             std::to_string(m.number()) + ": it is " +
                                              std::string(hsm::to_string(state)) + "; " + why);
     };
     Module::Change change{};
@@ -204,7 +220,7 @@ hsm::ModuleInfo Fleet::control(std::uint32_t number, hsm::ModuleAction action) {
         break;
     case hsm::ModuleAction::fail:
         if (state == ModuleState::failed) {
-            return m.info(); // already failed: nothing changes
+            return std::nullopt; // already failed: nothing changes
         }
         if (state == ModuleState::removed) {
             refuse("a removed module cannot fail");
@@ -220,14 +236,47 @@ hsm::ModuleInfo Fleet::control(std::uint32_t number, hsm::ModuleAction action) {
         break;
     case hsm::ModuleAction::remove:
         if (state == ModuleState::removed) {
-            return m.info();
+            return std::nullopt;
         }
         change = m.transition(ModuleState::removed, false, true);
         break;
     }
-    save_generation(change);
-    emit_locked(change, false);
-    return change.now;
+    return change;
+}
+
+hsm::ModuleInfo Fleet::control(std::uint32_t number, hsm::ModuleAction action) {
+    std::lock_guard lock(mutex_);
+    Module& m = module_locked(number);
+    const auto change = act_locked(m, action);
+    if (!change) {
+        return m.info();
+    }
+    save_generation(*change);
+    emit_locked(*change, false);
+    return change->now;
+}
+
+void Fleet::reported(std::uint32_t number, hsm::ModuleAction action, const std::string& why) {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || number == 0 || number > modules_.size()) {
+        return; // the fleet is going, or the module is not in it yet
+    }
+    Module& m = *modules_[number - 1];
+    // A module that was removed stays removed until an admin restores it.
+    if (action == hsm::ModuleAction::restore && m.state() == hsm::ModuleState::removed) {
+        logger()->info("module {}: {}; it stays removed", number, why);
+        return;
+    }
+    logger()->log(action == hsm::ModuleAction::fail ? spdlog::level::warn : spdlog::level::info,
+                  "module {}: {}", number, why);
+    try {
+        if (const auto change = act_locked(m, action)) {
+            save_generation(*change);
+            emit_locked(*change, false);
+        }
+    } catch (const Error& e) {
+        logger()->info("module {}: {}", number, e.what());
+    }
 }
 
 hsm::ModuleInfo Fleet::add() {
@@ -272,7 +321,7 @@ std::size_t Fleet::unload_client(ClientId client) {
     return unloaded;
 }
 
-std::size_t Fleet::unload_matching(const std::function<bool(const ObjectTable::Object&)>& match) {
+std::size_t Fleet::unload_matching(const ObjectMatch& match) {
     std::size_t unloaded = 0;
     for (auto* m : all_modules()) {
         unloaded += m->unload_matching(match);

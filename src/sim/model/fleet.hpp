@@ -1,7 +1,9 @@
 #pragma once
-// The modules of the service: their life cycle (clear, fail, restore, remove,
-// add), the initialising -> usable timer, and the event stream of every state
-// or generation change. Thread-safe.
+// The modules of the service, of whichever kind (module.hpp): their life
+// cycle (clear, fail, restore, remove, add, and what a module reports of
+// itself), the initialising -> usable timer, and the event stream of every
+// state or generation change. The fleet alone changes a module's state, so
+// that the events come in order. Thread-safe.
 
 #include "preloadrun/hsm/sim_client.hpp"
 #include "preloadrun/hsm/types.hpp"
@@ -13,6 +15,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -54,12 +58,12 @@ public:
         std::uint64_t id_ = 0;
     };
 
-    // One module per module enrolled in the world, all usable. This start of
-    // the service is a new epoch: a new random instance id, and every module
-    // that served before takes its generation one up and its handles on
-    // from what the world recorded (Error when the world cannot record the
-    // new ones).
-    Fleet(World& world, const FleetOptions& options);
+    // One module per module enrolled in the world, all usable, each made by
+    // `make`. This start of the service is a new epoch: a new random
+    // instance id, and every module that served before takes its generation
+    // one up and its handles on from what the world recorded (Error when the
+    // world cannot record the new ones).
+    Fleet(World& world, const FleetOptions& options, ModuleFactory make);
     Fleet(const Fleet&) = delete;
     Fleet& operator=(const Fleet&) = delete;
     ~Fleet();
@@ -88,7 +92,7 @@ public:
     std::size_t unload_client(ClientId client);
     // Unloads what `match` selects, on every module (Module::unload_matching).
     // Returns how many objects went.
-    std::size_t unload_matching(const std::function<bool(const ObjectTable::Object&)>& match);
+    std::size_t unload_matching(const ObjectMatch& match);
 
     // Registers `listener` and returns the modules as they are at that very
     // moment: no change falls between the snapshot and the first event.
@@ -104,6 +108,12 @@ private:
 
     std::unique_ptr<Module> make_module(const EnrolledModule& enrolled, hsm::ModuleState state,
                                         const ModuleCounters& counters);
+    // The change `action` makes to `m`; nullopt when it changes nothing (a
+    // failed module failed again, a removed one removed). Throws
+    // Error(conflict) saying why when the module's state does not allow it.
+    std::optional<Module::Change> act_locked(Module& m, hsm::ModuleAction action);
+    // What module `number` asked for (ModuleStart::report).
+    void reported(std::uint32_t number, hsm::ModuleAction action, const std::string& why);
     // Records a generation change in the world (a failure is logged).
     void save_generation(const Module::Change& change);
     Module& module_locked(std::uint32_t number) const;
@@ -115,6 +125,7 @@ private:
 
     World& world_;
     const FleetOptions options_;
+    const ModuleFactory make_;
     const Bytes instance_;
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<Module>> modules_; // module n at index n-1; never shrinks

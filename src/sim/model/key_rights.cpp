@@ -24,17 +24,16 @@ void check_may_destroy(const KeyRecord& record, uid_t caller, uid_t service_uid)
                     " may");
 }
 
-void check_token_protects(const KeyRecord& record, const TokenObject& token,
+void check_token_protects(const KeyRecord& record, const hsm::TokenInfo& token,
                           hsm::ObjectHandle handle, std::uint32_t module) {
     if (!record.protection) {
         throw Error(ErrorCode::internal, "key " + record.ident + " is not token-protected");
     }
-    if (token.info.hash != record.protection->hash || token.info.type != record.protection->type) {
+    if (token.hash != record.protection->hash || token.type != record.protection->type) {
         throw Error(ErrorCode::permission,
                     "token handle " + std::to_string(handle) + " on module " +
-                        std::to_string(module) + " is " +
-                        std::string(token_type_text(token.info.type)) + " " +
-                        to_hex(token.info.hash) + ", but key " + record.ident +
+                        std::to_string(module) + " is " + std::string(token_type_text(token.type)) +
+                        " " + to_hex(token.hash) + ", but key " + record.ident +
                         " is protected by " + describe(*record.protection) +
                         ": destroying it needs that token loaded with its passphrase");
     }

@@ -6,7 +6,7 @@
 // created the key, when the key file records it. Pure: the engine looks the
 // objects up and calls these.
 
-#include "sim/model/module.hpp"
+#include "preloadrun/hsm/types.hpp"
 #include "sim/model/world_format.hpp"
 
 #include <sys/types.h>
@@ -19,7 +19,7 @@ void check_may_destroy(const KeyRecord& record, uid_t caller, uid_t service_uid)
 
 // Throws Error(permission) unless `token` (the caller's own, already looked
 // up by handle) is the token that protects `record`.
-void check_token_protects(const KeyRecord& record, const TokenObject& token,
+void check_token_protects(const KeyRecord& record, const hsm::TokenInfo& token,
                           hsm::ObjectHandle handle, std::uint32_t module);
 
 } // namespace preloadrun::sim

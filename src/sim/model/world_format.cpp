@@ -136,6 +136,14 @@ std::string_view token_type_text(hsm::TokenType type) {
     return type == hsm::TokenType::cardset ? "cardset" : "softcard";
 }
 
+std::string token_label(const hsm::TokenInfo& token) {
+    std::string text(token_type_text(token.type));
+    if (!token.name.empty()) {
+        text += " '" + token.name + "'";
+    }
+    return text + " (hash " + to_hex(token.hash) + ")";
+}
+
 std::string_view key_type_text(hsm::KeyType type) {
     switch (type) {
     case hsm::KeyType::rsa:

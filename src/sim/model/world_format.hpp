@@ -110,6 +110,8 @@ std::string protection_text(const std::optional<Protection>& protection);
 // "softcard", "cardset", "rsa", "ec-p256", ...
 std::string_view token_type_text(hsm::TokenType type);
 std::string_view key_type_text(hsm::KeyType type);
+// A token in messages: "softcard 'name' (hash <hashhex>)" (no name: none).
+std::string token_label(const hsm::TokenInfo& token);
 
 // Token names: 1..64 characters of [A-Za-z0-9._-].
 bool valid_token_name(std::string_view name) noexcept;

@@ -85,7 +85,8 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     }
     FleetOptions fleet{options_.op_latency_ms, options_.init_delay_ms, {}};
     fleet.objects.per_uid = options_.max_objects_per_uid;
-    fleet_ = std::make_unique<Fleet>(*world_, fleet);
+    modules_ = std::make_unique<SimulatedModules>(*world_);
+    fleet_ = std::make_unique<Fleet>(*world_, fleet, modules_->factory());
     engine_ = std::make_unique<Engine>(*world_, *fleet_);
     handler_ = std::make_unique<Handler>(*world_, *fleet_, *engine_);
     admin_ = std::make_unique<Listener>(options_.admin_socket, 0600, 0700);

@@ -5,6 +5,7 @@
 
 #include "sim/model/engine.hpp"
 #include "sim/model/fleet.hpp"
+#include "sim/model/simulated_module.hpp"
 #include "sim/model/world.hpp"
 #include "sim/server/connection_shares.hpp"
 #include "sim/server/handler.hpp"
@@ -60,6 +61,7 @@ private:
     ServerTuning tuning_;
     ConnectionShares shares_;
     std::unique_ptr<World> world_;
+    std::unique_ptr<SimulatedModules> modules_; // the kind of module hsmsim serves
     std::unique_ptr<Fleet> fleet_;
     std::unique_ptr<Engine> engine_;
     std::unique_ptr<Handler> handler_;

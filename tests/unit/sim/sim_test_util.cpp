@@ -55,6 +55,10 @@ preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
     return options;
 }
 
+preloadrun::sim::SimulatedModule& simulated(preloadrun::sim::Fleet& fleet, std::uint32_t number) {
+    return dynamic_cast<preloadrun::sim::SimulatedModule&>(fleet.module(number));
+}
+
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data) {
     const EVP_MD* md = nullptr;
     switch (hash) {

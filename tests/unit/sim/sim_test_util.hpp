@@ -4,6 +4,8 @@
 
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/hsm/types.hpp"
+#include "sim/model/fleet.hpp"
+#include "sim/model/simulated_module.hpp"
 #include "sim/model/world.hpp"
 
 #include <chrono>
@@ -22,6 +24,9 @@ std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& 
                                                    const preloadrun::sim::WorldLimits& limits = {});
 preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
                                             const preloadrun::sim::WorldLimits& limits = {});
+
+// Module `number` of a fleet of simulated modules.
+preloadrun::sim::SimulatedModule& simulated(preloadrun::sim::Fleet& fleet, std::uint32_t number);
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data);
 // DigestInfo (PKCS#1 v1.5) for a SHA-256 digest.

@@ -32,6 +32,7 @@ struct Setup {
     testsupport::TempDir tmp;
     FakeClock clock; // for the passphrase limiter
     std::unique_ptr<World> world;
+    std::unique_ptr<SimulatedModules> sims;
     std::unique_ptr<Fleet> fleet;
     std::unique_ptr<Engine> engine;
     hsm::TokenInfo card;
@@ -39,8 +40,9 @@ struct Setup {
         world = simtest::make_world(tmp.path());
         world->enrol_module();
         world->enrol_module();
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 10, limits});
-        engine = std::make_unique<Engine>(*world, *fleet, ::geteuid(), clock);
+        sims = std::make_unique<SimulatedModules>(*world, clock);
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 10, limits}, sims->factory());
+        engine = std::make_unique<Engine>(*world, *fleet, ::geteuid());
         card = world->create_token(hsm::TokenType::softcard, "card", SecureBuffer::from("pw"));
     }
     hsm::KeySpec spec(hsm::KeyType type, hsm::ObjectHandle token = 0, bool persistent = true) {
@@ -83,7 +85,7 @@ TEST_CASE("sim::Engine load_token checks the passphrase") {
 // Holds a module (an operation of kOther that lasts until release()).
 class Holder {
 public:
-    explicit Holder(Module& module)
+    explicit Holder(SimulatedModule& module)
         : thread_([this, &module] {
               module.operate(kOther, OpKind::crypto, [this] {
                   std::unique_lock lock(mutex_);
@@ -119,7 +121,7 @@ private:
 
 TEST_CASE("sim::Engine checks a passphrase without taking the module") {
     Setup s;
-    Module& m = s.fleet->module(1);
+    SimulatedModule& m = simtest::simulated(*s.fleet, 1);
     Holder holder(m);
     // A wrong passphrase is answered while another uid's operation holds
     // the module: the check does not wait for it.

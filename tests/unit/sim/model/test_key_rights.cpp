@@ -18,8 +18,8 @@ KeyRecord module_key(std::optional<uid_t> creator) {
     return r;
 }
 
-TokenObject token(hsm::TokenType type, std::uint8_t hash_byte) {
-    return TokenObject{hsm::TokenInfo{type, "t", Bytes(hsm::kTokenHashSize, hash_byte)}, {}};
+hsm::TokenInfo token(hsm::TokenType type, std::uint8_t hash_byte) {
+    return hsm::TokenInfo{type, "t", Bytes(hsm::kTokenHashSize, hash_byte)};
 }
 
 } // namespace

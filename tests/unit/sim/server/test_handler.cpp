@@ -1,3 +1,4 @@
+#include "fake_module.hpp"
 #include "preloadrun/hsm/codec.hpp"
 #include "sim/server/handler.hpp"
 #include "sim_test_util.hpp"
@@ -17,6 +18,7 @@ constexpr uid_t kServiceUid = 2100; // the uid hsmsim runs as, in these tests
 struct Setup {
     testsupport::TempDir tmp;
     std::unique_ptr<World> world;
+    std::unique_ptr<SimulatedModules> sims;
     std::unique_ptr<Fleet> fleet;
     std::unique_ptr<Engine> engine;
     std::unique_ptr<Handler> handler;
@@ -27,7 +29,8 @@ struct Setup {
         world->enrol_module();
         // A long initialisation delay: a test that clears a module sees it
         // initialising however slow the build (ASan) is.
-        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, objects});
+        sims = std::make_unique<SimulatedModules>(*world);
+        fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, objects}, sims->factory());
         engine = std::make_unique<Engine>(*world, *fleet, kServiceUid);
         handler = std::make_unique<Handler>(*world, *fleet, *engine, pages);
     }
@@ -657,7 +660,8 @@ TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
     limits.max_keys_per_uid = 1;
     World world(simtest::world_options(tmp.path(), limits));
     world.enrol_module();
-    Fleet fleet(world, FleetOptions{0, 0, {}});
+    SimulatedModules sims(world);
+    Fleet fleet(world, FleetOptions{0, 0, {}}, sims.factory());
     Engine engine(world, fleet, kServiceUid);
     Handler handler(world, fleet, engine);
     wire::Request gen;
@@ -748,4 +752,55 @@ TEST_CASE("sim::Handler what a process loaded goes when its last connection clos
         c1.release();
         CHECK(objects_on(1) == 0);
     }
+}
+
+TEST_CASE("sim::Handler serves modules of another kind and passes their module errors on") {
+    testsupport::TempDir tmp;
+    auto world = simtest::make_world(tmp.path());
+    world->enrol_module();
+    simtest::FakeModules fakes;
+    // A long initialisation delay: a cleared module stays initialising.
+    Fleet fleet(*world, FleetOptions{0, 60000, {}}, fakes.factory());
+    Engine engine(*world, fleet, kServiceUid);
+    Handler handler(*world, fleet, engine);
+    Peer peer{1000, 42, false};
+    auto lease = handler.attach(peer);
+
+    wire::Request load;
+    load.mutable_load_token()->set_module(1);
+    load.mutable_load_token()->set_token_hash(std::string(hsm::kTokenHashSize, 'h'));
+    load.mutable_load_token()->set_passphrase("the PIN");
+    const auto loaded = handler.handle(load, peer);
+    REQUIRE(loaded.has_handle());
+    auto call = fakes[1].calls().back();
+    CHECK(call.what == "load_token " + std::string(hsm::kTokenHashSize, 'h'));
+    CHECK(call.uid == 1000);
+    CHECK(call.client == peer.client);
+    CHECK(call.text == "the PIN");
+
+    wire::Request sign;
+    sign.mutable_sign()->set_module(1);
+    sign.mutable_sign()->set_handle(loaded.handle().handle());
+    sign.mutable_sign()->mutable_mechanism()->set_kind(wire::MECH_ECDSA);
+    sign.mutable_sign()->set_data("digest");
+    auto signed_ = handler.handle(sign, peer);
+    REQUIRE(signed_.has_data());
+    CHECK(signed_.data().data() == "signed by 1: digest");
+    call = fakes[1].calls().back();
+    CHECK(call.what == "sign");
+    CHECK(call.handle == loaded.handle().handle());
+
+    fakes[1].fail_next_with(ErrorCode::module_not_usable, "module 1 lost its token");
+    auto lost = handler.handle(sign, peer);
+    CHECK(error_of(lost) == wire::ERROR_MODULE_NOT_USABLE);
+    CHECK(lost.error().message() == "module 1 lost its token");
+    fakes[1].fail_next_with(ErrorCode::transient, "module 1 did not answer in time");
+    CHECK(error_of(handler.handle(sign, peer)) == wire::ERROR_TRANSIENT);
+
+    // An admin's clear reaches the module as a new generation with nothing loaded.
+    wire::Request clear;
+    clear.mutable_control_module()->set_module(1);
+    clear.mutable_control_module()->set_action(wire::MODULE_CLEAR);
+    CHECK(handler.handle(clear, kAdmin).module().generation() == 1);
+    CHECK(fakes[1].calls().back().what == "transition initialising +gen -objects");
 }

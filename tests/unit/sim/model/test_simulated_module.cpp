@@ -1,6 +1,8 @@
 #include "preloadrun/common/error.hpp"
-#include "sim/model/module.hpp"
+#include "sim/model/simulated_module.hpp"
+#include "sim_test_util.hpp"
 #include "support/errors.hpp"
+#include "support/temp_dir.hpp"
 
 #include <chrono>
 #include <doctest/doctest.h>
@@ -21,6 +23,21 @@ hsm::TokenInfo token_info() {
     return {hsm::TokenType::softcard, "t", Bytes(20, 1)};
 }
 
+// Simulated modules over a world of their own.
+struct Modules {
+    testsupport::TempDir tmp;
+    std::unique_ptr<World> world = simtest::make_world(tmp.path());
+    SimulatedModules sims{*world};
+    std::unique_ptr<SimulatedModule> make(std::uint32_t number, std::string esn,
+                                          std::uint32_t latency_ms) {
+        ModuleStart start;
+        start.number = number;
+        start.esn = std::move(esn);
+        start.latency_ms = latency_ms;
+        return sims.make(std::move(start));
+    }
+};
+
 KeyObject key_object(hsm::ObjectHandle token = 0) {
     KeyObject k;
     k.info.label = "k";
@@ -32,7 +49,9 @@ KeyObject key_object(hsm::ObjectHandle token = 0) {
 } // namespace
 
 TEST_CASE("sim::Module info and operations") {
-    Module m(3, "AAAA-BBBB-CCCC", 0);
+    Modules modules;
+    auto made = modules.make(3, "AAAA-BBBB-CCCC", 0);
+    auto& m = *made;
     auto info = m.info();
     CHECK(info.number == 3);
     CHECK(info.esn == "AAAA-BBBB-CCCC");
@@ -51,7 +70,9 @@ TEST_CASE("sim::Module info and operations") {
 
 TEST_CASE("sim::Module refuses operations unless usable, naming the state") {
     for (auto state : {ModuleState::initialising, ModuleState::failed, ModuleState::removed}) {
-        Module m(1, "E", 0);
+        Modules modules;
+        auto made = modules.make(1, "E", 0);
+        auto& m = *made;
         m.transition(state, false, true);
         std::string message;
         CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }, &message) ==
@@ -63,7 +84,9 @@ TEST_CASE("sim::Module refuses operations unless usable, naming the state") {
 }
 
 TEST_CASE("sim::Module object table") {
-    Module m(1, "E", 0);
+    Modules modules;
+    auto made = modules.make(1, "E", 0);
+    auto& m = *made;
     const uid_t me = 1000;
     const uid_t other = 1001;
     auto token = m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k"));
@@ -77,7 +100,7 @@ TEST_CASE("sim::Module object table") {
     SUBCASE("another uid's objects are refused") {
         CHECK(code_of([&] { m.key(key, other); }) == ErrorCode::permission);
         CHECK(code_of([&] { m.token(token, other); }) == ErrorCode::permission);
-        CHECK(code_of([&] { m.unload(key, other); }) == ErrorCode::permission);
+        CHECK(code_of([&] { m.remove(key, other); }) == ErrorCode::permission);
         CHECK(code_of([&] { m.add_key(other, kNoClient, key_object(token)); }) ==
               ErrorCode::permission);
     }
@@ -87,7 +110,7 @@ TEST_CASE("sim::Module object table") {
         CHECK(code_of([&] { m.key(0, me); }) == ErrorCode::invalid_handle);
     }
     SUBCASE("unloading a token unloads its keys") {
-        CHECK(m.unload(token, me) == 2);
+        CHECK(m.remove(token, me) == 2);
         CHECK(code_of([&] { m.key(key, me); }) == ErrorCode::invalid_handle);
         CHECK(m.key(loose, me));
         CHECK(m.info().objects == 1);
@@ -113,7 +136,9 @@ TEST_CASE("sim::Module object table") {
 }
 
 TEST_CASE("sim::Module fail_next fails the next N operations transiently") {
-    Module m(2, "E", 0);
+    Modules modules;
+    auto made = modules.make(2, "E", 0);
+    auto& m = *made;
     m.set_fail_next(2);
     CHECK(m.info().fail_next == 2);
     std::string message;
@@ -129,7 +154,9 @@ TEST_CASE("sim::Module fail_next fails the next N operations transiently") {
 }
 
 TEST_CASE("sim::Module latency serialises operations") {
-    Module m(1, "E", 40);
+    Modules modules;
+    auto made = modules.make(1, "E", 40);
+    auto& m = *made;
     CHECK(m.info().latency_ms == 40);
     auto start = std::chrono::steady_clock::now();
     std::thread a([&] { m.operate(kMe, OpKind::crypto, [] {}); });
