@@ -4,6 +4,7 @@
 // ciphertexts are checked with OpenSSL here, outside the service.
 
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/ossl.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 #include "support/temp_dir.hpp"
@@ -243,14 +244,8 @@ Outcome error_of(const std::function<void()>& f) {
 
 // ---- OpenSSL, outside the service ------------------------------------------------
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct CtxFree {
-    void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, CtxFree>;
+using preloadrun::ossl::Pkey;
+using preloadrun::ossl::PkeyCtx;
 
 Pkey public_key(const Bytes& der) {
     const unsigned char* p = der.data();

@@ -357,8 +357,7 @@ SecureBuffer Key::private_bytes() const {
     if (type_ == KeyType::aes) {
         return secret_;
     }
-    std::unique_ptr<PKCS8_PRIV_KEY_INFO, ossl::Deleter<PKCS8_PRIV_KEY_INFO_free>> p8(
-        EVP_PKEY2PKCS8(pkey()));
+    ossl::Owned<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free> p8(EVP_PKEY2PKCS8(pkey()));
     if (!p8) {
         ossl::fail(ErrorCode::crypto, "cannot encode the private key");
     }
