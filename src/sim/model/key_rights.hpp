@@ -3,8 +3,8 @@
 // only a caller who has that token loaded (who proved its passphrase), shown
 // by a token object of the caller's on a module. A module-protected key:
 // whoever manages the world (root, the service's own uid) and the uid that
-// created the key, when the key file records it. Pure: the engine looks the
-// objects up and calls these.
+// created the key, when the key file records it. Pure: the destroyer
+// (destroyer.hpp) looks the objects up and calls these.
 
 #include "preloadrun/hsm/types.hpp"
 #include "sim/model/world_format.hpp"

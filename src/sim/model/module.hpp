@@ -1,8 +1,8 @@
 #pragma once
-// One module (HSM) of the service's fleet, as the fleet, the engine and the
-// handler use it: the interface that every kind of module implements. The
-// simulated HSM (simulated_module.hpp) is one kind; a module may as well be
-// a device behind another process, so that every operation
+// One module (HSM) of the service's fleet, as the fleet, the destroyer and
+// the answers to requests use it: the interface that every kind of module
+// implements. The simulated HSM (simulated_module.hpp) is one kind; a module
+// may as well be a device behind another process, so that every operation
 //  - may take time (its turn on the module, the device's own latency) and
 //    is called from the thread of the connection that asked for it;
 //  - may fail with a module error: Error(module_not_usable) when the module

@@ -1,12 +1,12 @@
 #pragma once
 // The request handler: a pure dispatch from wire requests to the world, the
-// fleet and the engine, through the table of requests (requests.hpp: who may
+// fleet and its modules, through the table of requests (requests.hpp: who may
 // send each, and its answer). Every preloadrun::Error becomes an error
 // response in exactly one place (handle()); nothing here does I/O on sockets. It also
 // keeps the clients (processes) connected: what a client loaded is unloaded
 // from every module when its last connection closes.
 
-#include "sim/model/engine.hpp"
+#include "sim/model/destroyer.hpp"
 #include "sim/model/fleet.hpp"
 #include "sim/model/world.hpp"
 #include "sim/server/clients.hpp"
@@ -23,8 +23,8 @@ namespace preloadrun::sim {
 
 class Handler {
 public:
-    Handler(World& world, Fleet& fleet, Engine& engine, PageLimits pages = {})
-        : world_(world), fleet_(fleet), engine_(engine), pages_(pages),
+    Handler(World& world, Fleet& fleet, Destroyer& destroyer, PageLimits pages = {})
+        : world_(world), fleet_(fleet), destroyer_(destroyer), pages_(pages),
           clients_([this](const Clients::Client& client) { client_gone(client); }) {}
     Handler(const Handler&) = delete;
     Handler& operator=(const Handler&) = delete;
@@ -57,7 +57,7 @@ private:
 
     World& world_;
     Fleet& fleet_;
-    Engine& engine_;
+    Destroyer& destroyer_;
     PageLimits pages_;
     Clients clients_;
     std::atomic<bool> stopping_{false};

@@ -48,6 +48,16 @@ std::uint32_t module_number(const RequestContext& s, std::uint32_t number) {
     return validate::module_number(number, s.fleet.size());
 }
 
+// The module a request names (1..the number of modules).
+Module& module_at(const RequestContext& s, std::uint32_t number) {
+    return s.fleet.module(module_number(s, number));
+}
+
+// Who sent it: what it loads is the uid's and goes with its process.
+Caller caller_of(const Peer& peer) {
+    return Caller{peer.uid, peer.client};
+}
+
 // The module of a request that names one only with a token handle (a
 // module-protected key, a token without a handle: the module is not used).
 std::uint32_t module_if_token(const RequestContext& s, std::uint32_t number,
@@ -104,35 +114,33 @@ void create_token(const RequestContext& s, const Request& request, const Peer& p
 
 void load_token(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.load_token();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto hash = validate::token_hash(r.token_hash());
     auto passphrase = validate::passphrase(r.passphrase(), false);
-    out.mutable_handle()->set_handle(
-        s.engine.load_token(module, hash, passphrase, peer.uid, peer.client));
+    out.mutable_handle()->set_handle(module.load_token(caller_of(peer), hash, passphrase));
     s.clients.note_loaded(peer.pid, peer.client);
 }
 
 void load_key(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.load_key();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     const auto& ident = validate::ident(r.ident());
-    out.mutable_handle()->set_handle(
-        s.engine.load_key(module, ident, r.token_handle(), peer.uid, peer.client));
+    out.mutable_handle()->set_handle(module.load_key(caller_of(peer), ident, r.token_handle()));
     s.clients.note_loaded(peer.pid, peer.client);
 }
 
 void unload(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.unload();
-    s.engine.unload(module_number(s, r.module()), r.handle(), peer.uid);
+    module_at(s, r.module()).unload(caller_of(peer), r.handle());
     out.mutable_ok();
 }
 
 void generate_key(const RequestContext& s, const Request& request, const Peer& peer,
                   Response& out) {
     const auto& r = request.generate_key();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto spec = validate::key_spec(r);
-    auto generated = s.engine.generate_key(module, spec, peer.uid, peer.client);
+    auto generated = module.generate_key(caller_of(peer), spec);
     s.clients.note_loaded(peer.pid, peer.client);
     auto* body = out.mutable_generated();
     body->set_handle(generated.handle);
@@ -143,7 +151,7 @@ void destroy_key(const RequestContext& s, const Request& request, const Peer& pe
     const auto& r = request.destroy_key();
     const auto& ident = validate::ident(r.ident());
     auto module = module_if_token(s, r.module(), r.token_handle());
-    s.engine.destroy_key(module, ident, r.token_handle(), peer.uid);
+    s.destroyer.destroy_key(module, ident, r.token_handle(), peer.uid);
     out.mutable_ok();
 }
 
@@ -152,44 +160,43 @@ void destroy_token(const RequestContext& s, const Request& request, const Peer& 
     const auto& r = request.destroy_token();
     auto hash = validate::token_hash(r.token_hash());
     auto module = module_if_token(s, r.module(), r.token_handle()); // else: permission
-    s.engine.destroy_token(module, hash, r.token_handle(), r.with_keys(), peer.uid);
+    s.destroyer.destroy_token(module, hash, r.token_handle(), r.with_keys(), peer.uid);
     out.mutable_ok();
 }
 
 void sign(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.sign();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto mech = validate::mechanism(r.mechanism());
-    set_data(out, s.engine.sign(module, r.handle(), mech, bytes_of(r.data()), peer.uid));
+    set_data(out, module.sign(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
 }
 
 void verify(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.verify();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto mech = validate::mechanism(r.mechanism());
-    s.engine.verify(module, r.handle(), mech, bytes_of(r.data()), bytes_of(r.signature()),
-                    peer.uid);
+    module.verify(caller_of(peer), r.handle(), mech, bytes_of(r.data()), bytes_of(r.signature()));
     out.mutable_ok();
 }
 
 void encrypt(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.encrypt();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto mech = validate::mechanism(r.mechanism());
-    set_data(out, s.engine.encrypt(module, r.handle(), mech, bytes_of(r.data()), peer.uid));
+    set_data(out, module.encrypt(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
 }
 
 void decrypt(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.decrypt();
-    auto module = module_number(s, r.module());
+    auto& module = module_at(s, r.module());
     auto mech = validate::mechanism(r.mechanism());
-    set_data(out, s.engine.decrypt(module, r.handle(), mech, bytes_of(r.data()), peer.uid));
+    set_data(out, module.decrypt(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
 }
 
 void random(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.random();
-    auto module = module_number(s, r.module());
-    set_data(out, s.engine.random(module, validate::random_length(r.length()), peer.uid));
+    auto& module = module_at(s, r.module());
+    set_data(out, module.random(caller_of(peer), validate::random_length(r.length())));
 }
 
 // A stream, not an answer: the connection calls Handler::subscribe().

@@ -7,7 +7,7 @@
 // table and nothing else about the kinds of request: a new request is a
 // message in wire.proto and one row here, with its answer.
 
-#include "sim/model/engine.hpp"
+#include "sim/model/destroyer.hpp"
 #include "sim/model/fleet.hpp"
 #include "sim/model/world.hpp"
 #include "sim/server/clients.hpp"
@@ -34,7 +34,7 @@ struct Peer {
 struct RequestContext {
     World& world;
     Fleet& fleet;
-    Engine& engine;
+    Destroyer& destroyer;
     Clients& clients;
     PageLimits pages;
 };

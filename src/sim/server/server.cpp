@@ -87,8 +87,8 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     fleet.objects.per_uid = options_.max_objects_per_uid;
     modules_ = std::make_unique<SimulatedModules>(*world_);
     fleet_ = std::make_unique<Fleet>(*world_, fleet, modules_->factory());
-    engine_ = std::make_unique<Engine>(*world_, *fleet_);
-    handler_ = std::make_unique<Handler>(*world_, *fleet_, *engine_);
+    destroyer_ = std::make_unique<Destroyer>(*world_, *fleet_);
+    handler_ = std::make_unique<Handler>(*world_, *fleet_, *destroyer_);
     admin_ = std::make_unique<Listener>(options_.admin_socket, 0600, 0700);
     client_ = std::make_unique<Listener>(options_.socket, 0660, 0755);
 }

@@ -3,7 +3,7 @@
 // socket and an admin socket, one thread per connection. serve() (serve.cpp)
 // wraps it with signals and readiness; tests drive it directly.
 
-#include "sim/model/engine.hpp"
+#include "sim/model/destroyer.hpp"
 #include "sim/model/fleet.hpp"
 #include "sim/model/simulated_module.hpp"
 #include "sim/model/world.hpp"
@@ -63,7 +63,7 @@ private:
     std::unique_ptr<World> world_;
     std::unique_ptr<SimulatedModules> modules_; // the kind of module hsmsim serves
     std::unique_ptr<Fleet> fleet_;
-    std::unique_ptr<Engine> engine_;
+    std::unique_ptr<Destroyer> destroyer_;
     std::unique_ptr<Handler> handler_;
     std::unique_ptr<Listener> client_;
     std::unique_ptr<Listener> admin_;

@@ -1,7 +1,7 @@
 #pragma once
 // A module of another kind than the simulated HSM, for tests of what drives
-// modules through the Module interface (the fleet, the engine, the
-// handler): it records what it is asked, answers from a script, fails with
+// modules through the Module interface (the fleet, the handler and its
+// answers): it records what it is asked, answers from a script, fails with
 // the module error a test sets, and reports changes of its own (as a device
 // that goes away and comes back would) when the test says so.
 

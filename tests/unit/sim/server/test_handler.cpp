@@ -20,7 +20,7 @@ struct Setup {
     std::unique_ptr<World> world;
     std::unique_ptr<SimulatedModules> sims;
     std::unique_ptr<Fleet> fleet;
-    std::unique_ptr<Engine> engine;
+    std::unique_ptr<Destroyer> destroyer;
     std::unique_ptr<Handler> handler;
     std::uint64_t next_id = 1;
     explicit Setup(PageLimits pages = {}, const ObjectLimits& objects = {}) {
@@ -31,8 +31,8 @@ struct Setup {
         // initialising however slow the build (ASan) is.
         sims = std::make_unique<SimulatedModules>(*world);
         fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, objects}, sims->factory());
-        engine = std::make_unique<Engine>(*world, *fleet, kServiceUid);
-        handler = std::make_unique<Handler>(*world, *fleet, *engine, pages);
+        destroyer = std::make_unique<Destroyer>(*world, *fleet, kServiceUid);
+        handler = std::make_unique<Handler>(*world, *fleet, *destroyer, pages);
     }
     // Through the codec both ways, as over a socket.
     wire::Response call(wire::Request request, const Peer& peer = kClient) {
@@ -662,8 +662,8 @@ TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
     world.enrol_module();
     SimulatedModules sims(world);
     Fleet fleet(world, FleetOptions{0, 0, {}}, sims.factory());
-    Engine engine(world, fleet, kServiceUid);
-    Handler handler(world, fleet, engine);
+    Destroyer destroyer(world, fleet, kServiceUid);
+    Handler handler(world, fleet, destroyer);
     wire::Request gen;
     gen.mutable_generate_key()->set_module(1);
     gen.mutable_generate_key()->set_type(wire::KEY_EC_P256);
@@ -761,8 +761,8 @@ TEST_CASE("sim::Handler serves modules of another kind and passes their module e
     simtest::FakeModules fakes;
     // A long initialisation delay: a cleared module stays initialising.
     Fleet fleet(*world, FleetOptions{0, 60000, {}}, fakes.factory());
-    Engine engine(*world, fleet, kServiceUid);
-    Handler handler(*world, fleet, engine);
+    Destroyer destroyer(*world, fleet, kServiceUid);
+    Handler handler(*world, fleet, destroyer);
     Peer peer{1000, 42, false};
     auto lease = handler.attach(peer);
 

@@ -1,4 +1,4 @@
-#include "sim/model/engine.hpp"
+#include "sim/model/destroyer.hpp"
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
@@ -17,27 +17,8 @@ std::string unloaded_text(std::size_t unloaded) {
 
 } // namespace
 
-hsm::ObjectHandle Engine::load_token(std::uint32_t module, const Bytes& token_hash,
-                                     const SecureBuffer& passphrase, uid_t uid, ClientId client) {
-    return fleet_.module(module).load_token(Caller{uid, client}, token_hash, passphrase);
-}
-
-hsm::ObjectHandle Engine::load_key(std::uint32_t module, const std::string& ident,
-                                   hsm::ObjectHandle token_handle, uid_t uid, ClientId client) {
-    return fleet_.module(module).load_key(Caller{uid, client}, ident, token_handle);
-}
-
-void Engine::unload(std::uint32_t module, hsm::ObjectHandle handle, uid_t uid) {
-    fleet_.module(module).unload(Caller{uid, kNoClient}, handle);
-}
-
-hsm::GeneratedKey Engine::generate_key(std::uint32_t module, const hsm::KeySpec& spec, uid_t uid,
-                                       ClientId client) {
-    return fleet_.module(module).generate_key(Caller{uid, client}, spec);
-}
-
-void Engine::destroy_key(std::uint32_t module, const std::string& ident,
-                         hsm::ObjectHandle token_handle, uid_t uid) {
+void Destroyer::destroy_key(std::uint32_t module, const std::string& ident,
+                            hsm::ObjectHandle token_handle, uid_t uid) {
     const auto record = world_.key_record(ident);
     if (!record.protection) {
         if (token_handle != 0) {
@@ -68,8 +49,8 @@ void Engine::destroy_key(std::uint32_t module, const std::string& ident,
                unloaded_text(unload_key(ident)));
 }
 
-void Engine::destroy_token(std::uint32_t module, const Bytes& token_hash,
-                           hsm::ObjectHandle token_handle, bool with_keys, uid_t uid) {
+void Destroyer::destroy_token(std::uint32_t module, const Bytes& token_hash,
+                              hsm::ObjectHandle token_handle, bool with_keys, uid_t uid) {
     const auto card = world_.card(token_hash); // not_found before anything else
     const auto info = World::info_of(card);
     if (token_handle == 0) {
@@ -107,34 +88,10 @@ void Engine::destroy_token(std::uint32_t module, const Bytes& token_hash,
                destroyed.keys.size(), unloaded_text(unloaded));
 }
 
-std::size_t Engine::unload_key(const std::string& ident) {
+std::size_t Destroyer::unload_key(const std::string& ident) {
     return fleet_.unload_matching([&](const LoadedObject& object) {
         return object.key != nullptr && object.key->persistent && object.key->ident == ident;
     });
-}
-
-Bytes Engine::sign(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
-                   const Bytes& data, uid_t uid) {
-    return fleet_.module(module).sign(Caller{uid, kNoClient}, key, mech, data);
-}
-
-void Engine::verify(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
-                    const Bytes& data, const Bytes& signature, uid_t uid) {
-    fleet_.module(module).verify(Caller{uid, kNoClient}, key, mech, data, signature);
-}
-
-Bytes Engine::encrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
-                      const Bytes& data, uid_t uid) {
-    return fleet_.module(module).encrypt(Caller{uid, kNoClient}, key, mech, data);
-}
-
-Bytes Engine::decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
-                      const Bytes& data, uid_t uid) {
-    return fleet_.module(module).decrypt(Caller{uid, kNoClient}, key, mech, data);
-}
-
-Bytes Engine::random(std::uint32_t module, std::uint32_t length, uid_t uid) {
-    return fleet_.module(module).random(Caller{uid, kNoClient}, length);
 }
 
 } // namespace preloadrun::sim
