@@ -164,11 +164,19 @@ void destroy_token(const RequestContext& s, const Request& request, const Peer& 
     out.mutable_ok();
 }
 
-void sign(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
-    const auto& r = request.sign();
+// Sign, Encrypt and Decrypt: data in, data out, with a key and a mechanism.
+using DataOperation = Bytes (Module::*)(const Caller&, hsm::ObjectHandle, const hsm::Mechanism&,
+                                        const Bytes&);
+template <class Body>
+void answer_data(const RequestContext& s, const Body& r, const Peer& peer, Response& out,
+                 DataOperation operation) {
     auto& module = module_at(s, r.module());
     auto mech = validate::mechanism(r.mechanism());
-    set_data(out, module.sign(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
+    set_data(out, (module.*operation)(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
+}
+
+void sign(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
+    answer_data(s, request.sign(), peer, out, &Module::sign);
 }
 
 void verify(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
@@ -180,17 +188,11 @@ void verify(const RequestContext& s, const Request& request, const Peer& peer, R
 }
 
 void encrypt(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
-    const auto& r = request.encrypt();
-    auto& module = module_at(s, r.module());
-    auto mech = validate::mechanism(r.mechanism());
-    set_data(out, module.encrypt(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
+    answer_data(s, request.encrypt(), peer, out, &Module::encrypt);
 }
 
 void decrypt(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
-    const auto& r = request.decrypt();
-    auto& module = module_at(s, r.module());
-    auto mech = validate::mechanism(r.mechanism());
-    set_data(out, module.decrypt(caller_of(peer), r.handle(), mech, bytes_of(r.data())));
+    answer_data(s, request.decrypt(), peer, out, &Module::decrypt);
 }
 
 void random(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {

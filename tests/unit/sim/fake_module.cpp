@@ -38,14 +38,11 @@ void FakeModule::report(hsm::ModuleAction action, const std::string& why) {
 
 hsm::ModuleInfo FakeModule::info() const {
     std::lock_guard lock(mutex_);
-    hsm::ModuleInfo info;
-    info.number = number_;
-    info.esn = esn_;
-    info.state = state_;
-    info.generation = generation_;
-    info.ops = ops_;
-    info.objects = objects_;
-    return info;
+    return hsm::ModuleInfo{.number = number_,
+                           .esn = esn_,
+                           .state = state_,
+                           .generation = generation_,
+                           .objects = objects_};
 }
 
 hsm::ModuleState FakeModule::state() const {
@@ -97,7 +94,6 @@ void FakeModule::operation(Call call) {
         throw Error(ErrorCode::module_not_usable, "module " + std::to_string(number_) + " is " +
                                                       std::string(hsm::to_string(state_)));
     }
-    ++ops_;
 }
 
 hsm::ObjectHandle FakeModule::load_token(const Caller& caller, const Bytes& token_hash,

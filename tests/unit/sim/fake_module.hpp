@@ -89,7 +89,6 @@ private:
     mutable std::mutex mutex_;
     preloadrun::hsm::ModuleState state_;
     std::uint64_t generation_;
-    std::uint64_t ops_ = 0;
     preloadrun::hsm::ObjectHandle next_handle_ = 1;
     std::uint32_t objects_ = 0;
     std::optional<std::pair<preloadrun::ErrorCode, std::string>> fail_next_;
