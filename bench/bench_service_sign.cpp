@@ -13,6 +13,7 @@
 
 #include "bench_support.hpp"
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/ossl.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
 
@@ -39,14 +40,8 @@ constexpr std::size_t kDigests = 64;
 
 // ---- OpenSSL -----------------------------------------------------------------------
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct CtxFree {
-    void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, CtxFree>;
+using preloadrun::ossl::Pkey;
+using preloadrun::ossl::PkeyCtx;
 
 std::vector<Bytes> make_digests() {
     std::vector<Bytes> out;

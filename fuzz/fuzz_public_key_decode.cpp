@@ -10,6 +10,7 @@
 
 #include "attributes.hpp"
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/ossl.hpp"
 
 #include <cstdlib>
 #include <iterator>
@@ -52,10 +53,6 @@ hsm::KeyType type_of(std::uint8_t tag) {
     return kTypes[tag % std::size(kTypes)].type;
 }
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
-
 // CKA_EC_POINT: a DER OCTET STRING, all of it, around the SPKI's point.
 void check_ec_point(const Bytes& der) {
     const unsigned char* p = der.data();
@@ -67,7 +64,7 @@ void check_ec_point(const Bytes& der) {
 // The key decoded is of the type the attributes say.
 void check_type(const hsm::KeyInfo& key, const pkcs11::PublicParts& parts) {
     const unsigned char* p = key.public_der.data();
-    std::unique_ptr<EVP_PKEY, PkeyFree> pkey(
+    const preloadrun::ossl::Pkey pkey(
         d2i_PUBKEY(nullptr, &p, static_cast<long>(key.public_der.size())));
     check(pkey != nullptr);
     if (key.type == hsm::KeyType::rsa) {

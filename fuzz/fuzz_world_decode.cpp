@@ -1,4 +1,4 @@
-// libFuzzer target: the files of a Security World (sim/world_format.hpp),
+// libFuzzer target: the files of a Security World (sim/model/world_format.hpp),
 // which hsmsim reads at start and whenever a request names a token or key.
 // Anything but preloadrun::Error escaping a decoder, a crash, a sanitizer
 // report, or a record that does not survive encode/decode unchanged is a bug.
@@ -7,9 +7,9 @@
 // picks a kind too), then the file's text. A new kind of file is one line of
 // kKinds.
 
+#include "model/world_format.hpp"
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/error.hpp"
-#include "sim/world_format.hpp"
 
 #include <algorithm>
 #include <cstdlib>

@@ -49,6 +49,7 @@
 //     1 when something broke, 2 bad usage.
 
 #include "bench_support.hpp"
+#include "preloadrun/common/ossl.hpp"
 #include "preloadrun/hsm/service.hpp"
 #include "preloadrun/pkcs11/cryptoki.hpp"
 
@@ -112,53 +113,45 @@ std::string read_text(const std::string& path) {
 class PublicKey {
 public:
     explicit PublicKey(const std::string& pem) {
-        BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-        key_ = bio != nullptr ? PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr) : nullptr;
-        BIO_free(bio);
-        if (key_ == nullptr) {
+        const pr::ossl::Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+        key_.reset(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+        if (!key_) {
             throw Broken("not a PEM public key");
         }
     }
-    PublicKey(const PublicKey&) = delete;
-    PublicKey& operator=(const PublicKey&) = delete;
-    ~PublicKey() { EVP_PKEY_free(key_); }
 
     // SHA-256 of `msg` signed by this key: `sig` is r || s for EC (PKCS#11's
     // form), PKCS#1 v1.5 for RSA.
     bool verifies(const std::vector<unsigned char>& msg, const unsigned char* sig,
                   std::size_t len) const {
         std::vector<unsigned char> der;
-        if (EVP_PKEY_get_base_id(key_) == EVP_PKEY_EC) {
+        if (EVP_PKEY_get_base_id(key_.get()) == EVP_PKEY_EC) {
             if (len != 64) {
                 return false;
             }
-            ECDSA_SIG* s = ECDSA_SIG_new();
-            BIGNUM* r = BN_bin2bn(sig, 32, nullptr);
-            BIGNUM* t = BN_bin2bn(sig + 32, 32, nullptr);
-            if (s == nullptr || r == nullptr || t == nullptr || ECDSA_SIG_set0(s, r, t) != 1) {
-                BN_free(r);
-                BN_free(t);
-                ECDSA_SIG_free(s);
+            const pr::ossl::EcdsaSig s(ECDSA_SIG_new());
+            pr::ossl::Bignum r(BN_bin2bn(sig, 32, nullptr));
+            pr::ossl::Bignum t(BN_bin2bn(sig + 32, 32, nullptr));
+            if (!s || !r || !t || ECDSA_SIG_set0(s.get(), r.get(), t.get()) != 1) {
                 return false;
             }
-            const int n = i2d_ECDSA_SIG(s, nullptr);
+            static_cast<void>(r.release()); // s owns them now
+            static_cast<void>(t.release());
+            const int n = i2d_ECDSA_SIG(s.get(), nullptr);
             der.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
             unsigned char* p = der.data();
-            i2d_ECDSA_SIG(s, &p);
-            ECDSA_SIG_free(s);
+            i2d_ECDSA_SIG(s.get(), &p);
             sig = der.data();
             len = der.size();
         }
-        EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-        const bool ok = ctx != nullptr &&
-                        EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, key_) == 1 &&
-                        EVP_DigestVerify(ctx, sig, len, msg.data(), msg.size()) == 1;
-        EVP_MD_CTX_free(ctx);
-        return ok;
+        const pr::ossl::MdCtx ctx(EVP_MD_CTX_new());
+        return ctx &&
+               EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_.get()) == 1 &&
+               EVP_DigestVerify(ctx.get(), sig, len, msg.data(), msg.size()) == 1;
     }
 
 private:
-    EVP_PKEY* key_ = nullptr;
+    pr::ossl::Pkey key_;
 };
 
 class Pkcs11 {

@@ -1,9 +1,9 @@
 #include "attributes.hpp"
 
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/ossl.hpp"
 
 #include <cstring>
-#include <memory>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -17,19 +17,12 @@ namespace {
 const Bytes kP256Oid = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 const Bytes kP384Oid = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const noexcept { EVP_PKEY_free(p); }
-};
-struct BnFree {
-    void operator()(BIGNUM* p) const noexcept { BN_free(p); }
-};
-
 Bytes bn_param(EVP_PKEY* pkey, const char* name) {
     BIGNUM* raw = nullptr;
     if (EVP_PKEY_get_bn_param(pkey, name, &raw) != 1) {
         throw Error(ErrorCode::corrupt, std::string("public key has no ") + name);
     }
-    std::unique_ptr<BIGNUM, BnFree> bn(raw);
+    const ossl::Bignum bn(raw);
     Bytes out(static_cast<std::size_t>(BN_num_bytes(bn.get())));
     BN_bn2bin(bn.get(), out.data());
     return out;
@@ -172,8 +165,7 @@ PublicParts parse_public(const hsm::KeyInfo& key) {
         return parts;
     }
     const unsigned char* p = key.public_der.data();
-    std::unique_ptr<EVP_PKEY, PkeyFree> pkey(
-        d2i_PUBKEY(nullptr, &p, static_cast<long>(key.public_der.size())));
+    const ossl::Pkey pkey(d2i_PUBKEY(nullptr, &p, static_cast<long>(key.public_der.size())));
     if (!pkey) {
         throw Error(ErrorCode::corrupt, "key " + key.ident + ": public key DER does not parse");
     }
@@ -197,16 +189,15 @@ PublicParts parse_public(const hsm::KeyInfo& key) {
     // The point straight from the SubjectPublicKeyInfo's BIT STRING: works
     // whatever provider or engine the application configured.
     const unsigned char* q = key.public_der.data();
-    X509_PUBKEY* spki = d2i_X509_PUBKEY(nullptr, &q, static_cast<long>(key.public_der.size()));
+    const ossl::Owned<X509_PUBKEY, X509_PUBKEY_free> spki(
+        d2i_X509_PUBKEY(nullptr, &q, static_cast<long>(key.public_der.size())));
     const unsigned char* raw = nullptr;
     int raw_len = 0;
-    if (spki == nullptr || X509_PUBKEY_get0_param(nullptr, &raw, &raw_len, nullptr, spki) != 1 ||
+    if (!spki || X509_PUBKEY_get0_param(nullptr, &raw, &raw_len, nullptr, spki.get()) != 1 ||
         raw_len <= 0) {
-        X509_PUBKEY_free(spki);
         throw Error(ErrorCode::corrupt, "key " + key.ident + ": no EC point");
     }
     const Bytes point(raw, raw + raw_len);
-    X509_PUBKEY_free(spki);
     parts.ec_point = der_octet_string(point);
     parts.ec_params = ec_params_for(key.type);
     return parts;

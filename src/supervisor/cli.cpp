@@ -59,6 +59,99 @@ const CLI::Validator kDescriptor(
     },
     "FD");
 
+// The run's options as CLI11 fills them, before they become Options.
+struct RunArguments {
+    std::vector<std::string> softcards;
+    std::vector<std::string> cardsets;
+    std::vector<std::string> passphrase_files;
+    std::string retry_window;
+    bool no_ha = false;
+};
+
+void add_run_options(CLI::App& app, Options& options, RunArguments& args) {
+    app.add_option("-s,--softcard", args.softcards, "Load this softcard (name or hash); repeatable")
+        ->type_name("NAME|HASH")
+        ->allow_extra_args(false); // one value each: COMMAND may follow
+    app.add_option("-c,--cardset", args.cardsets, "Load this card set (name or hash); repeatable")
+        ->type_name("NAME|HASH")
+        ->allow_extra_args(false); // one value each: COMMAND may follow
+    app.add_option("--passphrase-file", args.passphrase_files,
+                   "Passphrase from FILE, for every token or for TOKEN only; repeatable")
+        ->type_name("[TOKEN=]FILE")
+        ->allow_extra_args(false); // one value each: COMMAND may follow
+    app.add_option("--passphrase-fd", options.passphrase_fd,
+                   "Passphrases from descriptor FD, one line per token, in order")
+        ->type_name("FD")
+        ->check(kDescriptor);
+    app.add_option("-f,--tokens-file", options.tokens_file,
+                   "Tokens file path (default: one per run under $XDG_RUNTIME_DIR/preloadrun)")
+        ->type_name("PATH");
+    app.add_option("--attach", options.attach,
+                   "Run COMMAND against this live tokens file instead of loading tokens")
+        ->type_name("FILE");
+    app.add_option("--group", options.group, "Make the tokens file readable by GROUP (mode 0640)")
+        ->type_name("GROUP");
+    app.add_flag("--no-ha", args.no_ha,
+                 "Load once; no reloading, and CKNFAST_RELOAD_KEYS is not set");
+    app.add_option("--retry-window", args.retry_window,
+                   "How long to retry loading onto a module: 30s, 5m, 1h, 1500ms "
+                   "(default: 5m)")
+        ->type_name("DURATION");
+    app.add_flag("--subreaper", options.subreaper,
+                 "Adopt and reap orphaned descendants (implicit as PID 1)");
+    app.add_flag("--process-group", options.process_group,
+                 "Forward signals to COMMAND's whole process group, not COMMAND alone");
+    app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
+        ->type_name("PATH");
+}
+
+// Options from what was parsed, and the usage errors CLI11 cannot see.
+void finish_run_options(Options& options, const RunArguments& args,
+                        std::vector<std::string> remaining) {
+    for (const auto& name : args.softcards) {
+        options.tokens.push_back({"softcard", name});
+    }
+    for (const auto& name : args.cardsets) {
+        options.tokens.push_back({"cardset", name});
+    }
+    for (const auto& text : args.passphrase_files) {
+        options.passphrase_files.push_back(parse_passphrase_file(text));
+    }
+    options.high_availability = !args.no_ha;
+    if (!args.retry_window.empty()) {
+        try {
+            options.retry_window = parse_duration(args.retry_window);
+        } catch (const Error& e) {
+            throw Error(e.code(), std::string("--retry-window: ") + e.what());
+        }
+    }
+    options.command = std::move(remaining);
+    if (!options.command.empty() && options.command.front() == "--") {
+        options.command.erase(options.command.begin());
+    } else if (!options.command.empty() && options.command.front().starts_with("-")) {
+        // prefix_command() takes an unknown option for the start of COMMAND.
+        throw Error(ErrorCode::usage, "unknown option " + options.command.front() +
+                                          " (see preloadrun --help; a COMMAND that starts "
+                                          "with '-' goes after --)");
+    }
+    if (!options.attach.empty()) {
+        if (options.command.empty()) {
+            throw Error(ErrorCode::usage, "--attach needs a COMMAND to run");
+        }
+        if (!options.tokens.empty() || !options.tokens_file.empty()) {
+            throw Error(ErrorCode::usage,
+                        "--attach uses an existing tokens file: it takes no -s, -c or -f");
+        }
+    }
+    if ((options.passphrase_fd || !options.passphrase_files.empty()) && options.tokens.empty()) {
+        throw Error(ErrorCode::usage,
+                    "a passphrase option is given but no token to load (-s or -c)");
+    }
+    if (options.passphrase_fd) {
+        consume_inherited_descriptor(*options.passphrase_fd); // never the child's
+    }
+}
+
 } // namespace
 
 int run_cli(int argc, char** argv) noexcept {
@@ -78,47 +171,8 @@ int run_cli(int argc, char** argv) noexcept {
                              "Print version and build information");
         Options options;
         LogOptions log_options;
-        std::vector<std::string> softcards;
-        std::vector<std::string> cardsets;
-        std::vector<std::string> passphrase_files;
-        std::string retry_window;
-        bool no_ha = false;
-
-        app.add_option("-s,--softcard", softcards, "Load this softcard (name or hash); repeatable")
-            ->type_name("NAME|HASH")
-            ->allow_extra_args(false); // one value each: COMMAND may follow
-        app.add_option("-c,--cardset", cardsets, "Load this card set (name or hash); repeatable")
-            ->type_name("NAME|HASH")
-            ->allow_extra_args(false); // one value each: COMMAND may follow
-        app.add_option("--passphrase-file", passphrase_files,
-                       "Passphrase from FILE, for every token or for TOKEN only; repeatable")
-            ->type_name("[TOKEN=]FILE")
-            ->allow_extra_args(false); // one value each: COMMAND may follow
-        app.add_option("--passphrase-fd", options.passphrase_fd,
-                       "Passphrases from descriptor FD, one line per token, in order")
-            ->type_name("FD")
-            ->check(kDescriptor);
-        app.add_option("-f,--tokens-file", options.tokens_file,
-                       "Tokens file path (default: one per run under $XDG_RUNTIME_DIR/preloadrun)")
-            ->type_name("PATH");
-        app.add_option("--attach", options.attach,
-                       "Run COMMAND against this live tokens file instead of loading tokens")
-            ->type_name("FILE");
-        app.add_option("--group", options.group,
-                       "Make the tokens file readable by GROUP (mode 0640)")
-            ->type_name("GROUP");
-        app.add_flag("--no-ha", no_ha,
-                     "Load once; no reloading, and CKNFAST_RELOAD_KEYS is not set");
-        app.add_option("--retry-window", retry_window,
-                       "How long to retry loading onto a module: 30s, 5m, 1h, 1500ms "
-                       "(default: 5m)")
-            ->type_name("DURATION");
-        app.add_flag("--subreaper", options.subreaper,
-                     "Adopt and reap orphaned descendants (implicit as PID 1)");
-        app.add_flag("--process-group", options.process_group,
-                     "Forward signals to COMMAND's whole process group, not COMMAND alone");
-        app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
-            ->type_name("PATH");
+        RunArguments args;
+        add_run_options(app, options, args);
         log_options.add_to(app);
 
         std::string file;
@@ -149,49 +203,7 @@ int run_cli(int argc, char** argv) noexcept {
             return check->parsed() ? check_command(path) : status_command(path, json);
         }
 
-        for (const auto& name : softcards) {
-            options.tokens.push_back({"softcard", name});
-        }
-        for (const auto& name : cardsets) {
-            options.tokens.push_back({"cardset", name});
-        }
-        for (const auto& text : passphrase_files) {
-            options.passphrase_files.push_back(parse_passphrase_file(text));
-        }
-        options.high_availability = !no_ha;
-        if (!retry_window.empty()) {
-            try {
-                options.retry_window = parse_duration(retry_window);
-            } catch (const Error& e) {
-                throw Error(e.code(), std::string("--retry-window: ") + e.what());
-            }
-        }
-        options.command = app.remaining();
-        if (!options.command.empty() && options.command.front() == "--") {
-            options.command.erase(options.command.begin());
-        } else if (!options.command.empty() && options.command.front().starts_with("-")) {
-            // prefix_command() takes an unknown option for the start of COMMAND.
-            throw Error(ErrorCode::usage, "unknown option " + options.command.front() +
-                                              " (see preloadrun --help; a COMMAND that starts "
-                                              "with '-' goes after --)");
-        }
-        if (!options.attach.empty()) {
-            if (options.command.empty()) {
-                throw Error(ErrorCode::usage, "--attach needs a COMMAND to run");
-            }
-            if (!options.tokens.empty() || !options.tokens_file.empty()) {
-                throw Error(ErrorCode::usage,
-                            "--attach uses an existing tokens file: it takes no -s, -c or -f");
-            }
-        }
-        if ((options.passphrase_fd || !options.passphrase_files.empty()) &&
-            options.tokens.empty()) {
-            throw Error(ErrorCode::usage,
-                        "a passphrase option is given but no token to load (-s or -c)");
-        }
-        if (options.passphrase_fd) {
-            consume_inherited_descriptor(*options.passphrase_fd); // never the child's
-        }
+        finish_run_options(options, args, app.remaining());
         return run(options);
     } catch (const Error& e) {
         std::cerr << "preloadrun: " << e.what() << "\n";

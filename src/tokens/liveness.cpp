@@ -10,6 +10,7 @@
 #include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 namespace preloadrun::tokens {
 
@@ -138,54 +139,11 @@ Liveness check(const std::filesystem::path& tokens_file) {
     return check(dir, tokens_file.filename().string());
 }
 
-Liveness check(const Dir& dir, std::string_view name) {
-    const auto tokens_file = dir / name;
-    Liveness result;
-    Fd fd = dir.open_entry(name, O_RDONLY | O_NONBLOCK);
-    if (!fd) {
-        const int err = errno;
-        if (err == ENOENT) {
-            return not_live(Status::missing, tokens_file.string() + ": no such file");
-        }
-        if (err == ELOOP) {
-            return not_live(Status::unsafe, tokens_file.string() +
-                                                ": is a symbolic link, which preloadrun never "
-                                                "publishes; refused");
-        }
-        if (err == EACCES || err == EPERM) {
-            return not_live(Status::unknown, tokens_file.string() + ": " + std::strerror(err) +
-                                                 ": this user (uid " + std::to_string(::geteuid()) +
-                                                 ") cannot read it" + access_text(dir, name) +
-                                                 share_hint);
-        }
-        return not_live(Status::unknown,
-                        "cannot open " + tokens_file.string() + ": " + std::strerror(err));
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-        return not_live(Status::unknown,
-                        "cannot stat " + tokens_file.string() + ": " + std::strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        return not_live(Status::corrupt, tokens_file.string() + ": not a regular file");
-    }
-    if (auto unsafe = unsafe_reason(dir, st, tokens_file)) {
-        return not_live(Status::unsafe, *unsafe);
-    }
-    result.file_uid = st.st_uid;
-    std::string text;
-    try {
-        auto bytes = read_open_file(fd.get(), tokens_file, kMaxFileSize);
-        text.assign(bytes.begin(), bytes.end());
-    } catch (const Error& e) {
-        // Too large: not a tokens file. A read that failed: no answer.
-        return not_live(e.code() == ErrorCode::limit ? Status::corrupt : Status::unknown, e.what());
-    }
-    try {
-        result.file = decode(text);
-    } catch (const Error& e) {
-        return not_live(Status::corrupt, tokens_file.string() + ": " + e.what());
-    }
+namespace {
+
+// The rest of check() for a tokens file read and decoded into `result`: is
+// its owner alive on this host, since this boot, holding its lock?
+Liveness owner_liveness(const Dir& dir, std::string_view name, Liveness result) {
     const auto& file = *result.file;
     const auto& owner = file.owner.process;
     if (owner.hostname != current_hostname()) {
@@ -253,6 +211,59 @@ Liveness check(const Dir& dir, std::string_view name) {
     result.status = Status::live;
     result.reason = "owned by live " + owner_text(file);
     return result;
+}
+
+} // namespace
+
+Liveness check(const Dir& dir, std::string_view name) {
+    const auto tokens_file = dir / name;
+    Liveness result;
+    Fd fd = dir.open_entry(name, O_RDONLY | O_NONBLOCK);
+    if (!fd) {
+        const int err = errno;
+        if (err == ENOENT) {
+            return not_live(Status::missing, tokens_file.string() + ": no such file");
+        }
+        if (err == ELOOP) {
+            return not_live(Status::unsafe, tokens_file.string() +
+                                                ": is a symbolic link, which preloadrun never "
+                                                "publishes; refused");
+        }
+        if (err == EACCES || err == EPERM) {
+            return not_live(Status::unknown, tokens_file.string() + ": " + std::strerror(err) +
+                                                 ": this user (uid " + std::to_string(::geteuid()) +
+                                                 ") cannot read it" + access_text(dir, name) +
+                                                 share_hint);
+        }
+        return not_live(Status::unknown,
+                        "cannot open " + tokens_file.string() + ": " + std::strerror(err));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) {
+        return not_live(Status::unknown,
+                        "cannot stat " + tokens_file.string() + ": " + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return not_live(Status::corrupt, tokens_file.string() + ": not a regular file");
+    }
+    if (auto unsafe = unsafe_reason(dir, st, tokens_file)) {
+        return not_live(Status::unsafe, *unsafe);
+    }
+    result.file_uid = st.st_uid;
+    std::string text;
+    try {
+        auto bytes = read_open_file(fd.get(), tokens_file, kMaxFileSize);
+        text.assign(bytes.begin(), bytes.end());
+    } catch (const Error& e) {
+        // Too large: not a tokens file. A read that failed: no answer.
+        return not_live(e.code() == ErrorCode::limit ? Status::corrupt : Status::unknown, e.what());
+    }
+    try {
+        result.file = decode(text);
+    } catch (const Error& e) {
+        return not_live(Status::corrupt, tokens_file.string() + ": " + e.what());
+    }
+    return owner_liveness(dir, name, std::move(result));
 }
 
 OwnerLock OwnerLock::acquire(const std::filesystem::path& lock_path, gid_t group) {

@@ -3,7 +3,7 @@
 // same thread gives back through operator delete is searched, just before it
 // goes, for the watch's needles. A secret found there would have stayed in
 // freed memory. (freed_memory.cpp replaces the global operator new and
-// delete of the test program to do so; it is linked into test_sim only.)
+// delete of the test program to do so; it is linked into test_sim_model only.)
 
 #include <cstddef>
 #include <string>

@@ -1,5 +1,7 @@
 #include "sim_test_util.hpp"
 
+#include "preloadrun/common/ossl.hpp"
+
 #include <cstring>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -13,14 +15,8 @@ namespace simtest {
 
 namespace {
 
-struct PkeyFree {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct CtxFree {
-    void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using Ctx = std::unique_ptr<EVP_PKEY_CTX, CtxFree>;
+using preloadrun::ossl::Pkey;
+using Ctx = preloadrun::ossl::PkeyCtx;
 
 Pkey public_key(const Bytes& spki) {
     const unsigned char* p = spki.data();
@@ -53,6 +49,10 @@ preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
     options.kdf_iterations = kFastKdf;
     options.limits = limits;
     return options;
+}
+
+preloadrun::sim::SimulatedModule& simulated(preloadrun::sim::Fleet& fleet, std::uint32_t number) {
+    return dynamic_cast<preloadrun::sim::SimulatedModule&>(fleet.module(number));
 }
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data) {

@@ -2,9 +2,11 @@
 // Helpers shared by the hsmsim unit tests: fast worlds, digests, and
 // signature checks done with OpenSSL directly (not through sim::Key).
 
+#include "model/fleet.hpp"
+#include "model/simulated_module.hpp"
+#include "model/world.hpp"
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/hsm/types.hpp"
-#include "sim/world.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -22,6 +24,9 @@ std::unique_ptr<preloadrun::sim::World> make_world(const std::filesystem::path& 
                                                    const preloadrun::sim::WorldLimits& limits = {});
 preloadrun::sim::WorldOptions world_options(const std::filesystem::path& dir,
                                             const preloadrun::sim::WorldLimits& limits = {});
+
+// Module `number` of a fleet of simulated modules.
+preloadrun::sim::SimulatedModule& simulated(preloadrun::sim::Fleet& fleet, std::uint32_t number);
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data);
 // DigestInfo (PKCS#1 v1.5) for a SHA-256 digest.

@@ -1,0 +1,543 @@
+#include "model/crypto.hpp"
+
+#include "model/ossl.hpp"
+#include "preloadrun/hsm/digest.hpp"
+#include "preloadrun/hsm/gcm.hpp"
+
+#include <climits>
+#include <cstring>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/objects.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+namespace preloadrun::sim {
+
+namespace {
+
+using hsm::Hash;
+using hsm::KeyType;
+using hsm::Mechanism;
+using hsm::MechanismKind;
+using Span = std::span<const std::uint8_t>;
+
+const char* curve_name(KeyType type) {
+    return type == KeyType::ec_p256 ? "P-256" : "P-384";
+}
+
+std::uint32_t curve_bits(KeyType type) {
+    return type == KeyType::ec_p256 ? 256 : 384;
+}
+
+const EVP_MD* md_of(Hash hash) {
+    return hsm::evp_md(hash);
+}
+
+std::string_view mech_name(MechanismKind kind) {
+    switch (kind) {
+    case MechanismKind::rsa_pkcs1:
+        return "RSA PKCS#1 v1.5";
+    case MechanismKind::rsa_pss:
+        return "RSA-PSS";
+    case MechanismKind::rsa_oaep:
+        return "RSA-OAEP";
+    case MechanismKind::ecdsa:
+        return "ECDSA";
+    case MechanismKind::aes_gcm:
+        return "AES-GCM";
+    case MechanismKind::rsa_pkcs1_enc:
+        return "RSA PKCS#1 v1.5 encryption";
+    }
+    return "unknown mechanism";
+}
+
+int to_int(std::size_t size, std::string_view what) {
+    if (size > static_cast<std::size_t>(INT_MAX)) {
+        throw Error(ErrorCode::usage, std::string(what) + " too large");
+    }
+    return static_cast<int>(size);
+}
+
+void check_digest(const EVP_MD* md, Span data) {
+    if (md == nullptr) {
+        return;
+    }
+    auto want = static_cast<std::size_t>(EVP_MD_get_size(md));
+    if (data.size() != want) {
+        throw Error(ErrorCode::usage, std::string("data must be a ") + EVP_MD_get0_name(md) +
+                                          " digest of " + std::to_string(want) + " bytes, got " +
+                                          std::to_string(data.size()));
+    }
+}
+
+ossl::PkeyCtx context_for(EVP_PKEY* pkey) {
+    ossl::PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey, nullptr));
+    if (!ctx) {
+        ossl::fail(ErrorCode::crypto, "cannot create a key context");
+    }
+    return ctx;
+}
+
+// Padding and digests of an RSA signature operation (ctx already initialised).
+void setup_rsa_signature(EVP_PKEY_CTX* ctx, const Mechanism& mech, Span data) {
+    if (mech.kind == MechanismKind::rsa_pkcs1) {
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1) {
+            ossl::fail(ErrorCode::crypto, "cannot set PKCS#1 padding");
+        }
+        if (const EVP_MD* md = md_of(mech.hash)) {
+            check_digest(md, data);
+            if (EVP_PKEY_CTX_set_signature_md(ctx, md) != 1) {
+                ossl::fail(ErrorCode::usage, "RSA PKCS#1 v1.5 refuses this hash");
+            }
+        }
+        return;
+    }
+    const EVP_MD* md = md_of(mech.hash);
+    if (md == nullptr) {
+        throw Error(ErrorCode::usage, "RSA-PSS needs a hash (the data is its digest)");
+    }
+    check_digest(md, data);
+    const EVP_MD* mgf = mech.mgf_hash == Hash::none ? md : md_of(mech.mgf_hash);
+    if (mech.salt_len > static_cast<std::uint32_t>(INT_MAX)) {
+        throw Error(ErrorCode::usage, "RSA-PSS salt length too large");
+    }
+    if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_signature_md(ctx, md) != 1 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf) != 1 ||
+        EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, static_cast<int>(mech.salt_len)) != 1) {
+        ossl::fail(ErrorCode::usage, "RSA-PSS refuses these parameters");
+    }
+}
+
+void setup_rsa_encryption(EVP_PKEY_CTX* ctx, const Mechanism& mech) {
+    if (mech.kind == MechanismKind::rsa_pkcs1_enc) {
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1) {
+            ossl::fail(ErrorCode::crypto, "cannot set PKCS#1 padding");
+        }
+        return;
+    }
+    const EVP_MD* md = mech.hash == Hash::none ? EVP_sha1() : md_of(mech.hash);
+    const EVP_MD* mgf = mech.mgf_hash == Hash::none ? md : md_of(mech.mgf_hash);
+    if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, mgf) != 1) {
+        ossl::fail(ErrorCode::usage, "RSA-OAEP refuses these parameters");
+    }
+    if (!mech.label.empty()) {
+        auto* label = static_cast<unsigned char*>(OPENSSL_malloc(mech.label.size()));
+        if (label == nullptr) {
+            throw Error(ErrorCode::crypto, "out of memory");
+        }
+        std::memcpy(label, mech.label.data(), mech.label.size());
+        if (EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, to_int(mech.label.size(), "label")) != 1) {
+            OPENSSL_free(label);
+            ossl::fail(ErrorCode::usage, "RSA-OAEP refuses this label");
+        }
+    }
+}
+
+std::size_t ec_field_size(std::uint32_t bits) {
+    return (bits + 7) / 8;
+}
+
+Bytes der_to_raw_ecdsa(Span der, std::size_t field) {
+    const unsigned char* p = der.data();
+    ossl::EcdsaSig sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+    if (!sig) {
+        ossl::fail(ErrorCode::crypto, "cannot decode the ECDSA signature");
+    }
+    Bytes out(2 * field);
+    if (BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), out.data(), static_cast<int>(field)) < 0 ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), out.data() + field, static_cast<int>(field)) <
+            0) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the ECDSA signature");
+    }
+    return out;
+}
+
+// Empty when `raw` is not r||s of the right width.
+Bytes raw_to_der_ecdsa(Span raw, std::size_t field) {
+    if (raw.size() != 2 * field) {
+        return {};
+    }
+    ossl::Bignum r(BN_bin2bn(raw.data(), static_cast<int>(field), nullptr));
+    ossl::Bignum s(BN_bin2bn(raw.data() + field, static_cast<int>(field), nullptr));
+    ossl::EcdsaSig sig(ECDSA_SIG_new());
+    if (!r || !s || !sig || ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot build the ECDSA signature");
+    }
+    (void)r.release();
+    (void)s.release();
+    int len = i2d_ECDSA_SIG(sig.get(), nullptr);
+    if (len <= 0) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the ECDSA signature");
+    }
+    Bytes der(static_cast<std::size_t>(len));
+    unsigned char* p = der.data();
+    i2d_ECDSA_SIG(sig.get(), &p);
+    return der;
+}
+
+const EVP_CIPHER* gcm_cipher(std::uint32_t bits) {
+    switch (bits) {
+    case 128:
+        return EVP_aes_128_gcm();
+    case 192:
+        return EVP_aes_192_gcm();
+    default:
+        return EVP_aes_256_gcm();
+    }
+}
+
+// The tag size in bytes, once the IV and tag sizes are known to be accepted.
+std::size_t gcm_tag_size(const Mechanism& mech) {
+    const std::uint32_t bits = mech.tag_bits == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits;
+    if (auto problem = hsm::gcm_parameter_problem(mech.iv.size(), bits); !problem.empty()) {
+        throw Error(ErrorCode::usage, problem);
+    }
+    return bits / 8;
+}
+
+// After gcm_tag_size(), which checked the IV and tag sizes.
+ossl::CipherCtx gcm_context(bool encrypt, std::uint32_t bits, const SecureBuffer& key,
+                            const Mechanism& mech) {
+    ossl::CipherCtx ctx(EVP_CIPHER_CTX_new());
+    if (!ctx ||
+        EVP_CipherInit_ex(ctx.get(), gcm_cipher(bits), nullptr, nullptr, nullptr,
+                          encrypt ? 1 : 0) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(mech.iv.size()),
+                            nullptr) != 1 ||
+        EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, key.data(), mech.iv.data(),
+                          encrypt ? 1 : 0) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot set up AES-GCM");
+    }
+    int len = 0;
+    if (!mech.aad.empty() && EVP_CipherUpdate(ctx.get(), nullptr, &len, mech.aad.data(),
+                                              to_int(mech.aad.size(), "aad")) != 1) {
+        ossl::fail(ErrorCode::crypto, "AES-GCM refuses the AAD");
+    }
+    return ctx;
+}
+
+// Every way an RSA decryption can fail once set up depends on the ciphertext
+// (too long, too large for the modulus, bad padding): all of them give this
+// one error, same code and same words, and partial output is wiped, so that a
+// caller learns nothing but "it failed" (no padding oracle beyond that).
+Bytes rsa_decrypt(EVP_PKEY_CTX* ctx, const Mechanism& mech, Span data) {
+    std::size_t len = 0;
+    Bytes out;
+    if (EVP_PKEY_decrypt(ctx, nullptr, &len, data.data(), data.size()) == 1) {
+        out.resize(len);
+        if (EVP_PKEY_decrypt(ctx, out.data(), &len, data.data(), data.size()) == 1) {
+            out.resize(len);
+            return out;
+        }
+    }
+    ossl::clear_errors();
+    OPENSSL_cleanse(out.data(), out.size());
+    throw Error(ErrorCode::crypto, std::string(mech_name(mech.kind)) +
+                                       ": decryption failed (wrong key, or not a ciphertext "
+                                       "of this key)");
+}
+
+} // namespace
+
+std::uint32_t normalise_bits(KeyType type, std::uint32_t bits) {
+    switch (type) {
+    case KeyType::rsa:
+        if (bits == 0) {
+            return kRsaDefaultBits;
+        }
+        if (bits < kRsaMinBits || bits > kRsaMaxBits || bits % 8 != 0) {
+            throw Error(ErrorCode::usage, "RSA key size " + std::to_string(bits) +
+                                              " bits is invalid (1024..4096, a multiple of 8)");
+        }
+        return bits;
+    case KeyType::ec_p256:
+    case KeyType::ec_p384:
+        if (bits != 0 && bits != curve_bits(type)) {
+            throw Error(ErrorCode::usage, std::string("an EC ") + curve_name(type) + " key has " +
+                                              std::to_string(curve_bits(type)) + " bits, not " +
+                                              std::to_string(bits));
+        }
+        return curve_bits(type);
+    case KeyType::aes:
+        if (bits == 0) {
+            return kAesDefaultBits;
+        }
+        if (bits != 128 && bits != 192 && bits != 256) {
+            throw Error(ErrorCode::usage, "AES key size " + std::to_string(bits) +
+                                              " bits is invalid (128, 192 or 256)");
+        }
+        return bits;
+    }
+    throw Error(ErrorCode::usage, "unknown key type");
+}
+
+std::string describe(KeyType type, std::uint32_t bits) {
+    switch (type) {
+    case KeyType::rsa:
+        return "RSA-" + std::to_string(bits);
+    case KeyType::ec_p256:
+        return "EC P-256";
+    case KeyType::ec_p384:
+        return "EC P-384";
+    case KeyType::aes:
+        return "AES-" + std::to_string(bits);
+    }
+    return "unknown key";
+}
+
+Key Key::generate(KeyType type, std::uint32_t bits) {
+    bits = normalise_bits(type, bits);
+    Key key(type, bits);
+    if (type == KeyType::aes) {
+        key.secret_ = SecureBuffer(bits / 8);
+        if (RAND_priv_bytes(key.secret_.data(), static_cast<int>(bits / 8)) != 1) {
+            ossl::fail(ErrorCode::crypto, "cannot generate an AES key");
+        }
+        return key;
+    }
+    const bool rsa = type == KeyType::rsa;
+    ossl::PkeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, rsa ? "RSA" : "EC", nullptr));
+    if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot start key generation");
+    }
+    if (rsa ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), static_cast<int>(bits)) != 1
+            : EVP_PKEY_CTX_set_group_name(ctx.get(), curve_name(type)) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot set key generation parameters");
+    }
+    EVP_PKEY* raw = nullptr;
+    if (EVP_PKEY_generate(ctx.get(), &raw) != 1) {
+        ossl::fail(ErrorCode::crypto, "key generation failed for " + describe(type, bits));
+    }
+    key.pkey_.reset(raw, EVP_PKEY_free);
+    return key;
+}
+
+Key Key::from_private(KeyType type, std::uint32_t bits, Span private_bytes) {
+    bits = normalise_bits(type, bits);
+    Key key(type, bits);
+    if (type == KeyType::aes) {
+        if (private_bytes.size() != bits / 8) {
+            throw Error(ErrorCode::corrupt, "AES key of " + std::to_string(private_bytes.size()) +
+                                                " bytes does not match its size of " +
+                                                std::to_string(bits) + " bits");
+        }
+        key.secret_ = SecureBuffer(private_bytes.data(), private_bytes.size());
+        return key;
+    }
+    const unsigned char* p = private_bytes.data();
+    EVP_PKEY* raw = d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(private_bytes.size()),
+                                          nullptr, nullptr);
+    if (raw == nullptr) {
+        ossl::fail(ErrorCode::corrupt, "private key does not decode");
+    }
+    key.pkey_.reset(raw, EVP_PKEY_free);
+    const int want = type == KeyType::rsa ? EVP_PKEY_RSA : EVP_PKEY_EC;
+    if (EVP_PKEY_get_base_id(raw) != want || EVP_PKEY_get_bits(raw) != static_cast<int>(bits)) {
+        throw Error(ErrorCode::corrupt,
+                    "private key is not the " + describe(type, bits) + " key it claims to be");
+    }
+    if (type != KeyType::rsa) {
+        char group[64] = {};
+        size_t len = 0;
+        const int nid = type == KeyType::ec_p256 ? NID_X9_62_prime256v1 : NID_secp384r1;
+        if (EVP_PKEY_get_group_name(raw, group, sizeof group, &len) != 1 ||
+            OBJ_txt2nid(group) != nid) {
+            ossl::clear_errors();
+            throw Error(ErrorCode::corrupt, "EC private key is not on the curve it claims");
+        }
+    }
+    return key;
+}
+
+SecureBuffer Key::private_bytes() const {
+    if (type_ == KeyType::aes) {
+        return secret_;
+    }
+    ossl::Owned<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free> p8(EVP_PKEY2PKCS8(pkey()));
+    if (!p8) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the private key");
+    }
+    int len = i2d_PKCS8_PRIV_KEY_INFO(p8.get(), nullptr);
+    if (len <= 0) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the private key");
+    }
+    SecureBuffer out(static_cast<std::size_t>(len));
+    unsigned char* p = out.data();
+    if (i2d_PKCS8_PRIV_KEY_INFO(p8.get(), &p) != len) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the private key");
+    }
+    return out;
+}
+
+Bytes Key::public_der() const {
+    if (type_ == KeyType::aes) {
+        return {};
+    }
+    int len = i2d_PUBKEY(pkey(), nullptr);
+    if (len <= 0) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the public key");
+    }
+    Bytes out(static_cast<std::size_t>(len));
+    unsigned char* p = out.data();
+    if (i2d_PUBKEY(pkey(), &p) != len) {
+        ossl::fail(ErrorCode::crypto, "cannot encode the public key");
+    }
+    return out;
+}
+
+namespace {
+
+void require(bool ok, const Mechanism& mech, KeyType type, std::uint32_t bits,
+             std::string_view action) {
+    if (!ok) {
+        throw Error(ErrorCode::usage, std::string(mech_name(mech.kind)) + " cannot " +
+                                          std::string(action) + " with an " + describe(type, bits) +
+                                          " key");
+    }
+}
+
+} // namespace
+
+Bytes Key::sign(const Mechanism& mech, Span data) const {
+    const bool rsa_mech =
+        mech.kind == MechanismKind::rsa_pkcs1 || mech.kind == MechanismKind::rsa_pss;
+    const bool ec = type_ == KeyType::ec_p256 || type_ == KeyType::ec_p384;
+    require((rsa_mech && type_ == KeyType::rsa) || (mech.kind == MechanismKind::ecdsa && ec), mech,
+            type_, bits_, "sign");
+    auto ctx = context_for(pkey());
+    if (EVP_PKEY_sign_init(ctx.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot start signing");
+    }
+    if (rsa_mech) {
+        setup_rsa_signature(ctx.get(), mech, data);
+    } else {
+        check_digest(md_of(mech.hash), data);
+    }
+    std::size_t len = 0;
+    if (EVP_PKEY_sign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+        ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " signing failed");
+    }
+    Bytes sig(len);
+    if (EVP_PKEY_sign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
+        ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " signing failed");
+    }
+    sig.resize(len);
+    if (ec) {
+        return der_to_raw_ecdsa(sig, ec_field_size(bits_));
+    }
+    return sig;
+}
+
+void Key::verify(const Mechanism& mech, Span data, Span signature) const {
+    const bool rsa_mech =
+        mech.kind == MechanismKind::rsa_pkcs1 || mech.kind == MechanismKind::rsa_pss;
+    const bool ec = type_ == KeyType::ec_p256 || type_ == KeyType::ec_p384;
+    require((rsa_mech && type_ == KeyType::rsa) || (mech.kind == MechanismKind::ecdsa && ec), mech,
+            type_, bits_, "verify");
+    auto ctx = context_for(pkey());
+    if (EVP_PKEY_verify_init(ctx.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot start verification");
+    }
+    Bytes der;
+    if (rsa_mech) {
+        setup_rsa_signature(ctx.get(), mech, data);
+    } else {
+        check_digest(md_of(mech.hash), data);
+        der = raw_to_der_ecdsa(signature, ec_field_size(bits_));
+        if (der.empty()) {
+            throw Error(ErrorCode::bad_signature, "ECDSA signature must be r||s of " +
+                                                      std::to_string(2 * ec_field_size(bits_)) +
+                                                      " bytes, got " +
+                                                      std::to_string(signature.size()));
+        }
+        signature = der;
+    }
+    int rc =
+        EVP_PKEY_verify(ctx.get(), signature.data(), signature.size(), data.data(), data.size());
+    if (rc != 1) {
+        ossl::clear_errors();
+        throw Error(ErrorCode::bad_signature,
+                    std::string(mech_name(mech.kind)) + " signature does not match");
+    }
+}
+
+Bytes Key::encrypt(const Mechanism& mech, Span data) const {
+    if (mech.kind == MechanismKind::aes_gcm) {
+        require(type_ == KeyType::aes, mech, type_, bits_, "encrypt");
+        const std::size_t tag = gcm_tag_size(mech);
+        auto ctx = gcm_context(true, bits_, secret_, mech);
+        Bytes out(data.size() + tag);
+        int len = 0;
+        int len2 = 0;
+        if (EVP_EncryptUpdate(ctx.get(), out.data(), &len, data.data(),
+                              to_int(data.size(), "data")) != 1 ||
+            EVP_EncryptFinal_ex(ctx.get(), out.data() + len, &len2) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(tag),
+                                out.data() + data.size()) != 1) {
+            ossl::fail(ErrorCode::crypto, "AES-GCM encryption failed");
+        }
+        return out;
+    }
+    require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
+                type_ == KeyType::rsa,
+            mech, type_, bits_, "encrypt");
+    auto ctx = context_for(pkey());
+    if (EVP_PKEY_encrypt_init(ctx.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot start encryption");
+    }
+    setup_rsa_encryption(ctx.get(), mech);
+    std::size_t len = 0;
+    if (EVP_PKEY_encrypt(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+        ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " encryption failed");
+    }
+    Bytes out(len);
+    if (EVP_PKEY_encrypt(ctx.get(), out.data(), &len, data.data(), data.size()) != 1) {
+        ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) +
+                                          " encryption failed (data too long for the key?)");
+    }
+    out.resize(len);
+    return out;
+}
+
+Bytes Key::decrypt(const Mechanism& mech, Span data) const {
+    if (mech.kind == MechanismKind::aes_gcm) {
+        require(type_ == KeyType::aes, mech, type_, bits_, "decrypt");
+        const std::size_t tag = gcm_tag_size(mech);
+        if (data.size() < tag) {
+            throw Error(ErrorCode::crypto, "AES-GCM data shorter than its tag");
+        }
+        const std::size_t body = data.size() - tag;
+        auto ctx = gcm_context(false, bits_, secret_, mech);
+        Bytes out(body);
+        Bytes tag_bytes(data.begin() + static_cast<std::ptrdiff_t>(body), data.end());
+        int len = 0;
+        int len2 = 0;
+        if (EVP_DecryptUpdate(ctx.get(), out.data(), &len, data.data(), to_int(body, "data")) !=
+                1 ||
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag),
+                                tag_bytes.data()) != 1) {
+            ossl::fail(ErrorCode::crypto, "AES-GCM decryption failed");
+        }
+        if (EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len2) != 1) {
+            ossl::clear_errors();
+            throw Error(ErrorCode::crypto, "AES-GCM authentication failed (wrong key, IV, AAD or "
+                                           "tag length, or the data was altered)");
+        }
+        return out;
+    }
+    require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
+                type_ == KeyType::rsa,
+            mech, type_, bits_, "decrypt");
+    auto ctx = context_for(pkey());
+    if (EVP_PKEY_decrypt_init(ctx.get()) != 1) {
+        ossl::fail(ErrorCode::crypto, "cannot start decryption");
+    }
+    setup_rsa_encryption(ctx.get(), mech);
+    return rsa_decrypt(ctx.get(), mech, data);
+}
+
+} // namespace preloadrun::sim

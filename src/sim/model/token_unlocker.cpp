@@ -1,0 +1,137 @@
+#include "model/token_unlocker.hpp"
+
+#include "model/keywrap.hpp"
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/common/log.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string>
+
+namespace preloadrun::sim {
+
+namespace {
+
+constexpr std::size_t kDigestKeySize = 32;
+
+std::string token_text(const CardRecord& card) {
+    return std::string(token_type_text(card.type)) + " '" + card.name + "'";
+}
+
+// Whole seconds, rounded up: "try again in 1 s" rather than "in 0 s".
+std::string seconds_text(std::chrono::milliseconds wait) {
+    const auto seconds = std::max<std::chrono::seconds::rep>(
+        1, std::chrono::ceil<std::chrono::seconds>(wait).count());
+    return std::to_string(seconds) + " s";
+}
+
+PassphraseLimiter::Outcome outcome_of(const std::exception_ptr& error) {
+    if (!error) {
+        return PassphraseLimiter::Outcome::right;
+    }
+    try {
+        std::rethrow_exception(error);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::wrong_passphrase) {
+            return PassphraseLimiter::Outcome::wrong;
+        }
+    } catch (...) {
+    }
+    return PassphraseLimiter::Outcome::undecided;
+}
+
+} // namespace
+
+TokenUnlocker::TokenUnlocker(const World& world, const Clock& clock, const PassphrasePolicy& policy)
+    : world_(world), limiter_(clock, policy), digest_key_(random_secret(kDigestKeySize)) {}
+
+PassphraseDigest TokenUnlocker::digest_of(const SecureBuffer& passphrase) const {
+    PassphraseDigest out{};
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), digest_key_.data(), static_cast<int>(digest_key_.size()),
+             passphrase.data(), passphrase.size(), out.data(), &len) == nullptr ||
+        len != out.size()) {
+        throw Error(ErrorCode::crypto, "cannot compute a passphrase digest");
+    }
+    return out;
+}
+
+SecureBuffer TokenUnlocker::unlock(const CardRecord& card, const SecureBuffer& passphrase,
+                                   uid_t uid) {
+    const auto digest = digest_of(passphrase);
+    const FlightKey key{uid, card.hash, digest};
+    std::unique_lock lock(mutex_);
+    if (auto it = flights_.find(key); it != flights_.end()) {
+        // The same try is being checked: share its answer.
+        auto flight = it->second;
+        landed_.wait(lock, [&] { return flight->done; });
+        if (flight->error) {
+            std::rethrow_exception(flight->error);
+        }
+        return *flight->key;
+    }
+    const auto admission = limiter_.admit(uid, card.hash, digest);
+    switch (admission.verdict) {
+    case PassphraseLimiter::Verdict::refused:
+        throw Error(ErrorCode::too_many_attempts,
+                    "too many wrong passphrases for " + token_text(card) +
+                        " from this user; try again in " + seconds_text(admission.retry_after));
+    case PassphraseLimiter::Verdict::known_wrong:
+        throw Error(ErrorCode::wrong_passphrase, "wrong passphrase for " + token_text(card));
+    case PassphraseLimiter::Verdict::check:
+        break;
+    }
+    flights_.emplace(key, std::make_shared<Flight>());
+    lock.unlock();
+    return check(card, passphrase, key);
+}
+
+SecureBuffer TokenUnlocker::check(const CardRecord& card, const SecureBuffer& passphrase,
+                                  const FlightKey& key) {
+    const auto& [uid, hash, digest] = key;
+    std::optional<SecureBuffer> token_key;
+    std::exception_ptr error;
+    try {
+        token_key = world_.unlock_token(card, passphrase);
+    } catch (...) {
+        error = std::current_exception();
+    }
+    try {
+        // Recorded before the flight lands: a try arriving after it finds
+        // the outcome in the limiter.
+        if (auto locked = limiter_.finished(uid, hash, digest, outcome_of(error))) {
+            log::get("sim.engine")
+                ->warn("uid {}: {} wrong passphrases in a row for {}; its tries are refused for {}",
+                       uid, limiter_.failures(uid, hash), token_text(card), seconds_text(*locked));
+        }
+    } catch (...) {
+        if (!error) {
+            error = std::current_exception();
+        }
+    }
+    land(key, token_key, error);
+    if (error) {
+        std::rethrow_exception(error);
+    }
+    return std::move(*token_key);
+}
+
+void TokenUnlocker::land(const FlightKey& key, const std::optional<SecureBuffer>& token_key,
+                         std::exception_ptr error) noexcept {
+    std::lock_guard lock(mutex_);
+    auto it = flights_.find(key);
+    auto& flight = *it->second;
+    flight.done = true;
+    flight.error = std::move(error);
+    if (token_key && !flight.error) {
+        try {
+            flight.key = *token_key;
+        } catch (...) {
+            flight.error = std::current_exception();
+        }
+    }
+    flights_.erase(it); // those waiting for it hold it
+    landed_.notify_all();
+}
+
+} // namespace preloadrun::sim

@@ -1,0 +1,179 @@
+#include "server/validation.hpp"
+
+#include "model/crypto.hpp"
+#include "model/world_format.hpp"
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/hsm/gcm.hpp"
+#include "wire/codec.hpp"
+
+namespace preloadrun::sim::validate {
+
+namespace {
+
+[[noreturn]] void bad(const std::string& message) {
+    throw Error(ErrorCode::usage, message);
+}
+
+hsm::Hash hash(wire::Hash value, const char* field) {
+    if (!wire::Hash_IsValid(value)) {
+        bad(std::string("unknown ") + field + " " + std::to_string(static_cast<int>(value)));
+    }
+    return hsm::codec::from_wire(value);
+}
+
+Bytes bytes_of(const std::string& s) {
+    return Bytes(s.begin(), s.end());
+}
+
+} // namespace
+
+std::uint32_t module_number(std::uint32_t number, std::uint32_t module_count) {
+    if (number == 0 || number > module_count) {
+        throw Error(ErrorCode::not_found,
+                    "no module " + std::to_string(number) +
+                        (module_count == 0
+                             ? std::string(" (no module is enrolled)")
+                             : " (modules are 1.." + std::to_string(module_count) + ")"));
+    }
+    return number;
+}
+
+hsm::TokenType token_type(wire::TokenType type) {
+    switch (type) {
+    case wire::TOKEN_SOFTCARD:
+        return hsm::TokenType::softcard;
+    case wire::TOKEN_CARDSET:
+        return hsm::TokenType::cardset;
+    default:
+        bad("token type must be softcard or cardset");
+    }
+}
+
+hsm::KeyType key_type(wire::KeyType type) {
+    switch (type) {
+    case wire::KEY_RSA:
+        return hsm::KeyType::rsa;
+    case wire::KEY_EC_P256:
+        return hsm::KeyType::ec_p256;
+    case wire::KEY_EC_P384:
+        return hsm::KeyType::ec_p384;
+    case wire::KEY_AES:
+        return hsm::KeyType::aes;
+    default:
+        bad("key type must be RSA, EC P-256, EC P-384 or AES");
+    }
+}
+
+const std::string& token_name(const std::string& name) {
+    if (!valid_token_name(name)) {
+        bad("invalid token name (1..64 characters of A-Z a-z 0-9 . _ -)");
+    }
+    return name;
+}
+
+Bytes token_hash(const std::string& hash) {
+    if (hash.size() != hsm::kTokenHashSize) {
+        bad("a token hash is " + std::to_string(hsm::kTokenHashSize) + " bytes, got " +
+            std::to_string(hash.size()));
+    }
+    return bytes_of(hash);
+}
+
+const std::string& ident(const std::string& ident) {
+    if (!valid_ident(ident)) {
+        bad("invalid key ident (40 lowercase hex digits)");
+    }
+    return ident;
+}
+
+const std::string& key_cursor(const std::string& after) {
+    if (!after.empty() && !valid_ident(after)) {
+        bad("invalid listing cursor: the ident of a key (40 lowercase hex digits) or empty");
+    }
+    return after;
+}
+
+const std::string& token_cursor(const std::string& after) {
+    if (!after.empty() && !(after.size() == 2 * hsm::kTokenHashSize && valid_ident(after))) {
+        bad("invalid listing cursor: the hash of a token (40 lowercase hex digits) or empty");
+    }
+    return after;
+}
+
+SecureBuffer passphrase(const std::string& passphrase, bool required) {
+    if (passphrase.size() > kMaxPassphrase) {
+        bad("passphrase longer than " + std::to_string(kMaxPassphrase) + " bytes");
+    }
+    if (required && passphrase.empty()) {
+        bad("the passphrase must not be empty");
+    }
+    return SecureBuffer(passphrase.data(), passphrase.size());
+}
+
+hsm::KeySpec key_spec(const wire::GenerateKey& request) {
+    hsm::KeySpec spec;
+    spec.type = key_type(request.type());
+    spec.bits = normalise_bits(spec.type, request.bits());
+    if (request.label().size() > kMaxLabel) {
+        bad("label longer than " + std::to_string(kMaxLabel) + " bytes");
+    }
+    if (request.id().size() > kMaxId) {
+        bad("id longer than " + std::to_string(kMaxId) + " bytes");
+    }
+    spec.label = request.label();
+    spec.id = bytes_of(request.id());
+    spec.persistent = request.persistent();
+    spec.token_handle = request.token_handle();
+    spec.refuse_duplicate = request.refuse_duplicate();
+    return spec;
+}
+
+hsm::Mechanism mechanism(const wire::Mechanism& mech) {
+    hsm::Mechanism out;
+    switch (mech.kind()) {
+    case wire::MECH_RSA_PKCS1:
+        out.kind = hsm::MechanismKind::rsa_pkcs1;
+        break;
+    case wire::MECH_RSA_PSS:
+        out.kind = hsm::MechanismKind::rsa_pss;
+        break;
+    case wire::MECH_RSA_OAEP:
+        out.kind = hsm::MechanismKind::rsa_oaep;
+        break;
+    case wire::MECH_ECDSA:
+        out.kind = hsm::MechanismKind::ecdsa;
+        break;
+    case wire::MECH_AES_GCM:
+        out.kind = hsm::MechanismKind::aes_gcm;
+        break;
+    case wire::MECH_RSA_PKCS1_ENC:
+        out.kind = hsm::MechanismKind::rsa_pkcs1_enc;
+        break;
+    default:
+        bad("unknown or missing mechanism");
+    }
+    out.hash = hash(mech.hash(), "hash");
+    out.mgf_hash = hash(mech.mgf_hash(), "MGF1 hash");
+    out.salt_len = mech.salt_len();
+    out.label = bytes_of(mech.label());
+    out.tag_bits = mech.tag_bits() == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits();
+    if (out.kind == hsm::MechanismKind::aes_gcm) {
+        if (auto problem = hsm::gcm_parameter_problem(mech.iv().size(), out.tag_bits);
+            !problem.empty()) {
+            bad(problem);
+        }
+    }
+    out.iv = bytes_of(mech.iv());
+    out.aad = bytes_of(mech.aad());
+    return out;
+}
+
+std::uint32_t random_length(std::uint32_t length) {
+    if (length > kMaxRandom) {
+        bad("at most " + std::to_string(kMaxRandom) + " random bytes per request, asked for " +
+            std::to_string(length));
+    }
+    return length;
+}
+
+} // namespace preloadrun::sim::validate
