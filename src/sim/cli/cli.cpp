@@ -195,8 +195,10 @@ struct CliValues {
 
 // hsmsim serve.
 void build_serve(CLI::App& app, CliValues& v) {
-    auto& [g, serve_options, gen, name, passphrase_file, json, with_keys, number, value,
-           serve_status, action] = v;
+    auto& g = v.g;
+    auto& serve_options = v.serve_options;
+    auto& serve_status = v.serve_status;
+    auto& action = v.action;
     auto* serve = add_command(app, "serve", "Run the simulated HSM service in the foreground");
     serve
         ->add_option("--kmdata", serve_options.kmdata,
@@ -243,8 +245,12 @@ void build_serve(CLI::App& app, CliValues& v) {
 
 // hsmsim softcard|cardset create|delete|list.
 void build_tokens(CLI::App& app, CliValues& v) {
-    auto& [g, serve_options, gen, name, passphrase_file, json, with_keys, number, value,
-           serve_status, action] = v;
+    auto& g = v.g;
+    auto& name = v.name;
+    auto& passphrase_file = v.passphrase_file;
+    auto& json = v.json;
+    auto& with_keys = v.with_keys;
+    auto& action = v.action;
     for (auto type : {hsm::TokenType::softcard, hsm::TokenType::cardset}) {
         std::string kind(hsm::to_string(type));
         auto* token = add_command(app, kind, "Manage the world's " + kind + "s");
@@ -276,8 +282,12 @@ void build_tokens(CLI::App& app, CliValues& v) {
 
 // hsmsim key generate|delete|list.
 void build_keys(CLI::App& app, CliValues& v) {
-    auto& [g, serve_options, gen, name, passphrase_file, json, with_keys, number, value,
-           serve_status, action] = v;
+    auto& g = v.g;
+    auto& gen = v.gen;
+    auto& name = v.name;
+    auto& passphrase_file = v.passphrase_file;
+    auto& json = v.json;
+    auto& action = v.action;
     auto* key = add_command(app, "key", "Manage the world's persistent keys");
     auto* generate = add_command(*key, "generate", "Generate a persistent key");
     generate
@@ -318,8 +328,11 @@ void build_keys(CLI::App& app, CliValues& v) {
 
 // hsmsim module ...
 void build_modules(CLI::App& app, CliValues& v) {
-    auto& [g, serve_options, gen, name, passphrase_file, json, with_keys, number, value,
-           serve_status, action] = v;
+    auto& g = v.g;
+    auto& json = v.json;
+    auto& number = v.number;
+    auto& value = v.value;
+    auto& action = v.action;
     auto* module = add_command(app, "module", "Show and control the simulated modules");
     auto* modules = add_command(*module, "list", "List the modules, their state and counters");
     modules->add_flag("--json", json, "JSON output");
