@@ -64,4 +64,10 @@ void SecureBuffer::release() noexcept {
     size_ = capacity_ = 0;
 }
 
+__attribute__((noinline)) void wipe_stack() noexcept {
+    unsigned char below[kStackWipe];
+    OPENSSL_cleanse(below, sizeof below);
+    __asm__ volatile("" : : "r"(below) : "memory");
+}
+
 } // namespace preloadrun

@@ -31,7 +31,10 @@ public:
     }
     PassphraseField(const PassphraseField&) = delete;
     PassphraseField& operator=(const PassphraseField&) = delete;
-    ~PassphraseField() { OPENSSL_cleanse(field_->data(), field_->size()); }
+    ~PassphraseField() {
+        OPENSSL_cleanse(field_->data(), field_->size());
+        wipe_stack(); // what serialising the request left below this frame
+    }
 
 private:
     std::string* field_;

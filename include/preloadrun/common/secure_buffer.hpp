@@ -39,4 +39,12 @@ private:
     std::size_t capacity_ = 0;
 };
 
+// Overwrites the stack below the caller's frame (kStackWipe bytes), where
+// the functions it called may have left copies of a secret they handled: a
+// serializer's buffers, a parser's. Call it once the secret has gone through
+// them. A thread's stack outlives the thread (it is cached for the next one),
+// so what is left there would stay.
+inline constexpr std::size_t kStackWipe = 32 * 1024;
+void wipe_stack() noexcept;
+
 } // namespace preloadrun
