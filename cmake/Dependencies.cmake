@@ -6,6 +6,7 @@ find_package(OpenSSL 3 REQUIRED)
 find_package(Boost 1.81 REQUIRED)
 find_package(nlohmann_json 3 CONFIG REQUIRED)
 find_package(Protobuf 3.21 REQUIRED)
+find_package(tomlplusplus 3 CONFIG REQUIRED) # the fleet configuration of PKCS#11 members
 if(PRELOADRUN_TESTS)
   find_package(doctest CONFIG REQUIRED)
   include(doctest)

@@ -45,7 +45,7 @@ _hsmsim()
     _init_completion -s -n : || return
 
     local global_opts='-h --help --socket --admin-socket --log-level -v --verbose -q --quiet'
-    local with_value='@(--socket|--admin-socket|--log-level|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--max-objects-per-uid|--max-keys-per-uid|--max-tokens-per-uid|--max-world-mib|--max-connections|--max-connections-per-uid|--idle-timeout|--passphrase-file|--type|--label|--id|--protect)'
+    local with_value='@(--socket|--admin-socket|--log-level|--fleet|--kmdata|--modules|--op-latency-ms|--init-delay-ms|--max-objects-per-uid|--max-keys-per-uid|--max-tokens-per-uid|--max-world-mib|--max-connections|--max-connections-per-uid|--idle-timeout|--passphrase-file|--type|--label|--id|--protect)'
 
     # Walk the words before the cursor: the subcommands given (path, e.g.
     # "module clear"), how many positional arguments follow them (nargs),
@@ -78,6 +78,10 @@ _hsmsim()
             ;;
         --kmdata)
             _filedir -d
+            return
+            ;;
+        --fleet)
+            _filedir toml
             return
             ;;
         --log-level)
@@ -114,7 +118,7 @@ _hsmsim()
         local opts=$global_opts
         case $path in
             '') opts+=' --version' ;;
-            serve) opts+=' --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
+            serve) opts+=' --fleet --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
             softcard\ delete | cardset\ delete) opts+=' --with-keys --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
@@ -146,7 +150,7 @@ _hsmsim()
                 COMPREPLY=($(compgen -W "$(_hsmsim_query --last key list)" -- "$cur"))
             fi
             ;;
-        module\ clear | module\ fail | module\ restore | module\ remove | module\ latency | module\ fail-next)
+        module\ clear | module\ fail | module\ restore | module\ remove | module\ drain | module\ undrain | module\ latency | module\ fail-next)
             if ((nargs == 0)); then
                 COMPREPLY=($(compgen -W "$(_hsmsim_query module list)" -- "$cur"))
             fi
@@ -162,7 +166,7 @@ _hsmsim_subcommands()
         '') echo serve softcard cardset key module ;;
         softcard | cardset) echo create delete list ;;
         key) echo generate delete list ;;
-        module) echo list clear fail restore remove add latency fail-next ;;
+        module) echo list clear fail restore remove drain undrain add latency fail-next ;;
     esac
 }
 

@@ -17,7 +17,7 @@ function __hsmsim_subcommands_of
         case key
             printf '%s\n' generate delete list
         case module
-            printf '%s\n' list clear fail restore remove add latency fail-next
+            printf '%s\n' list clear fail restore remove drain undrain add latency fail-next
     end
 end
 
@@ -33,7 +33,7 @@ function __hsmsim_where
         set -l token $tokens[1]
         set -e tokens[1]
         switch $token
-            case --socket --admin-socket --log-level --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout --passphrase-file --type --label --id --protect
+            case --socket --admin-socket --log-level --fleet --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout --passphrase-file --type --label --id --protect
                 set -e tokens[1]
             case '-*'
             case '*'
@@ -131,6 +131,17 @@ complete -c hsmsim -n $top -a module -d 'Show and control the simulated modules'
 
 # hsmsim serve
 set -l serve '__hsmsim_at serve'
+# A fleet configuration: .toml files, and directories to look in.
+function __hsmsim_toml_files
+    for f in (commandline -ct)*
+        if test -d $f
+            echo $f/
+        else if string match -q -- '*.toml' $f
+            echo $f
+        end
+    end
+end
+complete -c hsmsim -n $serve -l fleet -x -a '(__hsmsim_toml_files)' -d 'Serve the PKCS#11 members of a fleet configuration'
 complete -c hsmsim -n $serve -l kmdata -x -a '(__fish_complete_directories)' -d 'Security World directory'
 complete -c hsmsim -n $serve -l modules -x -d 'Modules enrolled on first start (1-128)'
 complete -c hsmsim -n $serve -l op-latency-ms -x -d 'Latency of each operation, per module'
@@ -175,10 +186,12 @@ complete -c hsmsim -n $module -a clear -d 'Clear module N: drop its objects, bum
 complete -c hsmsim -n $module -a fail -d 'Make module N fail'
 complete -c hsmsim -n $module -a restore -d 'Bring a failed or removed module N back'
 complete -c hsmsim -n $module -a remove -d 'Remove module N from the fleet'
+complete -c hsmsim -n $module -a drain -d 'Take module N out of service for maintenance'
+complete -c hsmsim -n $module -a undrain -d 'Put a drained module N back in service'
 complete -c hsmsim -n $module -a add -d 'Enrol a new module'
 complete -c hsmsim -n $module -a latency -d "Set module N's per-operation latency"
 complete -c hsmsim -n $module -a fail-next -d "Make module N's next COUNT operations fail transiently"
-for action in clear fail restore remove latency fail-next
+for action in clear fail restore remove drain undrain latency fail-next
     complete -c hsmsim -n "__hsmsim_at --nargs 0 module $action" -a '(__hsmsim_query module list)' -d 'Module number'
 end
 

@@ -4,6 +4,8 @@
 #   scripts/dev.sh deps    install the Debian 12 packages the project needs (root)
 #   scripts/dev.sh build   configure and build (preset "default")
 #   scripts/dev.sh demo    deps + build + run the demo
+#   scripts/dev.sh member-demo   deps + build + the demo over real PKCS#11
+#                          tokens (SoftHSM2, each behind its own p11-kit server)
 #   scripts/dev.sh test    deps + build + the whole test suite (ctest)
 #   scripts/dev.sh asan    deps + the suite under ASan+UBSan, warnings as errors
 #   scripts/dev.sh tsan    deps + the multi-threaded parts under ThreadSanitizer
@@ -18,7 +20,7 @@ cd "$here"
 packages=(
   build-essential cmake ninja-build pkg-config git
   libcli11-dev libspdlog-dev doctest-dev libboost1.81-dev libssl-dev
-  nlohmann-json3-dev libprotobuf-dev protobuf-compiler libp11-kit-dev
+  nlohmann-json3-dev libprotobuf-dev protobuf-compiler libp11-kit-dev libtomlplusplus-dev
   clang-14 libclang-rt-14-dev clang-format scdoc mandoc groff-base
   python3 python3-pytest python3-pexpect python3-protobuf openssl procps tini dumb-init hyperfine
   opensc gnutls-bin libengine-pkcs11-openssl p11-kit softhsm2 python3-pykcs11 python3-cryptography
@@ -157,12 +159,13 @@ case "${1:-}" in
   deps) deps ;;
   build) deps; build_preset default ;;
   demo) deps; build_preset default; "$here/scripts/demo.sh" "$here/build/default" ;;
+  member-demo) deps; build_preset default; /usr/bin/python3 "$here/scripts/member_demo.py" "$here/build/default" ;;
   test) deps; test_preset ci ;;
   asan) deps; test_preset asan ;;
   tsan) deps; test_preset tsan ;;
   fuzz) deps; fuzz ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

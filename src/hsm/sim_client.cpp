@@ -105,6 +105,10 @@ wire::ModuleAction action_to_wire(ModuleAction action) {
         return wire::MODULE_RESTORE;
     case ModuleAction::remove:
         return wire::MODULE_REMOVE;
+    case ModuleAction::drain:
+        return wire::MODULE_DRAIN;
+    case ModuleAction::undrain:
+        return wire::MODULE_UNDRAIN;
     }
     throw Error(ErrorCode::internal, "bad ModuleAction");
 }

@@ -23,6 +23,17 @@ void KeyObject::set_handle(std::uint32_t module, hsm::ObjectHandle handle) {
 void KeyObject::forget(std::uint32_t module) {
     std::lock_guard lock(mutex_);
     loaded_.erase(module);
+    refused_.erase(module);
+}
+
+void KeyObject::refuse(std::uint32_t module) {
+    std::lock_guard lock(mutex_);
+    refused_.insert(module);
+}
+
+bool KeyObject::refused_on(std::uint32_t module) const {
+    std::lock_guard lock(mutex_);
+    return refused_.count(module) > 0;
 }
 
 bool KeyObject::loaded_anywhere() const {

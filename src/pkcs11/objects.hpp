@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,13 @@ struct KeyObject {
     // The key's handle on `module`, if loaded there.
     std::optional<hsm::ObjectHandle> handle_on(std::uint32_t module) const;
     void set_handle(std::uint32_t module, hsm::ObjectHandle handle);
+    // Forgets its handle on `module`, and that the module refused it.
     void forget(std::uint32_t module);
+    // `module` said it has no such key (a module of the group that does not
+    // hold it, or holds a different key under its id): it is not used for
+    // the key until it is forgotten (the module was reset or left).
+    void refuse(std::uint32_t module);
+    bool refused_on(std::uint32_t module) const;
     bool loaded_anywhere() const;
     // A session key whose module was cleared: gone for good.
     void mark_lost();
@@ -42,6 +49,7 @@ struct KeyObject {
 private:
     mutable std::mutex mutex_;
     std::map<std::uint32_t, hsm::ObjectHandle> loaded_;
+    std::set<std::uint32_t> refused_;
     bool lost_ = false;
 };
 

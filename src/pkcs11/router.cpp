@@ -117,7 +117,7 @@ std::vector<std::uint32_t> Router::candidates(const KeyObject& key) const {
         return out;
     }
     for (std::uint32_t m : group_.members()) {
-        if (!key.info.token || slots_.handle(key.slot, m)) {
+        if ((!key.info.token || slots_.handle(key.slot, m)) && !key.refused_on(m)) {
             out.push_back(m);
         }
     }
@@ -135,7 +135,15 @@ hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint3
         }
         token = th->handle;
     }
-    const hsm::ObjectHandle handle = service.load_key(module, key.info.ident, token);
+    hsm::ObjectHandle handle = 0;
+    try {
+        handle = service.load_key(module, key.info.ident, token);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found && e.origin() == Origin::peer) {
+            key.refuse(module);
+        }
+        throw;
+    }
     key.set_handle(module, handle);
     logger().debug("key {} ('{}') loaded on module {}: handle {}", key.info.ident, key.info.label,
                    module, handle);
@@ -159,7 +167,17 @@ Bytes Router::run(KeyObject& key, const KeyOp& op) {
                     if (key.session) {
                         throw Error(ErrorCode::invalid_handle, "session key not on this module");
                     }
-                    handle = load(service, key, m);
+                    try {
+                        handle = load(service, key, m);
+                    } catch (const Error& e) {
+                        // This module does not hold the key: another may.
+                        if (key.refused_on(m) && !candidates(key).empty()) {
+                            throw Error(ErrorCode::transient, "module " + std::to_string(m) +
+                                                                  " does not hold key " +
+                                                                  key.info.ident + ": " + e.what());
+                        }
+                        throw;
+                    }
                 }
                 try {
                     return op(service, m, *handle);

@@ -191,6 +191,15 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
 }
 
 void HaLoop::retry_later(std::uint32_t module, const Error& error) {
+    if (error.code() == ErrorCode::not_found && error.origin() == Origin::peer) {
+        // The module does not hold the token (a real HSM of another token
+        // set): trying again changes nothing until the module changes.
+        logger()->info("module {}: {}; not tried again until it is cleared or restored", module,
+                       error.what());
+        fleet_.set_given_up(module, true);
+        publish_();
+        return;
+    }
     const auto delay = retries_.failed(module);
     if (!delay) {
         logger()->error("module {}: giving up loading the tokens after {} attempts over {} ms: "

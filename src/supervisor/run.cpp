@@ -189,9 +189,14 @@ void load_everything(FleetState& fleet, const Loader& loader,
         }
         // A wrong passphrase fails on every module alike: the one error below says it.
         auto code = result.error->code();
+        // A module that does not hold the token (a real HSM of another
+        // token set) is no cause for alarm either.
+        const bool not_here =
+            code == ErrorCode::not_found && result.error->origin() == Origin::peer;
         auto level = code == ErrorCode::wrong_passphrase || code == ErrorCode::too_many_attempts
                          ? spdlog::level::debug
-                         : spdlog::level::warn;
+                     : not_here ? spdlog::level::info
+                                : spdlog::level::warn;
         logger()->log(level, "module {}: {}", result.module, result.error->what());
     }
     for (std::size_t t = 0; t < fleet.tokens().size(); ++t) {

@@ -295,6 +295,7 @@ wire::ModuleInfo to_wire(const ModuleInfo& info) {
     out.set_ops_failed(info.ops_failed);
     out.set_objects(info.objects);
     out.set_fail_next(info.fail_next);
+    out.set_drained(info.drained);
     return out;
 }
 
@@ -309,6 +310,7 @@ ModuleInfo from_wire(const wire::ModuleInfo& info) {
     out.ops_failed = info.ops_failed();
     out.objects = info.objects();
     out.fail_next = info.fail_next();
+    out.drained = info.drained();
     return out;
 }
 

@@ -26,18 +26,19 @@ MAY_USE = {
     "wire": {"common", "hsm"},  # hsm's types (headers only)
     "tokens": {"common"},
     "hsm": {"common", "wire"},
-    "sim": {"common", "hsm", "wire"},
+    "sim": {"common", "hsm", "wire", "pkcs11"},  # pkcs11: the PKCS#11 header, for members
     "supervisor": {"common", "hsm", "tokens"},
     "pkcs11": {"common", "hsm", "tokens"},
 }
 # Within a part, folders that may use only the ones before them (hsmsim:
 # the model knows no server and no CLI, the server no CLI).
-LAYERS = {"sim": ["model", "server", "cli"]}
+LAYERS = {"sim": ["model", "member", "server", "cli"]}
 # Headers every part may include (generated into the build tree).
 ANYWHERE = {"preloadrun/version.hpp"}
 # Generated headers a part may include by name: the wire's schema, for the
 # wire's users.
 GENERATED = {part: {"wire.pb.h"} for part in ("wire", "hsm", "sim")}
+GENERATED["sim"] = {"wire.pb.h", "worker.pb.h"}  # the members' worker protocol
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 

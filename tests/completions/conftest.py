@@ -82,7 +82,7 @@ def home():
 @pytest.fixture
 def workdir():
     path = tempfile.mkdtemp(prefix="cpl-cwd.")
-    for name in ("tokens.json", "passphrase.txt", "notes.md"):
+    for name in ("tokens.json", "passphrase.txt", "notes.md", "fleet.toml"):
         with open(os.path.join(path, name), "w") as f:
             f.write("x\n")
     os.mkdir(os.path.join(path, "subdir"))

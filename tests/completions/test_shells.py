@@ -15,7 +15,7 @@ import shells
 from conftest import executable
 
 LEVELS = {"trace", "debug", "info", "warn", "error", "critical", "off"}
-FILES = {"tokens.json", "passphrase.txt", "notes.md", "subdir"}
+FILES = {"tokens.json", "passphrase.txt", "notes.md", "fleet.toml", "subdir"}
 # A completion that asks a hung service waits 2 s (timeout -k 1 2); allow
 # for a busy machine, but not for a second wait.
 HUNG_LIMIT = 3.9
@@ -162,7 +162,8 @@ def test_preloadrun_hands_over_to_the_command_completion(complete):
 def test_hsmsim_subcommands(complete):
     assert set(complete("hsmsim ")) == {"serve", "softcard", "cardset", "key", "module"}
     assert set(complete("hsmsim module ")) == {
-        "list", "clear", "fail", "restore", "remove", "add", "latency", "fail-next"}
+        "list", "clear", "fail", "restore", "remove", "drain", "undrain", "add", "latency",
+        "fail-next"}
     assert set(complete("hsmsim key ")) == {"generate", "delete", "list"}
     assert set(complete("hsmsim --log-level debug softcard ")) == {"create", "delete", "list"}
     assert set(complete("hsmsim -q cardset cr")) == {"create"}
@@ -172,7 +173,7 @@ def test_hsmsim_options(complete):
     found = set(complete("hsmsim module list --"))
     assert {"--json", "--help", "--socket", "--admin-socket"} <= found
     found = set(complete("hsmsim serve --"))
-    assert {"--kmdata", "--modules", "--op-latency-ms", "--init-delay-ms"} <= found
+    assert {"--fleet", "--kmdata", "--modules", "--op-latency-ms", "--init-delay-ms"} <= found
     assert "--json" not in found
     assert "--version" in complete("hsmsim --")
     assert set(complete("hsmsim --log-level ")) == LEVELS
@@ -184,6 +185,8 @@ def test_hsmsim_options(complete):
 def test_hsmsim_module_numbers(complete, world, workdir):
     assert complete("hsmsim module clear ") == ["1"]
     assert complete("hsmsim -v module fail-next ") == ["1"]
+    assert complete("hsmsim module drain ") == ["1"]
+    assert complete("hsmsim module undrain ") == ["1"]
     # The second argument of latency is a number of milliseconds.
     assert complete("hsmsim module latency 1 ") == []
     nowhere = os.path.join(workdir, "no-service.sock")
@@ -230,3 +233,6 @@ def test_hsmsim_files(complete):
     assert plain(complete("hsmsim --admin-socket=no"), "--admin-socket=") == {"notes.md"}
     found = plain(complete("hsmsim serve --kmdata "))
     assert "subdir" in found and "tokens.json" not in found
+    # A fleet configuration is a .toml file (or one in a directory).
+    found = plain(complete("hsmsim serve --fleet "))
+    assert "fleet.toml" in found and "tokens.json" not in found

@@ -218,3 +218,77 @@ def check_tokens_file(text, programs):
         assert "corrupt" not in doc["reason"], doc
     finally:
         sb.close()
+
+
+def check_fleet_config(text, programs):
+    """The service accepts the example's file as it is: two members, named as
+    written, and the token set (the members fail, their servers being
+    elsewhere, but the file is valid and served)."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="fleet-") as root:
+        config = os.path.join(root, "fleet.toml")
+        with open(config, "w") as f:
+            f.write(text + "\n")
+        os.chmod(config, 0o600)
+        env = dict(os.environ, HSMSIM_SOCKET=os.path.join(root, "c.sock"),
+                   HSMSIM_ADMIN_SOCKET=os.path.join(root, "a.sock"))
+        env.pop("NOTIFY_SOCKET", None)
+        serve = subprocess.Popen([programs["hsmsim"], "serve", "--fleet", config],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True)
+        try:
+            line = serve.stdout.readline()
+            assert line.startswith("hsmsim: ready: 2 modules, PKCS#11 members of "), line
+            out = subprocess.run([programs["hsmsim"], "module", "list", "--json"], env=env,
+                                 capture_output=True, text=True, timeout=TIMEOUT, check=True)
+            assert [m["esn"] for m in json.loads(out.stdout)] == ["left", "right"], out.stdout
+            out = subprocess.run([programs["hsmsim"], "softcard", "list"], env=env,
+                                 capture_output=True, text=True, timeout=TIMEOUT, check=True)
+            assert "signing" in out.stdout, out.stdout
+        finally:
+            serve.terminate()
+            assert serve.wait(TIMEOUT) == 0
+
+
+def check_fleet_commands(text, programs):
+    """The commands take what the example gives them."""
+    serve_help = subprocess.run([programs["hsmsim"], "serve", "--help"], capture_output=True,
+                                text=True, timeout=TIMEOUT).stdout
+    assert "--fleet" in serve_help
+    assert "hsmsim serve --fleet " in text and "preloadrun -s signing -- myapp" in text
+
+
+def check_maintenance(text, programs):
+    """The lines run as written against a simulated fleet of two modules:
+    module 1 drained, then back in service."""
+    import tempfile
+    import time
+    with tempfile.TemporaryDirectory(prefix="drain-") as root:
+        world = os.path.join(root, "world")
+        os.mkdir(world, 0o700)
+        env = dict(os.environ, NFAST_KMDATA=world, HSMSIM_SOCKET=os.path.join(root, "c.sock"),
+                   HSMSIM_ADMIN_SOCKET=os.path.join(root, "a.sock"),
+                   PATH=os.path.dirname(programs["hsmsim"]) + ":" + os.environ["PATH"])
+        env.pop("NOTIFY_SOCKET", None)
+        serve = subprocess.Popen([programs["hsmsim"], "serve", "--modules", "2",
+                                  "--init-delay-ms", "100"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert serve.stdout.readline().startswith("hsmsim: ready: 2 modules")
+            r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", text], env=env,
+                               capture_output=True, text=True, timeout=TIMEOUT)
+            assert r.returncode == 0, r
+            deadline = time.monotonic() + 10
+            while True:
+                out = subprocess.run([programs["hsmsim"], "module", "list", "--json"], env=env,
+                                     capture_output=True, text=True, timeout=TIMEOUT,
+                                     check=True).stdout
+                first = json.loads(out)[0]
+                if first["state"] == "usable" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert first["state"] == "usable" and first["generation"] == 1, first
+            assert not first["drained"], first
+        finally:
+            serve.terminate()
+            assert serve.wait(TIMEOUT) == 0

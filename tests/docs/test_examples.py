@@ -21,7 +21,8 @@ import os
 
 import pytest
 
-from checks import (check_app_unit, check_build_by_hand, check_fuzz, check_installing,
+from checks import (check_app_unit, check_build_by_hand, check_fleet_commands,
+                    check_fleet_config, check_fuzz, check_installing, check_maintenance,
                     check_quick_start, check_soak, check_systemd, check_tokens_file,
                     check_uninstalling, debug_log,
                     env_file_written, file_of, gone, live_json, objects_zero)
@@ -44,6 +45,26 @@ STANDARD = WorldSpec(
 
 
 # -- the registry: every example, by its exact text ---------------------------------
+
+MAINTENANCE = """\
+hsmsim module list                  # every member: state, generation, operations, latency
+hsmsim module drain 1               # no new work for module 1; what is under way finishes
+hsmsim module undrain 1             # back in service: its tokens are loaded again"""
+FLEET_EXAMPLE = """\
+[defaults]
+library = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+timeout = "3s"
+
+[member.left]
+token = { label = "signing" }
+env = { P11_KIT_SERVER_ADDRESS = "unix:path=/run/hsm-left.sock" }
+
+[member.right]
+token = { label = "signing" }
+env = { P11_KIT_SERVER_ADDRESS = "unix:path=/run/hsm-right.sock" }
+
+[set.signing]
+members = ["left", "right"]"""
 
 SERVICE_MODE = "preloadrun -s mycard -f /run/app/tokens.json > /run/app/env"
 HELP_SERVICE_MODE = "preloadrun -s mycard -f /run/app/tokens.json"
@@ -350,6 +371,23 @@ Environment=CKNFAST_LOADSHARING=1 CKNFAST_RELOAD_KEYS=1 HSMSIM_SOCKET=/run/hsmsi
             by="preloadrun itself, which reads it here",
             why="a file, not a command",
             check=check_tokens_file),
+    Checked("preloadrun-fleet(5): a fleet of two network HSMs",
+            FLEET_EXAMPLE,
+            by="tests/e2e/members/test_members.py: SoftHSM2 tokens behind p11-kit servers as the "
+               "members of such a file, under preloadrun and a real client",
+            why="its members are network HSMs at /run/hsm-*.sock, which this machine has not",
+            check=check_fleet_config),
+    Checked("preloadrun-fleet(5): serving the members",
+            "hsmsim serve --fleet /etc/preloadrun/fleet.toml &\npreloadrun -s signing -- myapp",
+            by="tests/e2e/members/test_members.py (the same two commands over a farm of members)",
+            why="the file names network HSMs this machine has not",
+            check=check_fleet_commands),
+    Checked("README: maintenance of a member",
+            MAINTENANCE,
+            by="tests/e2e/members/test_members.py drains and undrains a member under a client",
+            why="not a scenario of its own: it is run here as written, against a simulated "
+                "fleet of two modules",
+            check=check_maintenance),
 ]
 
 

@@ -103,7 +103,7 @@ def test_hsmsim_unknown_option_is_named():
 
 @pytest.mark.parametrize("command,names", [
     ([], "serve, softcard, cardset, key, module"),
-    (["module"], "list, clear, fail, restore, remove, add, latency, fail-next"),
+    (["module"], "list, clear, fail, restore, remove, drain, undrain, add, latency, fail-next"),
     (["key"], "generate, delete, list"),
     (["softcard"], "create, delete, list"),
 ])

@@ -35,6 +35,7 @@ def expected_files(prefix):
         f"{p}/share/man/man1/preloadrun.1.gz",
         f"{p}/share/man/man1/hsmsim.1.gz",
         f"{p}/share/man/man5/preloadrun-tokens.5.gz",
+        f"{p}/share/man/man5/preloadrun-fleet.5.gz",
         f"{p}/share/man/man7/libpreloadrun-pkcs11.7.gz",
         f"{p}/share/bash-completion/completions/preloadrun",
         f"{p}/share/bash-completion/completions/hsmsim",

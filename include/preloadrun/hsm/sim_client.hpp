@@ -14,7 +14,9 @@ namespace wire_detail {
 class Connection; // one framed, handshaken request/response connection
 }
 
-enum class ModuleAction { clear, fail, restore, remove };
+// drain: out of service for maintenance (failed to clients; operations
+// under way finish); undrain: back in service, as after a restore.
+enum class ModuleAction { clear, fail, restore, remove, drain, undrain };
 
 class SimClient final : public Service {
 public:

@@ -30,6 +30,7 @@ struct ModuleInfo {
     std::uint64_t ops_failed = 0;
     std::uint32_t objects = 0;
     std::uint32_t fail_next = 0;
+    bool drained = false; // failed because the admin drained it for maintenance
     bool operator==(const ModuleInfo&) const = default;
 };
 

@@ -16,6 +16,7 @@
 #include "server/serve.hpp"
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <unistd.h>
@@ -46,6 +47,17 @@ static_assert(error_info(ErrorCode::unavailable).hsmsim_peer == kExitFailed);
 
 std::string version_text() {
     return std::string("hsmsim ") + kVersion + " (" + kGitRevision + "; " + kBuildInfo + ")";
+}
+
+// This program, which runs the members' workers.
+std::string own_program() {
+    std::error_code ec;
+    auto path = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) {
+        throw Error(ErrorCode::internal,
+                    "cannot find this program (/proc/self/exe): " + ec.message());
+    }
+    return path.string();
 }
 
 Endpoints endpoints(const GlobalOptions& g) {
@@ -94,16 +106,18 @@ void on_run(CLI::App* sub, Action& slot, Action action) {
 void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t& number,
                         Action& action) {
     static constexpr std::pair<const char*, hsm::ModuleAction> actions[] = {
-        {"clear", hsm::ModuleAction::clear},
-        {"fail", hsm::ModuleAction::fail},
-        {"restore", hsm::ModuleAction::restore},
-        {"remove", hsm::ModuleAction::remove},
+        {"clear", hsm::ModuleAction::clear},     {"fail", hsm::ModuleAction::fail},
+        {"restore", hsm::ModuleAction::restore}, {"remove", hsm::ModuleAction::remove},
+        {"drain", hsm::ModuleAction::drain},     {"undrain", hsm::ModuleAction::undrain},
     };
     static constexpr const char* help[] = {
         "Clear module N: drop its objects, bump its generation, re-initialise",
         "Make module N fail: it drops its objects and stops serving",
         "Bring a failed or removed module N back (new generation, re-initialises)",
         "Remove module N from the fleet (it stays enrolled in the world)",
+        "Take module N out of service for maintenance: no new operations, those "
+        "under way finish",
+        "Put a drained module N back in service (new generation, re-initialises)",
     };
     for (std::size_t i = 0; i < std::size(actions); ++i) {
         auto* sub = add_command(module, actions[i].first, help[i]);
@@ -199,21 +213,29 @@ void build_serve(CLI::App& app, CliValues& v) {
     auto& serve_options = v.serve_options;
     auto& serve_status = v.serve_status;
     auto& action = v.action;
-    auto* serve = add_command(app, "serve", "Run the simulated HSM service in the foreground");
+    auto* serve = add_command(app, "serve", "Run the HSM service in the foreground");
+    auto* fleet = serve
+                      ->add_option("--fleet", serve_options.fleet_config,
+                                   "Serve the PKCS#11 members and token sets of FILE "
+                                   "(man 5 preloadrun-fleet) instead of simulated HSMs")
+                      ->type_name("FILE");
     serve
         ->add_option("--kmdata", serve_options.kmdata,
                      "Security World directory (default: $NFAST_KMDATA)")
-        ->type_name("DIR");
+        ->type_name("DIR")
+        ->excludes(fleet);
     serve
         ->add_option("--modules", serve_options.modules,
                      "Modules enrolled on first start (1-128; default 1)")
         ->type_name("N")
-        ->check(CLI::Range(1u, 128u));
+        ->check(CLI::Range(1u, 128u))
+        ->excludes(fleet);
     serve
         ->add_option("--op-latency-ms", serve_options.op_latency_ms,
                      "Latency of each operation on each module (0-60000; default 0)")
         ->type_name("MS")
-        ->check(CLI::Range(0u, 60000u));
+        ->check(CLI::Range(0u, 60000u))
+        ->excludes(fleet);
     serve
         ->add_option("--init-delay-ms", serve_options.init_delay_ms,
                      "How long a module initialises after clear, restore or add "
@@ -231,7 +253,9 @@ void build_serve(CLI::App& app, CliValues& v) {
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;
         serve_options.admin_socket = ep.admin.socket_path;
-        if (serve_options.kmdata.empty()) {
+        if (!serve_options.fleet_config.empty()) {
+            serve_options.worker_program = own_program();
+        } else if (serve_options.kmdata.empty()) {
             // The default lies a few levels down (~/.local/share/hsmsim/kmdata):
             // make what is missing above it, private.
             serve_options.kmdata = default_kmdata();

@@ -60,7 +60,8 @@ std::string protection_name(const hsm::KeyInfo& key, const std::vector<hsm::Toke
 std::string modules_table(const std::vector<hsm::ModuleInfo>& modules) {
     std::vector<Row> rows;
     for (const auto& m : modules) {
-        rows.push_back({std::to_string(m.number), m.esn, std::string(hsm::to_string(m.state)),
+        rows.push_back({std::to_string(m.number), m.esn,
+                        m.drained ? std::string("drained") : std::string(hsm::to_string(m.state)),
                         std::to_string(m.generation), std::to_string(m.latency_ms),
                         std::to_string(m.ops), std::to_string(m.ops_failed),
                         std::to_string(m.objects)});
@@ -80,7 +81,8 @@ std::string modules_json(const std::vector<hsm::ModuleInfo>& modules) {
                        {"ops", m.ops},
                        {"ops_failed", m.ops_failed},
                        {"objects", m.objects},
-                       {"fail_next", m.fail_next}});
+                       {"fail_next", m.fail_next},
+                       {"drained", m.drained}});
     }
     return out.dump(2) + "\n";
 }

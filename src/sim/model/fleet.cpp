@@ -1,7 +1,6 @@
 #include "model/fleet.hpp"
 
 #include "model/keywrap.hpp"
-#include "model/world.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 
@@ -23,6 +22,10 @@ std::string_view action_name(hsm::ModuleAction action) {
         return "restore";
     case hsm::ModuleAction::remove:
         return "remove";
+    case hsm::ModuleAction::drain:
+        return "drain";
+    case hsm::ModuleAction::undrain:
+        return "undrain";
     }
     return "?";
 }
@@ -49,15 +52,15 @@ Fleet::Subscription::~Subscription() {
     }
 }
 
-Fleet::Fleet(World& world, const FleetOptions& options, ModuleFactory make)
-    : world_(world), options_(options), make_(std::move(make)),
+Fleet::Fleet(FleetStore& store, const FleetOptions& options, ModuleFactory make)
+    : store_(store), options_(options), make_(std::move(make)),
       instance_(random_bytes(hsm::kServiceInstanceSize)) {
     // What this start takes up, written before any of it is used: a module
     // that served before starts one generation up (its objects are gone, as
     // after a clear) and issues handles from where it stopped.
     std::vector<ModuleCounters> starts;
-    for (const auto& enrolled : world_.modules()) {
-        auto counters = world_.counters(enrolled.number);
+    for (const auto& enrolled : store_.modules()) {
+        auto counters = store_.counters(enrolled.number);
         ModuleCounters start{enrolled.number, 0, 1};
         if (counters) {
             start.generation = counters->generation + 1;
@@ -66,7 +69,7 @@ Fleet::Fleet(World& world, const FleetOptions& options, ModuleFactory make)
         if (start.generation >= kMaxCounter || start.handles >= kMaxCounter - kHandleBlock) {
             throw Error(ErrorCode::corrupt, "module " + std::to_string(enrolled.number) +
                                                 " has used up its generations or handles (" +
-                                                world_.dir().string() + "/counters)");
+                                                store_.where() + ")");
         }
         starts.push_back(start);
     }
@@ -74,8 +77,8 @@ Fleet::Fleet(World& world, const FleetOptions& options, ModuleFactory make)
     for (auto& c : reserved) {
         c.handles += kHandleBlock;
     }
-    world_.save_counters(reserved);
-    const auto enrolled = world_.modules();
+    store_.save_counters(reserved);
+    const auto enrolled = store_.modules();
     for (std::size_t i = 0; i < enrolled.size(); ++i) {
         modules_.push_back(make_module(enrolled[i], hsm::ModuleState::usable, starts[i]));
     }
@@ -92,7 +95,7 @@ std::unique_ptr<Module> Fleet::make_module(const EnrolledModule& enrolled, hsm::
     start.handles.first = counters.handles;
     start.handles.reserved = counters.handles + kHandleBlock;
     start.handles.reserve = [this, number = enrolled.number](hsm::ObjectHandle below) {
-        world_.reserve_handles(number, below);
+        store_.reserve_handles(number, below);
     };
     start.objects = options_.objects;
     start.latency_ms = options_.op_latency_ms;
@@ -108,12 +111,12 @@ void Fleet::save_generation(const Module::Change& change) {
         return;
     }
     try {
-        world_.save_generation(change.now.number, change.now.generation);
+        store_.save_generation(change.now.number, change.now.generation);
     } catch (const std::exception& e) {
         // The module changed already; a restart may show an older generation,
         // which the new instance id tells apart anyway.
-        logger()->error("module {}: generation {} not recorded in the world: {}", change.now.number,
-                        change.now.generation, e.what());
+        logger()->error("module {}: generation {} not recorded in {}: {}", change.now.number,
+                        change.now.generation, store_.where(), e.what());
     }
 }
 
@@ -215,7 +218,7 @@ std::optional<Module::Change> Fleet::act_locked(Module& m, hsm::ModuleAction act
         if (state == ModuleState::failed || state == ModuleState::removed) {
             refuse("restore it first");
         }
-        change = m.transition(ModuleState::initialising, true, true);
+        change = m.transition(ModuleState::initialising, true, true, false);
         schedule_ready_locked(m, change.now.generation);
         break;
     case hsm::ModuleAction::fail:
@@ -225,20 +228,35 @@ std::optional<Module::Change> Fleet::act_locked(Module& m, hsm::ModuleAction act
         if (state == ModuleState::removed) {
             refuse("a removed module cannot fail");
         }
-        change = m.transition(ModuleState::failed, false, true);
+        change = m.transition(ModuleState::failed, false, true, false);
         break;
     case hsm::ModuleAction::restore:
         if (state != ModuleState::failed && state != ModuleState::removed) {
             refuse("only a failed or removed module can be restored");
         }
-        change = m.transition(ModuleState::initialising, true, true);
+        change = m.transition(ModuleState::initialising, true, true, false);
         schedule_ready_locked(m, change.now.generation);
         break;
     case hsm::ModuleAction::remove:
         if (state == ModuleState::removed) {
             return std::nullopt;
         }
-        change = m.transition(ModuleState::removed, false, true);
+        change = m.transition(ModuleState::removed, false, true, false);
+        break;
+    case hsm::ModuleAction::drain:
+        if (state != ModuleState::usable && state != ModuleState::initialising) {
+            refuse("only a usable or initialising module can be drained");
+        }
+        // Its objects stay for the operations under way; they go when it
+        // is undrained (a new generation).
+        change = m.transition(ModuleState::failed, false, false, true);
+        break;
+    case hsm::ModuleAction::undrain:
+        if (!m.info().drained) {
+            refuse("only a drained module can be undrained");
+        }
+        change = m.transition(ModuleState::initialising, true, true, false);
+        schedule_ready_locked(m, change.now.generation);
         break;
     }
     return change;
@@ -279,16 +297,16 @@ void Fleet::reported(std::uint32_t number, hsm::ModuleAction action, const std::
     }
 }
 
-hsm::ModuleInfo Fleet::add() {
+hsm::ModuleInfo Fleet::add(const std::string& esn) {
     std::lock_guard lock(mutex_);
     if (modules_.size() >= kMaxModules) {
         throw Error(ErrorCode::limit,
                     "cannot enrol another module: " + std::to_string(kMaxModules) +
                         " modules is the most hsmsim simulates");
     }
-    auto enrolled = world_.enrol_module();
+    auto enrolled = store_.enrol_module(esn);
     const ModuleCounters start{enrolled.number, 0, 1};
-    world_.save_counters({{enrolled.number, 0, start.handles + kHandleBlock}});
+    store_.save_counters({{enrolled.number, 0, start.handles + kHandleBlock}});
     modules_.push_back(make_module(enrolled, hsm::ModuleState::initialising, start));
     Module& m = *modules_.back();
     auto now = m.info();
@@ -377,7 +395,7 @@ void Fleet::timer_loop() {
         Module& m = *modules_[number - 1];
         // Only if nothing happened to the module since it was scheduled.
         if (m.state() == hsm::ModuleState::initialising && m.generation() == generation) {
-            emit_locked(m.transition(hsm::ModuleState::usable, false, false), false);
+            emit_locked(m.transition(hsm::ModuleState::usable, false, false, false), false);
         }
     }
 }

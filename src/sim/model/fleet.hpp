@@ -5,6 +5,7 @@
 // state or generation change. The fleet alone changes a module's state, so
 // that the events come in order. Thread-safe.
 
+#include "model/fleet_store.hpp"
 #include "model/module.hpp"
 #include "model/world_format.hpp"
 #include "preloadrun/hsm/sim_client.hpp"
@@ -21,8 +22,6 @@
 #include <vector>
 
 namespace preloadrun::sim {
-
-class World;
 
 inline constexpr std::uint32_t kMaxModules = 128;
 
@@ -58,12 +57,12 @@ public:
         std::uint64_t id_ = 0;
     };
 
-    // One module per module enrolled in the world, all usable, each made by
+    // One module per module enrolled in the store, all usable, each made by
     // `make`. This start of the service is a new epoch: a new random
     // instance id, and every module that served before takes its generation
-    // one up and its handles on from what the world recorded (Error when the
-    // world cannot record the new ones).
-    Fleet(World& world, const FleetOptions& options, ModuleFactory make);
+    // one up and its handles on from what the store recorded (Error when the
+    // store cannot record the new ones).
+    Fleet(FleetStore& store, const FleetOptions& options, ModuleFactory make);
     Fleet(const Fleet&) = delete;
     Fleet& operator=(const Fleet&) = delete;
     ~Fleet();
@@ -81,9 +80,10 @@ public:
     // initialising. restore: from failed or removed. remove: from any state
     // but removed. A refused transition throws Error(usage) saying why.
     hsm::ModuleInfo control(std::uint32_t number, hsm::ModuleAction action);
-    // Enrols a new module (persisted in the world); it starts initialising.
-    // Throws Error(limit) past kMaxModules.
-    hsm::ModuleInfo add();
+    // Enrols a new module (persisted in the store) with `esn` ("": a new
+    // random one); it starts initialising. Throws Error(limit) past
+    // kMaxModules.
+    hsm::ModuleInfo add(const std::string& esn = {});
     hsm::ModuleInfo set_latency(std::uint32_t number, std::uint32_t latency_ms);
     hsm::ModuleInfo fail_next(std::uint32_t number, std::uint32_t count);
 
@@ -123,7 +123,7 @@ private:
     void timer_loop();
     void unsubscribe(std::uint64_t id);
 
-    World& world_;
+    FleetStore& store_;
     const FleetOptions options_;
     const ModuleFactory make_;
     const Bytes instance_;

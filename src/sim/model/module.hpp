@@ -87,8 +87,11 @@ public:
     };
     // Sets the state; new_generation: it was reset (its generation goes one
     // up); drop_objects: nothing it had loaded stays (handles already given
-    // out never return). Quick: it never waits behind an operation.
-    virtual Change transition(hsm::ModuleState state, bool new_generation, bool drop_objects) = 0;
+    // out never return); drained: taken out of service for maintenance
+    // (with state failed: no new operation starts, but those under way
+    // finish and answer). Quick: it never waits behind an operation.
+    virtual Change transition(hsm::ModuleState state, bool new_generation, bool drop_objects,
+                              bool drained) = 0;
     // The latency added to each operation, and how many operations from now
     // on fail transiently (0 cancels them): fault injection, for the admin.
     // A kind of module that cannot simulate them throws Error(usage).

@@ -16,6 +16,15 @@ std::string module_name(std::uint32_t number) {
 
 } // namespace
 
+bool ObjectTable::holds_token() const noexcept {
+    for (const auto& [handle, object] : objects_) {
+        if (object.token) {
+            return true;
+        }
+    }
+    return false;
+}
+
 std::size_t ObjectTable::held_by(uid_t owner) const noexcept {
     auto it = held_.find(owner);
     return it == held_.end() ? 0 : it->second;

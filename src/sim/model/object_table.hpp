@@ -40,7 +40,7 @@ struct TokenObject {
 
 struct KeyObject {
     hsm::KeyInfo info;
-    std::shared_ptr<const Key> key;
+    std::shared_ptr<const Key> key;     // a simulated HSM's; null on a PKCS#11 member
     hsm::ObjectHandle token_handle = 0; // the token it was loaded under; 0: module-protected
 };
 
@@ -90,6 +90,8 @@ public:
     std::map<hsm::ObjectHandle, Object> take_all() noexcept;
 
     std::size_t size() const noexcept { return objects_.size(); }
+    // Whether any token is loaded.
+    bool holds_token() const noexcept;
     std::size_t held_by(uid_t owner) const noexcept;
 
 private:

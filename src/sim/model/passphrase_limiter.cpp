@@ -1,8 +1,23 @@
 #include "model/passphrase_limiter.hpp"
 
+#include "preloadrun/common/error.hpp"
+
 #include <algorithm>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 namespace preloadrun::sim {
+
+PassphraseDigest passphrase_digest(const SecureBuffer& key, const SecureBuffer& passphrase) {
+    PassphraseDigest out{};
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), passphrase.data(),
+             passphrase.size(), out.data(), &len) == nullptr ||
+        len != out.size()) {
+        throw Error(ErrorCode::crypto, "cannot compute a passphrase digest");
+    }
+    return out;
+}
 
 std::chrono::milliseconds PassphraseLimiter::delay(std::uint32_t failures) const {
     auto d = policy_.first_delay;

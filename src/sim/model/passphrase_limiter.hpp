@@ -19,6 +19,7 @@
 
 #include "preloadrun/common/bytes.hpp"
 #include "preloadrun/common/clock.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
 
 #include <array>
 #include <chrono>
@@ -43,6 +44,10 @@ struct PassphrasePolicy {
 };
 
 using PassphraseDigest = std::array<std::uint8_t, 32>;
+
+// The digest the limiter knows a passphrase by: HMAC-SHA256 under `key`, a
+// secret drawn when the service starts and never stored.
+PassphraseDigest passphrase_digest(const SecureBuffer& key, const SecureBuffer& passphrase);
 
 class PassphraseLimiter {
 public:

@@ -44,6 +44,7 @@ hsm::ModuleInfo SimulatedModule::info_locked() const {
     info.ops_failed = ops_failed_;
     info.objects = static_cast<std::uint32_t>(objects_.size());
     info.fail_next = fail_next_;
+    info.drained = drained_;
     return info;
 }
 
@@ -63,12 +64,13 @@ std::uint64_t SimulatedModule::generation() const {
 }
 
 Module::Change SimulatedModule::transition(hsm::ModuleState state, bool new_generation,
-                                           bool drop_objects) {
+                                           bool drop_objects, bool drained) {
     // Destroyed (and token keys wiped) outside the lock.
     std::map<hsm::ObjectHandle, ObjectTable::Object> dropped;
     std::lock_guard lock(state_mutex_);
     Change change{state_, generation_, {}};
     state_ = state;
+    drained_ = drained;
     if (new_generation) {
         ++generation_;
     }
@@ -115,7 +117,9 @@ std::chrono::steady_clock::time_point SimulatedModule::begin_operation() {
 void SimulatedModule::finish_operation(std::chrono::steady_clock::time_point deadline) {
     std::this_thread::sleep_until(deadline);
     std::lock_guard lock(state_mutex_);
-    check_usable_locked(); // cleared or failed while it worked: the answer is lost
+    if (!drained_) {
+        check_usable_locked(); // cleared or failed while it worked: the answer is lost
+    }
 }
 
 void SimulatedModule::end_operation(OpKind kind, bool ok) noexcept {

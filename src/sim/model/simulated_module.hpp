@@ -53,7 +53,8 @@ public:
     hsm::ModuleInfo info() const override;
     hsm::ModuleState state() const override;
     std::uint64_t generation() const override;
-    Change transition(hsm::ModuleState state, bool new_generation, bool drop_objects) override;
+    Change transition(hsm::ModuleState state, bool new_generation, bool drop_objects,
+                      bool drained) override;
     void set_latency(std::uint32_t latency_ms) override;
     void set_fail_next(std::uint32_t count) override;
 
@@ -154,6 +155,7 @@ private:
     std::uint64_t ops_ = 0;
     std::uint64_t ops_failed_ = 0;
     std::uint32_t fail_next_ = 0;
+    bool drained_ = false; // failed for maintenance: operations under way finish
     ObjectTable objects_;
 };
 

@@ -4,8 +4,6 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <string>
 
 namespace preloadrun::sim {
@@ -46,14 +44,7 @@ TokenUnlocker::TokenUnlocker(const World& world, const Clock& clock, const Passp
     : world_(world), limiter_(clock, policy), digest_key_(random_secret(kDigestKeySize)) {}
 
 PassphraseDigest TokenUnlocker::digest_of(const SecureBuffer& passphrase) const {
-    PassphraseDigest out{};
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), digest_key_.data(), static_cast<int>(digest_key_.size()),
-             passphrase.data(), passphrase.size(), out.data(), &len) == nullptr ||
-        len != out.size()) {
-        throw Error(ErrorCode::crypto, "cannot compute a passphrase digest");
-    }
-    return out;
+    return passphrase_digest(digest_key_, passphrase);
 }
 
 SecureBuffer TokenUnlocker::unlock(const CardRecord& card, const SecureBuffer& passphrase,

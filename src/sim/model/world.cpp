@@ -204,10 +204,10 @@ std::vector<EnrolledModule> World::modules() const {
     return modules_;
 }
 
-EnrolledModule World::enrol_module() {
+EnrolledModule World::enrol_module(const std::string& esn) {
     std::lock_guard lock(mutex_);
     auto modules = modules_;
-    EnrolledModule m{static_cast<std::uint32_t>(modules.size() + 1), new_esn()};
+    EnrolledModule m{static_cast<std::uint32_t>(modules.size() + 1), esn.empty() ? new_esn() : esn};
     modules.push_back(m);
     const auto text = encode_modules(modules);
     dir_.write_atomic("modules", text, {.mode = kFileMode});

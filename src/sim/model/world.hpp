@@ -14,7 +14,9 @@
 // enrolled modules and their counters), world_tokens.cpp (softcards and card
 // sets) and world_keys.cpp (persistent keys).
 
+#include "model/catalog.hpp"
 #include "model/crypto.hpp"
+#include "model/fleet_store.hpp"
 #include "model/keywrap.hpp"
 #include "model/world_format.hpp"
 #include "model/world_usage.hpp"
@@ -44,7 +46,9 @@ struct WorldOptions {
 // A new random key ident (20 bytes, hex).
 std::string new_ident();
 
-class World {
+// The world is the catalog (tokens, keys) and the fleet store (modules and
+// their counters) of a service of simulated HSMs.
+class World final : public Catalog, public FleetStore {
 public:
     // Opens the world in options.dir, or creates one if the directory is
     // missing or empty. Throws Error(permission) for a directory that is a
@@ -57,29 +61,31 @@ public:
     World(const World&) = delete;
     World& operator=(const World&) = delete;
 
-    const Bytes& id() const noexcept { return id_; }
+    const Bytes& id() const noexcept override { return id_; }
     const std::filesystem::path& dir() const noexcept { return dir_.path(); }
     bool created() const noexcept { return created_; } // by this process, just now
 
-    std::vector<EnrolledModule> modules() const;
-    // Enrols one more module (next number, new random ESN) and persists it.
-    EnrolledModule enrol_module();
+    std::vector<EnrolledModule> modules() const override;
+    // Enrols one more module (next number, `esn` or a new random ESN) and
+    // persists it.
+    EnrolledModule enrol_module(const std::string& esn = {}) override;
 
     // A module's counters as last persisted (nullopt for a module never
     // counted). They outlive the service: see world_format.hpp.
-    std::optional<ModuleCounters> counters(std::uint32_t number) const;
+    std::optional<ModuleCounters> counters(std::uint32_t number) const override;
     // Each persists with one atomic write of the counters file, the other
     // modules and fields unchanged, and throws Error when it cannot.
-    void save_counters(const std::vector<ModuleCounters>& changed);
-    void save_generation(std::uint32_t number, std::uint64_t generation);
-    void reserve_handles(std::uint32_t number, std::uint64_t below);
+    void save_counters(const std::vector<ModuleCounters>& changed) override;
+    void save_generation(std::uint32_t number, std::uint64_t generation) override;
+    void reserve_handles(std::uint32_t number, std::uint64_t below) override;
+    std::string where() const override { return dir().string() + "/counters"; }
 
     // Throws Error(already_exists) if a token of that type has that name,
     // Error(limit) past a limit of options.limits. `creator` is recorded in
     // the card file and counted against its quota.
     hsm::TokenInfo create_token(hsm::TokenType type, const std::string& name,
                                 const SecureBuffer& passphrase,
-                                std::optional<uid_t> creator = std::nullopt);
+                                std::optional<uid_t> creator = std::nullopt) override;
     // Every readable token, by type then name; damaged card files are
     // skipped and logged.
     std::vector<hsm::TokenInfo> tokens() const;
@@ -87,7 +93,7 @@ public:
     // hash whose hex is `after` ("": from the first), for as long as `visit`
     // returns true. Reads only the card files it visits.
     void visit_tokens(std::string_view after,
-                      const std::function<bool(const hsm::TokenInfo&)>& visit) const;
+                      const std::function<bool(const hsm::TokenInfo&)>& visit) const override;
     // Throws Error(not_found) or Error(corrupt) naming the file.
     CardRecord card(std::span<const std::uint8_t> hash) const;
     static hsm::TokenInfo info_of(const CardRecord& card);
@@ -115,7 +121,7 @@ public:
     // ("": from the first), for as long as `visit` returns true. Reads only
     // the key files it visits (and their tokens' card files, for the names).
     void visit_keys(std::string_view after,
-                    const std::function<bool(const hsm::KeyInfo&)>& visit) const;
+                    const std::function<bool(const hsm::KeyInfo&)>& visit) const override;
     // Throws Error(not_found) or Error(corrupt) naming the file.
     KeyRecord key_record(const std::string& ident) const;
     hsm::KeyInfo info_of(const KeyRecord& record) const;

@@ -64,7 +64,8 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
                         " is an admin request: send it on the admin socket (HSMSIM_ADMIN_SOCKET)");
     }
     Response out;
-    kind->answer(RequestContext{world_, fleet_, destroyer_, clients_, pages_}, request, peer, out);
+    kind->answer(RequestContext{catalog_, fleet_, destroyer_, clients_, pages_}, request, peer,
+                 out);
     return out;
 }
 

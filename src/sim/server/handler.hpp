@@ -6,9 +6,9 @@
 // keeps the clients (processes) connected: what a client loaded is unloaded
 // from every module when its last connection closes.
 
+#include "model/catalog.hpp"
 #include "model/destroyer.hpp"
 #include "model/fleet.hpp"
-#include "model/world.hpp"
 #include "server/clients.hpp"
 #include "server/paging.hpp"
 #include "server/requests.hpp"
@@ -23,8 +23,9 @@ namespace preloadrun::sim {
 
 class Handler {
 public:
-    Handler(World& world, Fleet& fleet, Destroyer& destroyer, PageLimits pages = {})
-        : world_(world), fleet_(fleet), destroyer_(destroyer), pages_(pages),
+    // `destroyer`: null where keys and tokens are not destroyed through the service.
+    Handler(Catalog& catalog, Fleet& fleet, Destroyer* destroyer, PageLimits pages = {})
+        : catalog_(catalog), fleet_(fleet), destroyer_(destroyer), pages_(pages),
           clients_([this](const Clients::Client& client) { client_gone(client); }) {}
     Handler(const Handler&) = delete;
     Handler& operator=(const Handler&) = delete;
@@ -55,9 +56,9 @@ private:
     wire::Response dispatch(const wire::Request& request, const Peer& peer);
     void client_gone(const Clients::Client& client);
 
-    World& world_;
+    Catalog& catalog_;
     Fleet& fleet_;
-    Destroyer& destroyer_;
+    Destroyer* destroyer_;
     PageLimits pages_;
     Clients clients_;
     std::atomic<bool> stopping_{false};

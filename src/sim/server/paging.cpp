@@ -38,19 +38,20 @@ bool PageBudget::take(std::size_t encoded) {
     return true;
 }
 
-wire::KeyList key_page(const World& world, std::string_view after, PageLimits limits) {
+wire::KeyList key_page(const Catalog& catalog, std::string_view after, PageLimits limits) {
     wire::KeyList list;
-    world.visit_keys(after, page_filler<wire::KeyList, hsm::KeyInfo>(
-                                list, limits, [](wire::KeyList& l) { return l.add_keys(); },
-                                [](const hsm::KeyInfo& key) { return key.ident; }));
+    catalog.visit_keys(after, page_filler<wire::KeyList, hsm::KeyInfo>(
+                                  list, limits, [](wire::KeyList& l) { return l.add_keys(); },
+                                  [](const hsm::KeyInfo& key) { return key.ident; }));
     return list;
 }
 
-wire::TokenList token_page(const World& world, std::string_view after, PageLimits limits) {
+wire::TokenList token_page(const Catalog& catalog, std::string_view after, PageLimits limits) {
     wire::TokenList list;
-    world.visit_tokens(after, page_filler<wire::TokenList, hsm::TokenInfo>(
-                                  list, limits, [](wire::TokenList& l) { return l.add_tokens(); },
-                                  [](const hsm::TokenInfo& token) { return to_hex(token.hash); }));
+    catalog.visit_tokens(after,
+                         page_filler<wire::TokenList, hsm::TokenInfo>(
+                             list, limits, [](wire::TokenList& l) { return l.add_tokens(); },
+                             [](const hsm::TokenInfo& token) { return to_hex(token.hash); }));
     return list;
 }
 

@@ -7,7 +7,7 @@
 // only the files of the entries it holds (plus one: the look-ahead that says
 // whether there is a next page).
 
-#include "model/world.hpp"
+#include "model/catalog.hpp"
 #include "wire.pb.h"
 
 #include <cstddef>
@@ -34,7 +34,7 @@ private:
 };
 
 // `after`: "" for the first page, else the `next` of the previous reply.
-wire::KeyList key_page(const World& world, std::string_view after, PageLimits limits = {});
-wire::TokenList token_page(const World& world, std::string_view after, PageLimits limits = {});
+wire::KeyList key_page(const Catalog& catalog, std::string_view after, PageLimits limits = {});
+wire::TokenList token_page(const Catalog& catalog, std::string_view after, PageLimits limits = {});
 
 } // namespace preloadrun::sim

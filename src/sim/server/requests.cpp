@@ -34,8 +34,13 @@ hsm::ModuleAction action_of(wire::ModuleAction action) {
         return hsm::ModuleAction::restore;
     case wire::MODULE_REMOVE:
         return hsm::ModuleAction::remove;
+    case wire::MODULE_DRAIN:
+        return hsm::ModuleAction::drain;
+    case wire::MODULE_UNDRAIN:
+        return hsm::ModuleAction::undrain;
     default:
-        throw Error(ErrorCode::usage, "module action must be clear, fail, restore or remove");
+        throw Error(ErrorCode::usage,
+                    "module action must be clear, fail, restore, remove, drain or undrain");
     }
 }
 
@@ -65,6 +70,15 @@ std::uint32_t module_if_token(const RequestContext& s, std::uint32_t number,
     return token_handle == 0 ? number : module_number(s, number);
 }
 
+// What destroys keys and tokens; Error(usage) where the service does not.
+Destroyer& destroyer_of(const RequestContext& s) {
+    if (s.destroyer == nullptr) {
+        throw Error(ErrorCode::usage, "the keys and tokens of PKCS#11 members are destroyed with "
+                                      "their vendor's tools, not through this service");
+    }
+    return *s.destroyer;
+}
+
 // ---- the answers, in the order of wire.proto ----
 
 void hello(const RequestContext& s, const Request& request, const Peer&, Response& out) {
@@ -78,7 +92,7 @@ void hello(const RequestContext& s, const Request& request, const Peer&, Respons
     auto* reply = out.mutable_hello();
     reply->set_version(hsm::codec::kProtocolVersion);
     reply->set_server(server_name());
-    reply->set_world_id(to_field(s.world.id()));
+    reply->set_world_id(to_field(s.catalog.id()));
     reply->set_instance(to_field(s.fleet.instance()));
 }
 
@@ -88,18 +102,18 @@ void list_modules(const RequestContext& s, const Request&, const Peer&, Response
 
 void get_world(const RequestContext& s, const Request&, const Peer&, Response& out) {
     auto* world = out.mutable_world();
-    world->set_world_id(to_field(s.world.id()));
+    world->set_world_id(to_field(s.catalog.id()));
     world->set_modules(s.fleet.size());
 }
 
 void list_tokens(const RequestContext& s, const Request& request, const Peer&, Response& out) {
     *out.mutable_tokens() =
-        token_page(s.world, validate::token_cursor(request.list_tokens().after()), s.pages);
+        token_page(s.catalog, validate::token_cursor(request.list_tokens().after()), s.pages);
 }
 
 void list_keys(const RequestContext& s, const Request& request, const Peer&, Response& out) {
     *out.mutable_keys() =
-        key_page(s.world, validate::key_cursor(request.list_keys().after()), s.pages);
+        key_page(s.catalog, validate::key_cursor(request.list_keys().after()), s.pages);
 }
 
 void create_token(const RequestContext& s, const Request& request, const Peer& peer,
@@ -109,7 +123,7 @@ void create_token(const RequestContext& s, const Request& request, const Peer& p
     const auto& name = validate::token_name(r.name());
     auto passphrase = validate::passphrase(r.passphrase(), true);
     *out.mutable_token() =
-        hsm::codec::to_wire(s.world.create_token(type, name, passphrase, peer.uid));
+        hsm::codec::to_wire(s.catalog.create_token(type, name, passphrase, peer.uid));
 }
 
 void load_token(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
@@ -151,7 +165,7 @@ void destroy_key(const RequestContext& s, const Request& request, const Peer& pe
     const auto& r = request.destroy_key();
     const auto& ident = validate::ident(r.ident());
     auto module = module_if_token(s, r.module(), r.token_handle());
-    s.destroyer.destroy_key(module, ident, r.token_handle(), peer.uid);
+    destroyer_of(s).destroy_key(module, ident, r.token_handle(), peer.uid);
     out.mutable_ok();
 }
 
@@ -160,7 +174,7 @@ void destroy_token(const RequestContext& s, const Request& request, const Peer& 
     const auto& r = request.destroy_token();
     auto hash = validate::token_hash(r.token_hash());
     auto module = module_if_token(s, r.module(), r.token_handle()); // else: permission
-    s.destroyer.destroy_token(module, hash, r.token_handle(), r.with_keys(), peer.uid);
+    destroyer_of(s).destroy_token(module, hash, r.token_handle(), r.with_keys(), peer.uid);
     out.mutable_ok();
 }
 

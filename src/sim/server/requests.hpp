@@ -7,9 +7,9 @@
 // table and nothing else about the kinds of request: a new request is a
 // message in wire.proto and one row here, with its answer.
 
+#include "model/catalog.hpp"
 #include "model/destroyer.hpp"
 #include "model/fleet.hpp"
-#include "model/world.hpp"
 #include "server/clients.hpp"
 #include "server/paging.hpp"
 #include "wire.pb.h"
@@ -32,9 +32,9 @@ struct Peer {
 
 // What the answers use (the handler's).
 struct RequestContext {
-    World& world;
+    Catalog& catalog;
     Fleet& fleet;
-    Destroyer& destroyer;
+    Destroyer* destroyer; // null: keys and tokens are not destroyed through the service
     Clients& clients;
     PageLimits pages;
 };

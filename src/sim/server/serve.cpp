@@ -16,16 +16,17 @@ namespace preloadrun::sim {
 
 namespace {
 
-// Blocks SIGTERM and SIGINT in this thread (and so in every thread it
-// starts) for its lifetime; they are read from a signalfd instead.
+// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every thread
+// it starts) for its lifetime; they are read from a signalfd instead.
 class BlockedSignals {
 public:
     BlockedSignals() {
         sigemptyset(&set_);
         sigaddset(&set_, SIGTERM);
         sigaddset(&set_, SIGINT);
+        sigaddset(&set_, SIGHUP);
         if (::pthread_sigmask(SIG_BLOCK, &set_, &old_) != 0) {
-            throw Error(ErrorCode::internal, "cannot block SIGTERM and SIGINT");
+            throw Error(ErrorCode::internal, "cannot block SIGTERM, SIGINT and SIGHUP");
         }
         fd_ = Fd(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
         if (!fd_) {
@@ -65,9 +66,16 @@ int serve(const ServeOptions& options) {
     std::fputs(line.c_str(), stdout);
     std::fflush(stdout);
     notify_systemd("READY=1");
-    server.run(signals.fd());
+    int sig = 0;
+    server.run(signals.fd(), [&] {
+        sig = signals.take();
+        if (sig == SIGHUP) {
+            server.reload();
+            return false;
+        }
+        return true;
+    });
     notify_systemd("STOPPING=1");
-    int sig = signals.take();
     log::get("sim.service")
         ->info("exiting after {}", sig == SIGTERM  ? "SIGTERM"
                                    : sig == SIGINT ? "SIGINT"

@@ -32,12 +32,20 @@ struct ServeOptions {
     // A connection idle this long is closed, unless it keeps what its process
     // loaded (served_connection.hpp); zero: never.
     std::chrono::milliseconds idle_timeout = kDefaultIdleTimeout;
+    // Not empty: the modules are the PKCS#11 members of this fleet
+    // configuration (man 5 preloadrun-fleet), not simulated HSMs; kmdata, modules
+    // and op_latency_ms are not used.
+    std::filesystem::path fleet_config;
+    // The program that runs a member's worker (this program, which runs
+    // member::run_worker() when given member::kWorkerCommand).
+    std::string worker_program;
 };
 
-// Runs the service in the foreground until SIGTERM or SIGINT. Prints one
-// "ready" line on stdout and notifies systemd (NOTIFY_SOCKET) once both
-// sockets listen. Returns the process exit status (0 after a clean stop).
-// Throws preloadrun::Error for a failure to start (bad world, socket in use).
+// Runs the service in the foreground until SIGTERM or SIGINT; SIGHUP re-reads
+// the fleet configuration (with PKCS#11 members). Prints one "ready" line on
+// stdout and notifies systemd (NOTIFY_SOCKET) once both sockets listen. Returns the process exit
+// status (0 after a clean stop). Throws preloadrun::Error for a failure to start (bad world, socket
+// in use).
 int serve(const ServeOptions& options);
 
 } // namespace preloadrun::sim

@@ -69,12 +69,25 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     tuning_.limits.idle_timeout = options_.idle_timeout;
     // Before anything is written: no file is left in another user's directory.
     const auto user = ::geteuid();
-    require_own_directory(options_.kmdata, user, "the Security World directory",
-                          "NFAST_KMDATA or --kmdata");
+    if (options_.fleet_config.empty()) {
+        require_own_directory(options_.kmdata, user, "the Security World directory",
+                              "NFAST_KMDATA or --kmdata");
+    }
     require_own_directory(options_.socket.parent_path(), user, "the client socket's directory",
                           "HSMSIM_SOCKET or --socket");
     require_own_directory(options_.admin_socket.parent_path(), user, "the admin socket's directory",
                           "HSMSIM_ADMIN_SOCKET or --admin-socket");
+    if (options_.fleet_config.empty()) {
+        start_simulated();
+    } else {
+        start_members();
+    }
+    handler_ = std::make_unique<Handler>(*catalog_, *fleet_, destroyer_.get());
+    admin_ = std::make_unique<Listener>(options_.admin_socket, 0600, 0700);
+    client_ = std::make_unique<Listener>(options_.socket, 0660, 0755);
+}
+
+void Server::start_simulated() {
     WorldOptions world;
     world.dir = options_.kmdata;
     world.kdf_iterations = tuning_.kdf_iterations;
@@ -86,11 +99,31 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
     FleetOptions fleet{options_.op_latency_ms, options_.init_delay_ms, {}};
     fleet.objects.per_uid = options_.max_objects_per_uid;
     modules_ = std::make_unique<SimulatedModules>(*world_);
-    fleet_ = std::make_unique<Fleet>(*world_, fleet, modules_->factory());
+    sim_fleet_ = std::make_unique<Fleet>(*world_, fleet, modules_->factory());
+    fleet_ = sim_fleet_.get();
+    catalog_ = world_.get();
     destroyer_ = std::make_unique<Destroyer>(*world_, *fleet_);
-    handler_ = std::make_unique<Handler>(*world_, *fleet_, *destroyer_);
-    admin_ = std::make_unique<Listener>(options_.admin_socket, 0600, 0700);
-    client_ = std::make_unique<Listener>(options_.socket, 0660, 0755);
+}
+
+void Server::start_members() {
+    if (options_.worker_program.empty()) {
+        throw Error(ErrorCode::internal, "no program to run the members' workers");
+    }
+    FleetOptions fleet{0, options_.init_delay_ms, {}};
+    fleet.objects.per_uid = options_.max_objects_per_uid;
+    members_ = std::make_unique<member::MemberFleet>(options_.fleet_config, fleet,
+                                                     options_.worker_program);
+    fleet_ = &members_->fleet();
+    catalog_ = &members_->catalog();
+}
+
+void Server::reload() {
+    if (!members_) {
+        logger()->info("SIGHUP: a simulated fleet has no configuration to re-read");
+        return;
+    }
+    logger()->info("SIGHUP: re-reading {}", members_->config_path().string());
+    members_->reload();
 }
 
 Server::~Server() {
@@ -101,9 +134,10 @@ Server::~Server() {
 }
 
 std::string Server::ready_line() const {
-    return "hsmsim: ready: " + std::to_string(fleet_->size()) + " modules, world " +
-           to_hex(world_->id()) + ", socket " + options_.socket.string() + ", admin socket " +
-           options_.admin_socket.string();
+    const auto what = members_ ? "PKCS#11 members of " + members_->config_path().string()
+                               : "world " + to_hex(world_->id());
+    return "hsmsim: ready: " + std::to_string(fleet_->size()) + " modules, " + what + ", socket " +
+           options_.socket.string() + ", admin socket " + options_.admin_socket.string();
 }
 
 std::size_t Server::live_connections() const {
@@ -194,8 +228,10 @@ void Server::accept_from(const Listener& listener, bool admin) {
     uncount.armed = false;
 }
 
-void Server::run(int stop_fd) {
-    logger()->info("serving world {} on {} (admin {}), {} modules", to_hex(world_->id()),
+void Server::run(int stop_fd, const std::function<bool()>& stop) {
+    logger()->info("serving {} on {} (admin {}), {} modules",
+                   members_ ? "the members of " + members_->config_path().string()
+                            : "world " + to_hex(world_->id()),
                    options_.socket.string(), options_.admin_socket.string(), fleet_->size());
     for (;;) {
         std::array<pollfd, 3> pfds{
@@ -206,7 +242,7 @@ void Server::run(int stop_fd) {
             }
             throw_errno("poll");
         }
-        if (pfds[2].revents != 0) {
+        if (pfds[2].revents != 0 && (!stop || stop())) {
             break;
         }
         if (pfds[0].revents != 0) {
@@ -224,7 +260,11 @@ void Server::run(int stop_fd) {
         slot.connection->shutdown();
     }
     reap(true);
-    logger()->info("stopped; the Security World in {} is intact", options_.kmdata.string());
+    if (world_) {
+        logger()->info("stopped; the Security World in {} is intact", options_.kmdata.string());
+    } else {
+        logger()->info("stopped; the members' tokens are as they were");
+    }
 }
 
 } // namespace preloadrun::sim

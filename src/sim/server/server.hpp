@@ -3,6 +3,7 @@
 // socket and an admin socket, one thread per connection. serve() (serve.cpp)
 // wraps it with signals and readiness; tests drive it directly.
 
+#include "member/members.hpp"
 #include "model/destroyer.hpp"
 #include "model/fleet.hpp"
 #include "model/simulated_module.hpp"
@@ -36,13 +37,18 @@ public:
     Server& operator=(const Server&) = delete;
     ~Server();
 
-    // Serves until `stop_fd` becomes readable; then stops accepting, ends
-    // every connection and joins its thread, and removes both sockets.
-    void run(int stop_fd);
+    // Serves until `stop_fd` becomes readable and `stop()` (when given)
+    // returns true; then stops accepting, ends every connection and joins
+    // its thread, and removes both sockets.
+    void run(int stop_fd, const std::function<bool()>& stop = {});
+    // Re-reads the fleet configuration (PKCS#11 members); a simulated fleet
+    // has none: logs so.
+    void reload();
 
     // "hsmsim: ready: N modules, world <id>, socket <path>, admin socket <path>"
     std::string ready_line() const;
-    World& world() noexcept { return *world_; }
+    // The Security World of a simulated fleet (null with PKCS#11 members).
+    World* world() noexcept { return world_.get(); }
     Fleet& fleet() noexcept { return *fleet_; }
     const Clients& clients() const noexcept { return handler_->clients(); }
 
@@ -55,14 +61,21 @@ private:
     };
     void accept_from(const Listener& listener, bool admin);
     void reap(bool all);
+    void start_simulated();
+    void start_members();
     std::size_t live_connections() const;
 
     ServeOptions options_;
     ServerTuning tuning_;
     ConnectionShares shares_;
+    // Simulated HSMs: the world, its modules and their fleet.
     std::unique_ptr<World> world_;
-    std::unique_ptr<SimulatedModules> modules_; // the kind of module hsmsim serves
-    std::unique_ptr<Fleet> fleet_;
+    std::unique_ptr<SimulatedModules> modules_;
+    std::unique_ptr<Fleet> sim_fleet_;
+    // Or PKCS#11 members.
+    std::unique_ptr<member::MemberFleet> members_;
+    Fleet* fleet_ = nullptr;
+    Catalog* catalog_ = nullptr;
     std::unique_ptr<Destroyer> destroyer_;
     std::unique_ptr<Handler> handler_;
     std::unique_ptr<Listener> client_;

@@ -56,7 +56,7 @@ std::uint64_t FakeModule::generation() const {
 }
 
 sim::Module::Change FakeModule::transition(hsm::ModuleState state, bool new_generation,
-                                           bool drop_objects) {
+                                           bool drop_objects, bool drained) {
     Change change{this->state(), generation(), {}};
     {
         std::lock_guard lock(mutex_);
@@ -65,7 +65,7 @@ sim::Module::Change FakeModule::transition(hsm::ModuleState state, bool new_gene
         objects_ = drop_objects ? 0 : objects_;
         calls_.push_back(Call{"transition " + std::string(hsm::to_string(state)) +
                                   (new_generation ? " +gen" : "") +
-                                  (drop_objects ? " -objects" : ""),
+                                  (drop_objects ? " -objects" : "") + (drained ? " drained" : ""),
                               0,
                               sim::kNoClient,
                               0,

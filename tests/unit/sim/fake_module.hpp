@@ -42,8 +42,8 @@ public:
     preloadrun::hsm::ModuleInfo info() const override;
     preloadrun::hsm::ModuleState state() const override;
     std::uint64_t generation() const override;
-    Change transition(preloadrun::hsm::ModuleState state, bool new_generation,
-                      bool drop_objects) override;
+    Change transition(preloadrun::hsm::ModuleState state, bool new_generation, bool drop_objects,
+                      bool drained) override;
     void set_latency(std::uint32_t latency_ms) override;
     void set_fail_next(std::uint32_t count) override;
     preloadrun::hsm::ObjectHandle load_token(const preloadrun::sim::Caller& caller,

@@ -157,6 +157,31 @@ TEST_CASE("sim::Fleet fail, restore, remove") {
     }
 }
 
+TEST_CASE("sim::Fleet drain and undrain") {
+    Setup s(2);
+    Recorder rec;
+    auto [snapshot, sub] = s.fleet->subscribe(rec.listener());
+
+    auto info = s.fleet->control(2, ModuleAction::drain);
+    CHECK(info.state == ModuleState::failed); // clients stop sending it work
+    CHECK(info.drained);
+    CHECK(info.generation == 0);
+    REQUIRE(rec.get().size() == 1);
+    CHECK(rec.get()[0].event.module.drained);
+    // A drained module is drained once, and only a drained one is undrained.
+    CHECK(code_of([&] { s.fleet->control(2, ModuleAction::drain); }) == ErrorCode::conflict);
+    CHECK(code_of([&] { s.fleet->control(1, ModuleAction::undrain); }) == ErrorCode::conflict);
+    s.fleet->control(1, ModuleAction::fail);
+    CHECK(code_of([&] { s.fleet->control(1, ModuleAction::drain); }) == ErrorCode::conflict);
+
+    info = s.fleet->control(2, ModuleAction::undrain);
+    CHECK(info.state == ModuleState::initialising);
+    CHECK_FALSE(info.drained);
+    CHECK(info.generation == 1); // back as after a reset: its tokens are loaded again
+    REQUIRE(simtest::eventually([&] { return s.state(2) == ModuleState::usable; }));
+    CHECK(code_of([&] { s.fleet->control(2, ModuleAction::undrain); }) == ErrorCode::conflict);
+}
+
 TEST_CASE("sim::Fleet add enrols a module in the world") {
     Setup s(1);
     Recorder rec;

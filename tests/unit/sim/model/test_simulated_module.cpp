@@ -78,7 +78,7 @@ TEST_CASE("sim::SimulatedModule refuses operations unless usable, naming the sta
         Modules modules;
         auto made = modules.make(1, "E", 0);
         auto& m = *made;
-        m.transition(state, false, true);
+        m.transition(state, false, true, false);
         std::string message;
         CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }, &message) ==
               ErrorCode::module_not_usable);
@@ -123,18 +123,18 @@ TEST_CASE("sim::SimulatedModule object table") {
               ErrorCode::invalid_handle);
     }
     SUBCASE("a clear drops everything; old handles never come back") {
-        auto change = m.transition(ModuleState::initialising, true, true);
+        auto change = m.transition(ModuleState::initialising, true, true, false);
         CHECK(change.previous_state == ModuleState::usable);
         CHECK(change.previous_generation == 0);
         CHECK(change.now.generation == 1);
         CHECK(change.now.objects == 0);
-        m.transition(ModuleState::usable, false, false);
+        m.transition(ModuleState::usable, false, false, false);
         CHECK(code_of([&] { m.key(key, me); }) == ErrorCode::invalid_handle);
         auto fresh = m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k"));
         CHECK(fresh > loose);
     }
     SUBCASE("objects are not added to a module that is not usable") {
-        m.transition(ModuleState::failed, false, true);
+        m.transition(ModuleState::failed, false, true, false);
         CHECK(code_of([&] { m.add_token(me, kNoClient, token_info(), SecureBuffer::from("k")); }) ==
               ErrorCode::module_not_usable);
     }
@@ -181,9 +181,22 @@ TEST_CASE("sim::SimulatedModule latency serialises operations") {
         });
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
         auto t0 = std::chrono::steady_clock::now();
-        m.transition(ModuleState::failed, false, true);
+        m.transition(ModuleState::failed, false, true, false);
         CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(100));
         slow.join();
+    }
+    SUBCASE("drained: the operation under way finishes, and none starts after it") {
+        m.set_latency(300);
+        std::thread under_way([&] { m.operate(kMe, OpKind::crypto, [] {}); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        auto change = m.transition(ModuleState::failed, false, false, true);
+        CHECK(change.now.drained);
+        CHECK(change.now.state == ModuleState::failed);
+        under_way.join(); // it answered: no exception
+        CHECK(m.info().ops == 4);
+        CHECK(code_of([&] { m.operate(kMe, OpKind::crypto, [] {}); }) ==
+              ErrorCode::module_not_usable);
+        CHECK_FALSE(m.transition(ModuleState::initialising, true, true, false).now.drained);
     }
 }
 

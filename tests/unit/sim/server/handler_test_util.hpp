@@ -38,7 +38,7 @@ struct Setup {
         sims = std::make_unique<SimulatedModules>(*world);
         fleet = std::make_unique<Fleet>(*world, FleetOptions{0, 60000, objects}, sims->factory());
         destroyer = std::make_unique<Destroyer>(*world, *fleet, kServiceUid);
-        handler = std::make_unique<Handler>(*world, *fleet, *destroyer, pages);
+        handler = std::make_unique<Handler>(*world, *fleet, destroyer.get(), pages);
     }
     // Through the codec both ways, as over a socket.
     wire::Response call(wire::Request request, const Peer& peer = kClient) {

@@ -355,7 +355,7 @@ TEST_CASE("sim::Handler records the creator and enforces quotas per uid") {
     SimulatedModules sims(world);
     Fleet fleet(world, FleetOptions{0, 0, {}}, sims.factory());
     Destroyer destroyer(world, fleet, kServiceUid);
-    Handler handler(world, fleet, destroyer);
+    Handler handler(world, fleet, &destroyer);
     wire::Request gen;
     gen.mutable_generate_key()->set_module(1);
     gen.mutable_generate_key()->set_type(wire::KEY_EC_P256);
@@ -454,7 +454,7 @@ TEST_CASE("sim::Handler serves modules of another kind and passes their module e
     // A long initialisation delay: a cleared module stays initialising.
     Fleet fleet(*world, FleetOptions{0, 60000, {}}, fakes.factory());
     Destroyer destroyer(*world, fleet, kServiceUid);
-    Handler handler(*world, fleet, destroyer);
+    Handler handler(*world, fleet, &destroyer);
     Peer peer{1000, 42, false};
     auto lease = handler.attach(peer);
 

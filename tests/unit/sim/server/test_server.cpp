@@ -103,7 +103,7 @@ wire::Request list_modules() {
 TEST_CASE("sim::Server ready line, sockets, and a clean stop") {
     Running s;
     CHECK(s.server->ready_line() ==
-          "hsmsim: ready: 2 modules, world " + to_hex(s.server->world().id()) + ", socket " +
+          "hsmsim: ready: 2 modules, world " + to_hex(s.server->world()->id()) + ", socket " +
               s.options.socket.string() + ", admin socket " + s.options.admin_socket.string());
     CHECK(simtest::file_mode(s.options.socket) == 0660);
     CHECK(simtest::file_mode(s.options.admin_socket) == 0600);
@@ -425,7 +425,7 @@ TEST_CASE("sim::Server subscribers get a snapshot, then events") {
 TEST_CASE("sim::Server through SimClient, SimAdmin and an EventStream") {
     Running s;
     hsm::SimClient client(s.client());
-    CHECK(client.world_id() == s.server->world().id());
+    CHECK(client.world_id() == s.server->world()->id());
     auto card = client.create_token(hsm::TokenType::softcard, "app", SecureBuffer::from("pw"));
     CHECK(client.tokens().size() == 1);
     auto token = client.load_token(1, card.hash, SecureBuffer::from("pw"));

@@ -1,0 +1,25 @@
+"""Fixtures for the tests of the member farm (tests/support/p11kit_members.py):
+SoftHSM2 tokens served by `p11-kit server`, one per simulated network HSM.
+
+`farm` is a started MemberFarm of three members (hsm-a, hsm-b, hsm-c) in the
+test's tmp_path; it is closed at the end of the test, which must leave none
+of its processes (servers and their p11-kit-remote children) alive.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "support"))
+from p11kit_members import MemberFarm  # noqa: E402
+from procs import proc_stat  # noqa: E402
+
+
+@pytest.fixture
+def farm(tmp_path):
+    with MemberFarm(str(tmp_path / "farm")) as f:
+        yield f
+        pids = f.pids()
+    alive = [pid for pid in pids if (proc_stat(pid) or ["Z"])[0] != "Z"]
+    assert alive == [], "processes of the farm outlived close()"
