@@ -127,10 +127,11 @@ void member_settings(const Reader& r, const toml::table& t, MemberConfig& m, boo
             if (!valid_env_name(key.str())) {
                 r.fail(&value, "env: \"" + std::string(key.str()) + "\" is not a variable name");
             }
-            auto setting = r.text(value, "env." + std::string(key.str()));
-            auto same = [&](const auto& e) { return e.first == key.str(); };
+            const std::string name(key.str());
+            auto setting = r.text(value, "env." + name);
+            auto same = [&name](const auto& e) { return e.first == name; };
             m.env.erase(std::remove_if(m.env.begin(), m.env.end(), same), m.env.end());
-            m.env.emplace_back(std::string(key.str()), std::move(setting));
+            m.env.emplace_back(name, std::move(setting));
         }
     }
     if (defaults) {
@@ -219,6 +220,29 @@ void read_sets(const Reader& r, const toml::table& root, FleetConfig& config) {
     }
 }
 
+// Who may change `file` (and what the service would load from it): root, the
+// service's user; never group or others. Symlinks are followed, as dlopen
+// does; a file that is not there is left to the member's worker to report.
+bool safe_to_load(const std::filesystem::path& file) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) {
+        return true;
+    }
+    return (st.st_uid == 0 || st.st_uid == ::geteuid()) && (st.st_mode & 022) == 0;
+}
+
+void require_safe_library(const MemberConfig& m, const std::string& source) {
+    for (const auto& at :
+         {std::filesystem::path(m.library), std::filesystem::path(m.library).parent_path()}) {
+        if (!safe_to_load(at)) {
+            throw Error(ErrorCode::permission,
+                        source + ": member " + m.name + ": refusing to load " + m.library + ": " +
+                            at.string() + " may be changed by a user other than root and uid " +
+                            std::to_string(::geteuid()) + " (chmod go-w, or chown)");
+        }
+    }
+}
+
 } // namespace
 
 const MemberConfig* FleetConfig::member(std::string_view name) const {
@@ -295,7 +319,11 @@ FleetConfig load_fleet_config(const std::filesystem::path& path) {
             throw Error(ErrorCode::usage, path.string() + " is larger than 1 MiB");
         }
     }
-    return parse_fleet_config(text, path.string());
+    auto config = parse_fleet_config(text, path.string());
+    for (const auto& m : config.members) {
+        require_safe_library(m, path.string());
+    }
+    return config;
 }
 
 } // namespace preloadrun::sim::member

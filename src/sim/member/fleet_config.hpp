@@ -59,9 +59,10 @@ struct FleetConfig {
 FleetConfig parse_fleet_config(std::string_view text, const std::string& source);
 
 // Reads and parses `path`. The file names libraries that the service loads,
-// so it must be the service user's or root's and writable by no one else:
-// Error(permission) naming the fix otherwise; Error(not_found) when it is
-// missing.
+// so it must be the service user's or root's and writable by no one else,
+// and so must each library and its directory (when they exist):
+// Error(permission) naming the fix otherwise; Error(not_found) when the file
+// is missing.
 FleetConfig load_fleet_config(const std::filesystem::path& path);
 
 } // namespace preloadrun::sim::member

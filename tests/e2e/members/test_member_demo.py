@@ -4,12 +4,14 @@ pass (the client saw no error, every member served) and say so."""
 import os
 import subprocess
 
+from conftest import external_client
 from procs import executable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO = os.path.join(HERE, "..", "..", "..", "scripts", "member_demo.py")
 
 
+@external_client
 def test_member_demo_passes():
     build = os.path.dirname(os.path.dirname(os.path.dirname(executable("HSMSIM"))))
     r = subprocess.run(["/usr/bin/python3", DEMO, build], capture_output=True, text=True,

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import external_client
 from member_service import MemberService
 from p11kit_members import MemberFarm
 from procs import executable, wait_for
@@ -67,6 +68,7 @@ def serving_again(service, esn, before, timeout=20.0):
     return time.monotonic() - start
 
 
+@external_client
 def test_client_sees_no_error_through_member_events(fleet, tools, tmp_path):
     service = fleet
     farm = service.farm
@@ -162,6 +164,7 @@ def test_wrong_pin_exits_125_with_nothing_logged_in(fleet, tools, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@external_client
 def test_real_clients_over_members(fleet, tools, tmp_path):
     """pkcs11-tool signs (verified by openssl with the farm's key) and p11tool
     lists the keys, through the module, over members. p11tool forbids the

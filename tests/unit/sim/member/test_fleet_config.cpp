@@ -130,6 +130,26 @@ TEST_CASE("member::load_fleet_config refuses a file others may write, or that is
     CHECK(code_of([&] { load_fleet_config(path); }) == ErrorCode::permission);
     ::chmod(path.c_str(), 0644); // readable by others is fine: it holds no secret
     CHECK(load_fleet_config(path).members.size() == 3);
+    SUBCASE("a library that another user may change is refused") {
+        const auto lib = tmp.path() / "lib";
+        std::filesystem::create_directory(lib);
+        ::chmod(lib.c_str(), 0755);
+        { std::ofstream out(lib / "libv.so"); }
+        const auto with_lib = tmp.path() / "lib.toml";
+        {
+            std::ofstream out(with_lib);
+            out << "[member.a]\nlibrary = \"" << (lib / "libv.so").string()
+                << "\"\ntoken = { label = \"t\" }\n[set.s]\nmembers = [\"a\"]\n";
+        }
+        ::chmod(with_lib.c_str(), 0600);
+        ::chmod((lib / "libv.so").c_str(), 0644);
+        CHECK(load_fleet_config(with_lib).members.size() == 1);
+        ::chmod((lib / "libv.so").c_str(), 0666);
+        CHECK(code_of([&] { load_fleet_config(with_lib); }) == ErrorCode::permission);
+        ::chmod((lib / "libv.so").c_str(), 0644);
+        ::chmod(lib.c_str(), 0777); // anyone could put another library in its place
+        CHECK(code_of([&] { load_fleet_config(with_lib); }) == ErrorCode::permission);
+    }
     const auto link = tmp.path() / "link.toml";
     std::filesystem::create_symlink(path, link);
     CHECK(code_of([&] { load_fleet_config(link); }) != ErrorCode::internal); // not followed
