@@ -5,7 +5,9 @@ service started on it, and the admin CLI pointed at it.
 MemberService.write_config() (re)writes the configuration: the members
 given, one token set `set_name` holding them all, the library of the farm
 (p11-kit's client module) and each member's server address in its `env`.
-The service re-reads the file when it changes.
+The service re-reads the file when it changes. MEMBER_SERVICE_ARGS in the
+environment adds global options before `serve` (`--log-level debug`, to see
+why a test failed).
 """
 
 import json
@@ -73,7 +75,8 @@ class MemberService:
         if not os.path.exists(self.config):
             self.write_config()
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--fleet", self.config, "--init-delay-ms", "100", *extra],
+            [self.bin, *os.environ.get("MEMBER_SERVICE_ARGS", "").split(), "serve", "--fleet",
+             self.config, "--init-delay-ms", "100", *extra],
             env=self.env, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"))
         line = read_first_line(self.proc, timeout=30)
         assert line is not None, f"no ready line; log:\n{self.log()}"
@@ -118,5 +121,8 @@ class MemberService:
                 found["m"] = m
                 return True
             return False
-        wait_for(check, timeout=timeout, what=f"member {esn}: {what}", interval=0.05)
+        try:
+            wait_for(check, timeout=timeout, what=f"member {esn}: {what}", interval=0.05)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the modules: {self.modules()}") from None
         return found["m"]

@@ -3,6 +3,7 @@
 #include "member/mechanism.hpp"
 #include "member/p11.hpp"
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/log.hpp"
 #include "wire/codec.hpp"
 
 #include <algorithm>
@@ -15,6 +16,10 @@
 namespace preloadrun::sim::member {
 
 namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+    return log::get("sim.member");
+}
 
 enum DataKind { kSign, kEncrypt, kDecrypt };
 
@@ -212,6 +217,10 @@ void MemberModule::refresh_keys(Worker& worker) {
     // new handles at each login, and those of an inventory made before it
     // would be stale.
     std::lock_guard serial(login_mutex_);
+    refresh_keys_locked(worker);
+}
+
+void MemberModule::refresh_keys_locked(Worker& worker) {
     worker::Request request;
     request.mutable_inventory();
     auto reply = call(worker, request);
@@ -240,7 +249,6 @@ void MemberModule::login(Worker& worker, const Caller& caller, const Bytes& toke
     }
     auto outcome = PassphraseLimiter::Outcome::undecided;
     try {
-        std::lock_guard serial(login_mutex_);
         bool logged_in = false;
         std::optional<PassphraseDigest> known;
         {
@@ -298,8 +306,11 @@ hsm::ObjectHandle MemberModule::load_token(const Caller& caller, const Bytes& to
                                 (set_.empty() ? "" : " (it is in set " + set_ + ")"));
             }
         }
+        // The login, the inventory and the token's object in one go: a
+        // logout (nothing loaded) cannot fall between them.
+        std::lock_guard serial(login_mutex_);
         login(worker, caller, token_hash, passphrase);
-        refresh_keys(worker);
+        refresh_keys_locked(worker);
         std::lock_guard lock(mutex_);
         ObjectTable::Object object;
         object.owner = caller.uid;
@@ -419,7 +430,20 @@ worker::Reply MemberModule::key_call(Worker& worker, const Caller& caller, hsm::
                                      worker::Operation& op) {
     const auto ident = key_ident(caller, key);
     for (int attempt = 0;; ++attempt) {
-        op.set_handle(device_handle(ident, public_half));
+        std::uint64_t device = 0;
+        try {
+            device = device_handle(ident, public_half);
+        } catch (const Error& e) {
+            if (e.code() != ErrorCode::transient || attempt > 0) {
+                throw;
+            }
+            // Not in the last inventory (one made before a login): look again.
+            logger()->info("member {}: key {} was not in its last inventory: looking again", esn_,
+                           ident);
+            refresh_keys(worker);
+            continue;
+        }
+        op.set_handle(device);
         auto reply = worker.call(request);
         const bool stale =
             reply.rv() == CKR_OBJECT_HANDLE_INVALID || reply.rv() == CKR_KEY_HANDLE_INVALID;
@@ -495,7 +519,9 @@ std::size_t MemberModule::unload_client(ClientId client) {
         std::lock_guard lock(mutex_);
         n = objects_.erase_client(client).size();
     }
-    logout_if_unused();
+    if (n > 0) {
+        logout_if_unused();
+    }
     return n;
 }
 
@@ -510,7 +536,9 @@ std::size_t MemberModule::unload_matching(const ObjectMatch& match) {
                 })
                 .size();
     }
-    logout_if_unused();
+    if (n > 0) {
+        logout_if_unused();
+    }
     return n;
 }
 

@@ -115,6 +115,8 @@ private:
     void login(Worker& worker, const Caller& caller, const Bytes& token_hash,
                const SecureBuffer& passphrase);
     void refresh_keys(Worker& worker);
+    void refresh_keys_locked(Worker& worker); // login_mutex_ held
+    // Logs in (login_mutex_ held), unless logged in already with that PIN.
     void logout_if_unused();
     PassphraseDigest digest_of(const SecureBuffer& passphrase) const;
     std::string who() const;
@@ -158,7 +160,9 @@ private:
     std::condition_variable tried_cv_;
     bool stopping_ = false;
 
-    std::mutex login_mutex_; // one login, logout or inventory at a time
+    // One login, logout or inventory at a time; a token's load holds it
+    // from its login to its object, so that no logout falls in between.
+    std::mutex login_mutex_;
     Fd wakeup_;
     std::thread monitor_;
 };

@@ -125,9 +125,11 @@ void MemberModule::probe(const std::shared_ptr<Worker>& worker) {
         if (logout) {
             std::lock_guard serial(login_mutex_);
             {
-                // A login may have come first: it is not undone.
+                // A login may have come first, or a token been loaded since:
+                // neither is undone.
                 std::lock_guard lock(mutex_);
-                if (!logout_wanted_) {
+                if (!logout_wanted_ || objects_.holds_token()) {
+                    logout_wanted_ = false;
                     return;
                 }
             }

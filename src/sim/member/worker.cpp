@@ -157,6 +157,7 @@ public:
         return session_;
     }
     CK_FUNCTION_LIST* f() const noexcept { return lib_.f; }
+    CK_SLOT_ID slot() const noexcept { return lib_.slot; }
 
 private:
     Library& lib_;
@@ -275,8 +276,34 @@ void verify(Channel& ch, const worker::Operation& op) {
           "C_Verify");
 }
 
+// Refuses a login that could lock the token: its user PIN is locked, or
+// the next wrong PIN would lock it (the service cannot tell a right PIN from
+// a wrong one before trying it; the vendor's tools reset the count).
+void refuse_final_try(Channel& ch) {
+    CK_TOKEN_INFO info{};
+    if (ch.f()->C_GetTokenInfo(ch.slot(), &info) != CKR_OK) {
+        return; // the login itself will say what is wrong
+    }
+    if ((info.flags & CKF_USER_PIN_LOCKED) != 0) {
+        throw Failure{CKR_PIN_LOCKED, "C_Login", "the token's user PIN is locked"};
+    }
+    if ((info.flags & CKF_USER_PIN_FINAL_TRY) != 0) {
+        throw Failure{CKR_PIN_LOCKED, "C_Login",
+                      "one more wrong PIN would lock the token: not tried (log in once with the "
+                      "vendor's tools to reset its count)"};
+    }
+}
+
 void login(Channel& ch, worker::Login& login) {
     auto* pin = login.mutable_pin();
+    try {
+        refuse_final_try(ch);
+    } catch (const Failure&) {
+        if (!pin->empty()) {
+            OPENSSL_cleanse(pin->data(), pin->size());
+        }
+        throw;
+    }
     CK_RV rv = ch.f()->C_Login(ch.session(), CKU_USER, reinterpret_cast<CK_BYTE*>(pin->data()),
                                pin->size());
     if (!pin->empty()) {
@@ -343,11 +370,29 @@ bool read_request(int fd, hsm::FrameReader& reader, worker::Request& request) {
     }
 }
 
-void reply(int fd, const worker::Reply& out) {
+void send(int fd, const worker::Reply& out) {
     std::string bytes = out.SerializeAsString();
     hsm::write_frame(fd,
                      std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
                      std::chrono::steady_clock::now() + std::chrono::seconds(30));
+}
+
+// Sends the reply; one too large for a frame (an inventory of thousands of
+// keys) is answered with a failure instead. False when the service is gone.
+bool reply(int fd, worker::Reply& out) {
+    try {
+        if (out.ByteSizeLong() > hsm::kMaxFrame) {
+            const auto size = out.ByteSizeLong();
+            out.Clear();
+            out.set_function("worker");
+            out.set_message("the answer (" + std::to_string(size) + " bytes) is larger than " +
+                            std::to_string(hsm::kMaxFrame) + " bytes: too many objects");
+        }
+        send(fd, out);
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
 }
 
 void fail(worker::Reply& out, const Failure& failure) {
@@ -375,7 +420,9 @@ void serve_channel(Library& lib, int fd) {
         } catch (const Error& e) {
             fail(out, Failure{CKR_ARGUMENTS_BAD, "worker", e.what()});
         }
-        reply(fd, out);
+        if (!reply(fd, out)) {
+            return;
+        }
         if (request.has_login()) {
             wipe_stack(); // what parsing the PIN left below this frame
         }
@@ -406,7 +453,9 @@ int run_worker(int channels) noexcept {
             reply(kFirstChannelFd, out);
             return 1;
         }
-        reply(kFirstChannelFd, out);
+        if (!reply(kFirstChannelFd, out)) {
+            return 1;
+        }
         std::vector<std::thread> threads;
         for (int c = 1; c < channels; ++c) {
             threads.emplace_back([&lib, c] { serve_channel(lib, kFirstChannelFd + c); });

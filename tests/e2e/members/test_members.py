@@ -79,7 +79,8 @@ def test_client_sees_no_error_through_member_events(fleet, tools, tmp_path):
          "/usr/bin/python3", DEMO_CLIENT, "--module", tools["module"], "--token", "signing",
          "--label", "ec-key", "--seconds", "60", "--ready-file", ready,
          "--result-file", result],
-        env=service.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=dict(service.env, PRELOADRUN_PKCS11_LOG="stderr"),
+        stdout=open(tmp_path / "app.log", "w"), stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: os.path.exists(ready), timeout=30, what="the client's first signature")
         for esn in ("hsm-a", "hsm-b", "hsm-c"):
@@ -133,11 +134,12 @@ def test_client_sees_no_error_through_member_events(fleet, tools, tmp_path):
         # hsm-c served nothing more: its key is not the set's.
         assert service.modules()["hsm-c"]["ops"] == ops_c
 
-        out, _ = app.communicate(timeout=90)
+        app.wait(timeout=90)
     finally:
         if app.poll() is None:
             app.kill()
             app.wait()
+    out = (tmp_path / "app.log").read_text()
     with open(result) as f:
         counts = json.load(f)
     assert app.returncode == 0, out
