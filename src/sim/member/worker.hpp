@@ -9,7 +9,7 @@ namespace preloadrun::sim::member {
 
 inline constexpr const char* kWorkerCommand = "__member-worker";
 inline constexpr int kFirstChannelFd = 3;
-inline constexpr int kMaxChannels = 64;
+inline constexpr int kMaxChannels = 65; // 64 sessions (max-sessions) and the probes' one
 
 // Serves `channels` channels until channel 0 closes; the exit status.
 int run_worker(int channels) noexcept;

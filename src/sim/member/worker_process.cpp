@@ -84,7 +84,7 @@ std::vector<std::string> worker_environment(const WorkerSpec& spec) {
 
 Worker::Worker(const WorkerSpec& spec) : member_(spec.member), timeout_(spec.timeout) {
     if (spec.channels < 1 || spec.channels > kMaxChannels) {
-        throw Error(ErrorCode::usage, "member " + member_ + ": sessions must be 1 to " +
+        throw Error(ErrorCode::usage, "member " + member_ + ": channels must be 1 to " +
                                           std::to_string(kMaxChannels));
     }
     std::vector<Fd> child_ends;
