@@ -103,7 +103,9 @@ Worker::Worker(const WorkerSpec& spec) : member_(spec.member), timeout_(spec.tim
     auto reply = exchange(channels_[0], init, std::chrono::steady_clock::now() + timeout_);
     if (!reply.function().empty()) {
         kill("it could not start");
-        throw error_of(reply.rv(), member_, reply.function(), reply.message());
+        // Whatever the library said, the member is not usable now.
+        throw Error(ErrorCode::module_not_usable,
+                    error_of(reply.rv(), member_, reply.function(), reply.message()).what());
     }
     token_ = reply.init();
     for (auto& channel : channels_) {
