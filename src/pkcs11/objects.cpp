@@ -31,6 +31,11 @@ void KeyObject::refuse(std::uint32_t module) {
     refused_.insert(module);
 }
 
+bool KeyObject::refused_anywhere() const {
+    std::lock_guard lock(mutex_);
+    return !refused_.empty();
+}
+
 bool KeyObject::refused_on(std::uint32_t module) const {
     std::lock_guard lock(mutex_);
     return refused_.count(module) > 0;

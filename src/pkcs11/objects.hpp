@@ -41,6 +41,7 @@ struct KeyObject {
     // the key until it is forgotten (the module was reset or left).
     void refuse(std::uint32_t module);
     bool refused_on(std::uint32_t module) const;
+    bool refused_anywhere() const;
     bool loaded_anywhere() const;
     // A session key whose module was cleared: gone for good.
     void mark_lost();

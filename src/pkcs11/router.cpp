@@ -158,6 +158,11 @@ Bytes Router::run(KeyObject& key, const KeyOp& op) {
                                             std::to_string(key.home_module) +
                                             ", which left the group: the key is gone");
     }
+    if (!key.session && key.refused_anywhere() && candidates(key).empty()) {
+        // Every module that could serve it said it has no such key.
+        throw CkError(CKR_KEY_HANDLE_INVALID,
+                      "no module of the group holds key " + key.info.ident + " now");
+    }
     try {
         return attempt<Bytes>(
             [&] { return candidates(key); }, "use the key",

@@ -124,6 +124,37 @@ TEST_CASE("pkcs11::classify: what the service said is not what happened to the c
     }
 }
 
+TEST_CASE("pkcs11::Router: a module that does not hold the key is not used for it") {
+    Fixture fx;
+
+    SUBCASE("the others serve it, without an error, until the module is forgotten") {
+        fx.world.fail[2] = ErrorCode::not_found; // "no such key here", said the service
+        for (int i = 0; i < 30; ++i) {
+            fx.sign();
+        }
+        CHECK(fx.world.ops[2] == 0);
+        CHECK(fx.world.ops[1] + fx.world.ops[3] == 30);
+        CHECK(fx.key.refused_on(2));
+        CHECK(fx.group.is_member(2)); // it serves the other keys
+        fx.world.fail.erase(2);
+        fx.key.forget(2); // the module was reset
+        for (int i = 0; i < 30; ++i) {
+            fx.sign();
+        }
+        CHECK(fx.world.ops[2] > 0);
+    }
+    SUBCASE("no module holds it: the key's handle is invalid") {
+        fx.world.fail[1] = fx.world.fail[2] = fx.world.fail[3] = ErrorCode::not_found;
+        CHECK_THROWS_AS(fx.sign(), Error); // the last module's answer
+        try {
+            fx.sign();
+            FAIL("no error");
+        } catch (const CkError& e) {
+            CHECK(e.rv() == CKR_KEY_HANDLE_INVALID);
+        }
+    }
+}
+
 TEST_CASE("pkcs11::Router: an io error from the service, an io error on the connection") {
     Fixture fx;
     fx.sign(); // the pool's connections are open
