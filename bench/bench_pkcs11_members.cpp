@@ -41,18 +41,6 @@ namespace {
 
 constexpr const char* kPin = "1234";
 
-void self_check(Module& m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key) {
-    unsigned char digest[32] = {9, 8, 7};
-    unsigned char sig[256];
-    CK_ULONG len = sizeof sig;
-    CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
-    Module::check(m.f->C_SignInit(s, &mech, key), "C_SignInit");
-    Module::check(m.f->C_Sign(s, digest, sizeof digest, sig, &len), "C_Sign");
-    const CK_OBJECT_HANDLE pub = m.find(s, CKO_PUBLIC_KEY, 1);
-    Module::check(m.f->C_VerifyInit(s, &mech, pub), "C_VerifyInit");
-    Module::check(m.f->C_Verify(s, digest, sizeof digest, sig, len), "C_Verify");
-}
-
 int worker(Options& o) {
     const std::string module = o.get("module", PKCS11_MODULE_PATH);
     const std::string token = o.get("token", "signing");
@@ -65,7 +53,7 @@ int worker(Options& o) {
     const CK_SESSION_HANDLE first = m.open(slot);
     m.login(first, kPin);
     const CK_OBJECT_HANDLE key = m.find(first, CKO_PRIVATE_KEY, 1);
-    self_check(m, first, key);
+    m.self_check(first, key);
     std::atomic<long> made{0};
     std::atomic<int> phase{0}; // 0 warm-up, 1 measuring, 2 done
     std::atomic<bool> failed{false};

@@ -46,18 +46,7 @@ int worker(Options& o) {
     const CK_SESSION_HANDLE s = m.open(m.slot_of(token));
     m.login(s, pin);
     const CK_OBJECT_HANDLE key = m.find(s, CKO_PRIVATE_KEY, 1);
-    {
-        // Self-check: the peer makes signatures that verify with its public key.
-        unsigned char digest[32] = {9, 8, 7};
-        unsigned char sig[256];
-        CK_ULONG len = sizeof sig;
-        CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
-        Module::check(m.f->C_SignInit(s, &mech, key), "C_SignInit");
-        Module::check(m.f->C_Sign(s, digest, sizeof digest, sig, &len), "C_Sign");
-        const CK_OBJECT_HANDLE pub = m.find(s, CKO_PUBLIC_KEY, 1);
-        Module::check(m.f->C_VerifyInit(s, &mech, pub), "C_VerifyInit");
-        Module::check(m.f->C_Verify(s, digest, sizeof digest, sig, len), "C_Verify");
-    }
+    m.self_check(s, key); // the peer makes signatures that verify with its public key
     auto loop = [&](double secs) {
         long n = 0;
         const auto t0 = Clock::now();

@@ -94,6 +94,20 @@ public:
         return h;
     }
 
+    // Throws unless one CKM_ECDSA signature made with `key` verifies with the
+    // public key of the same CKA_ID (01): the peer signs with the key it says.
+    void self_check(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key) {
+        unsigned char digest[32] = {9, 8, 7};
+        unsigned char sig[256];
+        CK_ULONG len = sizeof sig;
+        CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
+        check(f->C_SignInit(s, &mech, key), "C_SignInit");
+        check(f->C_Sign(s, digest, sizeof digest, sig, &len), "C_Sign");
+        const CK_OBJECT_HANDLE pub = find(s, CKO_PUBLIC_KEY, 1);
+        check(f->C_VerifyInit(s, &mech, pub), "C_VerifyInit");
+        check(f->C_Verify(s, digest, sizeof digest, sig, len), "C_Verify");
+    }
+
     // C_SignInit + C_Sign, CKM_ECDSA on a 32-byte digest.
     CK_RV sign_once(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key) {
         static unsigned char digest[32] = {1,   8,   15,  22,  29,  36,  43,  50,  57,  64,  71,
