@@ -23,10 +23,6 @@ std::shared_ptr<spdlog::logger> logger() {
 
 enum DataKind { kSign, kEncrypt, kDecrypt };
 
-std::string seconds_text(std::chrono::milliseconds d) {
-    return std::to_string((d.count() + 999) / 1000) + " s";
-}
-
 } // namespace
 
 MemberModule::MemberModule(ModuleStart start, MemberConfig config, std::string set,

@@ -8,6 +8,12 @@
 
 namespace preloadrun::sim {
 
+std::string seconds_text(std::chrono::milliseconds wait) {
+    const auto seconds = std::max<std::chrono::seconds::rep>(
+        1, std::chrono::ceil<std::chrono::seconds>(wait).count());
+    return std::to_string(seconds) + " s";
+}
+
 PassphraseDigest passphrase_digest(const SecureBuffer& key, const SecureBuffer& passphrase) {
     PassphraseDigest out{};
     unsigned int len = 0;

@@ -28,6 +28,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <sys/types.h>
 #include <utility>
 #include <vector>
@@ -48,6 +49,10 @@ using PassphraseDigest = std::array<std::uint8_t, 32>;
 // The digest the limiter knows a passphrase by: HMAC-SHA256 under `key`, a
 // secret drawn when the service starts and never stored.
 PassphraseDigest passphrase_digest(const SecureBuffer& key, const SecureBuffer& passphrase);
+
+// A refusal's wait for messages, in whole seconds rounded up: "1 s" rather
+// than "0 s".
+std::string seconds_text(std::chrono::milliseconds wait);
 
 class PassphraseLimiter {
 public:

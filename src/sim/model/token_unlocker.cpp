@@ -16,13 +16,6 @@ std::string token_text(const CardRecord& card) {
     return std::string(token_type_text(card.type)) + " '" + card.name + "'";
 }
 
-// Whole seconds, rounded up: "try again in 1 s" rather than "in 0 s".
-std::string seconds_text(std::chrono::milliseconds wait) {
-    const auto seconds = std::max<std::chrono::seconds::rep>(
-        1, std::chrono::ceil<std::chrono::seconds>(wait).count());
-    return std::to_string(seconds) + " s";
-}
-
 PassphraseLimiter::Outcome outcome_of(const std::exception_ptr& error) {
     if (!error) {
         return PassphraseLimiter::Outcome::right;
