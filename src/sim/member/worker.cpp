@@ -129,7 +129,9 @@ void initialise(Library& lib, const worker::Init& init, worker::InitReply& out) 
     find_token(lib, init.token(), out);
     CK_ULONG count = 0;
     check(lib.f->C_GetMechanismList(lib.slot, nullptr, &count), "C_GetMechanismList");
-    std::vector<CK_MECHANISM_TYPE> mechanisms(count);
+    // One element of slack: p11-kit's client (0.24) reads one past the end
+    // of the array while dropping the mechanisms it does not forward.
+    std::vector<CK_MECHANISM_TYPE> mechanisms(count + 1);
     check(lib.f->C_GetMechanismList(lib.slot, mechanisms.data(), &count), "C_GetMechanismList");
     for (CK_ULONG i = 0; i < count; ++i) {
         out.add_mechanisms(mechanisms[i]);
