@@ -131,7 +131,7 @@ void HaLoop::on_module(const hsm::ModuleInfo& info, bool force_reload) {
         }
         return;
     }
-    if (!current) {
+    if (!current && !now.given_up) {
         schedule_load(info.number);
     }
     if (changed) {

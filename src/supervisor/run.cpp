@@ -17,11 +17,14 @@
 #include "service_mode.hpp"
 #include "token_resolution.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <grp.h>
 #include <iostream>
+#include <thread>
 #include <unistd.h>
 
 namespace preloadrun::supervisor {
@@ -139,6 +142,33 @@ std::vector<std::uint32_t> usable_modules(FleetState& fleet,
     return usable;
 }
 
+// A service that has just started may still be bringing its modules up (a
+// fleet member's library connecting to its HSM): when none is usable yet but
+// some are initialising, waits for them, up to `limit`. Before the signals
+// are blocked: Ctrl-C ends the wait, with nothing loaded yet.
+void wait_while_initialising(hsm::Service& service, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    bool said = false;
+    for (;;) {
+        const auto modules = service.modules();
+        const bool usable = std::any_of(modules.begin(), modules.end(), [](const auto& m) {
+            return m.state == hsm::ModuleState::usable;
+        });
+        const auto initialising = std::count_if(modules.begin(), modules.end(), [](const auto& m) {
+            return m.state == hsm::ModuleState::initialising;
+        });
+        if (usable || initialising == 0 || std::chrono::steady_clock::now() >= deadline) {
+            return;
+        }
+        if (!said) {
+            logger()->info("no usable module yet: waiting for {} module(s) initialising",
+                           initialising);
+            said = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+}
+
 void show_progress(std::size_t done, std::size_t total, std::size_t tokens, bool& shown) {
     if (::isatty(STDERR_FILENO) != 1) {
         return;
@@ -197,6 +227,10 @@ void load_everything(FleetState& fleet, const Loader& loader,
                          ? spdlog::level::debug
                      : not_here ? spdlog::level::info
                                 : spdlog::level::warn;
+        if (not_here) {
+            // Trying again changes nothing until the module changes.
+            fleet.set_given_up(result.module, true);
+        }
         logger()->log(level, "module {}: {}", result.module, result.error->what());
     }
     for (std::size_t t = 0; t < fleet.tokens().size(); ++t) {
@@ -264,6 +298,7 @@ int run(const Options& options) {
     auto tokens = resolve_tokens(
         options.tokens, options.tokens.empty() ? std::vector<hsm::TokenInfo>{} : service->tokens());
     auto passphrases = collect_passphrases(options, options.tokens, tokens);
+    wait_while_initialising(*service, options.retry_window);
     // The service closes a connection that stays idle before its process has
     // loaded anything (hsmsim serve --idle-timeout): typed slowly enough, the
     // passphrases outlast it. This is the connection that keeps what is

@@ -191,6 +191,39 @@ def test_no_usable_module_without_tokens(pr):
     assert_nothing_left(pr)
 
 
+def test_waits_for_modules_initialising(make_service, preloadrun_bin, probe_bin):
+    """A service just started may still bring its modules up: preloadrun
+    waits for them rather than failing, and loads onto them."""
+    from preloadrun_support import Runner
+    pr = Runner(preloadrun_bin, probe_bin, make_service(modules=2, init_delay_ms=1500))
+    try:
+        card = pr.softcard("c1", PASS1)
+        for n in pr.sim.modules():
+            pr.sim.ok("module", "clear", n)
+        assert all(m["state"] == "initialising" for m in pr.sim.modules().values())
+        r = pr.run("-s", "c1", "--passphrase-file", card, "--", "true")
+        assert r.returncode == 0, r.stderr
+        assert "waiting for 2 module(s) initialising" in r.stderr, r.stderr
+        assert "1 token(s) loaded" in r.stderr, r.stderr  # on the first module usable
+    finally:
+        pr.cleanup()
+
+
+def test_wait_for_modules_initialising_is_bounded(make_service, preloadrun_bin, probe_bin):
+    from preloadrun_support import Runner
+    pr = Runner(preloadrun_bin, probe_bin, make_service(modules=1, init_delay_ms=60000))
+    try:
+        card = pr.softcard("c1", PASS1)
+        pr.sim.ok("module", "clear", 1)
+        start = time.monotonic()
+        r = pr.run("-s", "c1", "--passphrase-file", card, "--retry-window", "1s", "--", "true")
+        assert 1.0 <= time.monotonic() - start < 20
+        assert_one_error_line(r, "usable")
+        assert_nothing_left(pr)
+    finally:
+        pr.cleanup()
+
+
 @pytest.mark.parametrize("how", ["env", "option"])
 def test_hsm_service_unreachable(pr_card, how):
     pr = pr_card

@@ -194,8 +194,12 @@ def test_a_member_of_another_set_is_left_alone(fleet, tools):
     """Two token sets: preloadrun loads its set on its members; the member of
     the other set refuses the token, which is no warning and is not retried."""
     service = fleet
+    before = service.modules()["hsm-c"]["generation"]
     service.write_config(sets={"signing": ["hsm-a", "hsm-b"], "other": ["hsm-c"]})
     wait_for(lambda: "other" in service.cli("softcard", "list").stdout, what="the second set")
+    # Its set changed: hsm-c was reset (a new generation), and is back.
+    service.wait_module("hsm-c", lambda m: usable(m) and m["generation"] > before,
+                        "hsm-c back after the change of its set")
     r = subprocess.run([tools["preloadrun"], "-s", "signing", "--passphrase-file",
                         pin_file(service), "--", "sleep", "1"], env=service.env,
                        capture_output=True, text=True, timeout=60)
