@@ -150,3 +150,55 @@ def make_holder(holder_bin):
     for h in holders:
         h.stop()
 
+
+
+class SignLoop:
+    """p11_driver sign-until in the background: THREADS threads sign with key
+    CKA_ID 01 of card1 until stop(), so that however slow the machine, the
+    client is still signing when the test acts on the fleet."""
+
+    def __init__(self, driver_bin, module_path, env, root, threads=3, pin=PIN):
+        self.stop_file = os.path.join(root, f"stop-{id(self)}")
+        self.proc = subprocess.Popen([driver_bin, "sign-until", module_path, "card1", pin, "01",
+                                      self.stop_file, str(threads)], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_signing_on(self, sim, modules, at_least=5, timeout=120):
+        """Waits until each of `modules` served `at_least` more operations."""
+        before = ops(sim)
+
+        def signing():
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                raise AssertionError(f"the client ended early: {out}{err}")
+            now = ops(sim)
+            return all(now[n] - before.get(n, 0) >= at_least for n in modules)
+
+        wait_for(signing, timeout=timeout, what=f"the client signing on modules {modules}")
+
+    def stop(self, timeout=240):
+        """Stops the loop; returns its CompletedProcess."""
+        open(self.stop_file, "w").close()
+        out, err = self.proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def make_sign_loop(driver_bin, module_path):
+    """make_sign_loop(sim, env, threads=3, pin=PIN): a started SignLoop,
+    killed at the end of the test if it still runs."""
+    loops = []
+
+    def factory(sim, env, threads=3, pin=PIN):
+        loop = SignLoop(driver_bin, module_path, env, sim.root, threads, pin)
+        loops.append(loop)
+        return loop
+
+    yield factory
+    for loop in loops:
+        loop.kill()

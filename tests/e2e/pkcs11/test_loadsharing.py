@@ -2,7 +2,6 @@
 group, and a module cleared under load never costs the client an error."""
 
 import subprocess
-import threading
 import time
 
 from conftest import PIN, client_env, module_log, ops, run
@@ -45,29 +44,19 @@ def test_eight_threads_sign_concurrently(world, module_path, driver_bin):
     assert "ok=320 errors=0" in r.stdout
 
 
-def test_clear_during_signing_loop_costs_no_error(make_service, module_path, driver_bin):
+def test_clear_during_signing_loop_costs_no_error(make_service, make_sign_loop):
     from conftest import setup_world
     sim = setup_world(make_service(modules=3, init_delay_ms=50, op_latency_ms=3))
-    env = client_env(sim)
-    result = {}
-
-    def loop():
-        result["r"] = sign(driver_bin, module_path, env, 150, 4, check=False)
-
-    before = ops(sim)
-    t = threading.Thread(target=loop)
-    t.start()
+    loop = make_sign_loop(sim, client_env(sim), threads=4)
     # Clear module 2 once the client signs on every module (logging in takes
     # a while on a slow machine: under ASan, well over a second).
-    deadline = time.monotonic() + 120
-    while not all(ops(sim)[n] - before[n] >= 5 for n in (1, 2, 3)):
-        assert t.is_alive() and time.monotonic() < deadline, "the client never signed on all modules"
-        time.sleep(0.05)
+    loop.wait_signing_on(sim, (1, 2, 3))
     sim.ok("module", "clear", "2")
-    time.sleep(0.5)
+    sim.wait_module(2, "usable")
+    time.sleep(0.3)
     mid = ops(sim)[2]
-    t.join(240)
-    r = result["r"]
+    loop.wait_signing_on(sim, (1, 3), at_least=20)
+    r = loop.stop()
     assert r.returncode == 0 and "errors=0" in r.stdout, r.stdout + r.stderr
     # Baseline without reloading: the cleared module stays out of the group.
     assert ops(sim)[2] == mid

@@ -3,8 +3,6 @@ back into service when the tokens file says its token was reloaded; without
 the flag it never does; new modules join; failed reloads are abandoned after
 the retry window; stale files are refused."""
 
-import subprocess
-import threading
 import time
 
 from conftest import PIN, client_env, module_log, ops, run, wait_for
@@ -14,21 +12,8 @@ def sign_cmd(driver_bin, module_path, count, threads, pin=PIN):
     return [driver_bin, "sign", module_path, "card1", pin, "01", str(count), str(threads)]
 
 
-def start_loop(driver_bin, module_path, env, count=300, threads=3, pin=PIN):
-    result = {}
-
-    def loop():
-        result["r"] = run(sign_cmd(driver_bin, module_path, count, threads, pin), env,
-                          timeout=240, check=False)
-
-    t = threading.Thread(target=loop)
-    t.start()
-    return t, result
-
-
-def finish(t, result):
-    t.join(240)
-    r = result["r"]
+def finish(loop):
+    r = loop.stop()
     assert r.returncode == 0 and "errors=0" in r.stdout, r.stdout + r.stderr
     return r
 
@@ -66,18 +51,18 @@ def clear_and_republish(sim, holder, module=2):
     holder.command("publish")
 
 
-def test_reload_brings_cleared_module_back(make_service, module_path, driver_bin, make_holder):
+def test_reload_brings_cleared_module_back(make_service, make_sign_loop, make_holder):
     sim = world_with_latency(make_service)
     holder = make_holder(sim)
     env = client_env(sim, reload=True, tokens_file=holder.path)
-    t, result = start_loop(driver_bin, module_path, env)
-    time.sleep(1.0)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
     clear_and_republish(sim, holder)
     time.sleep(0.3)
     after_reload = ops(sim)[2]
     wait_for(lambda: ops(sim)[2] > after_reload + 10, timeout=30,
              what="module 2 serving again after the reload")
-    finish(t, result)
+    finish(loop)
     log = module_log(sim)
     assert "reloaded 1 key(s) onto module 2" in log, log
     assert "leaves the group" in log
@@ -85,57 +70,58 @@ def test_reload_brings_cleared_module_back(make_service, module_path, driver_bin
                for line in log.splitlines()), log
 
 
-def test_without_reload_keys_cleared_module_stays_out(make_service, module_path, driver_bin,
+def test_without_reload_keys_cleared_module_stays_out(make_service, make_sign_loop,
                                                        make_holder):
     sim = world_with_latency(make_service)
     holder = make_holder(sim)
     env = client_env(sim, reload=False, tokens_file=holder.path)
-    t, result = start_loop(driver_bin, module_path, env)
-    time.sleep(1.0)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
     clear_and_republish(sim, holder)
     time.sleep(0.5)
     mid = ops(sim)[2]
-    finish(t, result)
+    loop.wait_signing_on(sim, (1, 3), at_least=20)
+    finish(loop)
     assert ops(sim)[2] == mid
 
 
-def test_new_module_joins(make_service, module_path, driver_bin, make_holder):
+def test_new_module_joins(make_service, make_sign_loop, make_holder):
     sim = world_with_latency(make_service, modules=2)
     holder = make_holder(sim)
     env = client_env(sim, reload=True, tokens_file=holder.path)
-    t, result = start_loop(driver_bin, module_path, env)
-    time.sleep(1.0)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
     sim.ok("module", "add")
     sim.wait_module(3, "usable")
     holder.command("publish")
     wait_for(lambda: ops(sim)[3] > 10, timeout=30, what="module 3 serving")
-    finish(t, result)
+    finish(loop)
     assert "module 3 (ESN" in module_log(sim)
 
 
-def test_failed_reload_abandoned_after_retry_window(make_service, module_path, driver_bin,
+def test_failed_reload_abandoned_after_retry_window(make_service, make_sign_loop,
                                                     make_holder):
     sim = world_with_latency(make_service)
     holder = make_holder(sim)
     env = client_env(sim, reload=True, tokens_file=holder.path,
                      extra={"PRELOADRUN_PKCS11_RETRY_WINDOW": "300"})
-    t, result = start_loop(driver_bin, module_path, env)
-    time.sleep(1.0)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
     sim.ok("module", "clear", "2")
     sim.wait_module(2, "usable")
     holder.command("bogus 2")  # a handle that does not exist on module 2
     wait_for(lambda: "module 2 (ESN" in module_log(sim) and "abandoned" in module_log(sim),
              timeout=30, what="module 2 abandoned")
-    finish(t, result)
+    finish(loop)
     assert module_log(sim).count("abandoned") == 1
 
 
-def test_owner_dying_later_is_reported_once(make_service, module_path, driver_bin, make_holder):
+def test_owner_dying_later_is_reported_once(make_service, make_sign_loop, make_holder):
     sim = world_with_latency(make_service)
     holder = make_holder(sim)
     env = client_env(sim, reload=True, tokens_file=holder.path)
-    t, result = start_loop(driver_bin, module_path, env)
-    time.sleep(1.0)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
     holder.command("publish")  # a change, so the module re-reads the file
     holder.command("die", ready=False)
     holder.proc.wait(10)
@@ -144,8 +130,7 @@ def test_owner_dying_later_is_reported_once(make_service, module_path, driver_bi
         f.write(" ")
     # The service unloaded the owner's token with it, and the keys loaded
     # under it: the operations after that fail, and the loop still ends.
-    t.join(240)
-    r = result["r"]
+    r = loop.stop()
     assert "ok=" in r.stdout, r.stdout + r.stderr
     log = module_log(sim)
     assert log.count("is no longer live") == 1, log
