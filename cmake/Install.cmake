@@ -34,19 +34,26 @@ foreach(program preloadrun hsmsim)
     DESTINATION "${CMAKE_INSTALL_DATADIR}/bash-completion/completions"
     RENAME "${program}")
 endforeach()
+# bash-completion looks for a file named like the command: hsmfleet's is
+# hsmsim's, which completes both names.
+install(FILES "${_completions}/hsmsim.bash"
+  DESTINATION "${CMAKE_INSTALL_DATADIR}/bash-completion/completions" RENAME "hsmfleet")
 preloadrun_install_by_prefix("${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions"
   "${CMAKE_INSTALL_DATADIR}/zsh/site-functions"
   "${_completions}/_preloadrun" "${_completions}/_hsmsim")
 install(FILES "${_completions}/preloadrun.fish" "${_completions}/hsmsim.fish"
+  "${_completions}/hsmfleet.fish"
   DESTINATION "${CMAKE_INSTALL_DATADIR}/fish/vendor_completions.d")
 
 # systemd units and the hsmsim system user. systemd reads units from
 # /usr/lib/systemd/system and /usr/local/lib/systemd/system alike; the units
 # name the programs without a path (systemd finds them in /usr/local/bin or
 # /usr/bin). They are installed, not enabled.
-install(FILES "${_dist}/systemd/hsmsim.service" "${_dist}/systemd/preloadrun@.service"
+install(FILES "${_dist}/systemd/hsmfleet.service" "${_dist}/systemd/hsmsim.service"
+  "${_dist}/systemd/preloadrun@.service"
   DESTINATION "lib/systemd/system")
-install(FILES "${_dist}/sysusers.d/hsmsim.conf" DESTINATION "lib/sysusers.d")
+install(FILES "${_dist}/sysusers.d/hsmfleet.conf" "${_dist}/sysusers.d/hsmsim.conf"
+  DESTINATION "lib/sysusers.d")
 
 # Documentation and examples: the README, and a p11-kit registration of the
 # module to copy into /etc/pkcs11/modules/ when wanted (not active by default:
@@ -78,5 +85,5 @@ set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "preloadrun loads the tokens that protect a
 usable HSM, keeps reloading them when an HSM is cleared, fails, comes back or
 is enrolled, publishes a tokens file and supervises the application.
 libpreloadrun-pkcs11 is the PKCS#11 module (load-sharing, key reloading);
-hsmsim is a simulated HSM service.")
+hsmfleet is the HSM service in front of PKCS#11 tokens (hsmsim: simulated HSMs).")
 include(CPack)

@@ -18,3 +18,16 @@ function(preloadrun_manpage name section)
   install(FILES "${out}.gz" DESTINATION "${CMAKE_INSTALL_MANDIR}/man${section}")
   set_property(GLOBAL APPEND PROPERTY PRELOADRUN_MANPAGES "${out}")
 endfunction()
+
+# preloadrun_manpage_alias(NAME SECTION TARGET): NAME.SECTION is the page
+# TARGET.SECTION (a ".so" line, which man follows).
+function(preloadrun_manpage_alias name section target)
+  set(out "${PROJECT_BINARY_DIR}/man/${name}.${section}")
+  file(WRITE "${out}" ".so man${section}/${target}.${section}\n")
+  add_custom_command(OUTPUT "${out}.gz"
+    COMMAND ${GZIP} -9 -n -c "${out}" > "${out}.gz"
+    DEPENDS "${out}"
+    VERBATIM)
+  add_custom_target(man-${name}-${section} ALL DEPENDS "${out}.gz")
+  install(FILES "${out}.gz" DESTINATION "${CMAKE_INSTALL_MANDIR}/man${section}")
+endfunction()

@@ -1,4 +1,4 @@
-# bash completion for hsmsim(1)                           -*- shell-script -*-
+# bash completion for hsmfleet(1)                         -*- shell-script -*-
 #
 # shellcheck shell=bash disable=SC2207,SC2254,SC2053
 # (COMPREPLY=($(compgen ...)) is the bash-completion idiom; the option lists
@@ -21,8 +21,9 @@ _hsmsim_query()
 {
     local last=''
     [[ $1 == --last ]] && last=1 && shift
-    type -P hsmsim &>/dev/null || return 0
-    local -a cmd=(hsmsim)
+    local program=${_hsmsim_program:-hsmsim}
+    type -P "$program" &>/dev/null || return 0
+    local -a cmd=("$program")
     [[ -n ${_hsmsim_socket-} ]] && cmd+=(--socket "$_hsmsim_socket")
     type -P timeout &>/dev/null && cmd=(timeout -k 1 2 "${cmd[@]}")
     local out line
@@ -50,7 +51,7 @@ _hsmsim()
     # Walk the words before the cursor: the subcommands given (path, e.g.
     # "module clear"), how many positional arguments follow them (nargs),
     # and the socket to ask for names.
-    local i word path='' nargs=0 _hsmsim_socket=''
+    local i word path='' nargs=0 _hsmsim_socket='' _hsmsim_program=${COMP_WORDS[0]}
     for ((i = 1; i < cword; i++)); do
         word=${words[i]}
         case $word in
@@ -118,7 +119,7 @@ _hsmsim()
         local opts=$global_opts
         case $path in
             '') opts+=' --version' ;;
-            serve) opts+=' --fleet --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
+            serve) opts+=' --fleet --simulate --kmdata --modules --op-latency-ms --init-delay-ms --max-objects-per-uid --max-keys-per-uid --max-tokens-per-uid --max-world-mib --max-connections --max-connections-per-uid --idle-timeout' ;;
             softcard\ create | cardset\ create) opts+=' --passphrase-file' ;;
             softcard\ delete | cardset\ delete) opts+=' --with-keys --passphrase-file' ;;
             *\ list) opts+=' --json' ;;
@@ -157,7 +158,7 @@ _hsmsim()
             ;;
     esac
 } &&
-    complete -F _hsmsim hsmsim
+    complete -F _hsmsim hsmsim hsmfleet
 
 # The subcommands under "hsmsim PATH" (PATH: "" or e.g. "module").
 _hsmsim_subcommands()

@@ -83,8 +83,11 @@ function __hsmsim_query
         set last 1
         set -e argv[1]
     end
-    command -q hsmsim; or return 0
-    set -l cmd hsmsim
+    # The program being completed: hsmsim, or hsmfleet (hsmfleet.fish).
+    set -l program (commandline -opc)[1]
+    contains -- (path basename -- "$program") hsmsim hsmfleet; or set program hsmsim
+    command -q $program; or return 0
+    set -l cmd $program
     set -l socket (__hsmsim_socket)
     test -n "$socket"; and set -a cmd --socket $socket
     command -q timeout; and set cmd timeout -k 1 2 $cmd
@@ -123,11 +126,11 @@ complete -c hsmsim -s q -l quiet -d 'Less log output'
 
 # hsmsim SUBCOMMAND
 set -l top '__hsmsim_at'
-complete -c hsmsim -n $top -a serve -d 'Run the simulated HSM service in the foreground'
+complete -c hsmsim -n $top -a serve -d 'Run the HSM service in the foreground'
 complete -c hsmsim -n $top -a softcard -d "Manage the world's softcards"
 complete -c hsmsim -n $top -a cardset -d "Manage the world's cardsets"
 complete -c hsmsim -n $top -a key -d "Manage the world's persistent keys"
-complete -c hsmsim -n $top -a module -d 'Show and control the simulated modules'
+complete -c hsmsim -n $top -a module -d 'Show and control the modules'
 
 # hsmsim serve
 set -l serve '__hsmsim_at serve'
@@ -142,6 +145,7 @@ function __hsmsim_toml_files
     end
 end
 complete -c hsmsim -n $serve -l fleet -x -a '(__hsmsim_toml_files)' -d 'Serve the PKCS#11 members of a fleet configuration'
+complete -c hsmsim -n $serve -l simulate -d 'Serve simulated HSMs'
 complete -c hsmsim -n $serve -l kmdata -x -a '(__fish_complete_directories)' -d 'Security World directory'
 complete -c hsmsim -n $serve -l modules -x -d 'Modules enrolled on first start (1-128)'
 complete -c hsmsim -n $serve -l op-latency-ms -x -d 'Latency of each operation, per module'

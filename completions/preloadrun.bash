@@ -22,7 +22,7 @@
 
 # Prints the names of the world's softcards or card sets ($1: softcard or
 # cardset), asked of the HSM service at socket $2 (empty: hsmsim's default,
-# $HSMSIM_SOCKET). Prints nothing, quickly, when hsmsim is not installed,
+# $HSMFLEET_SOCKET). Prints nothing, quickly, when hsmsim is not installed,
 # fails (then the status is 1), or does not answer within 2 s.
 _preloadrun_token_names()
 {

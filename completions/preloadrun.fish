@@ -82,7 +82,7 @@ end
 
 # Names of the world's softcards or card sets ($argv[1]: softcard or
 # cardset), asked of the HSM service at the --socket given on the command
-# line, else hsmsim's default ($HSMSIM_SOCKET). Prints nothing, quickly,
+# line, else hsmsim's default ($HSMFLEET_SOCKET). Prints nothing, quickly,
 # when hsmsim is not installed, fails, or does not answer within 2 s.
 function __preloadrun_token_names
     command -q hsmsim; or return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The demo over real PKCS#11 tokens: three SoftHSM2 tokens holding the same
 keys, each behind its own `p11-kit server` (a separate "network HSM"), are
-the members of `hsmsim serve --fleet`. A real PKCS#11 application
+the members of `hsmfleet serve --fleet`. A real PKCS#11 application
 (scripts/demo_client.py) runs under `preloadrun -s signing` and signs in a
 loop through libpreloadrun-pkcs11 while one HSM's server is killed, then
 brought back, and a third HSM joins the fleet when it is added to the
@@ -56,10 +56,10 @@ def write_config(path, members):
 
 class Demo:
     def __init__(self, build, work):
-        self.hsmsim = os.path.join(build, "src", "sim", "hsmsim")
+        self.hsmfleet = os.path.join(build, "src", "sim", "hsmfleet")
         self.preloadrun = os.path.join(build, "src", "supervisor", "preloadrun")
         self.module = os.path.join(build, "src", "pkcs11", "libpreloadrun-pkcs11.so")
-        for path in (self.hsmsim, self.preloadrun, self.module):
+        for path in (self.hsmfleet, self.preloadrun, self.module):
             if not os.path.exists(path):
                 sys.exit(f"member_demo: {path} is not built")
         self.work = work
@@ -74,7 +74,7 @@ class Demo:
         self.t0 = None
 
     def modules(self):
-        out = subprocess.run([self.hsmsim, "module", "list", "--json"], env=self.env,
+        out = subprocess.run([self.hsmfleet, "module", "list", "--json"], env=self.env,
                              capture_output=True, text=True, check=True).stdout
         return {m["esn"]: m for m in json.loads(out)}
 
@@ -99,14 +99,14 @@ def run(demo, farm):
     step("Three SoftHSM2 tokens with the same keys, each behind its own p11-kit server")
     for m in farm.members:
         say(f"{m.name}: token '{m.label}' (serial {m.serial}) at {m.address}")
-    step("hsmsim serve --fleet fleet.toml: members hsm-a and hsm-b, token set 'signing'")
+    step("hsmfleet serve --fleet fleet.toml: members hsm-a and hsm-b, token set 'signing'")
     write_config(demo.config, farm.members[:2])
-    serve = subprocess.Popen([demo.hsmsim, "serve", "--fleet", demo.config,
+    serve = subprocess.Popen([demo.hsmfleet, "serve", "--fleet", demo.config,
                               "--init-delay-ms", "100"], env=demo.env, stdout=subprocess.PIPE,
-                             stderr=open(os.path.join(demo.work, "hsmsim.log"), "w"), text=True)
+                             stderr=open(os.path.join(demo.work, "hsmfleet.log"), "w"), text=True)
     try:
         print(serve.stdout.readline().rstrip())
-        subprocess.run([demo.hsmsim, "module", "list"], env=demo.env, check=True)
+        subprocess.run([demo.hsmfleet, "module", "list"], env=demo.env, check=True)
         return signing(demo, farm)
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -171,7 +171,7 @@ def events(demo, farm):
 
 def summary(demo, status, result, served):
     step("Summary")
-    subprocess.run([demo.hsmsim, "module", "list"], env=demo.env, check=True)
+    subprocess.run([demo.hsmfleet, "module", "list"], env=demo.env, check=True)
     with open(result) as f:
         counts = json.load(f)
     ok = status == 0 and counts["errors"] == 0 and counts["signatures"] > 0

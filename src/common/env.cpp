@@ -9,4 +9,9 @@ const char* getenv_nonempty(const char* name) noexcept {
     return (value != nullptr && *value != '\0') ? value : nullptr;
 }
 
+const char* getenv_nonempty(const AliasedVariable& variable) noexcept {
+    const char* value = getenv_nonempty(variable.name);
+    return value != nullptr ? value : getenv_nonempty(variable.alias);
+}
+
 } // namespace preloadrun

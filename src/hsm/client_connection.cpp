@@ -53,7 +53,7 @@ Error reach_error(const std::string& path, std::string_view env_variable, int er
                          std::to_string(::geteuid()) +
                          "); the service's owner grants access through the socket's group");
     }
-    return Error(ErrorCode::unavailable, text + " (is `hsmsim serve` running? start it, or set " +
+    return Error(ErrorCode::unavailable, text + " (is `hsmfleet serve` running? start it, or set " +
                                              std::string(env_variable) + " to its socket)");
 }
 

@@ -11,21 +11,16 @@ namespace preloadrun::hsm {
 
 namespace {
 
-std::string env(const char* name) {
-    const char* value = getenv_nonempty(name);
-    return value != nullptr ? std::string(value) : std::string();
-}
-
 // $XDG_RUNTIME_DIR/hsmsim, else $HOME/.hsmsim: never a directory another
 // user could create first (as one under /tmp).
-std::string socket_path(const char* variable, const char* file_name) {
-    if (std::string path = env(variable); !path.empty()) {
+std::string socket_path(const AliasedVariable& variable, const char* file_name) {
+    if (const char* path = getenv_nonempty(variable)) {
         return path;
     }
     try {
         return (user_runtime_dir("hsmsim") / file_name).string();
     } catch (const Error& e) {
-        throw Error(e.code(), std::string(e.what()) + "; set " + variable);
+        throw Error(e.code(), std::string(e.what()) + "; set " + variable.name);
     }
 }
 
@@ -33,13 +28,13 @@ std::string socket_path(const char* variable, const char* file_name) {
 
 Endpoint default_endpoint() {
     Endpoint endpoint;
-    endpoint.socket_path = socket_path("HSMSIM_SOCKET", "client.sock");
+    endpoint.socket_path = socket_path(kSocketVariable, "client.sock");
     return endpoint;
 }
 
 Endpoint default_admin_endpoint() {
     Endpoint endpoint;
-    endpoint.socket_path = socket_path("HSMSIM_ADMIN_SOCKET", "admin.sock");
+    endpoint.socket_path = socket_path(kAdminSocketVariable, "admin.sock");
     return endpoint;
 }
 

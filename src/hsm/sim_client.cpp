@@ -18,8 +18,8 @@ using Body = wire::Response::BodyCase;
 
 namespace {
 
-constexpr const char* kClientVariable = "HSMSIM_SOCKET";
-constexpr const char* kAdminVariable = "HSMSIM_ADMIN_SOCKET";
+constexpr const char* kClientVariable = kSocketVariable.name;
+constexpr const char* kAdminVariable = kAdminSocketVariable.name;
 
 // Copies a passphrase into a protobuf field in place (no temporary string)
 // and wipes the field when the request goes out of scope. Declare it after

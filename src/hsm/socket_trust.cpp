@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/hsm/service.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -19,8 +20,8 @@ namespace preloadrun::hsm {
 
 namespace {
 
-constexpr const char* kServiceUserVariable = "HSMSIM_SERVICE_USER";
-constexpr const char* kDefaultServiceUser = "hsmsim";
+// The accounts the packaged units run as: hsmfleet.service and hsmsim.service.
+constexpr const char* kDefaultServiceUsers[] = {"hsmfleet", "hsmsim"};
 
 std::optional<uid_t> lookup_user(const std::string& name) {
     long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
@@ -88,13 +89,19 @@ std::vector<uid_t> service_uids() {
         if (auto uid = lookup_user(value)) {
             return {*uid};
         }
-        throw Error(ErrorCode::usage, std::string(kServiceUserVariable) + "='" + value +
-                                          "' is neither a user name nor a uid");
+        const char* name = getenv_nonempty(kServiceUserVariable.name) != nullptr
+                               ? kServiceUserVariable.name
+                               : kServiceUserVariable.alias;
+        throw Error(ErrorCode::usage,
+                    std::string(name) + "='" + value + "' is neither a user name nor a uid");
     }
-    if (auto uid = lookup_user(kDefaultServiceUser)) {
-        return {*uid};
+    std::vector<uid_t> uids;
+    for (const char* name : kDefaultServiceUsers) {
+        if (auto uid = lookup_user(name)) {
+            uids.push_back(*uid);
+        }
     }
-    return {};
+    return uids;
 }
 
 TrustedUids TrustedUids::for_client() {
@@ -117,7 +124,7 @@ std::string TrustedUids::describe() const {
     for (uid_t uid : service_) {
         if (uid != 0 && uid != self_) {
             names.push_back("uid " + std::to_string(uid) + " (the service user, " +
-                            kServiceUserVariable + ")");
+                            kServiceUserVariable.name + ")");
         }
     }
     std::string text;
@@ -209,7 +216,7 @@ void check_peer(int fd, const std::string& path, const TrustedUids& trusted) {
                         "), not as " + trusted.describe() +
                         "; another user may be serving there (if the service runs as another "
                         "account, name it in " +
-                        kServiceUserVariable + ")");
+                        kServiceUserVariable.name + ")");
     }
 }
 

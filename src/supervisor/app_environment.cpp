@@ -16,8 +16,9 @@ AppEnvironment app_environment(const std::filesystem::path& tokens_file, bool hi
         env.unset.emplace_back(names::kReloadKeys);
     }
     if (!service_socket.empty()) {
-        env.set.emplace_back(names::kServiceSocket,
-                             std::filesystem::absolute(service_socket).string());
+        const auto absolute = std::filesystem::absolute(service_socket).string();
+        env.set.emplace_back(names::kServiceSocket, absolute);
+        env.set.emplace_back(names::kServiceSocketAlias, absolute);
     }
     return env;
 }

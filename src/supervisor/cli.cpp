@@ -101,7 +101,7 @@ void add_run_options(CLI::App& app, Options& options, RunArguments& args) {
                  "Adopt and reap orphaned descendants (implicit as PID 1)");
     app.add_flag("--process-group", options.process_group,
                  "Forward signals to COMMAND's whole process group, not COMMAND alone");
-    app.add_option("--socket", options.socket, "HSM service socket (default: $HSMSIM_SOCKET)")
+    app.add_option("--socket", options.socket, "HSM service socket (default: $HSMFLEET_SOCKET)")
         ->type_name("PATH");
 }
 

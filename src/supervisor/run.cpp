@@ -265,11 +265,11 @@ int run_attached(const Options& options) {
     block_supervised_signals();
     logger()->info("attached to {} ({})", path.string(), state.reason);
     EventLoop loop;
-    // The service named by --socket, else by HSMSIM_SOCKET (made absolute
+    // The service named by --socket, else by HSMFLEET_SOCKET (made absolute
     // either way); with neither, the child's default is preloadrun's.
     std::string socket = options.socket;
     if (socket.empty()) {
-        if (const char* inherited = getenv_nonempty(tokens::env::kServiceSocket)) {
+        if (const char* inherited = getenv_nonempty(hsm::kSocketVariable)) {
             socket = inherited;
         }
     }

@@ -89,10 +89,12 @@ def _complete_bash(line, env, cwd, scratch):
     # for a file named like the command.
     user_dir = os.path.join(scratch, "bash-completion")
     os.makedirs(os.path.join(user_dir, "completions"), exist_ok=True)
-    for name in ("preloadrun", "hsmsim"):
+    # As installed: hsmfleet's file is hsmsim's.
+    for name, source in (("preloadrun", "preloadrun"), ("hsmsim", "hsmsim"),
+                         ("hsmfleet", "hsmsim")):
         link = os.path.join(user_dir, "completions", name)
         if not os.path.lexists(link):
-            os.symlink(os.path.join(completions_dir(), name + ".bash"), link)
+            os.symlink(os.path.join(completions_dir(), source + ".bash"), link)
     env = dict(env, BASH_COMPLETION_USER_DIR=user_dir)
     proc = subprocess.run(
         ["bash", "--norc", "--noprofile", os.path.join(HERE, "bash_complete.sh"), line]

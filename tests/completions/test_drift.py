@@ -1,10 +1,12 @@
 """The man pages and the completions keep up with --help.
 
-For preloadrun (and its subcommands check and status) and hsmsim (and each
+For preloadrun (and its subcommands check and status) and hsmfleet and its
+alias hsmsim (and each
 of its subcommands, at every level), the built binary's --help is the
 reference. Every option it shows (long and short) and every subcommand it
 lists must be:
-- in the man page source, man/PROGRAM.1.scd, in bold (*--json*);
+- in the man page source, man/PROGRAM.1.scd (hsmfleet.1.scd for both), in
+  bold (*--json*);
 - in each of the program's three completion files;
 - offered by each shell: completing "PROGRAM SUBCOMMAND... -" offers every
   option of that level, and "PROGRAM SUBCOMMAND... " every subcommand.
@@ -22,7 +24,11 @@ import pytest
 import shells
 from conftest import executable
 
-PROGRAMS = ("preloadrun", "hsmsim")
+PROGRAMS = ("preloadrun", "hsmsim", "hsmfleet")
+# hsmsim is hsmfleet under another name: one man page, one set of completion
+# files (hsmfleet.fish only points fish at hsmsim's), both names completed.
+MAN_PAGE = {"preloadrun": "preloadrun", "hsmsim": "hsmfleet", "hsmfleet": "hsmfleet"}
+COMPLETIONS = {"preloadrun": "preloadrun", "hsmsim": "hsmsim", "hsmfleet": "hsmsim"}
 # A row of the Options: section: "  -s,--softcard NAME|HASH ..." or
 # "  --no-ha   description".
 OPTION_ROW = re.compile(r"^  (-[A-Za-z0-9](?=[,\s]|$)|--[A-Za-z0-9][\w-]*)((?:,-[\w-]+)*)")
@@ -78,13 +84,14 @@ def test_every_level_is_found():
     # The walk above really goes down the subcommands.
     assert ("preloadrun", ("status",)) in ALL_LEVELS
     assert ("hsmsim", ("module", "fail-next")) in ALL_LEVELS
+    assert ("hsmfleet", ("module", "drain")) in ALL_LEVELS
     assert "--json" in help_of("hsmsim", ("key", "list"))[0]
     assert "-s" in help_of("preloadrun", ())[0]
 
 
 def man_sections(program):
     """{section title: text} of man/PROGRAM.1.scd."""
-    with open(os.path.join(source_dir(), "man", f"{program}.1.scd")) as f:
+    with open(os.path.join(source_dir(), "man", f"{MAN_PAGE[program]}.1.scd")) as f:
         parts = re.split(r"^# (.+)$", f.read(), flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
 
@@ -117,7 +124,7 @@ def test_man_page_documents_help(program, path):
         name = " ".join(path)
         if not subcommands and not defined(commands, name):
             missing.append(name)
-    assert not missing, f"man/{program}.1.scd does not document {missing} where expected " \
+    assert not missing, f"man/{MAN_PAGE[program]}.1.scd does not document {missing} where expected " \
                         f"(from {program} {' '.join(path)} --help)"
 
 
@@ -132,7 +139,8 @@ def _mentions(text, word, fish):
 @pytest.mark.parametrize("program,path", ALL_LEVELS, ids=LEVEL_IDS)
 def test_completion_files_mention_help(program, path):
     options, subcommands = help_of(program, path)
-    for name in (f"{program}.bash", f"_{program}", f"{program}.fish"):
+    files = COMPLETIONS[program]
+    for name in (f"{files}.bash", f"_{files}", f"{files}.fish"):
         with open(os.path.join(source_dir(), "completions", name)) as f:
             text = f.read()
         missing = [word for word in options + subcommands
@@ -156,7 +164,7 @@ def complete(shell, home, workdir):
 
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_shells_offer_what_help_shows(program, complete):
-    global_options = set(help_of(program, ())[0]) if program == "hsmsim" else set()
+    global_options = set(help_of(program, ())[0]) if program != "preloadrun" else set()
     problems = []
     for path in levels(program):
         options, subcommands = help_of(program, path)

@@ -233,12 +233,12 @@ def check_fleet_config(text, programs):
         env = dict(os.environ, HSMSIM_SOCKET=os.path.join(root, "c.sock"),
                    HSMSIM_ADMIN_SOCKET=os.path.join(root, "a.sock"))
         env.pop("NOTIFY_SOCKET", None)
-        serve = subprocess.Popen([programs["hsmsim"], "serve", "--fleet", config],
+        serve = subprocess.Popen([programs["hsmfleet"], "serve", "--fleet", config],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
         try:
             line = serve.stdout.readline()
-            assert line.startswith("hsmsim: ready: 2 modules, PKCS#11 members of "), line
+            assert line.startswith("hsmfleet: ready: 2 modules, PKCS#11 members of "), line
             out = subprocess.run([programs["hsmsim"], "module", "list", "--json"], env=env,
                                  capture_output=True, text=True, timeout=TIMEOUT, check=True)
             assert [m["esn"] for m in json.loads(out.stdout)] == ["left", "right"], out.stdout
@@ -251,11 +251,17 @@ def check_fleet_config(text, programs):
 
 
 def check_fleet_commands(text, programs):
-    """The commands take what the example gives them."""
-    serve_help = subprocess.run([programs["hsmsim"], "serve", "--help"], capture_output=True,
+    """The commands take what the example gives them; hsmfleet serve without
+    --fleet (or --simulate) is refused."""
+    serve_help = subprocess.run([programs["hsmfleet"], "serve", "--help"], capture_output=True,
                                 text=True, timeout=TIMEOUT).stdout
     assert "--fleet" in serve_help
-    assert "hsmsim serve --fleet " in text and "preloadrun -s signing -- myapp" in text
+    bare = subprocess.run([programs["hsmfleet"], "serve"], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert bare.returncode == 2 and "--fleet FILE" in bare.stderr, bare
+    assert "hsmfleet serve --fleet " in text
+    if "preloadrun" in text:
+        assert "preloadrun -s signing -- myapp" in text
 
 
 def check_maintenance(text, programs):

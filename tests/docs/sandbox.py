@@ -231,7 +231,7 @@ class Sandbox:
         self.holder = None
 
         for name, path in (("preloadrun", programs["preloadrun"]),
-                           ("hsmsim", programs["hsmsim"]),
+                           ("hsmsim", programs["hsmsim"]), ("hsmfleet", programs["hsmfleet"]),
                            ("myapp", os.path.join(HERE, "myapp")),
                            ("tool", os.path.join(HERE, "myapp"))):
             os.symlink(path, os.path.join(self.bin, name))

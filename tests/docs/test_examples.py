@@ -47,9 +47,9 @@ STANDARD = WorldSpec(
 # -- the registry: every example, by its exact text ---------------------------------
 
 MAINTENANCE = """\
-hsmsim module list                  # every member: state, generation, operations, latency
-hsmsim module drain 1               # no new work for module 1; what is under way finishes
-hsmsim module undrain 1             # back in service: its tokens are loaded again"""
+hsmfleet module list                # every member: state, generation, operations, latency
+hsmfleet module drain 1             # no new work for module 1; what is under way finishes
+hsmfleet module undrain 1           # back in service: its tokens are loaded again"""
 FLEET_EXAMPLE = """\
 [defaults]
 library = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
@@ -252,6 +252,18 @@ hsmsim module list""", output=(r"created softcard mycard", r"generated ec-p256 k
     Scenario("hsmsim --help: module list", world=STANDARD, steps=[
         Run("hsmsim module list", output=(r"^\s*3\s",)),
     ]),
+    Scenario("hsmfleet --help: simulated HSMs in the background", env=OWN_WORLD_ENV, steps=[
+        Start("hsmfleet serve --simulate --modules 3 &", ready=r"^hsmfleet: ready: 3 modules",
+              interactive=True),
+        End("hsmfleet serve --simulate --modules 3 &", interrupt=False),
+    ]),
+    Scenario("hsmfleet --help: the fleet", world=STANDARD, steps=[
+        Run("hsmfleet module list", output=(r"^\s*3\s",)),
+        Run("hsmfleet softcard list", output=(r"signing",)),
+    ]),
+    Scenario("hsmfleet --help: maintenance", world=WorldSpec(modules=2, shared=False), steps=[
+        Run("hsmfleet module drain 2"),
+    ]),
     # -- the demo by hand ------------------------------------------------------------
     Scenario("README: the demo by hand", passphrases={"democard": "correct horse"}, steps=[
         Start(DEMO_FLEET, ready=r"^hsmsim: ready: 3 modules"),
@@ -302,6 +314,7 @@ apt install ./build/default/preloadrun_0.1.0_amd64.deb""",
             """\
 apt purge preloadrun
 rm -r /var/lib/hsmsim        # destroys the world key and every key of the world
+userdel hsmfleet
 userdel hsmsim""",
             by="tests/install/test_install.py: dpkg --root removes and purges the package, "
                "whose postrm names what it keeps",
@@ -378,9 +391,14 @@ Environment=CKNFAST_LOADSHARING=1 CKNFAST_RELOAD_KEYS=1 HSMSIM_SOCKET=/run/hsmsi
             why="its members are network HSMs at /run/hsm-*.sock, which this machine has not",
             check=check_fleet_config),
     Checked("preloadrun-fleet(5): serving the members",
-            "hsmsim serve --fleet /etc/preloadrun/fleet.toml &\npreloadrun -s signing -- myapp",
+            "hsmfleet serve --fleet /etc/preloadrun/fleet.toml &\npreloadrun -s signing -- myapp",
             by="tests/e2e/members/test_members.py (the same two commands over a farm of members)",
             why="the file names network HSMs this machine has not",
+            check=check_fleet_commands),
+    Checked("hsmfleet --help: serving the members",
+            "hsmfleet serve --fleet /etc/hsmfleet/fleet.toml &",
+            by="tests/e2e/members/test_members.py (hsmfleet serve --fleet over a farm of members)",
+            why="the file names HSMs this machine has not",
             check=check_fleet_commands),
     Checked("README: maintenance of a member",
             MAINTENANCE,
@@ -396,7 +414,7 @@ Environment=CKNFAST_LOADSHARING=1 CKNFAST_RELOAD_KEYS=1 HSMSIM_SOCKET=/run/hsmsi
 @pytest.fixture(scope="module")
 def programs():
     found = {}
-    for name, var in (("preloadrun", "PRELOADRUN"), ("hsmsim", "HSMSIM"),
+    for name, var in (("preloadrun", "PRELOADRUN"), ("hsmsim", "HSMSIM"), ("hsmfleet", "HSMFLEET"),
                       ("module", "PKCS11_MODULE"), ("build", "DOCS_BUILD_DIR")):
         path = os.environ.get(var)
         if not path or not os.path.exists(path):
@@ -407,7 +425,7 @@ def programs():
 
 @pytest.fixture(scope="module")
 def examples(programs):
-    return all_examples({"preloadrun": programs["preloadrun"], "hsmsim": programs["hsmsim"]})
+    return all_examples({name: programs[name] for name in ("preloadrun", "hsmsim", "hsmfleet")})
 
 
 @pytest.fixture(scope="module")

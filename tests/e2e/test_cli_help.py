@@ -12,6 +12,8 @@ import pytest
 WIDTH = 80
 PRELOADRUN = os.environ.get("PRELOADRUN", "")
 HSMSIM = os.environ.get("HSMSIM", "")
+HSMFLEET = os.environ.get("HSMFLEET", "")
+PATHS = {"preloadrun": PRELOADRUN, "hsmsim": HSMSIM, "hsmfleet": HSMFLEET}
 
 # Every command line of hsmsim that has its own --help.
 HSMSIM_COMMANDS = [
@@ -38,14 +40,14 @@ def assert_fits(text, what):
 
 @pytest.fixture(scope="module", autouse=True)
 def binaries():
-    for var, path in (("PRELOADRUN", PRELOADRUN), ("HSMSIM", HSMSIM)):
+    for var, path in (("PRELOADRUN", PRELOADRUN), ("HSMSIM", HSMSIM), ("HSMFLEET", HSMFLEET)):
         if not path or not os.access(path, os.X_OK):
             pytest.fail(f"{var} must name the built program (run through ctest)")
 
 
-@pytest.mark.parametrize("program", ["preloadrun", "hsmsim"])
+@pytest.mark.parametrize("program", ["preloadrun", "hsmsim", "hsmfleet"])
 def test_help_fits_a_terminal_and_shows_examples(program):
-    path = PRELOADRUN if program == "preloadrun" else HSMSIM
+    path = PATHS[program]
     r = run(path, "--help")
     assert r.returncode == 0 and r.stderr == ""
     assert_fits(r.stdout, f"{program} --help")
@@ -78,9 +80,9 @@ def test_hsmsim_help_fits_every_subcommand(command):
     assert ("Examples:" in r.stdout) == (command == [])
 
 
-@pytest.mark.parametrize("program", ["preloadrun", "hsmsim"])
+@pytest.mark.parametrize("program", ["preloadrun", "hsmsim", "hsmfleet"])
 def test_version_names_version_revision_and_build(program):
-    path = PRELOADRUN if program == "preloadrun" else HSMSIM
+    path = PATHS[program]
     r = run(path, "--version")
     assert r.returncode == 0 and r.stderr == ""
     # "preloadrun 0.1.0 (REVISION; COMPILER VERSION, BUILD TYPE)"
@@ -92,6 +94,22 @@ def one_line(r):
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr
     return lines[0]
+
+
+def test_hsmfleet_serve_needs_to_be_told_what_to_serve():
+    """hsmfleet serve never simulates by default (a fleet of real HSMs is never
+    replaced by simulated ones by mistake); hsmsim serve does."""
+    r = run(HSMFLEET, "serve")
+    assert r.returncode == 2 and r.stdout == ""
+    line = one_line(r)
+    assert line.startswith("hsmfleet: serve what? --fleet FILE") and "--simulate" in line, line
+    r = run(HSMFLEET, "serve", "--simulate", "--fleet", "/nonexistent.toml")
+    assert r.returncode == 2 and "--fleet excludes --simulate" in one_line(r)
+    r = run(HSMFLEET, "serve", "--fleet", "/nonexistent.toml", "--modules", "2")
+    assert r.returncode == 2 and "--modules" in one_line(r)
+    # Under both names, the help says what the program is.
+    assert run(HSMFLEET, "--help").stdout.startswith("hsmfleet: one HSM service")
+    assert run(HSMSIM, "--help").stdout.startswith("hsmsim: a simulated fleet")
 
 
 def test_hsmsim_unknown_option_is_named():

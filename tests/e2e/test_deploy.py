@@ -27,7 +27,7 @@ from preloadrun_support import PASS1, TIMEOUT, executable, wait_for
 from procs import proc_status, run_as_argv
 
 DIST = os.environ.get("PRELOADRUN_DIST", "")
-UNITS = ("hsmsim.service", "preloadrun@.service")
+UNITS = ("hsmfleet.service", "hsmsim.service", "preloadrun@.service")
 # The users the units run as, as the host's user database would have them:
 # name -> (uid, gid, supplementary gids). None of them needs an entry in
 # /etc/passwd. An application's user is in the hsmsim group (to reach the
@@ -97,6 +97,7 @@ def verify_root(root, dist, programs):
     for program in programs:
         shutil.copy(program, bindir)
     shutil.copy("/bin/sh", bindir)  # ExecStartPre='s shell
+    shutil.copy("/bin/kill", bindir)  # hsmfleet.service's ExecReload=
     return units
 
 
@@ -118,15 +119,16 @@ def analyze(root, *units):
     r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units],
                        capture_output=True, text=True, timeout=60, env=env)
     ours = [line for line in r.stderr.splitlines()
-            if "hsmsim" in line or "preloadrun" in line]
+            if "hsmsim" in line or "hsmfleet" in line or "preloadrun" in line]
     return r.returncode, ours
 
 
 def test_units_pass_systemd_analyze_verify(dist, scratch):
-    programs = [executable("HSMSIM"), executable("PRELOADRUN")]
+    programs = [executable("HSMFLEET"), executable("HSMSIM"), executable("PRELOADRUN")]
     units = verify_root(scratch, dist, programs)
     install_man_pages(scratch)
-    rc, complaints = analyze(scratch, "hsmsim.service", "preloadrun@mycard.service")
+    rc, complaints = analyze(scratch, "hsmfleet.service", "hsmsim.service",
+                             "preloadrun@mycard.service")
     assert rc == 0 and complaints == [], complaints
     # The check itself notices a broken unit (so a pass above means something).
     with open(os.path.join(units, "hsmsim.service"), "a") as f:
@@ -149,8 +151,9 @@ def conditions(root, unit):
 
 def test_unit_conditions_and_asserts_hold_for_the_system_manager(dist, scratch):
     assert os.geteuid() == 0, "the system manager is root: run as root"
-    units = verify_root(scratch, dist, [executable("HSMSIM"), executable("PRELOADRUN")])
-    for unit in ("hsmsim.service", "preloadrun@mycard.service"):
+    units = verify_root(scratch, dist, [executable("HSMFLEET"), executable("HSMSIM"),
+                                        executable("PRELOADRUN")])
+    for unit in ("hsmfleet.service", "hsmsim.service", "preloadrun@mycard.service"):
         rc, out = conditions(scratch, unit)
         assert rc == 0, f"{unit} would not start:\n{out}"
     # The check notices a unit that cannot start: AssertUser= tests the

@@ -784,11 +784,11 @@ def test_serve_as_root_writes_nothing_in_another_users_directory(make_service):
     mine = os.path.join(sim.root, "mine")
     line = _serve_refused(sim, "--kmdata", mine, "--socket", os.path.join(theirs, "c.sock"))
     assert f"the client socket's directory {theirs} belongs to uid {NOBODY}" in line, line
-    assert "HSMSIM_SOCKET or --socket" in line, line
+    assert "HSMFLEET_SOCKET or --socket" in line, line
     assert not os.path.exists(mine)
     line = _serve_refused(sim, "--kmdata", mine,
                           "--admin-socket", os.path.join(theirs, "s", "a.sock"))
-    assert "the admin socket's directory" in line and "HSMSIM_ADMIN_SOCKET" in line, line
+    assert "the admin socket's directory" in line and "HSMFLEET_ADMIN_SOCKET" in line, line
     assert not os.path.exists(mine) and os.listdir(theirs) == []
 
     # Root's own directories are served as before.

@@ -30,21 +30,27 @@ def expected_files(prefix):
     zsh = "zsh/vendor-completions" if prefix == "/usr" else "zsh/site-functions"
     return {
         f"{p}/bin/preloadrun",
-        f"{p}/bin/hsmsim",
+        f"{p}/bin/hsmfleet",
+        f"{p}/bin/hsmsim",  # a symbolic link to hsmfleet
         f"{p}/lib/{multiarch()}/pkcs11/libpreloadrun-pkcs11.so",
         f"{p}/share/man/man1/preloadrun.1.gz",
-        f"{p}/share/man/man1/hsmsim.1.gz",
+        f"{p}/share/man/man1/hsmfleet.1.gz",
+        f"{p}/share/man/man1/hsmsim.1.gz",  # .so man1/hsmfleet.1
         f"{p}/share/man/man5/preloadrun-tokens.5.gz",
         f"{p}/share/man/man5/preloadrun-fleet.5.gz",
         f"{p}/share/man/man7/libpreloadrun-pkcs11.7.gz",
         f"{p}/share/bash-completion/completions/preloadrun",
         f"{p}/share/bash-completion/completions/hsmsim",
+        f"{p}/share/bash-completion/completions/hsmfleet",
         f"{p}/share/{zsh}/_preloadrun",
         f"{p}/share/{zsh}/_hsmsim",
         f"{p}/share/fish/vendor_completions.d/preloadrun.fish",
         f"{p}/share/fish/vendor_completions.d/hsmsim.fish",
+        f"{p}/share/fish/vendor_completions.d/hsmfleet.fish",
+        f"{p}/lib/systemd/system/hsmfleet.service",
         f"{p}/lib/systemd/system/hsmsim.service",
         f"{p}/lib/systemd/system/preloadrun@.service",
+        f"{p}/lib/sysusers.d/hsmfleet.conf",
         f"{p}/lib/sysusers.d/hsmsim.conf",
         f"{p}/share/doc/preloadrun/README.md",
         f"{p}/share/doc/preloadrun/examples/preloadrun.module",
@@ -76,7 +82,7 @@ def check_runs_from(root, prefix):
     """The installed programs run, say their version, and link nothing from
     the build tree; the man pages render with man -l."""
     bindir = os.path.join(root, prefix.strip("/"), "bin")
-    for program in ("preloadrun", "hsmsim"):
+    for program in ("preloadrun", "hsmfleet", "hsmsim"):
         path = os.path.join(bindir, program)
         r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
         assert r.returncode == 0 and r.stdout.startswith(f"{program} {VERSION} ("), r
@@ -90,7 +96,7 @@ def check_runs_from(root, prefix):
     assert exported[-1] == "C_GetFunctionList" and "not found" not in subprocess.run(
         ["ldd", module], capture_output=True, text=True).stdout
     mandir = os.path.join(root, prefix.strip("/"), "share/man")
-    for section, page in (("1", "preloadrun"), ("1", "hsmsim"), ("5", "preloadrun-tokens"),
+    for section, page in (("1", "preloadrun"), ("1", "hsmfleet"), ("5", "preloadrun-tokens"),
                           ("7", "libpreloadrun-pkcs11")):
         r = subprocess.run(["man", "-l", os.path.join(mandir, f"man{section}", f"{page}.{section}.gz")],
                            capture_output=True, text=True, timeout=30,
@@ -100,6 +106,10 @@ def check_runs_from(root, prefix):
         text = re.sub(".\b", "", r.stdout)  # no bold/underline overstrikes
         for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "SEE ALSO"):
             assert f"\n{heading}\n" in text, f"{page}({section}) lacks {heading}"
+    # `man hsmsim` is hsmfleet's page.
+    r = subprocess.run(["man", "-M", mandir, "1", "hsmsim"], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "MANWIDTH": "80", "PAGER": "cat"})
+    assert r.returncode == 0 and "hsmfleet, hsmsim" in re.sub(".\b", "", r.stdout), r
 
 
 def check_completions_found(root, prefix):
@@ -133,6 +143,7 @@ def check_completions_found(root, prefix):
 def test_destdir_install_layout(tmp_path, prefix):
     install(tmp_path, prefix)
     assert files_under(tmp_path) == expected_files(prefix)
+    assert os.readlink(tmp_path / prefix.strip("/") / "bin" / "hsmsim") == "hsmfleet"
     if prefix == "/usr":
         # p11-kit (and with it p11tool, GnuTLS) looks for modules here.
         module_dir = p11_kit_module_dir().strip("/")
@@ -174,12 +185,16 @@ def test_debian_package_installs_and_removes_cleanly(tmp_path):
     installed = {f for f in files_under(root) if not f.startswith("var/lib/dpkg/")}
     accounts = {f for f in installed if f.startswith("etc/")}
     assert installed - accounts == expected_files("/usr")
-    # postinst created the hsmsim system user and group (systemd-sysusers).
+    # postinst created the hsmfleet and hsmsim system users and groups
+    # (systemd-sysusers).
     passwd = (root / "etc/passwd").read_text().splitlines()
-    hsmsim = [line.split(":") for line in passwd if line.startswith("hsmsim:")]
-    assert len(hsmsim) == 1 and int(hsmsim[0][2]) < 1000, passwd
-    assert hsmsim[0][5] == "/var/lib/hsmsim" and hsmsim[0][6] == "/usr/sbin/nologin", hsmsim
-    assert any(line.startswith("hsmsim:") for line in (root / "etc/group").read_text().split())
+    for user in ("hsmfleet", "hsmsim"):
+        entry = [line.split(":") for line in passwd if line.startswith(f"{user}:")]
+        assert len(entry) == 1 and int(entry[0][2]) < 1000, passwd
+        assert entry[0][5] == f"/var/lib/{user}" and entry[0][6] == "/usr/sbin/nologin", entry
+        assert any(line.startswith(f"{user}:")
+                   for line in (root / "etc/group").read_text().split())
+    assert os.readlink(root / "usr/bin/hsmsim") == "hsmfleet"
     check_runs_from(root, "/usr")
     check_completions_found(root, "/usr")
 
@@ -193,7 +208,8 @@ def test_debian_package_installs_and_removes_cleanly(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     kept = [line for line in r.stderr.splitlines() if line.startswith("preloadrun: kept")]
-    assert len(kept) == 2 and "/var/lib/hsmsim" in kept[0] and "userdel hsmsim" in kept[1], \
+    assert len(kept) == 3 and "/var/lib/hsmsim" in kept[0] and "userdel hsmfleet" in kept[1] \
+        and "userdel hsmsim" in kept[2], \
         r.stdout + r.stderr
     left = {f for f in files_under(root) if not f.startswith("var/lib/dpkg/")}
     assert {f for f in left if not f.startswith("etc/")} == set(), left

@@ -20,7 +20,7 @@ from p11kit_members import CLIENT_MODULE
 from procs import env_with, read_first_line, wait_for
 
 READY_RE = re.compile(
-    r"^hsmsim: ready: (?P<modules>\d+) modules, PKCS#11 members of (?P<config>\S+), "
+    r"^hsmfleet: ready: (?P<modules>\d+) modules, PKCS#11 members of (?P<config>\S+), "
     r"socket (?P<socket>\S+), admin socket (?P<admin>\S+)$")
 
 

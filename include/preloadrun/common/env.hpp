@@ -11,4 +11,12 @@ namespace preloadrun {
 // process runs in secure-execution mode.
 const char* getenv_nonempty(const char* name) noexcept;
 
+// A variable with an older name that is still read: `name`'s value, else
+// `alias`'s (as getenv_nonempty), else nullptr.
+struct AliasedVariable {
+    const char* name;
+    const char* alias;
+};
+const char* getenv_nonempty(const AliasedVariable& variable) noexcept;
+
 } // namespace preloadrun

@@ -10,6 +10,7 @@
 // Origin::local for what happened to the connection (it broke, or no answer).
 // A Service object is one connection; it is not thread-safe: use one per thread.
 
+#include "preloadrun/common/env.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
 
@@ -93,7 +94,15 @@ struct Endpoint {
     std::string client_name = "preloadrun";
 };
 
-// The endpoint from HSMSIM_SOCKET (or the documented default).
+// The variables that name the HSM service's sockets and user for its
+// clients; the HSMSIM_ names are read when the HSMFLEET_ ones are not set.
+inline constexpr AliasedVariable kSocketVariable{"HSMFLEET_SOCKET", "HSMSIM_SOCKET"};
+inline constexpr AliasedVariable kAdminSocketVariable{"HSMFLEET_ADMIN_SOCKET",
+                                                      "HSMSIM_ADMIN_SOCKET"};
+inline constexpr AliasedVariable kServiceUserVariable{"HSMFLEET_SERVICE_USER",
+                                                      "HSMSIM_SERVICE_USER"};
+
+// The endpoint from HSMFLEET_SOCKET (or the documented default).
 Endpoint default_endpoint();
 
 std::unique_ptr<Service> connect(const Endpoint& endpoint);

@@ -68,7 +68,7 @@ private:
 
 class SimAdmin {
 public:
-    // endpoint.socket_path is the admin socket (HSMSIM_ADMIN_SOCKET).
+    // endpoint.socket_path is the admin socket (HSMFLEET_ADMIN_SOCKET).
     explicit SimAdmin(const Endpoint& endpoint);
     ~SimAdmin();
 
@@ -82,7 +82,7 @@ private:
     std::unique_ptr<wire_detail::Connection> conn_;
 };
 
-// The admin endpoint from HSMSIM_ADMIN_SOCKET (or the documented default).
+// The admin endpoint from HSMFLEET_ADMIN_SOCKET (or the documented default).
 Endpoint default_admin_endpoint();
 
 } // namespace preloadrun::hsm

@@ -23,10 +23,10 @@ namespace preloadrun::hsm {
 
 class TrustedUids {
 public:
-    // root, geteuid(), and the service's user: HSMSIM_SERVICE_USER (a user
-    // name or a numeric uid) when set, otherwise the `hsmsim` account when
-    // the user database has one. Throws Error(usage) when
-    // HSMSIM_SERVICE_USER names no user.
+    // root, geteuid(), and the service's user: HSMFLEET_SERVICE_USER (or
+    // HSMSIM_SERVICE_USER; a user name or a numeric uid) when set, otherwise
+    // the `hsmfleet` and `hsmsim` accounts the user database has. Throws
+    // Error(usage) when the variable names no user.
     static TrustedUids for_client();
 
     TrustedUids(uid_t self, std::vector<uid_t> service);
@@ -40,7 +40,7 @@ private:
 };
 
 // The service's user from the environment or the user database, if any.
-// Throws Error(usage) for an HSMSIM_SERVICE_USER that names no user.
+// Throws Error(usage) for an HSMFLEET_SERVICE_USER that names no user.
 std::vector<uid_t> service_uids();
 
 struct CheckedSocket {

@@ -20,8 +20,10 @@ inline constexpr const char* kReloadKeys = "CKNFAST_RELOAD_KEYS";
 // handles of the file mean something only there. Set when preloadrun was
 // told a socket (--socket, or the variable in its own environment). The
 // reader takes it as every client of the service does
-// (hsm::default_endpoint()).
-inline constexpr const char* kServiceSocket = "HSMSIM_SOCKET";
+// (hsm::default_endpoint()). Set under both names: the older one, still
+// read, must not name another service.
+inline constexpr const char* kServiceSocket = "HSMFLEET_SOCKET";
+inline constexpr const char* kServiceSocketAlias = "HSMSIM_SOCKET";
 
 // The value preloadrun gives the flags above.
 inline constexpr const char* kOn = "1";

@@ -45,8 +45,26 @@ static_assert(error_info(ErrorCode::usage).hsmsim_local == kExitUsage);
 static_assert(error_info(ErrorCode::unavailable).hsmsim_local == kExitUnreachable);
 static_assert(error_info(ErrorCode::unavailable).hsmsim_peer == kExitFailed);
 
+// The program's two names: hsmfleet, the HSM service in front of a fleet of
+// PKCS#11 tokens or of simulated HSMs, and hsmsim, the same program whose
+// `serve` simulates (hsmfleet serve --simulate). Messages, the ready line and
+// --help use the name it was run under.
+struct Naming {
+    std::string name;
+    bool simulator; // run as hsmsim
+};
+Naming naming_of(const char* argv0) {
+    const std::string base =
+        argv0 != nullptr ? std::filesystem::path(argv0).filename().string() : std::string();
+    if (base == "hsmsim") {
+        return {"hsmsim", true};
+    }
+    return {"hsmfleet", false};
+}
+Naming g_naming{"hsmfleet", false};
+
 std::string version_text() {
-    return std::string("hsmsim ") + kVersion + " (" + kGitRevision + "; " + kBuildInfo + ")";
+    return g_naming.name + " " + kVersion + " (" + kGitRevision + "; " + kBuildInfo + ")";
 }
 
 // This program, which runs the members' workers.
@@ -68,11 +86,11 @@ Endpoints endpoints(const GlobalOptions& g) {
     if (!g.admin_socket.empty()) {
         ep.admin.socket_path = g.admin_socket;
     }
-    ep.client.client_name = ep.admin.client_name = std::string("hsmsim ") + kVersion;
+    ep.client.client_name = ep.admin.client_name = g_naming.name + " " + kVersion;
     return ep;
 }
 
-constexpr const char* kExamples = R"(Examples:
+constexpr const char* kSimulatorExamples = R"(Examples:
   hsmsim serve --modules 3 &
       a fleet of 3 HSMs; prints "hsmsim: ready: ..." once listening
   hsmsim softcard create mycard
@@ -84,8 +102,24 @@ constexpr const char* kExamples = R"(Examples:
   hsmsim module list
       the fleet: state, generation, operation counters
 
+hsmsim is hsmfleet with simulated HSMs (hsmfleet serve --simulate).
 Exit status: 0 done; 1 failed; 2 usage error; 3 the HSM service is
 unreachable. See hsmsim(1).)";
+
+constexpr const char* kFleetExamples = R"(Examples:
+  hsmfleet serve --fleet /etc/hsmfleet/fleet.toml &
+      front the PKCS#11 tokens of the file (man 5 preloadrun-fleet)
+  hsmfleet module list
+      the fleet: state, generation, operations, failures, latency
+  hsmfleet module drain 2
+      take HSM 2 out of service for maintenance (undrain: back)
+  hsmfleet softcard list
+      the token sets that preloadrun -s can load
+  hsmfleet serve --simulate --modules 3 &
+      simulated HSMs instead (as hsmsim serve --modules 3)
+
+Exit status: 0 done; 1 failed; 2 usage error; 3 the HSM service is
+unreachable. See hsmfleet(1).)";
 
 using Action = std::function<void()>;
 
@@ -220,6 +254,10 @@ void build_serve(CLI::App& app, CliValues& v) {
                                    "(man 5 preloadrun-fleet) instead of simulated HSMs")
                       ->type_name("FILE");
     serve
+        ->add_flag("--simulate", serve_options.simulate,
+                   "Serve simulated HSMs (what hsmsim serve does)")
+        ->excludes(fleet);
+    serve
         ->add_option("--kmdata", serve_options.kmdata,
                      "Security World directory (default: $NFAST_KMDATA)")
         ->type_name("DIR")
@@ -250,6 +288,13 @@ void build_serve(CLI::App& app, CliValues& v) {
         ->check(CLI::Range(1u, static_cast<std::uint32_t>(kMaxObjectsPerModule)));
     add_connection_limits(*serve, serve_options);
     on_run(serve, action, [&] {
+        if (serve_options.fleet_config.empty() && !serve_options.simulate && !g_naming.simulator) {
+            throw Error(ErrorCode::usage,
+                        "serve what? --fleet FILE for the PKCS#11 tokens of FILE (man 5 "
+                        "preloadrun-fleet), or --simulate for simulated HSMs (see hsmfleet "
+                        "serve --help)");
+        }
+        serve_options.program_name = g_naming.name;
         auto ep = endpoints(g);
         serve_options.socket = ep.client.socket_path;
         serve_options.admin_socket = ep.admin.socket_path;
@@ -357,7 +402,7 @@ void build_modules(CLI::App& app, CliValues& v) {
     auto& number = v.number;
     auto& value = v.value;
     auto& action = v.action;
-    auto* module = add_command(app, "module", "Show and control the simulated modules");
+    auto* module = add_command(app, "module", "Show and control the modules");
     auto* modules = add_command(*module, "list", "List the modules, their state and counters");
     modules->add_flag("--json", json, "JSON output");
     on_run(modules, action, [&] { list_modules(endpoints(g), json); });
@@ -384,9 +429,10 @@ void build_modules(CLI::App& app, CliValues& v) {
 void build(CLI::App& app, CliValues& v) {
     auto& g = v.g;
     app.set_version_flag("--version", version_text(), "Print version and build information");
-    app.add_option("--socket", g.socket, "Client socket (default: $HSMSIM_SOCKET)")
+    app.add_option("--socket", g.socket, "Client socket (default: $HSMFLEET_SOCKET)")
         ->type_name("PATH");
-    app.add_option("--admin-socket", g.admin_socket, "Admin socket (default: $HSMSIM_ADMIN_SOCKET)")
+    app.add_option("--admin-socket", g.admin_socket,
+                   "Admin socket (default: $HSMFLEET_ADMIN_SOCKET)")
         ->type_name("PATH");
     g.log.add_to(app);
     app.require_subcommand(0, 1);
@@ -419,11 +465,18 @@ int missing_subcommand(CLI::App& app) {
 int run_cli(int argc, char** argv) noexcept {
     try {
         make_undumpable(); // the world key, token keys, passphrases: every subcommand
-        CLI::App app("hsmsim: a simulated fleet of HSMs sharing one Security World", "hsmsim");
+        g_naming = naming_of(argc > 0 ? argv[0] : nullptr);
+        const auto& name = g_naming.name;
+        CLI::App app(g_naming.simulator
+                         ? "hsmsim: a simulated fleet of HSMs sharing one Security World"
+                         : "hsmfleet: one HSM service in front of a fleet of HSMs, real\n"
+                           "(the PKCS#11 tokens of a fleet file) or simulated",
+                     name);
         CliValues v;
         app.formatter(std::make_shared<HelpFormatter>());
         build(app, v);
-        app.footer(kExamples); // after build(): subcommands would copy it
+        app.footer(g_naming.simulator ? kSimulatorExamples
+                                      : kFleetExamples); // after build(): subcommands would copy it
 
         if (auto done = parse_command_line(app, argc, argv, [] { return kExitUsage; })) {
             return *done;
@@ -431,15 +484,15 @@ int run_cli(int argc, char** argv) noexcept {
         if (!v.action) {
             return missing_subcommand(app);
         }
-        v.g.log.setup("hsmsim");
+        v.g.log.setup(g_naming.name);
         hsm::codec::route_protobuf_logs();
         v.action();
         return v.serve_status;
     } catch (const Error& e) {
-        std::cerr << "hsmsim: " << e.what() << "\n";
+        std::cerr << g_naming.name << ": " << e.what() << "\n";
         return exit_status(e);
     } catch (const std::exception& e) {
-        std::cerr << "hsmsim: internal error: " << e.what() << "\n";
+        std::cerr << g_naming.name << ": internal error: " << e.what() << "\n";
         return kExitFailed;
     }
 }

@@ -59,9 +59,10 @@ wire::Response Handler::dispatch(const Request& request, const Peer& peer) {
         throw Error(ErrorCode::protocol, "request without a body");
     }
     if (kind->admin && !peer.admin) {
-        throw Error(ErrorCode::permission,
-                    std::string(kind->name) +
-                        " is an admin request: send it on the admin socket (HSMSIM_ADMIN_SOCKET)");
+        throw Error(
+            ErrorCode::permission,
+            std::string(kind->name) +
+                " is an admin request: send it on the admin socket (HSMFLEET_ADMIN_SOCKET)");
     }
     Response out;
     kind->answer(RequestContext{catalog_, fleet_, destroyer_, clients_, pages_}, request, peer,

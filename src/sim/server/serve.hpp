@@ -36,9 +36,13 @@ struct ServeOptions {
     // configuration (man 5 preloadrun-fleet), not simulated HSMs; kmdata, modules
     // and op_latency_ms are not used.
     std::filesystem::path fleet_config;
+    bool simulate = false; // --simulate (hsmfleet serve needs it or --fleet)
     // The program that runs a member's worker (this program, which runs
     // member::run_worker() when given member::kWorkerCommand).
     std::string worker_program;
+    // The name the program was run under (hsmfleet, or its alias hsmsim):
+    // the ready line starts with it.
+    std::string program_name = "hsmfleet";
 };
 
 // Runs the service in the foreground until SIGTERM or SIGINT; SIGHUP re-reads

@@ -74,9 +74,9 @@ Server::Server(const ServeOptions& options, const ServerTuning& tuning)
                               "NFAST_KMDATA or --kmdata");
     }
     require_own_directory(options_.socket.parent_path(), user, "the client socket's directory",
-                          "HSMSIM_SOCKET or --socket");
+                          "HSMFLEET_SOCKET or --socket");
     require_own_directory(options_.admin_socket.parent_path(), user, "the admin socket's directory",
-                          "HSMSIM_ADMIN_SOCKET or --admin-socket");
+                          "HSMFLEET_ADMIN_SOCKET or --admin-socket");
     if (options_.fleet_config.empty()) {
         start_simulated();
     } else {
@@ -136,8 +136,9 @@ Server::~Server() {
 std::string Server::ready_line() const {
     const auto what = members_ ? "PKCS#11 members of " + members_->config_path().string()
                                : "world " + to_hex(world_->id());
-    return "hsmsim: ready: " + std::to_string(fleet_->size()) + " modules, " + what + ", socket " +
-           options_.socket.string() + ", admin socket " + options_.admin_socket.string();
+    return options_.program_name + ": ready: " + std::to_string(fleet_->size()) + " modules, " +
+           what + ", socket " + options_.socket.string() + ", admin socket " +
+           options_.admin_socket.string();
 }
 
 std::size_t Server::live_connections() const {

@@ -1,5 +1,5 @@
 """PKCS#11 members end to end: SoftHSM2 tokens, each behind its own
-`p11-kit server` (a separate "network HSM"), served by `hsmsim serve --fleet`
+`p11-kit server` (a separate "network HSM"), served by `hsmfleet serve --fleet`
 as the modules of the fleet; the real preloadrun loads the token set (C_Login
 with the PIN on every member) and supervises a real PKCS#11 client (the
 demo's client: PyKCS11 through libpreloadrun-pkcs11, every signature checked
@@ -26,14 +26,14 @@ DEMO_CLIENT = os.path.join(HERE, "..", "..", "..", "scripts", "demo_client.py")
 
 @pytest.fixture
 def tools():
-    return {"hsmsim": executable("HSMSIM"), "preloadrun": executable("PRELOADRUN"),
+    return {"hsmfleet": executable("HSMFLEET"), "preloadrun": executable("PRELOADRUN"),
             "module": executable("PKCS11_MODULE")}
 
 
 @pytest.fixture
 def fleet(tmp_path, tools):
     with MemberFarm(str(tmp_path / "farm")) as farm:
-        service = MemberService(tools["hsmsim"], str(tmp_path), farm)
+        service = MemberService(tools["hsmfleet"], str(tmp_path), farm)
         service.start()
         try:
             yield service

@@ -81,8 +81,8 @@ def test_failed_c_initialize_is_one_line_whatever_the_log_level(world, module_pa
     if expected:
         assert notices(r.stderr)[0][0] == "error"
         assert said[0] == (f"C_Initialize failed: cannot reach the HSM service at {missing}: "
-                           "No such file or directory (is `hsmsim serve` running? start it, or "
-                           "set HSMSIM_SOCKET to its socket)"), said
+                           "No such file or directory (is `hsmfleet serve` running? start it, or "
+                           "set HSMFLEET_SOCKET to its socket)"), said
     else:
         assert "libpreloadrun-pkcs11" not in r.stderr, r.stderr
     # stdout is the client's alone: the same whatever the module's settings.
@@ -102,7 +102,7 @@ def test_a_socket_nobody_listens_on(world, module_path):
     assert r.returncode != 0
     assert notices(r.stderr) == [
         ("error", f"C_Initialize failed: cannot reach the HSM service at {refused}: Connection "
-                  "refused (is `hsmsim serve` running? start it, or set HSMSIM_SOCKET to its "
+                  "refused (is `hsmfleet serve` running? start it, or set HSMFLEET_SOCKET to its "
                   "socket)")], r.stderr
 
 

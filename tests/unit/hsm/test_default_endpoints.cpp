@@ -45,7 +45,17 @@ private:
 } // namespace
 
 TEST_CASE("hsm::default_endpoint and hsm::default_admin_endpoint") {
-    SUBCASE("HSMSIM_SOCKET and HSMSIM_ADMIN_SOCKET win") {
+    EnvGuard fleet_names{{"HSMFLEET_SOCKET", std::nullopt},
+                         {"HSMFLEET_ADMIN_SOCKET", std::nullopt}};
+    SUBCASE("HSMFLEET_SOCKET and HSMFLEET_ADMIN_SOCKET win over the older HSMSIM_ names") {
+        EnvGuard env{{"HSMFLEET_SOCKET", "/run/f/client"},
+                     {"HSMFLEET_ADMIN_SOCKET", "/run/f/admin"},
+                     {"HSMSIM_SOCKET", "/run/a/client"},
+                     {"HSMSIM_ADMIN_SOCKET", "/run/b/admin"}};
+        CHECK(default_endpoint().socket_path == "/run/f/client");
+        CHECK(default_admin_endpoint().socket_path == "/run/f/admin");
+    }
+    SUBCASE("HSMSIM_SOCKET and HSMSIM_ADMIN_SOCKET win over the default") {
         EnvGuard env{{"HSMSIM_SOCKET", "/run/a/client"},
                      {"HSMSIM_ADMIN_SOCKET", "/run/b/admin"},
                      {"XDG_RUNTIME_DIR", "/run/user/1"}};
@@ -80,7 +90,7 @@ TEST_CASE("hsm::default_endpoint and hsm::default_admin_endpoint") {
             FAIL("no error");
         } catch (const preloadrun::Error& e) {
             CHECK(e.code() == preloadrun::ErrorCode::usage);
-            CHECK(std::string(e.what()).find("HSMSIM_SOCKET") != std::string::npos);
+            CHECK(std::string(e.what()).find("HSMFLEET_SOCKET") != std::string::npos);
         }
     }
     SUBCASE("the other fields keep their defaults") {

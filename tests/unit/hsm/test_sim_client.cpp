@@ -207,10 +207,10 @@ TEST_CASE("hsm::SimClient cannot connect") {
         const Error e = error_of([&] { SimClient client(endpoint); });
         CHECK(e.code() == ErrorCode::unavailable);
         CHECK(contains(e.what(), endpoint.socket_path));
-        CHECK(contains(e.what(), "hsmsim serve"));
-        CHECK(contains(e.what(), "HSMSIM_SOCKET"));
+        CHECK(contains(e.what(), "hsmfleet serve"));
+        CHECK(contains(e.what(), "HSMFLEET_SOCKET"));
         const Error admin = error_of([&] { SimAdmin client(endpoint); });
-        CHECK(contains(admin.what(), "HSMSIM_ADMIN_SOCKET"));
+        CHECK(contains(admin.what(), "HSMFLEET_ADMIN_SOCKET"));
     }
     SUBCASE("a socket nobody listens on: Error(unavailable)") {
         endpoint.socket_path = (dir / "dead.sock").string();

@@ -83,11 +83,12 @@ TEST_CASE("hsm::TrustedUids") {
     CHECK(trusted.contains(998));
     CHECK_FALSE(trusted.contains(1001));
     CHECK(trusted.describe() == "root, uid 1000 (this user) or uid 998 (the service user, "
-                                "HSMSIM_SERVICE_USER)");
+                                "HSMFLEET_SERVICE_USER)");
     CHECK(TrustedUids(0, {}).describe() == "root");
 }
 
 TEST_CASE("hsm::service_uids") {
+    EnvVar fleet_unset("HSMFLEET_SERVICE_USER", nullptr);
     SUBCASE("HSMSIM_SERVICE_USER as a uid") {
         EnvVar var("HSMSIM_SERVICE_USER", "2100");
         CHECK(service_uids() == std::vector<uid_t>{2100});
@@ -96,15 +97,35 @@ TEST_CASE("hsm::service_uids") {
         EnvVar var("HSMSIM_SERVICE_USER", "root");
         CHECK(service_uids() == std::vector<uid_t>{0});
     }
-    SUBCASE("HSMSIM_SERVICE_USER naming no user is a usage error") {
+    SUBCASE("HSMFLEET_SERVICE_USER wins over HSMSIM_SERVICE_USER") {
+        EnvVar older("HSMSIM_SERVICE_USER", "2100");
+        EnvVar var("HSMFLEET_SERVICE_USER", "2200");
+        CHECK(service_uids() == std::vector<uid_t>{2200});
+    }
+    SUBCASE("a service user naming no user is a usage error, naming the variable") {
         EnvVar var("HSMSIM_SERVICE_USER", "no-such-user-here");
         CHECK(code_of([] { service_uids(); }) == ErrorCode::usage);
+        try {
+            service_uids();
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()).rfind("HSMSIM_SERVICE_USER='no-such-user-here'", 0) == 0);
+        }
+        EnvVar fleet("HSMFLEET_SERVICE_USER", "nor-this-one");
+        try {
+            service_uids();
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()).rfind("HSMFLEET_SERVICE_USER='nor-this-one'", 0) == 0);
+        }
     }
-    SUBCASE("unset: the hsmsim account, if there is one") {
+    SUBCASE("unset: the hsmfleet and hsmsim accounts that exist") {
         EnvVar var("HSMSIM_SERVICE_USER", nullptr);
-        const passwd* entry = ::getpwnam("hsmsim");
-        CHECK(service_uids() ==
-              (entry != nullptr ? std::vector<uid_t>{entry->pw_uid} : std::vector<uid_t>{}));
+        std::vector<uid_t> expected;
+        for (const char* name : {"hsmfleet", "hsmsim"}) {
+            if (const passwd* entry = ::getpwnam(name)) {
+                expected.push_back(entry->pw_uid);
+            }
+        }
+        CHECK(service_uids() == expected);
     }
 }
 

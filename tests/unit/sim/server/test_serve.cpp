@@ -123,10 +123,10 @@ TEST_CASE("sim::serve prints one ready line, notifies systemd, stops on SIGTERM"
     auto line = read_line(child.out.get(), 10s);
     CAPTURE(line);
     std::smatch match;
-    REQUIRE(std::regex_match(line, match,
-                             std::regex("hsmsim: ready: 3 modules, world ([0-9a-f]{40}), socket " +
-                                        options.socket.string() + ", admin socket " +
-                                        options.admin_socket.string())));
+    REQUIRE(std::regex_match(
+        line, match,
+        std::regex("hsmfleet: ready: 3 modules, world ([0-9a-f]{40}), socket " +
+                   options.socket.string() + ", admin socket " + options.admin_socket.string())));
 
     pollfd pfd{notify.get(), POLLIN, 0};
     REQUIRE(::poll(&pfd, 1, 2000) == 1);

@@ -103,7 +103,7 @@ wire::Request list_modules() {
 TEST_CASE("sim::Server ready line, sockets, and a clean stop") {
     Running s;
     CHECK(s.server->ready_line() ==
-          "hsmsim: ready: 2 modules, world " + to_hex(s.server->world()->id()) + ", socket " +
+          "hsmfleet: ready: 2 modules, world " + to_hex(s.server->world()->id()) + ", socket " +
               s.options.socket.string() + ", admin socket " + s.options.admin_socket.string());
     CHECK(simtest::file_mode(s.options.socket) == 0660);
     CHECK(simtest::file_mode(s.options.admin_socket) == 0600);
