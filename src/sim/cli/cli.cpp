@@ -149,8 +149,8 @@ void add_module_actions(CLI::App& module, const GlobalOptions& g, std::uint32_t&
         "Make module N fail: it drops its objects and stops serving",
         "Bring a failed or removed module N back (new generation, re-initialises)",
         "Remove module N from the fleet (it stays enrolled in the world)",
-        "Take module N out of service for maintenance: no new operations, those "
-        "under way finish",
+        ("Take module N out of service for maintenance: no new operations, those "
+         "under way finish"),
         "Put a drained module N back in service (new generation, re-initialises)",
     };
     for (std::size_t i = 0; i < std::size(actions); ++i) {
