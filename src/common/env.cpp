@@ -1,6 +1,7 @@
 #include "preloadrun/common/env.hpp"
 
 #include <cstdlib>
+#include <initializer_list>
 
 namespace preloadrun {
 
@@ -10,8 +11,16 @@ const char* getenv_nonempty(const char* name) noexcept {
 }
 
 const char* getenv_nonempty(const AliasedVariable& variable) noexcept {
-    const char* value = getenv_nonempty(variable.name);
-    return value != nullptr ? value : getenv_nonempty(variable.alias);
+    return getenv_found(variable).value;
+}
+
+FoundVariable getenv_found(const AliasedVariable& variable) noexcept {
+    for (const char* name : {variable.name, variable.alias}) {
+        if (const char* value = getenv_nonempty(name)) {
+            return {value, name};
+        }
+    }
+    return {};
 }
 
 } // namespace preloadrun

@@ -82,18 +82,15 @@ bool have_proc_fd() {
 } // namespace
 
 std::vector<uid_t> service_uids() {
-    if (const char* value = getenv_nonempty(kServiceUserVariable)) {
-        if (auto uid = parse_uid(value)) {
+    if (const auto found = getenv_found(kServiceUserVariable); found.value != nullptr) {
+        if (auto uid = parse_uid(found.value)) {
             return {*uid};
         }
-        if (auto uid = lookup_user(value)) {
+        if (auto uid = lookup_user(found.value)) {
             return {*uid};
         }
-        const char* name = getenv_nonempty(kServiceUserVariable.name) != nullptr
-                               ? kServiceUserVariable.name
-                               : kServiceUserVariable.alias;
-        throw Error(ErrorCode::usage,
-                    std::string(name) + "='" + value + "' is neither a user name nor a uid");
+        throw Error(ErrorCode::usage, std::string(found.name) + "='" + found.value +
+                                          "' is neither a user name nor a uid");
     }
     std::vector<uid_t> uids;
     for (const char* name : kDefaultServiceUsers) {

@@ -17,8 +17,8 @@ AppEnvironment app_environment(const std::filesystem::path& tokens_file, bool hi
     }
     if (!service_socket.empty()) {
         const auto absolute = std::filesystem::absolute(service_socket).string();
-        env.set.emplace_back(names::kServiceSocket, absolute);
-        env.set.emplace_back(names::kServiceSocketAlias, absolute);
+        env.set.emplace_back(names::kServiceSocket.name, absolute);
+        env.set.emplace_back(names::kServiceSocket.alias, absolute);
     }
     return env;
 }

@@ -18,5 +18,16 @@ struct AliasedVariable {
     const char* alias;
 };
 const char* getenv_nonempty(const AliasedVariable& variable) noexcept;
+// The same, with the name the value was found under (nullptr with it).
+struct FoundVariable {
+    const char* value = nullptr;
+    const char* name = nullptr;
+};
+FoundVariable getenv_found(const AliasedVariable& variable) noexcept;
+
+// The HSM service's socket, as its clients read it (hsm::default_endpoint())
+// and as preloadrun sets it for its child (tokens/environment.hpp). The
+// older name is still read; preloadrun sets both.
+inline constexpr AliasedVariable kServiceSocketVariable{"HSMFLEET_SOCKET", "HSMSIM_SOCKET"};
 
 } // namespace preloadrun

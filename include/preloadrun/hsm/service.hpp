@@ -96,7 +96,7 @@ struct Endpoint {
 
 // The variables that name the HSM service's sockets and user for its
 // clients; the HSMSIM_ names are read when the HSMFLEET_ ones are not set.
-inline constexpr AliasedVariable kSocketVariable{"HSMFLEET_SOCKET", "HSMSIM_SOCKET"};
+inline constexpr AliasedVariable kSocketVariable = kServiceSocketVariable;
 inline constexpr AliasedVariable kAdminSocketVariable{"HSMFLEET_ADMIN_SOCKET",
                                                       "HSMSIM_ADMIN_SOCKET"};
 inline constexpr AliasedVariable kServiceUserVariable{"HSMFLEET_SERVICE_USER",

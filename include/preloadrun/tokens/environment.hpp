@@ -4,6 +4,8 @@
 // reads it at C_Initialize. The names are nShield's, so that applications
 // configured for nShield need no change. See preloadrun-tokens(5).
 
+#include "preloadrun/common/env.hpp"
+
 #include <string_view>
 
 namespace preloadrun::tokens::env {
@@ -22,8 +24,7 @@ inline constexpr const char* kReloadKeys = "CKNFAST_RELOAD_KEYS";
 // reader takes it as every client of the service does
 // (hsm::default_endpoint()). Set under both names: the older one, still
 // read, must not name another service.
-inline constexpr const char* kServiceSocket = "HSMFLEET_SOCKET";
-inline constexpr const char* kServiceSocketAlias = "HSMSIM_SOCKET";
+inline constexpr AliasedVariable kServiceSocket = kServiceSocketVariable;
 
 // The value preloadrun gives the flags above.
 inline constexpr const char* kOn = "1";

@@ -49,12 +49,11 @@ void ConnectionShares::admit(uid_t uid, bool admin) {
         return;
     }
     if (client_ >= limits_.max_connections) {
-        throw Error(ErrorCode::limit, "hsmsim already serves " + std::to_string(client_) +
-                                          " connections, the most it serves at once (hsmsim "
-                                          "serve " +
-                                          kMaxConnectionsOption + " " +
-                                          std::to_string(limits_.max_connections) +
-                                          "); try again later");
+        throw Error(ErrorCode::limit,
+                    limits_.program + " already serves " + std::to_string(client_) +
+                        " connections, the most it serves at once (" + limits_.program + " serve " +
+                        kMaxConnectionsOption + " " + std::to_string(limits_.max_connections) +
+                        "); try again later");
     }
     if (manager(uid)) {
         ++client_;
@@ -65,18 +64,18 @@ void ConnectionShares::admit(uid_t uid, bool admin) {
     if (mine >= limits_.per_uid) {
         throw Error(ErrorCode::limit,
                     "uid " + std::to_string(uid) + " already has " + std::to_string(mine) +
-                        " connections open to hsmsim, the most one uid may (hsmsim serve " +
-                        kMaxConnectionsPerUidOption + " " + std::to_string(limits_.per_uid) +
-                        "); close one or try again later");
+                        " connections open to " + limits_.program + ", the most one uid may (" +
+                        limits_.program + " serve " + kMaxConnectionsPerUidOption + " " +
+                        std::to_string(limits_.per_uid) + "); close one or try again later");
     }
     if (others_ >= others) {
-        throw Error(ErrorCode::limit, "hsmsim already serves " + std::to_string(others_) +
-                                          " connections of users other than " + managers() +
-                                          ", all it serves them (hsmsim serve " +
-                                          kMaxConnectionsOption + " " +
-                                          std::to_string(limits_.max_connections) + ", of which " +
-                                          std::to_string(limits_.reserved) + " are kept for " +
-                                          managers() + "); try again later");
+        throw Error(ErrorCode::limit,
+                    limits_.program + " already serves " + std::to_string(others_) +
+                        " connections of users other than " + managers() +
+                        ", all it serves them (" + limits_.program + " serve " +
+                        kMaxConnectionsOption + " " + std::to_string(limits_.max_connections) +
+                        ", of which " + std::to_string(limits_.reserved) + " are kept for " +
+                        managers() + "); try again later");
     }
     ++per_uid_[uid];
     ++others_;

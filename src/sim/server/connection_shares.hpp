@@ -32,6 +32,7 @@ struct ConnectionShareLimits {
     std::size_t per_uid = kDefaultMaxConnectionsPerUid;   // each user but the managers
     std::size_t reserved = kReservedConnections;          // of max_connections, for the managers
     std::size_t max_admin = kMaxAdminConnections;         // the admin socket
+    std::string program = "hsmfleet";                     // the service's name, for the messages
 };
 
 class ConnectionShares {

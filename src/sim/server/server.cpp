@@ -42,6 +42,7 @@ ConnectionShareLimits share_limits(const ServeOptions& options, const ServerTuni
     limits.per_uid = options.max_connections_per_uid;
     limits.reserved = tuning.reserved_connections;
     limits.max_admin = tuning.max_admin_connections;
+    limits.program = options.program_name;
     return limits;
 }
 

@@ -42,7 +42,7 @@ TEST_CASE("sim::ConnectionShares one uid gets its share, then a clear refusal") 
     }
     CHECK(shares.open_of(2001) == 3);
     CHECK(refusal(shares, 2001) ==
-          "uid 2001 already has 3 connections open to hsmsim, the most one uid may (hsmsim "
+          "uid 2001 already has 3 connections open to hsmfleet, the most one uid may (hsmfleet "
           "serve --max-connections-per-uid 3); close one or try again later");
     CHECK(shares.open_of(2001) == 3);
     // Another user still connects, and the first one again once one of its
@@ -62,8 +62,8 @@ TEST_CASE("sim::ConnectionShares other users together leave root and the service
         REQUIRE(refusal(shares, uid) == "");
     }
     const auto full = refusal(shares, 2003);
-    CHECK(full == "hsmsim already serves 6 connections of users other than root and uid 2100, "
-                  "all it serves them (hsmsim serve --max-connections 10, of which 4 are kept "
+    CHECK(full == "hsmfleet already serves 6 connections of users other than root and uid 2100, "
+                  "all it serves them (hsmfleet serve --max-connections 10, of which 4 are kept "
                   "for root and uid 2100); try again later");
     CHECK(shares.open_of(2003) == 0);
     // The managers are counted apart from the others, and by no uid.
@@ -72,8 +72,8 @@ TEST_CASE("sim::ConnectionShares other users together leave root and the service
     }
     CHECK(shares.open_of(0) == 0);
     CHECK(shares.client_open() == 10);
-    CHECK(refusal(shares, 0) == "hsmsim already serves 10 connections, the most it serves at "
-                                "once (hsmsim serve --max-connections 10); try again later");
+    CHECK(refusal(shares, 0) == "hsmfleet already serves 10 connections, the most it serves at "
+                                "once (hsmfleet serve --max-connections 10); try again later");
     // Room a manager makes is not the others'.
     shares.release(0, false);
     CHECK(refusal(shares, 2003) == full);
@@ -85,7 +85,7 @@ TEST_CASE("sim::ConnectionShares other users together leave root and the service
     CHECK(shares.client_open() == 10);
     CHECK(shares.others_open() == 5);
     CHECK(refusal(shares, 2003)
-              .find("the most it serves at once (hsmsim serve "
+              .find("the most it serves at once (hsmfleet serve "
                     "--max-connections 10)") != std::string::npos);
     shares.release(kService, false);
     CHECK(refusal(shares, 2003) == "");

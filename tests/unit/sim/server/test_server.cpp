@@ -232,7 +232,7 @@ TEST_CASE("sim::Server caps concurrent connections politely") {
     REQUIRE(m.has_response());
     CHECK(m.response().error().code() == wire::ERROR_LIMIT);
     CHECK(m.response().error().message() ==
-          "hsmsim already serves 2 connections, the most it serves at once (hsmsim serve "
+          "hsmfleet already serves 2 connections, the most it serves at once (hsmfleet serve "
           "--max-connections 2); try again later");
     CHECK(c.closed());
     a.fd.reset();
