@@ -200,6 +200,11 @@ void op_init(Instance& instance, Session& session, OpKind kind, const CK_MECHANI
     Operation fresh;
     fresh.key = ref->key;
     fresh.prepared = prepare(*mechanism, ref->key->info, purpose_of(kind));
+    if (!instance.offers(fresh.prepared.spec->kind)) {
+        throw CkError(CKR_MECHANISM_INVALID,
+                      "not every module of the fleet offers this mechanism (see "
+                      "C_GetMechanismList)");
+    }
     if (fresh.prepared.prehash != hsm::Hash::none) {
         fresh.digest.emplace(fresh.prepared.prehash);
     }

@@ -38,10 +38,13 @@ CK_RV GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) noexcept {
 
 CK_RV GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count) noexcept {
     return guard("C_GetMechanismList", [&] {
-        current()->slots().check(slot);
+        auto instance = current();
+        instance->slots().check(slot);
         std::vector<CK_MECHANISM_TYPE> types;
         for (const auto& spec : mechanism_table()) {
-            types.push_back(spec.type);
+            if (instance->offers(spec.kind)) {
+                types.push_back(spec.type);
+            }
         }
         return list_out(types, list, count);
     });
@@ -50,10 +53,11 @@ CK_RV GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR
 CK_RV GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type,
                        CK_MECHANISM_INFO_PTR info) noexcept {
     return guard("C_GetMechanismInfo", [&] {
-        current()->slots().check(slot);
+        auto instance = current();
+        instance->slots().check(slot);
         require_arg(info, "info");
         const auto* spec = find_mechanism(type);
-        if (spec == nullptr) {
+        if (spec == nullptr || !instance->offers(spec->kind)) {
             return CKR_MECHANISM_INVALID;
         }
         info->ulMinKeySize = spec->min_size;

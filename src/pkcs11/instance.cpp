@@ -25,6 +25,7 @@ Instance::Instance(Config config, Seams seams, bool threads_allowed)
     }
     // What is read here belongs to this epoch: a later one is a restart.
     validated_epoch_.store(pool_.epoch(), std::memory_order_release);
+    note_mechanisms(modules);
     for (const auto& m : modules) {
         if (!group_.track(m.number, m.esn, m.generation)) {
             continue;
@@ -102,6 +103,7 @@ void Instance::revalidate() {
                       reloader_ ? "reloading the keys onto every usable module"
                                 : "modules stay out until the application restarts (key "
                                   "reloading is off)");
+        note_mechanisms(modules);
         if (reloader_) {
             reloader_->service_restarted(modules, epoch);
         } else {
@@ -109,6 +111,19 @@ void Instance::revalidate() {
         }
         validated_epoch_.store(epoch, std::memory_order_release);
     }
+}
+
+void Instance::note_mechanisms(const std::vector<hsm::ModuleInfo>& modules) {
+    std::uint32_t lacked = 0;
+    for (const auto& m : modules) {
+        if (m.state != hsm::ModuleState::usable) {
+            continue; // what it can do is not known, or may change when it is back
+        }
+        for (auto kind : m.lacks) {
+            lacked |= bit(kind);
+        }
+    }
+    lacked_.store(lacked, std::memory_order_relaxed);
 }
 
 void Instance::recover() noexcept {
@@ -162,7 +177,7 @@ void Instance::read_tokens_file(const Bytes& instance) {
                    config_.endpoint.socket_path +
                    "), written before the service restarted or by a preloadrun that uses "
                    "another service (" +
-                   tokens::env::kServiceSocket + "): " +
+                   tokens::env::kServiceSocket.name + "): " +
                    (config_.reload_keys
                         ? "its handles are used once preloadrun publishes them for this one"
                         : "not used; " + needs_pin));

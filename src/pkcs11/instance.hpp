@@ -49,6 +49,13 @@ public:
     Router& router() noexcept { return *router_; }
     Pool& pool() noexcept { return pool_; }
 
+    // Whether the fleet can do `kind`: every module usable when the world
+    // was read (at start, after a restart of the service) offers it. What
+    // the application sees in C_GetMechanismList is what all of them can do.
+    bool offers(hsm::MechanismKind kind) const noexcept {
+        return (lacked_.load(std::memory_order_relaxed) & bit(kind)) == 0;
+    }
+
     // At each C_SignInit/VerifyInit/EncryptInit/DecryptInit.
     void before_operation_init() {
         router_->recover_if_needed();
@@ -77,6 +84,10 @@ public:
 private:
     void read_tokens_file(const Bytes& instance);
     void revalidate();
+    void note_mechanisms(const std::vector<hsm::ModuleInfo>& modules);
+    static std::uint32_t bit(hsm::MechanismKind kind) noexcept {
+        return 1U << static_cast<unsigned>(kind);
+    }
 
     Config config_;
     Pool pool_;
@@ -89,6 +100,7 @@ private:
     tokens::FileVersion file_version_;
     std::mutex revalidate_mutex_;
     std::atomic<std::uint64_t> validated_epoch_{0}; // the pool's epoch our handles belong to
+    std::atomic<std::uint32_t> lacked_{0};          // bit(kind): some usable module lacks it
 };
 
 } // namespace preloadrun::pkcs11

@@ -296,6 +296,9 @@ wire::ModuleInfo to_wire(const ModuleInfo& info) {
     out.set_objects(info.objects);
     out.set_fail_next(info.fail_next);
     out.set_drained(info.drained);
+    for (auto kind : info.lacks) {
+        out.add_lacks(kind_to_wire(kind));
+    }
     return out;
 }
 
@@ -311,6 +314,13 @@ ModuleInfo from_wire(const wire::ModuleInfo& info) {
     out.objects = info.objects();
     out.fail_next = info.fail_next();
     out.drained = info.drained();
+    for (int kind : info.lacks()) {
+        try {
+            out.lacks.push_back(kind_from_wire(static_cast<wire::MechanismKind>(kind)));
+        } catch (const Error&) {
+            // A kind this side does not know: it cannot ask for it either.
+        }
+    }
     return out;
 }
 

@@ -137,6 +137,11 @@ void FakeHsm::drop_streams() {
     streams_.clear();
 }
 
+void FakeHsm::lacks(std::uint32_t module, std::vector<hsm::MechanismKind> kinds) {
+    std::lock_guard lock(mutex_);
+    find(module).info.lacks = std::move(kinds);
+}
+
 hsm::ModuleInfo FakeHsm::module(std::uint32_t number) const {
     std::lock_guard lock(mutex_);
     return find(number).info;

@@ -62,6 +62,8 @@ public:
     void restore(std::uint32_t module);     // initialising at the next generation
     void remove(std::uint32_t module);      // removed, its objects gone
     void ready(std::uint32_t module);       // initialising -> usable
+    // The mechanisms module `module` cannot do, from now on (no event).
+    void lacks(std::uint32_t module, std::vector<hsm::MechanismKind> kinds);
     // Restarts the service: a new instance, every module one generation up
     // and usable, nothing loaded; every connection and stream is closed.
     void restart();

@@ -40,6 +40,9 @@ class MemberService:
         self.admin_socket = os.path.join(root, "a.sock")
         self.log_path = os.path.join(root, "serve.log")
         self.proc = None
+        # Members of other libraries (fake_library_member()): written after
+        # the farm's, in the default set too.
+        self.extra_members = []
 
     @property
     def env(self):
@@ -55,7 +58,12 @@ class MemberService:
         for m in members:
             lines += [f"[member.{m.name}]", f'token = {{ label = "{m.label}" }}',
                       f'env = {{ P11_KIT_SERVER_ADDRESS = "{m.address}" }}', ""]
-        sets = sets or {self.set_name: [m.name for m in members]}
+        for m in self.extra_members:
+            env = ", ".join(f'{k} = "{v}"' for k, v in m["env"].items())
+            lines += [f"[member.{m['name']}]", f'library = "{m["library"]}"',
+                      f'token = {{ label = "{m["label"]}" }}', f"env = {{ {env} }}", ""]
+        sets = sets or {self.set_name: [m.name for m in members] +
+                        [m["name"] for m in self.extra_members]}
         for name, names in sets.items():
             listed = ", ".join(f'"{n}"' for n in names)
             lines += [f"[set.{name}]", f"members = [{listed}]", ""]

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace preloadrun::hsm {
 
@@ -20,6 +21,8 @@ inline constexpr std::size_t kTokenHashSize = 20;
 enum class ModuleState { usable, initialising, failed, removed };
 std::string_view to_string(ModuleState state) noexcept;
 
+enum class MechanismKind { rsa_pkcs1, rsa_pss, rsa_oaep, ecdsa, aes_gcm, rsa_pkcs1_enc };
+
 struct ModuleInfo {
     std::uint32_t number = 0;
     std::string esn;
@@ -31,6 +34,9 @@ struct ModuleInfo {
     std::uint32_t objects = 0;
     std::uint32_t fail_next = 0;
     bool drained = false; // failed because the admin drained it for maintenance
+    // Mechanisms it cannot do: those a member's library does not offer.
+    // Empty for a simulated module (it does them all).
+    std::vector<MechanismKind> lacks;
     bool operator==(const ModuleInfo&) const = default;
 };
 
@@ -70,8 +76,6 @@ struct KeyInfo {
 };
 
 enum class Hash { none, sha1, sha224, sha256, sha384, sha512 };
-
-enum class MechanismKind { rsa_pkcs1, rsa_pss, rsa_oaep, ecdsa, aes_gcm, rsa_pkcs1_enc };
 
 // See src/wire/wire.proto for what `data` means for each kind: all hashing is
 // done by the caller; the service signs digests.

@@ -1,5 +1,6 @@
 #include "member/mechanism.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -88,6 +89,18 @@ CK_MECHANISM_TYPE mechanism_type(hsm::MechanismKind kind) {
         return CKM_AES_GCM;
     }
     return CKM_VENDOR_DEFINED;
+}
+
+std::vector<hsm::MechanismKind> lacked_kinds(std::span<const std::uint64_t> offered) {
+    std::vector<hsm::MechanismKind> lacked;
+    for (auto kind : {hsm::MechanismKind::rsa_pkcs1, hsm::MechanismKind::rsa_pss,
+                      hsm::MechanismKind::rsa_oaep, hsm::MechanismKind::ecdsa,
+                      hsm::MechanismKind::aes_gcm, hsm::MechanismKind::rsa_pkcs1_enc}) {
+        if (std::find(offered.begin(), offered.end(), mechanism_type(kind)) == offered.end()) {
+            lacked.push_back(kind);
+        }
+    }
+    return lacked;
 }
 
 MechanismCall::MechanismCall(const hsm::Mechanism& mech, const Bytes& data, Use use)

@@ -9,6 +9,10 @@
 #include "preloadrun/hsm/types.hpp"
 #include "preloadrun/pkcs11/cryptoki.hpp"
 
+#include <cstdint>
+#include <span>
+#include <vector>
+
 namespace preloadrun::sim::member {
 
 enum class Use { sign, verify, encrypt, decrypt };
@@ -37,5 +41,9 @@ private:
 
 // The PKCS#11 mechanism a library must offer for `mech` (CKM_ECDSA, ...).
 CK_MECHANISM_TYPE mechanism_type(hsm::MechanismKind kind);
+
+// The service's mechanisms that a library offering `offered` (its
+// C_GetMechanismList) cannot do.
+std::vector<hsm::MechanismKind> lacked_kinds(std::span<const std::uint64_t> offered);
 
 } // namespace preloadrun::sim::member

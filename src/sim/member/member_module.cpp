@@ -91,6 +91,7 @@ hsm::ModuleInfo MemberModule::info() const {
     info.ops_failed = ops_failed_;
     info.objects = static_cast<std::uint32_t>(objects_.size());
     info.drained = drained_;
+    info.lacks = lacks_;
     return info;
 }
 

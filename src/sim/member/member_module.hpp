@@ -123,10 +123,15 @@ private:
 
     // ---- the monitor thread ----
     void monitor();
-    bool start_worker();
+    // Starts the worker. Throws when it cannot; when the token is not there
+    // but its library reports slot events, `watcher` is the worker that
+    // waits for them.
+    void start_worker(std::shared_ptr<Worker>& watcher);
     void probe(const std::shared_ptr<Worker>& worker);
-    // Waits for `fd` (-1: none), the wake-up or `timeout`; true when fd is readable.
-    bool wait(int fd, std::chrono::milliseconds timeout);
+    // Waits for the fds (-1: none), the wake-up or `timeout`; the index of
+    // the first readable fd, or -1.
+    int wait(std::initializer_list<int> fds, std::chrono::milliseconds timeout);
+    void wait_until(std::chrono::steady_clock::time_point when); // or the wake-up
     void wake();
     void report(hsm::ModuleAction action, const std::string& why);
     void report_down(const std::string& why);
@@ -148,6 +153,7 @@ private:
     bool drained_ = false;
     ObjectTable objects_;
     std::shared_ptr<Worker> worker_;
+    std::vector<hsm::MechanismKind> lacks_;        // what the last worker's library does not offer
     std::map<std::string, DeviceKey> device_keys_; // by ident, from the last inventory
     bool logged_in_ = false;
     std::optional<PassphraseDigest> pin_digest_; // of the PIN that logged in

@@ -2,6 +2,7 @@
 // starts a new one when the token went away, probes it while it is up, logs
 // out when nothing is loaded, and reports the member failed and restored.
 
+#include "member/mechanism.hpp"
 #include "member/member_module.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
@@ -12,6 +13,8 @@
 namespace preloadrun::sim::member {
 
 namespace {
+
+constexpr std::chrono::milliseconds kMinRestart{50};
 
 std::shared_ptr<spdlog::logger> logger() {
     return log::get("sim.member");
@@ -47,14 +50,33 @@ void MemberModule::wake() {
     [[maybe_unused]] auto n = ::write(wakeup_.get(), &one, sizeof one);
 }
 
-bool MemberModule::wait(int fd, std::chrono::milliseconds timeout) {
-    pollfd pfds[2] = {{wakeup_.get(), POLLIN, 0}, {fd, POLLIN, 0}};
-    const int n = ::poll(pfds, fd >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
-    if (n > 0 && pfds[0].revents != 0) {
+int MemberModule::wait(std::initializer_list<int> fds, std::chrono::milliseconds timeout) {
+    pollfd pfds[3] = {{wakeup_.get(), POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
+    nfds_t n = 1;
+    for (int fd : fds) {
+        if (n < 3) {
+            pfds[n++].fd = fd; // poll skips a negative fd
+        }
+    }
+    const int ready = ::poll(pfds, n, static_cast<int>(timeout.count()));
+    if (ready > 0 && pfds[0].revents != 0) {
         std::uint64_t count = 0;
         [[maybe_unused]] auto r = ::read(wakeup_.get(), &count, sizeof count);
     }
-    return n > 0 && fd >= 0 && pfds[1].revents != 0;
+    for (nfds_t i = 1; ready > 0 && i < n; ++i) {
+        if (pfds[i].fd >= 0 && pfds[i].revents != 0) {
+            return static_cast<int>(i - 1);
+        }
+    }
+    return -1;
+}
+
+void MemberModule::wait_until(std::chrono::steady_clock::time_point when) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        when - std::chrono::steady_clock::now());
+    if (left.count() > 0) {
+        wait({}, left);
+    }
 }
 
 void MemberModule::report(hsm::ModuleAction action, const std::string& why) {
@@ -80,23 +102,32 @@ void MemberModule::report_down(const std::string& why) {
     report(hsm::ModuleAction::fail, why);
 }
 
-bool MemberModule::start_worker() {
+void MemberModule::start_worker(std::shared_ptr<Worker>& watcher) {
     WorkerSpec spec;
     {
         std::lock_guard lock(mutex_);
         spec.member = esn_;
         spec.program = context_.program;
         spec.init = init_of(config_);
+        spec.init.set_watch_if_absent(true);
         spec.env = config_.env;
-        spec.channels = config_.max_sessions + 1; // one more for the monitor's probes
+        // Two more: the monitor's probes, and the slot events.
+        spec.channels = config_.max_sessions + 2;
         spec.timeout = config_.timeout;
     }
     auto worker = std::make_shared<Worker>(spec);
+    if (worker->token_absent()) {
+        watcher = worker;
+        throw Error(ErrorCode::module_not_usable,
+                    "member " + esn_ + ": " + worker->absent_reason());
+    }
     refresh_keys(*worker); // what it shows before a login
     bool restore = false;
     {
         std::lock_guard lock(mutex_);
         worker_ = worker;
+        const auto& offered = worker->token().mechanisms();
+        lacks_ = lacked_kinds(std::span(offered.data(), static_cast<std::size_t>(offered.size())));
         logged_in_ = false;
         logout_wanted_ = false;
         pin_digest_.reset();
@@ -110,7 +141,6 @@ bool MemberModule::start_worker() {
     if (restore) {
         report(hsm::ModuleAction::restore, "its token answers again");
     }
-    return true;
 }
 
 void MemberModule::probe(const std::shared_ptr<Worker>& worker) {
@@ -182,7 +212,7 @@ void MemberModule::monitor() {
                 report_down("its configuration changed");
                 continue;
             }
-            wait(-1, std::chrono::milliseconds(-1));
+            wait({}, std::chrono::milliseconds(-1));
             continue;
         }
         if (!worker || !worker->alive()) {
@@ -194,26 +224,56 @@ void MemberModule::monitor() {
                 worker.reset();
                 report_down("its token went away or did not answer");
             }
+            std::shared_ptr<Worker> watcher;
+            const auto started = std::chrono::steady_clock::now();
             try {
-                start_worker();
+                start_worker(watcher);
                 last_error.clear();
             } catch (const std::exception& e) {
-                if (e.what() != last_error) {
-                    logger()->warn("member {}: {}; trying again every {} ms", esn_, e.what(),
-                                   interval.count());
-                    last_error = e.what();
+                // What the worker says names the member already.
+                std::string why = e.what();
+                if (const auto prefix = "member " + esn_ + ": "; why.rfind(prefix, 0) == 0) {
+                    why.erase(0, prefix.size());
                 }
-                report_down(e.what());
+                if (why != last_error) {
+                    logger()->warn("member {}: {}; trying again {}", esn_, why,
+                                   watcher ? "at its library's slot event, or in " +
+                                                 std::to_string(interval.count()) + " ms"
+                                           : "every " + std::to_string(interval.count()) + " ms");
+                    last_error = why;
+                }
+                report_down(why);
                 tried();
-                wait(-1, interval);
+                if (watcher) {
+                    watcher->ask_slot_event();
+                    const int ready = wait({watcher->exit_fd(), watcher->events_fd()}, interval);
+                    // After an event, a new worker looks for the token at
+                    // once (but a library that reports events without end
+                    // does not start one more than every 50 ms); after
+                    // anything else, at the interval.
+                    const bool event = ready == 1 && watcher->take_slot_event();
+                    if (ready >= 0) {
+                        wait_until(started + (event ? kMinRestart : interval));
+                    }
+                    watcher.reset();
+                } else {
+                    wait({}, interval);
+                }
                 continue;
             }
             tried();
             continue;
         }
-        if (wait(worker->exit_fd(), interval)) {
+        // The slot events, where the library reports them: one makes the
+        // probe come now rather than at the interval.
+        worker->ask_slot_event();
+        const int ready = wait({worker->exit_fd(), worker->events_fd()}, interval);
+        if (ready == 0) {
             worker->kill(""); // it ended on its own: mark it dead
             continue;
+        }
+        if (ready == 1) {
+            worker->take_slot_event();
         }
         probe(worker);
     }

@@ -106,7 +106,17 @@ void find_token(Library& lib, const worker::TokenSelector& want, worker::InitRep
                       " (tokens present: " + (seen.empty() ? "none" : seen) + ")"};
 }
 
-void initialise(Library& lib, const worker::Init& init, worker::InitReply& out) {
+// Whether the library reports slot events: a C_WaitForSlotEvent that does
+// not block tells without waiting (CKR_NO_EVENT, or an event it then drops).
+bool reports_slot_events(Library& lib) {
+    CK_SLOT_ID slot = 0;
+    const CK_RV rv = lib.f->C_WaitForSlotEvent(CKF_DONT_BLOCK, &slot, nullptr);
+    return rv == CKR_OK || rv == CKR_NO_EVENT;
+}
+
+// Returns the message of a token not found when `init` asks to watch for it
+// (out.token_absent set); empty when the token was found.
+std::string initialise(Library& lib, const worker::Init& init, worker::InitReply& out) {
     lib.handle = ::dlopen(init.library().c_str(), RTLD_NOW | RTLD_LOCAL);
     if (lib.handle == nullptr) {
         const char* why = ::dlerror();
@@ -126,7 +136,18 @@ void initialise(Library& lib, const worker::Init& init, worker::InitReply& out) 
         out.set_library_description(
             padded(info.libraryDescription, sizeof info.libraryDescription));
     }
-    find_token(lib, init.token(), out);
+    out.set_slot_events(reports_slot_events(lib));
+    try {
+        find_token(lib, init.token(), out);
+    } catch (const Failure& failure) {
+        if (!init.watch_if_absent() || !out.slot_events() || failure.rv != CKR_TOKEN_NOT_PRESENT) {
+            throw;
+        }
+        out.Clear();
+        out.set_slot_events(true);
+        out.set_token_absent(true);
+        return failure.message;
+    }
     CK_ULONG count = 0;
     check(lib.f->C_GetMechanismList(lib.slot, nullptr, &count), "C_GetMechanismList");
     // One element of slack: p11-kit's client (0.24) reads one past the end
@@ -136,6 +157,7 @@ void initialise(Library& lib, const worker::Init& init, worker::InitReply& out) 
     for (CK_ULONG i = 0; i < count; ++i) {
         out.add_mechanisms(mechanisms[i]);
     }
+    return {};
 }
 
 // One channel: its session, opened on first use.
@@ -355,6 +377,12 @@ void answer(Channel& ch, worker::Request& request, worker::Reply& out) {
         *out.mutable_data() = std::move(data);
         return;
     }
+    case worker::Request::kWaitSlotEvent: {
+        CK_SLOT_ID slot = 0;
+        check(f->C_WaitForSlotEvent(0, &slot, nullptr), "C_WaitForSlotEvent");
+        out.mutable_slot_event()->set_slot(slot);
+        return;
+    }
     case worker::Request::kInit:
     case worker::Request::BODY_NOT_SET:
         break;
@@ -449,7 +477,7 @@ int run_worker(int channels) noexcept {
         }
         worker::Reply out;
         try {
-            initialise(lib, request.init(), *out.mutable_init());
+            out.set_message(initialise(lib, request.init(), *out.mutable_init()));
         } catch (const Failure& failure) {
             fail(out, failure);
             reply(kFirstChannelFd, out);

@@ -83,8 +83,8 @@ std::vector<std::string> worker_environment(const WorkerSpec& spec) {
 } // namespace
 
 Worker::Worker(const WorkerSpec& spec) : member_(spec.member), timeout_(spec.timeout) {
-    if (spec.channels < 1 || spec.channels > kMaxChannels) {
-        throw Error(ErrorCode::usage, "member " + member_ + ": channels must be 1 to " +
+    if (spec.channels < 2 || spec.channels > kMaxChannels) {
+        throw Error(ErrorCode::usage, "member " + member_ + ": channels must be 2 to " +
                                           std::to_string(kMaxChannels));
     }
     std::vector<Fd> child_ends;
@@ -108,9 +108,59 @@ Worker::Worker(const WorkerSpec& spec) : member_(spec.member), timeout_(spec.tim
                     error_of(reply.rv(), member_, reply.function(), reply.message()).what());
     }
     token_ = reply.init();
-    for (auto& channel : channels_) {
-        free_.push_back(&channel);
+    absent_reason_ = reply.message();
+    for (std::size_t i = 0; i + 1 < channels_.size(); ++i) {
+        free_.push_back(&channels_[i]); // the last is the slot events'
     }
+}
+
+int Worker::events_fd() const noexcept {
+    return token_.slot_events() && !events_failed_ ? channels_.back().fd.get() : -1;
+}
+
+void Worker::ask_slot_event() {
+    if (!token_.slot_events() || events_failed_ || event_asked_ || dead_.load()) {
+        return;
+    }
+    worker::Request request;
+    request.mutable_wait_slot_event();
+    const std::string bytes = request.SerializeAsString();
+    try {
+        hsm::write_frame(
+            channels_.back().fd.get(),
+            std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()),
+            std::chrono::steady_clock::now() + timeout_);
+        event_asked_ = true;
+    } catch (const Error& e) {
+        kill(std::string("its events channel: ") + e.what());
+    }
+}
+
+bool Worker::take_slot_event() {
+    if (!event_asked_) {
+        return false;
+    }
+    event_asked_ = false;
+    auto& channel = channels_.back();
+    worker::Reply reply;
+    try {
+        auto frame = hsm::read_frame(channel.fd.get(), channel.reader,
+                                     std::chrono::steady_clock::now() + timeout_);
+        if (!reply.ParseFromArray(frame.data(), static_cast<int>(frame.size()))) {
+            throw Error(ErrorCode::protocol, "an unreadable reply");
+        }
+    } catch (const Error& e) {
+        kill(std::string("its events channel: ") + e.what());
+        return false;
+    }
+    if (!reply.function().empty()) {
+        events_failed_ = true;
+        logger()->warn("member {}: {}; it is probed at intervals instead", member_,
+                       error_of(reply.rv(), member_, reply.function(), reply.message()).what());
+        return false;
+    }
+    logger()->debug("member {}: slot event (slot {})", member_, reply.slot_event().slot());
+    return true;
 }
 
 void Worker::spawn(const WorkerSpec& spec, std::vector<Fd>& child_ends) {

@@ -25,8 +25,8 @@ struct WorkerSpec {
     std::string program; // the service's own program (it runs the worker)
     worker::Init init;   // the library and the token
     std::vector<std::pair<std::string, std::string>> env; // set for the library
-    int channels = 4;                                     // sessions: 1..kMaxChannels
-    std::chrono::milliseconds timeout{5000};              // of every call, and of starting
+    int channels = 4; // 2..kMaxChannels: sessions, and the last for slot events
+    std::chrono::milliseconds timeout{5000}; // of every call, and of starting
 };
 
 class Worker {
@@ -53,6 +53,21 @@ public:
     // Kills the process (idempotent). `why`: for the log.
     void kill(const std::string& why);
 
+    // The token was not there, and the library reports slot events
+    // (WorkerSpec::init.watch_if_absent): why, as the library's search said.
+    bool token_absent() const noexcept { return token_.token_absent(); }
+    const std::string& absent_reason() const noexcept { return absent_reason_; }
+
+    // Slot events, where the library reports them (token().slot_events());
+    // for one thread only (the member's monitor). ask_slot_event() puts a
+    // C_WaitForSlotEvent on the events channel (once until its answer is
+    // taken); events_fd() is readable when it is answered, and
+    // take_slot_event() reads the answer: true for an event, false when the
+    // library could not wait (it is not asked again) or the worker ended.
+    void ask_slot_event();
+    int events_fd() const noexcept;
+    bool take_slot_event();
+
 private:
     struct Channel {
         Fd fd;
@@ -74,6 +89,9 @@ private:
     std::vector<Channel*> free_;
     std::atomic<bool> dead_{false};
     worker::InitReply token_;
+    std::string absent_reason_;
+    bool event_asked_ = false;   // the monitor's
+    bool events_failed_ = false; // the monitor's
 };
 
 } // namespace preloadrun::sim::member

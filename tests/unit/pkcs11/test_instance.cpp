@@ -64,6 +64,28 @@ TEST_CASE("pkcs11::Instance at start: the group, and the handles of the tokens f
     }
 }
 
+TEST_CASE("pkcs11::Instance offers the mechanisms every usable module can do") {
+    using hsm::MechanismKind;
+    Module m;
+    m.hsm.lacks(2, {MechanismKind::rsa_oaep});
+    m.hsm.lacks(3, {MechanismKind::ecdsa, MechanismKind::aes_gcm});
+    m.hsm.fail_module(3); // what a failed module can do does not count
+    m.start();
+    CHECK_FALSE(m.instance->offers(MechanismKind::rsa_oaep));
+    CHECK(m.instance->offers(MechanismKind::ecdsa));
+    CHECK(m.instance->offers(MechanismKind::aes_gcm));
+    CHECK(m.instance->offers(MechanismKind::rsa_pss));
+
+    SUBCASE("after a restart of the service, what the modules can do then") {
+        m.hsm.lacks(2, {});
+        m.hsm.restart(); // every module usable again, module 3 too
+        m.instance->recover();
+        CHECK(m.instance->offers(MechanismKind::rsa_oaep));
+        CHECK_FALSE(m.instance->offers(MechanismKind::ecdsa));
+        CHECK_FALSE(m.instance->offers(MechanismKind::aes_gcm));
+    }
+}
+
 TEST_CASE("pkcs11::Instance tracks 32 modules: the 33rd is not used") {
     Module m(33);
     m.writer.skip = {33}; // preloadrun tracks 32 too

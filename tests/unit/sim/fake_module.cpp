@@ -38,11 +38,13 @@ void FakeModule::report(hsm::ModuleAction action, const std::string& why) {
 
 hsm::ModuleInfo FakeModule::info() const {
     std::lock_guard lock(mutex_);
-    return hsm::ModuleInfo{.number = number_,
-                           .esn = esn_,
-                           .state = state_,
-                           .generation = generation_,
-                           .objects = objects_};
+    hsm::ModuleInfo info;
+    info.number = number_;
+    info.esn = esn_;
+    info.state = state_;
+    info.generation = generation_;
+    info.objects = objects_;
+    return info;
 }
 
 hsm::ModuleState FakeModule::state() const {

@@ -29,7 +29,9 @@ ModuleInfo sample_module(std::uint32_t number) {
             1000,
             3,
             12,
-            2};
+            2,
+            false,
+            {MechanismKind::rsa_oaep, MechanismKind::aes_gcm}};
 }
 
 KeyInfo sample_key(bool token_protected) {
@@ -311,6 +313,13 @@ TEST_CASE("codec structure conversions") {
     SUBCASE("ModuleInfo") {
         const ModuleInfo info = sample_module(4);
         CHECK(codec::from_wire(codec::to_wire(info)) == info);
+    }
+    SUBCASE("ModuleInfo: a mechanism kind this side does not know is skipped") {
+        auto wire_info = codec::to_wire(sample_module(5));
+        wire_info.clear_lacks();
+        wire_info.add_lacks(static_cast<wire::MechanismKind>(77));
+        wire_info.add_lacks(wire::MECH_ECDSA);
+        CHECK(codec::from_wire(wire_info).lacks == std::vector{MechanismKind::ecdsa});
     }
     SUBCASE("TokenInfo, and a hash of the wrong size") {
         const TokenInfo info{TokenType::cardset, "ops", kHash};

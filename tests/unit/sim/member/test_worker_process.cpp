@@ -28,7 +28,8 @@ WorkerSpec spec_for(int channels) {
 } // namespace
 
 TEST_CASE("member::Worker starts the program's worker, which says why the library cannot load") {
-    for (int channels : {1, kMaxChannels}) { // max-sessions 64, and the probes' channel
+    // One session and max-sessions 64, each with the probes' channel and the slot events'.
+    for (int channels : {2, kMaxChannels}) {
         CAPTURE(channels);
         try {
             Worker worker(spec_for(channels));
@@ -40,5 +41,5 @@ TEST_CASE("member::Worker starts the program's worker, which says why the librar
         }
     }
     CHECK(code_of([] { Worker worker(spec_for(kMaxChannels + 1)); }) == ErrorCode::usage);
-    CHECK(code_of([] { Worker worker(spec_for(0)); }) == ErrorCode::usage);
+    CHECK(code_of([] { Worker worker(spec_for(1)); }) == ErrorCode::usage);
 }
