@@ -187,6 +187,7 @@ void MemberModule::probe(const std::shared_ptr<Worker>& worker) {
 
 void MemberModule::monitor() {
     std::string last_error;
+    std::chrono::steady_clock::time_point last_event{};
     for (;;) {
         std::shared_ptr<Worker> worker;
         std::chrono::milliseconds interval{};
@@ -272,8 +273,14 @@ void MemberModule::monitor() {
             worker->kill(""); // it ended on its own: mark it dead
             continue;
         }
-        if (ready == 1) {
-            worker->take_slot_event();
+        if (ready == 1 && worker->take_slot_event()) {
+            // A library that reports events without end does not make the
+            // member probed more than every 50 ms.
+            const auto now = std::chrono::steady_clock::now();
+            if (now - last_event < kMinRestart) {
+                wait_until(last_event + kMinRestart);
+            }
+            last_event = now;
         }
         probe(worker);
     }
