@@ -4,7 +4,9 @@
 #include "preloadrun/common/log.hpp"
 #include "preloadrun/pkcs11/cryptoki.hpp"
 
+#include <map>
 #include <openssl/sha.h>
+#include <utility>
 
 namespace preloadrun::sim::member {
 
@@ -39,18 +41,27 @@ Bytes bytes_of(const std::string& field) {
     return Bytes(field.begin(), field.end());
 }
 
+// The public key objects of an inventory by CKA_ID and key type (the first
+// of each).
+using PublicKeys = std::map<std::pair<std::string, std::uint64_t>, const worker::Key*>;
+PublicKeys public_keys(const worker::InventoryReply& inventory) {
+    PublicKeys out;
+    for (const auto& key : inventory.keys()) {
+        if (key.object_class() == CKO_PUBLIC_KEY) {
+            out.emplace(std::make_pair(key.id(), key.key_type()), &key);
+        }
+    }
+    return out;
+}
+
 // Private key `key` on that member: its handles and public key (its own,
 // for RSA, or the public key object's with the same CKA_ID and type).
-DeviceKey device_key(const worker::Key& key, const worker::InventoryReply& inventory) {
+DeviceKey device_key(const worker::Key& key, const PublicKeys& publics) {
     DeviceKey out{key.handle(), 0, bytes_of(key.public_der())};
-    for (const auto& other : inventory.keys()) {
-        if (other.object_class() == CKO_PUBLIC_KEY && other.id() == key.id() &&
-            other.key_type() == key.key_type()) {
-            out.public_handle = other.handle();
-            if (out.public_der.empty()) {
-                out.public_der = bytes_of(other.public_der());
-            }
-            break;
+    if (auto it = publics.find({key.id(), key.key_type()}); it != publics.end()) {
+        out.public_handle = it->second->handle();
+        if (out.public_der.empty()) {
+            out.public_der = bytes_of(it->second->public_der());
         }
     }
     return out;
@@ -82,6 +93,7 @@ MemberCatalog::add_inventory(const std::string& member, const std::string& set,
                              const worker::InventoryReply& inventory) {
     const auto token = token_of(set);
     std::map<std::string, DeviceKey> usable;
+    const auto publics = public_keys(inventory);
     std::lock_guard lock(mutex_);
     for (const auto& key : inventory.keys()) {
         if (key.object_class() != CKO_PRIVATE_KEY) {
@@ -89,7 +101,7 @@ MemberCatalog::add_inventory(const std::string& member, const std::string& set,
         }
         const auto id = bytes_of(key.id());
         const auto type = key_type_of(key);
-        auto device = device_key(key, inventory);
+        auto device = device_key(key, publics);
         const auto& spki = device.public_der;
         if (!type || spki.empty() || id.empty()) {
             if (unusable_.emplace(member, to_hex(id)).second) {

@@ -217,16 +217,40 @@ void MemberModule::refresh_keys(Worker& worker) {
     refresh_keys_locked(worker);
 }
 
+namespace {
+// The most key objects (private and public) a member may show.
+constexpr int kMaxInventory = 200000;
+} // namespace
+
 void MemberModule::refresh_keys_locked(Worker& worker) {
-    worker::Request request;
-    request.mutable_inventory();
-    auto reply = call(worker, request);
+    // Page by page: a token may hold more keys than one frame carries.
+    worker::InventoryReply inventory;
+    std::uint32_t offset = 0;
+    do {
+        worker::Request request;
+        request.mutable_inventory()->set_offset(offset);
+        auto reply = call(worker, request);
+        auto& page = *reply.mutable_inventory();
+        if (page.next() != 0 && page.next() <= offset) {
+            worker.kill("its inventory went backwards");
+            throw Error(ErrorCode::module_not_usable, who() + ": its inventory went backwards");
+        }
+        if (inventory.keys_size() + page.keys_size() > kMaxInventory) {
+            throw Error(ErrorCode::limit, who() + " shows more than " +
+                                              std::to_string(kMaxInventory) +
+                                              " key objects: not served");
+        }
+        for (auto& key : *page.mutable_keys()) {
+            *inventory.add_keys() = std::move(key);
+        }
+        offset = page.next();
+    } while (offset != 0);
     std::string set;
     {
         std::lock_guard lock(mutex_);
         set = set_;
     }
-    auto keys = context_.catalog.add_inventory(esn_, set, reply.inventory());
+    auto keys = context_.catalog.add_inventory(esn_, set, inventory);
     std::lock_guard lock(mutex_);
     device_keys_ = std::move(keys);
 }

@@ -256,10 +256,23 @@ void describe_key(Channel& ch, CK_OBJECT_HANDLE object, CK_OBJECT_CLASS object_c
     }
 }
 
-void inventory(Channel& ch, worker::InventoryReply& out) {
+// One page of the inventory: the keys from `offset` on, until half a frame
+// is full (a token may hold tens of thousands).
+void inventory(Channel& ch, std::uint32_t offset, worker::InventoryReply& out) {
+    std::vector<std::pair<CK_OBJECT_HANDLE, CK_OBJECT_CLASS>> objects;
     for (CK_OBJECT_CLASS object_class : {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY}) {
         for (auto object : find(ch, object_class)) {
-            describe_key(ch, object, object_class, *out.add_keys());
+            objects.emplace_back(object, object_class);
+        }
+    }
+    std::size_t size = 0;
+    for (std::size_t i = offset; i < objects.size(); ++i) {
+        auto& key = *out.add_keys();
+        describe_key(ch, objects[i].first, objects[i].second, key);
+        size += key.ByteSizeLong() + 8;
+        if (size > hsm::kMaxFrame / 2 && i + 1 < objects.size()) {
+            out.set_next(static_cast<std::uint32_t>(i + 1));
+            return;
         }
     }
 }
@@ -354,7 +367,7 @@ void answer(Channel& ch, worker::Request& request, worker::Reply& out) {
         return check(rv == CKR_USER_NOT_LOGGED_IN ? CKR_OK : rv, "C_Logout");
     }
     case worker::Request::kInventory:
-        return inventory(ch, *out.mutable_inventory());
+        return inventory(ch, request.inventory().offset(), *out.mutable_inventory());
     case worker::Request::kSign:
         *out.mutable_data() = single_part(ch, request.sign(), Use::sign, f->C_SignInit, f->C_Sign,
                                           "C_SignInit", "C_Sign");

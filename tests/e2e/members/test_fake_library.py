@@ -27,6 +27,21 @@ from procs import executable, wait_for
 PIN = "1234"
 FAKE_TOKEN = "fake token"
 
+SIGNER = r"""
+import sys
+import PyKCS11
+lib = PyKCS11.PyKCS11Lib()
+lib.load(sys.argv[1])
+slot = [s for s in lib.getSlotList(tokenPresent=True)
+        if lib.getTokenInfo(s).label.strip() == "signing"][0]
+session = lib.openSession(slot)
+session.login(sys.argv[2])
+key = session.findObjects([(PyKCS11.CKA_CLASS, PyKCS11.CKO_PRIVATE_KEY),
+                           (PyKCS11.CKA_LABEL, "ec-key")])[0]
+signature = session.sign(key, bytes(32), PyKCS11.Mechanism(PyKCS11.CKM_ECDSA))
+print(len(signature))
+"""
+
 CLIENT = r"""
 import json, sys
 import PyKCS11
@@ -96,10 +111,10 @@ def pin_file(root):
     return path
 
 
-def fake_fleet(tmp_path, tools, probe_interval, **token_files):
+def fake_fleet(tmp_path, tools, probe_interval, timeout="1500ms", **token_files):
     token = fake_token(str(tmp_path / "token"), **token_files)
     service = MemberService(tools["hsmfleet"], str(tmp_path), NoFarm(),
-                            probe_interval=probe_interval)
+                            probe_interval=probe_interval, timeout=timeout)
     add_fake_member(service, tools, token)
     service.start()
     return service, token
@@ -218,3 +233,21 @@ def test_the_application_sees_what_every_member_can_do(tmp_path, tools):
             assert mechanisms_seen(service, tools, str(tmp_path)) == alone
         finally:
             assert service.stop() == 0, service.log()
+
+
+@external_client
+def test_a_token_of_very_many_objects_is_read_page_by_page(tmp_path, tools):
+    # About 1.3 MiB of key objects: more than a frame holds, read in pages.
+    service, token = fake_fleet(tmp_path, tools, "300ms", timeout="30s",
+                                public_copies="10000\n")
+    try:
+        service.wait_module("fake", lambda m: m["state"] == "usable", "usable", 60)
+        r = subprocess.run([tools["preloadrun"], "-s", "signing", "--passphrase-file",
+                            pin_file(str(tmp_path)), "--", sys.executable, "-c", SIGNER,
+                            tools["module"], PIN], env=service.env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "64", r.stdout
+        assert "too many objects" not in service.log()
+    finally:
+        assert service.stop() == 0, service.log()

@@ -38,6 +38,10 @@
 //                C_Initialize); an event is a change of it (slot 0).
 //                Blocking waits poll every 10 ms; C_Finalize ends them with
 //                CKR_CRYPTOKI_NOT_INITIALIZED.
+//   public_copies  a number N: N more public key objects (handles 3 to
+//                N + 2), copies of object 2 whose CKA_ID is the key's id
+//                followed by the copy's number (two bytes, big-endian) and
+//                whose label is "copy K": a token with very many objects.
 //   token_label  the token's label; default "fake token".
 //   serial       the token's serial number; default "FAKE0001".
 //   calls.log    written by the library: one line per call of C_Initialize
@@ -250,8 +254,28 @@ int no_passphrase(char*, int, int, void*) {
 }
 
 // key.pem's P-256 key, or null.
+Pkey parse_key(const std::optional<std::string>& pem);
+
+// The key of key.pem, parsed again only when the file's text changed (a
+// token of many objects asks for it at every attribute).
 Pkey load_key() {
+    static std::mutex cache_mutex;
+    static std::optional<std::string> cached_pem;
+    static EVP_PKEY* cached = nullptr;
     const auto pem = read_file("key.pem");
+    std::lock_guard lock(cache_mutex);
+    if (!(pem == cached_pem)) {
+        EVP_PKEY_free(cached);
+        cached = parse_key(pem).release();
+        cached_pem = pem;
+    }
+    if (cached != nullptr) {
+        EVP_PKEY_up_ref(cached);
+    }
+    return Pkey(cached, EVP_PKEY_free);
+}
+
+Pkey parse_key(const std::optional<std::string>& pem) {
     Pkey key(nullptr, EVP_PKEY_free);
     if (pem) {
         BIO* bio = BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size()));
@@ -349,9 +373,27 @@ Bytes text_value(const std::string& text) {
     return Bytes(text.begin(), text.end());
 }
 
+// How many copies of the public key the token shows (public_copies).
+CK_OBJECT_HANDLE public_copies() {
+    return static_cast<CK_OBJECT_HANDLE>(
+        std::min(std::strtoul(text_of("public_copies", "0").c_str(), nullptr, 10), 100000UL));
+}
+
+// Every object handle of the token (visible or not).
+std::vector<CK_OBJECT_HANDLE> all_objects() {
+    std::vector<CK_OBJECT_HANDLE> handles{kPrivate, kPublic};
+    const auto copies = public_copies();
+    for (CK_OBJECT_HANDLE h = 0; h < copies; ++h) {
+        handles.push_back(kPublic + 1 + h);
+    }
+    return handles;
+}
+
 // The attributes of the object `handle` names, when it is visible now.
 std::optional<Attrs> object(CK_OBJECT_HANDLE handle) {
-    if ((handle != kPrivate && handle != kPublic) || (handle == kPrivate && !g.logged_in)) {
+    const bool copy = handle > kPublic && handle <= kPublic + public_copies();
+    if ((handle != kPrivate && handle != kPublic && !copy) ||
+        (handle == kPrivate && !g.logged_in)) {
         return std::nullopt;
     }
     const Pkey key = load_key();
@@ -359,6 +401,14 @@ std::optional<Attrs> object(CK_OBJECT_HANDLE handle) {
         return std::nullopt;
     }
     const bool priv = handle == kPrivate;
+    Bytes id = key_id();
+    std::string label = text_of("label", "fake key");
+    if (copy) {
+        const auto number = handle - kPublic;
+        id.push_back(static_cast<unsigned char>((number >> 8) & 0xff));
+        id.push_back(static_cast<unsigned char>(number & 0xff));
+        label = "copy " + std::to_string(number);
+    }
     Attrs attrs = {
         {CKA_CLASS, ulong_value(priv ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY)},
         {CKA_KEY_TYPE, ulong_value(CKK_EC)},
@@ -366,8 +416,8 @@ std::optional<Attrs> object(CK_OBJECT_HANDLE handle) {
         {CKA_PRIVATE, bool_value(priv)},
         {CKA_MODIFIABLE, bool_value(false)},
         {CKA_LOCAL, bool_value(true)},
-        {CKA_ID, key_id()},
-        {CKA_LABEL, text_value(text_of("label", "fake key"))},
+        {CKA_ID, id},
+        {CKA_LABEL, text_value(label)},
         {CKA_EC_PARAMS, kP256Params},
         {CKA_DERIVE, bool_value(false)},
     };
@@ -758,7 +808,7 @@ CK_RV FindObjectsInit(CK_SESSION_HANDLE handle, CK_ATTRIBUTE_PTR templ, CK_ULONG
             return CKR_OPERATION_ACTIVE;
         }
         session.found.clear();
-        for (CK_OBJECT_HANDLE candidate : {kPrivate, kPublic}) {
+        for (CK_OBJECT_HANDLE candidate : all_objects()) {
             const auto attrs = object(candidate);
             if (attrs && std::all_of(templ, templ + count, [&](const CK_ATTRIBUTE& want) {
                     return matches(*attrs, want);
