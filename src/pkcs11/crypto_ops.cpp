@@ -193,6 +193,13 @@ void op_init(Instance& instance, Session& session, OpKind kind, const CK_MECHANI
     if (!class_allowed(ref->cls, kind)) {
         throw CkError(CKR_KEY_FUNCTION_NOT_PERMITTED, "this key object cannot do that");
     }
+    if (instance.objects().main_destroyed(*ref->key)) {
+        // The HSMs verify with the key pair; once its private key is gone,
+        // the public half is left to read, not to use.
+        throw CkError(CKR_KEY_FUNCTION_NOT_PERMITTED,
+                      "the private key of this public key object was destroyed: it cannot be "
+                      "used any more");
+    }
     if (ref->key->info.token && !instance.slots().logged_in(session.slot) &&
         (ref->cls != CKO_PUBLIC_KEY || !instance.slots().preloaded(session.slot))) {
         throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to use its keys");

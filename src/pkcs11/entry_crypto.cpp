@@ -79,20 +79,103 @@ CK_RV DecryptFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR out, CK_ULONG_PTR out_l
     });
 }
 
-CK_RV DigestInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR) noexcept {
-    return guard("C_DigestInit", not_supported);
+// ---- digests (in this process, with OpenSSL: nothing secret is involved) ----
+
+CK_RV DigestInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech) noexcept {
+    return guard("C_DigestInit", [&] {
+        auto call = with_session(handle);
+        require_arg(mech, "mechanism");
+        if (call.session->digest) {
+            throw CkError(CKR_OPERATION_ACTIVE, "a digest is already active");
+        }
+        const auto* spec = find_digest(mech->mechanism);
+        if (spec == nullptr) {
+            throw CkError(CKR_MECHANISM_INVALID, "not a digest mechanism this module offers");
+        }
+        if (mech->ulParameterLen != 0) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, "digests take no parameter");
+        }
+        call.session->digest.emplace(*spec);
+        return CKR_OK;
+    });
 }
-CK_RV Digest(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
-    return guard("C_Digest", not_supported);
+
+namespace {
+
+// Ends the active digest into `out` (a length query or a buffer too small
+// keeps it active). `input`: C_Digest's data, hashed first.
+void finish_digest(Session& session, std::span<const std::uint8_t> input, Output out) {
+    require_arg(out.length, "output length pointer");
+    if (!session.digest) {
+        throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
+    }
+    const auto size = session.digest->size();
+    if (out.data == nullptr) {
+        *out.length = size;
+        return;
+    }
+    if (*out.length < size) {
+        *out.length = size;
+        throw CkError(CKR_BUFFER_TOO_SMALL, "digest buffer too small");
+    }
+    try {
+        session.digest->update(input);
+        const auto result = session.digest->finish();
+        std::memcpy(out.data, result.data(), result.size());
+        *out.length = result.size();
+    } catch (...) {
+        session.digest.reset();
+        throw;
+    }
+    session.digest.reset();
 }
-CK_RV DigestUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG) noexcept {
-    return guard("C_DigestUpdate", not_supported);
+
+} // namespace
+
+CK_RV Digest(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
+             CK_ULONG_PTR out_len) noexcept {
+    return guard("C_Digest", [&] {
+        auto call = with_session(handle);
+        finish_digest(*call.session, in(data, len), {out, out_len});
+        return CKR_OK;
+    });
 }
-CK_RV DigestKey(CK_SESSION_HANDLE, CK_OBJECT_HANDLE) noexcept {
-    return guard("C_DigestKey", not_supported);
+
+CK_RV DigestUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noexcept {
+    return guard("C_DigestUpdate", [&] {
+        auto call = with_session(handle);
+        if (!call.session->digest) {
+            throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
+        }
+        try {
+            call.session->digest->update(in(data, len));
+        } catch (...) {
+            call.session->digest.reset();
+            throw;
+        }
+        return CKR_OK;
+    });
 }
-CK_RV DigestFinal(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR) noexcept {
-    return guard("C_DigestFinal", not_supported);
+
+CK_RV DigestKey(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE) noexcept {
+    return guard("C_DigestKey", [&] {
+        auto call = with_session(handle);
+        if (!call.session->digest) {
+            throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
+        }
+        // A key's value never leaves the HSMs: not even into a digest.
+        call.session->digest.reset();
+        throw CkError(CKR_KEY_INDIGESTIBLE, "the key's value stays in the HSMs");
+        return CKR_OK;
+    });
+}
+
+CK_RV DigestFinal(CK_SESSION_HANDLE handle, CK_BYTE_PTR out, CK_ULONG_PTR out_len) noexcept {
+    return guard("C_DigestFinal", [&] {
+        auto call = with_session(handle);
+        finish_digest(*call.session, {}, {out, out_len});
+        return CKR_OK;
+    });
 }
 
 CK_RV SignInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) noexcept {

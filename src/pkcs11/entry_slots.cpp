@@ -46,6 +46,9 @@ CK_RV GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR
                 types.push_back(spec.type);
             }
         }
+        for (const auto& spec : digest_table()) {
+            types.push_back(spec.type); // in this process: every module "offers" them
+        }
         return list_out(types, list, count);
     });
 }
@@ -56,6 +59,12 @@ CK_RV GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type,
         auto instance = current();
         instance->slots().check(slot);
         require_arg(info, "info");
+        if (find_digest(type) != nullptr) {
+            info->ulMinKeySize = 0;
+            info->ulMaxKeySize = 0;
+            info->flags = CKF_DIGEST;
+            return CKR_OK;
+        }
         const auto* spec = find_mechanism(type);
         if (spec == nullptr || !instance->offers(spec->kind)) {
             return CKR_MECHANISM_INVALID;
@@ -139,6 +148,11 @@ CK_RV Login(CK_SESSION_HANDLE handle, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
             CK_ULONG pin_len) noexcept {
     return guard("C_Login", [&] {
         auto call = with_session(handle);
+        if (pin == nullptr) {
+            // A NULL PIN means a protected authentication path (a PIN pad),
+            // which no token of the module has.
+            throw CkError(CKR_ARGUMENTS_BAD, "no PIN given (the tokens have no PIN pad)");
+        }
         call.instance->login(call.session->slot, user, in(pin, pin_len));
         return CKR_OK;
     });

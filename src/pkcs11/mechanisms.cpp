@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 namespace preloadrun::pkcs11 {
@@ -197,10 +198,65 @@ Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpos
     return out;
 }
 
+const std::vector<DigestSpec>& digest_table() {
+    static const std::vector<DigestSpec> table = [] {
+        const std::vector<DigestSpec> all{{CKM_MD5, "MD5"},
+                                          {CKM_SHA_1, "SHA1"},
+                                          {CKM_SHA224, "SHA224"},
+                                          {CKM_SHA256, "SHA256"},
+                                          {CKM_SHA384, "SHA384"},
+                                          {CKM_SHA512, "SHA512"},
+                                          {CKM_SHA512_224, "SHA512-224"},
+                                          {CKM_SHA512_256, "SHA512-256"},
+                                          {CKM_SHA3_224, "SHA3-224"},
+                                          {CKM_SHA3_256, "SHA3-256"},
+                                          {CKM_SHA3_384, "SHA3-384"},
+                                          {CKM_SHA3_512, "SHA3-512"}};
+        // What this OpenSSL has (MD5 is gone under a FIPS configuration).
+        std::vector<DigestSpec> present;
+        for (const auto& spec : all) {
+            if (EVP_MD* md = EVP_MD_fetch(nullptr, spec.openssl_name, nullptr)) {
+                EVP_MD_free(md);
+                present.push_back(spec);
+            }
+        }
+        ERR_clear_error();
+        return present;
+    }();
+    return table;
+}
+
+const DigestSpec* find_digest(CK_MECHANISM_TYPE type) {
+    for (const auto& spec : digest_table()) {
+        if (spec.type == type) {
+            return &spec;
+        }
+    }
+    return nullptr;
+}
+
 struct Digest::Impl {
     EVP_MD_CTX* ctx = nullptr;
-    ~Impl() { EVP_MD_CTX_free(ctx); }
+    EVP_MD* fetched = nullptr;
+    ~Impl() {
+        EVP_MD_CTX_free(ctx);
+        EVP_MD_free(fetched);
+    }
 };
+
+Digest::Digest(const DigestSpec& spec) : impl_(std::make_unique<Impl>()) {
+    impl_->fetched = EVP_MD_fetch(nullptr, spec.openssl_name, nullptr);
+    impl_->ctx = EVP_MD_CTX_new();
+    if (impl_->fetched == nullptr || impl_->ctx == nullptr ||
+        EVP_DigestInit_ex(impl_->ctx, impl_->fetched, nullptr) != 1) {
+        throw Error(ErrorCode::crypto,
+                    std::string("cannot start a ") + spec.openssl_name + " digest");
+    }
+}
+
+std::size_t Digest::size() const {
+    return static_cast<std::size_t>(EVP_MD_CTX_get_size(impl_->ctx));
+}
 
 Digest::Digest(hsm::Hash hash) : impl_(std::make_unique<Impl>()) {
     impl_->ctx = EVP_MD_CTX_new();

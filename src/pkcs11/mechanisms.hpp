@@ -39,10 +39,21 @@ struct Prepared {
 // CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_FUNCTION_NOT_PERMITTED.
 Prepared prepare(const CK_MECHANISM& mechanism, const hsm::KeyInfo& key, CK_FLAGS purpose);
 
-// Incremental hashing for the hashing mechanisms.
+// The digest mechanisms (C_DigestInit): done in the application's process
+// with OpenSSL, on no HSM. CKM_MD5, CKM_SHA_1, the SHA-2 family and SHA-3.
+struct DigestSpec {
+    CK_MECHANISM_TYPE type;
+    const char* openssl_name;
+};
+const std::vector<DigestSpec>& digest_table();
+const DigestSpec* find_digest(CK_MECHANISM_TYPE type); // nullptr: not offered
+
+// Incremental hashing for the hashing mechanisms and C_Digest*.
 class Digest {
 public:
     explicit Digest(hsm::Hash hash);
+    explicit Digest(const DigestSpec& spec);
+    std::size_t size() const; // of the digest, in bytes
     Digest(Digest&&) noexcept;
     Digest& operator=(Digest&&) noexcept;
     ~Digest();

@@ -150,10 +150,28 @@ void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE objec
         throw CkError(CKR_OBJECT_HANDLE_INVALID, "no such object");
     }
     auto& key = *ref->key;
+    if (ref->cls == CKO_PUBLIC_KEY) {
+        // The public half only: the private key is an object of its own and
+        // stays. The HSMs hold a pair as one key, so the public half of a
+        // token key is gone from this process only (others still see it);
+        // it takes what destroying the pair takes (a logged-in read/write
+        // session), so that no one else's token loses anything it shows.
+        if (!key.session) {
+            if (key.info.token && !instance.slots().logged_in(session.slot)) {
+                throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to destroy its keys");
+            }
+            if ((session.flags & CKF_RW_SESSION) == 0) {
+                throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
+            }
+        }
+        instance.objects().remove_object(key.info.ident, CKO_PUBLIC_KEY);
+        return;
+    }
     if (!key.session) {
         destroy_in_world(instance, session, key);
     }
-    // The key's objects go together (both halves of a pair).
+    // The key leaves every module; its public half, if not destroyed, stays
+    // an object of this process.
     for (const auto& rec : instance.group().records()) {
         if (auto handle = key.handle_on(rec.number)) {
             try {
@@ -163,9 +181,10 @@ void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE objec
                 logger().debug("key {} not unloaded from module {}: {}", key.info.ident, rec.number,
                                e.what());
             }
+            key.forget(rec.number);
         }
     }
-    instance.objects().remove(key.info.ident);
+    instance.objects().remove_object(key.info.ident, ref->cls);
 }
 
 } // namespace preloadrun::pkcs11

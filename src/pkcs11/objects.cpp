@@ -117,7 +117,7 @@ void ObjectStore::sync(const std::vector<hsm::KeyInfo>& world, const SlotOf& slo
     }
     for (auto it = by_ident_.begin(); it != by_ident_.end();) {
         const auto& key = it->second;
-        if (!key->session && present.count(it->first) == 0) {
+        if (!key->session && !key->main_destroyed && present.count(it->first) == 0) {
             by_handle_.erase(key->main_handle);
             by_handle_.erase(key->public_handle);
             it = by_ident_.erase(it);
@@ -176,6 +176,32 @@ void ObjectStore::remove(const std::string& ident) {
     by_handle_.erase(it->second->main_handle);
     by_handle_.erase(it->second->public_handle);
     by_ident_.erase(it);
+}
+
+bool ObjectStore::main_destroyed(const KeyObject& key) const {
+    std::lock_guard lock(mutex_);
+    return key.main_destroyed;
+}
+
+bool ObjectStore::remove_object(const std::string& ident, CK_OBJECT_CLASS cls) {
+    std::lock_guard lock(mutex_);
+    auto it = by_ident_.find(ident);
+    if (it == by_ident_.end()) {
+        return true;
+    }
+    auto& key = *it->second;
+    if (cls == CKO_PUBLIC_KEY) {
+        by_handle_.erase(key.public_handle);
+    } else {
+        by_handle_.erase(key.main_handle);
+        key.main_destroyed = true;
+    }
+    const bool left = by_handle_.count(key.main_handle) != 0 ||
+                      (key.public_handle != 0 && by_handle_.count(key.public_handle) != 0);
+    if (!left) {
+        by_ident_.erase(it);
+    }
+    return !left;
 }
 
 } // namespace preloadrun::pkcs11

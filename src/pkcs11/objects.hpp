@@ -2,7 +2,7 @@
 // Objects: stable CK_OBJECT_HANDLEs that name key identities (the world's
 // ident for persistent keys, the session key's ident for session objects),
 // never per-module handles. A key pair is two objects (private and public)
-// of one KeyObject; an AES key is one secret-key object. Each KeyObject
+// of one KeyObject, destroyed one at a time; an AES key is one secret-key object. Each KeyObject
 // remembers on which modules it is loaded, under which handle.
 
 #include "attributes.hpp"
@@ -30,6 +30,10 @@ struct KeyObject {
     CK_OBJECT_HANDLE public_handle = 0; // 0 for secret keys
     Attributes main_attrs;
     Attributes public_attrs;
+    // The private (or secret) key object was destroyed while its public
+    // half stays: the key is gone from the world, the object stays until it
+    // is destroyed or its process ends. Guarded by the ObjectStore.
+    bool main_destroyed = false;
 
     // The key's handle on `module`, if loaded there.
     std::optional<hsm::ObjectHandle> handle_on(std::uint32_t module) const;
@@ -79,6 +83,12 @@ public:
     std::vector<Ref> all() const;
     std::vector<std::shared_ptr<KeyObject>> keys() const;
     void remove(const std::string& ident);
+    // Destroys one object of a key: the public half of a pair
+    // (CKO_PUBLIC_KEY), or the private or secret key. The two halves of a
+    // pair are separate objects; the key goes once neither is left. True
+    // when nothing of the key is left.
+    bool remove_object(const std::string& ident, CK_OBJECT_CLASS cls);
+    bool main_destroyed(const KeyObject& key) const;
 
 private:
     std::shared_ptr<KeyObject> make(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session);

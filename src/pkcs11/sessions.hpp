@@ -32,6 +32,7 @@ struct Session {
     CK_SLOT_ID slot = 0;
     CK_FLAGS flags = 0;
     std::optional<Operation> sign, verify, encrypt, decrypt;
+    std::optional<Digest> digest; // C_DigestInit .. C_Digest or C_DigestFinal
     bool finding = false;
     std::vector<CK_OBJECT_HANDLE> found;
     std::size_t found_pos = 0;

@@ -61,3 +61,11 @@
 #undef string_data_len
 #undef data_params
 // clang-format on
+
+// PKCS#11 3.0 constants that p11-kit's header (0.24) does not have yet.
+#ifndef CKM_SHA3_256
+#define CKM_SHA3_256 0x000002b0UL
+#define CKM_SHA3_224 0x000002b5UL
+#define CKM_SHA3_384 0x000002c0UL
+#define CKM_SHA3_512 0x000002d0UL
+#endif

@@ -33,6 +33,9 @@
 //       PIN is "-", C_DestroyObject of the CLASS (public or private) key
 //       object with CKA_ID=ID. Prints "rv=0x.. left=N": the CK_RV and how
 //       many objects of that class and CKA_ID a new session finds afterwards.
+//   p11_driver null-pin MODULE TOKEN
+//       C_Login with a NULL PIN (length 0, then 6) in a session of TOKEN's
+//       slot. Prints "rv=0x.. rv=0x..".
 // Exit status 0 when the scenario passed, 1 otherwise (with a message).
 
 #include "preloadrun/pkcs11/cryptoki.hpp"
@@ -340,7 +343,8 @@ int cmd_initargs(char** argv) {
     if (info.cryptokiVersion.major != 2 || info.cryptokiVersion.minor != 40) {
         fail("cryptoki version is not 2.40");
     }
-    check(f->C_DigestInit(1, nullptr), "unsupported function", CKR_FUNCTION_NOT_SUPPORTED);
+    check(f->C_DigestEncryptUpdate(1, nullptr, 0, nullptr, nullptr), "unsupported function",
+          CKR_FUNCTION_NOT_SUPPORTED);
     check(f->C_Finalize(nullptr), "finalize");
     check(f->C_Finalize(nullptr), "finalize twice", CKR_CRYPTOKI_NOT_INITIALIZED);
     std::cout << "initargs ok" << std::endl;
@@ -560,6 +564,19 @@ int cmd_destroy(char** argv) {
     return 0;
 }
 
+int cmd_null_pin(char** argv) {
+    load(argv[2]);
+    init_os_locking();
+    CK_SESSION_HANDLE s = 0;
+    check(f->C_OpenSession(slot_of(argv[3]), CKF_SERIAL_SESSION, nullptr, nullptr, &s),
+          "C_OpenSession");
+    const CK_RV empty = f->C_Login(s, CKU_USER, nullptr, 0);
+    const CK_RV sized = f->C_Login(s, CKU_USER, nullptr, 6);
+    std::cout << std::hex << "rv=0x" << empty << " rv=0x" << sized << std::dec << std::endl;
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    return 0;
+}
+
 // c = m^e mod n for a block m of the modulus' size: any encoding at all.
 std::vector<unsigned char> raw_rsa(const std::vector<unsigned char>& modulus,
                                    const std::vector<unsigned char>& exponent,
@@ -684,6 +701,9 @@ int main(int argc, char** argv) {
     }
     if (cmd == "destroy" && argc == 7) {
         return cmd_destroy(argv);
+    }
+    if (cmd == "null-pin" && argc == 4) {
+        return cmd_null_pin(argv);
     }
     if (cmd == "rsa-pkcs" && argc == 3) {
         return cmd_rsa_pkcs(argv);

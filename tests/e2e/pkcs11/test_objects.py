@@ -1,0 +1,159 @@
+"""Objects through the module, as an application (PyKCS11) sees them: the two
+halves of a key pair are separate objects, each destroyed on its own; a NULL
+PIN is refused as other modules refuse it.
+
+Each scenario is a Python child process (PyKCS11 through the module) against
+the `world` fixture's service; it prints one JSON object of what it saw. The
+NULL PIN goes through p11_driver (PyKCS11 always passes a string).
+"""
+
+import json
+import sys
+
+import pytest
+
+from conftest import PIN, client_env, run
+
+pytestmark = pytest.mark.skipif(
+    __import__("os").environ.get("PRELOADRUN_SANITIZE") == "1",
+    reason="uninstrumented client cannot load the ASan-built module")
+
+SCENARIO = r"""
+import json, sys
+import PyKCS11
+from PyKCS11 import *
+
+lib = PyKCS11Lib()
+lib.load(sys.argv[1])
+token, pin, persistent, first = sys.argv[2], sys.argv[3], sys.argv[4] == "token", sys.argv[5]
+slot = [s for s in lib.getSlotList(tokenPresent=True)
+        if lib.getTokenInfo(s).label.strip() == token][0]
+session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+session.login(pin)
+out = {}
+ident = bytes([0x7e, 0x57, 1 if persistent else 0])
+common = [(CKA_TOKEN, persistent), (CKA_ID, ident), (CKA_LABEL, "halves")]
+pub, priv = session.generateKeyPair(
+    common + [(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_KEY_TYPE, CKK_EC), (CKA_VERIFY, True),
+              (CKA_EC_PARAMS, bytes.fromhex("06082a8648ce3d030107"))],
+    common + [(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_KEY_TYPE, CKK_EC), (CKA_SIGN, True),
+              (CKA_PRIVATE, True), (CKA_SENSITIVE, True)],
+    mecha=Mechanism(CKM_EC_KEY_PAIR_GEN))
+
+def count(cls):
+    return len(session.findObjects([(CKA_CLASS, cls), (CKA_ID, ident)]))
+
+def rv_of(call):
+    try:
+        call()
+        return 0
+    except PyKCS11Error as e:
+        return e.value
+
+digest = bytes(range(32))
+if first == "public":
+    out["destroy_public"] = rv_of(lambda: session.destroyObject(pub))
+    out["after_public"] = [count(CKO_PRIVATE_KEY), count(CKO_PUBLIC_KEY)]
+    out["signature"] = len(session.sign(priv, digest, Mechanism(CKM_ECDSA)))
+    out["destroy_private"] = rv_of(lambda: session.destroyObject(priv))
+else:
+    point = session.getAttributeValue(pub, [CKA_EC_POINT])[0]
+    out["destroy_private"] = rv_of(lambda: session.destroyObject(priv))
+    out["after_private"] = [count(CKO_PRIVATE_KEY), count(CKO_PUBLIC_KEY)]
+    out["point_kept"] = session.getAttributeValue(pub, [CKA_EC_POINT])[0] == point
+    out["verify_alone"] = rv_of(lambda: session.verify(pub, digest, bytes(64),
+                                                        Mechanism(CKM_ECDSA)))
+    out["destroy_public"] = rv_of(lambda: session.destroyObject(pub))
+out["left"] = [count(CKO_PRIVATE_KEY), count(CKO_PUBLIC_KEY)]
+out["again"] = rv_of(lambda: session.destroyObject(priv))
+print(json.dumps(out))
+"""
+
+
+def scenario(world, module_path, persistent, first):
+    r = run([sys.executable, "-c", SCENARIO, module_path, "card1", PIN,
+             "token" if persistent else "session", first], client_env(world))
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["session-key", "token-key"])
+def test_the_public_half_is_destroyed_alone(world, module_path, persistent):
+    out = scenario(world, module_path, persistent, "public")
+    assert out["destroy_public"] == 0, out
+    assert out["after_public"] == [1, 0], out   # the private key is still found...
+    assert out["signature"] == 64, out          # ...and signs
+    assert out["destroy_private"] == 0, out
+    assert out["left"] == [0, 0], out
+    assert out["again"] == 0x82, out            # CKR_OBJECT_HANDLE_INVALID
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["session-key", "token-key"])
+def test_the_private_half_is_destroyed_alone(world, module_path, persistent):
+    out = scenario(world, module_path, persistent, "private")
+    assert out["destroy_private"] == 0, out
+    assert out["after_private"] == [0, 1], out  # the public key object stays
+    assert out["point_kept"], out
+    assert out["verify_alone"] == 0x68, out     # CKR_KEY_FUNCTION_NOT_PERMITTED
+    assert out["destroy_public"] == 0, out
+    assert out["left"] == [0, 0], out
+
+
+def test_a_null_pin_is_arguments_bad(world, module_path, driver_bin):
+    r = run([driver_bin, "null-pin", module_path, "card1"], client_env(world))
+    assert r.stdout.split() == ["rv=0x7", "rv=0x7"], r.stdout  # CKR_ARGUMENTS_BAD
+
+
+DIGESTS = r"""
+import hashlib, json, sys
+import PyKCS11
+from PyKCS11 import *
+
+lib = PyKCS11Lib()
+lib.load(sys.argv[1])
+slot = lib.getSlotList(tokenPresent=True)[0]
+session = lib.openSession(slot)
+names = {0x210: "md5", 0x220: "sha1", 0x255: "sha224", 0x250: "sha256", 0x260: "sha384",
+         0x270: "sha512", 0x48: "sha512_224", 0x4c: "sha512_256", 0x2b5: "sha3_224",
+         0x2b0: "sha3_256", 0x2c0: "sha3_384", 0x2d0: "sha3_512"}
+data = bytes(range(256)) * 41
+out = {"listed": [], "single": {}, "parts": {}}
+listed = set(lib.getMechanismList(slot))
+for m, name in names.items():
+    key = PyKCS11.CKM.get(m, m)
+    if m in listed or key in listed:
+        out["listed"].append(name)
+        info = lib.getMechanismInfo(slot, key)
+        assert info.flags & CKF_DIGEST, info.flags
+    ref = hashlib.new(name.replace("_", "-") if name.startswith("sha512_") else name, data)
+    out["single"][name] = bytes(session.digest(data, Mechanism(m))) == ref.digest()
+    d = session.digestSession(Mechanism(m))
+    for i in range(0, len(data), 1000):
+        d.update(data[i:i + 1000])
+    out["parts"][name] = bytes(d.final()) == ref.digest()
+
+def rv_of(call):
+    try:
+        call()
+        return 0
+    except PyKCS11Error as e:
+        return e.value
+
+out["unknown"] = rv_of(lambda: session.digest(data, Mechanism(CKM_SHA256_RSA_PKCS)))
+d = session.digestSession(Mechanism(CKM_SHA256))
+out["twice"] = rv_of(lambda: session.digestSession(Mechanism(CKM_SHA256)))
+key = session.findObjects([(CKA_CLASS, CKO_PRIVATE_KEY)])
+out["key"] = rv_of(lambda: d.digestKey(key[0])) if key else None
+print(json.dumps(out))
+"""
+
+
+def test_digests_in_the_module(world, module_path):
+    r = run([sys.executable, "-c", DIGESTS, module_path], client_env(world))
+    out = json.loads(r.stdout)
+    every = ["md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha512_224", "sha512_256",
+             "sha3_224", "sha3_256", "sha3_384", "sha3_512"]
+    assert out["listed"] == every, out
+    assert all(out["single"].values()) and all(out["parts"].values()), out
+    assert out["unknown"] == 0x70, out   # CKR_MECHANISM_INVALID
+    assert out["twice"] == 0x90, out     # CKR_OPERATION_ACTIVE
+    assert out["key"] == 0x67, out       # CKR_KEY_INDIGESTIBLE
