@@ -24,7 +24,8 @@ packages=(
   clang-14 libclang-rt-14-dev clang-format scdoc mandoc groff-base
   python3 python3-pytest python3-pexpect python3-protobuf openssl procps tini dumb-init hyperfine
   opensc gnutls-bin libengine-pkcs11-openssl p11-kit softhsm2 python3-pykcs11 python3-cryptography
-  bash-completion zsh fish util-linux man-db dpkg-dev systemd binutils
+  bash-completion zsh fish util-linux man-db dpkg-dev systemd binutils openssh-client
+  openssh-server
 )
 
 deps() {
