@@ -264,6 +264,7 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_persistent(spec.persistent);
     body->set_token_handle(spec.token_handle);
     body->set_refuse_duplicate(spec.refuse_duplicate);
+    body->set_public_exponent(to_field(spec.public_exponent));
     // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
     // wait for its turn on the module: a plain request's timeout would give
     // up on a key that is still being made.

@@ -89,8 +89,14 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
         }
         if (auto e = first_of(pub, priv, CKA_PUBLIC_EXPONENT, template_bytes)) {
             auto it = std::find_if(e->begin(), e->end(), [](std::uint8_t b) { return b != 0; });
-            if (Bytes(it, e->end()) != Bytes{0x01, 0x00, 0x01}) {
-                throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "the public exponent must be 65537");
+            Bytes exponent(it, e->end());
+            if (exponent.empty() || exponent.size() > 32 || (exponent.back() & 1U) == 0 ||
+                (exponent.size() == 1 && exponent[0] < 3)) {
+                throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
+                              "the public exponent must be odd, at least 3 and at most 32 bytes");
+            }
+            if (exponent != Bytes{0x01, 0x00, 0x01}) {
+                spec.public_exponent = std::move(exponent);
             }
         }
         spec.type = hsm::KeyType::rsa;

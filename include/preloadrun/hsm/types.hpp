@@ -101,6 +101,7 @@ struct KeySpec {
     // A persistent key only: refused when a key under the same protection has
     // the same label, or the same id when `id` is not empty.
     bool refuse_duplicate = false;
+    Bytes public_exponent; // RSA, big-endian; empty: 65537
 };
 
 struct GeneratedKey {

@@ -6,6 +6,7 @@
 
 #include <climits>
 #include <cstring>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/objects.h>
@@ -289,7 +290,7 @@ std::string describe(KeyType type, std::uint32_t bits) {
     return "unknown key";
 }
 
-Key Key::generate(KeyType type, std::uint32_t bits) {
+Key Key::generate(KeyType type, std::uint32_t bits, const Bytes& public_exponent) {
     bits = normalise_bits(type, bits);
     Key key(type, bits);
     if (type == KeyType::aes) {
@@ -307,6 +308,16 @@ Key Key::generate(KeyType type, std::uint32_t bits) {
     if (rsa ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), static_cast<int>(bits)) != 1
             : EVP_PKEY_CTX_set_group_name(ctx.get(), curve_name(type)) != 1) {
         ossl::fail(ErrorCode::crypto, "cannot set key generation parameters");
+    }
+    if (rsa && !public_exponent.empty()) {
+        BIGNUM* e =
+            BN_bin2bn(public_exponent.data(), static_cast<int>(public_exponent.size()), nullptr);
+        // set1: the context keeps its own copy.
+        const bool set = e != nullptr && EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx.get(), e) == 1;
+        BN_free(e);
+        if (!set) {
+            ossl::fail(ErrorCode::crypto, "cannot set the RSA public exponent");
+        }
     }
     EVP_PKEY* raw = nullptr;
     if (EVP_PKEY_generate(ctx.get(), &raw) != 1) {

@@ -32,7 +32,8 @@ std::string describe(hsm::KeyType type, std::uint32_t bits);
 class Key {
 public:
     // Throws Error(usage) for a bad size, Error(crypto) if OpenSSL fails.
-    static Key generate(hsm::KeyType type, std::uint32_t bits);
+    // `public_exponent`: RSA only, big-endian; empty for 65537.
+    static Key generate(hsm::KeyType type, std::uint32_t bits, const Bytes& public_exponent = {});
     // From private_bytes(); throws Error(corrupt) if they do not form a key of
     // that type and size.
     static Key from_private(hsm::KeyType type, std::uint32_t bits,

@@ -201,7 +201,8 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
             // Before the work of generating; store_key() checks again.
             world_.refuse_duplicate(spec.label, spec.id, protection);
         }
-        auto key = std::make_shared<const Key>(Key::generate(spec.type, spec.bits));
+        auto key =
+            std::make_shared<const Key>(Key::generate(spec.type, spec.bits, spec.public_exponent));
         hsm::KeyInfo info;
         info.label = spec.label;
         info.id = spec.id;

@@ -110,6 +110,26 @@ SecureBuffer passphrase(const std::string& passphrase, bool required) {
     return SecureBuffer(passphrase.data(), passphrase.size());
 }
 
+// An RSA public exponent: odd, at least 3, at most 32 bytes (leading zero
+// bytes dropped); empty for 65537 and for other key types.
+Bytes public_exponent(hsm::KeyType type, const std::string& field) {
+    auto first = field.find_first_not_of('\0');
+    if (field.empty()) {
+        return {};
+    }
+    if (type != hsm::KeyType::rsa) {
+        bad("a public exponent is for RSA keys only");
+    }
+    if (first == std::string::npos) {
+        bad("a public exponent of 0");
+    }
+    Bytes e(field.begin() + static_cast<std::ptrdiff_t>(first), field.end());
+    if (e.size() > 32 || (e.back() & 1U) == 0 || (e.size() == 1 && e[0] < 3)) {
+        bad("the public exponent must be odd, at least 3 and at most 32 bytes");
+    }
+    return e;
+}
+
 hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     hsm::KeySpec spec;
     spec.type = key_type(request.type());
@@ -125,6 +145,7 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.persistent = request.persistent();
     spec.token_handle = request.token_handle();
     spec.refuse_duplicate = request.refuse_duplicate();
+    spec.public_exponent = public_exponent(spec.type, request.public_exponent());
     return spec;
 }
 

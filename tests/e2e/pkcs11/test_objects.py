@@ -157,3 +157,40 @@ def test_digests_in_the_module(world, module_path):
     assert out["unknown"] == 0x70, out   # CKR_MECHANISM_INVALID
     assert out["twice"] == 0x90, out     # CKR_OPERATION_ACTIVE
     assert out["key"] == 0x67, out       # CKR_KEY_INDIGESTIBLE
+
+
+RSA_EXPONENTS = r"""
+import json, sys
+import PyKCS11
+from PyKCS11 import *
+
+lib = PyKCS11Lib()
+lib.load(sys.argv[1])
+session = lib.openSession(lib.getSlotList(tokenPresent=True)[0],
+                          CKF_SERIAL_SESSION | CKF_RW_SESSION)
+out = {}
+for name, e in [("3", b"\x03"), ("65537", b"\x01\x00\x01"), ("2^16+3", b"\x00\x01\x00\x03"),
+                ("even", b"\x01\x00\x00"), ("1", b"\x01")]:
+    try:
+        pub, priv = session.generateKeyPair(
+            [(CKA_TOKEN, False), (CKA_MODULUS_BITS, 2048), (CKA_PUBLIC_EXPONENT, e),
+             (CKA_VERIFY, True)], [(CKA_TOKEN, False), (CKA_SIGN, True)],
+            mecha=Mechanism(CKM_RSA_PKCS_KEY_PAIR_GEN))
+    except PyKCS11Error as err:
+        out[name] = err.value
+        continue
+    got = bytes(session.getAttributeValue(pub, [CKA_PUBLIC_EXPONENT])[0])
+    signature = bytes(session.sign(priv, b"data", Mechanism(CKM_SHA256_RSA_PKCS)))
+    ok = session.verify(pub, b"data", signature, Mechanism(CKM_SHA256_RSA_PKCS))
+    out[name] = [got.hex(), bool(ok)]
+print(json.dumps(out))
+"""
+
+
+def test_rsa_keys_with_any_valid_public_exponent(world, module_path):
+    r = run([sys.executable, "-c", RSA_EXPONENTS, module_path], client_env(world))
+    out = json.loads(r.stdout)
+    assert out["3"] == ["03", True], out
+    assert out["65537"] == ["010001", True], out
+    assert out["2^16+3"] == ["010003", True], out
+    assert out["even"] == 0x13 and out["1"] == 0x13, out  # CKR_ATTRIBUTE_VALUE_INVALID
