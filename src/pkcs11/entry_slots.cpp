@@ -79,8 +79,15 @@ CK_RV GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type,
 CK_RV InitToken(CK_SLOT_ID, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR) noexcept {
     return guard("C_InitToken", not_supported);
 }
-CK_RV InitPIN(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG) noexcept {
-    return guard("C_InitPIN", not_supported);
+CK_RV InitPIN(CK_SESSION_HANDLE handle, CK_UTF8CHAR_PTR, CK_ULONG) noexcept {
+    return guard("C_InitPIN", [&] {
+        with_session(handle);
+        // Only the security officer may, and these tokens have none: a
+        // softcard's passphrase is set when it is created.
+        throw CkError(CKR_USER_NOT_LOGGED_IN,
+                      "C_InitPIN needs the security officer, and the tokens have none");
+        return CKR_OK;
+    });
 }
 CK_RV SetPIN(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG) noexcept {
     return guard("C_SetPIN", not_supported);

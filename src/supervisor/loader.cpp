@@ -97,9 +97,11 @@ void Loader::unload(const std::map<std::uint32_t, std::map<std::size_t, hsm::Obj
             continue;
         }
         try {
-            pending.push_back(std::async(std::launch::async, [this, module = module, &handles] {
-                unload_module(module, handles);
-            }));
+            // Named copies: clang 14 cannot capture structured bindings.
+            pending.push_back(
+                std::async(std::launch::async, [this, module = module, &held = handles] {
+                    unload_module(module, held);
+                }));
         } catch (const std::exception& e) {
             log::get("supervisor")
                 ->warn("could not unload the tokens from module {}: {}", module, e.what());

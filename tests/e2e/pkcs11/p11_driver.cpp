@@ -35,7 +35,8 @@
 //       many objects of that class and CKA_ID a new session finds afterwards.
 //   p11_driver null-pin MODULE TOKEN
 //       C_Login with a NULL PIN (length 0, then 6) in a session of TOKEN's
-//       slot. Prints "rv=0x.. rv=0x..".
+//       slot, then as the security officer, then C_InitPIN. Prints
+//       "rv=0x.. rv=0x.. so=0x.. initpin=0x..".
 // Exit status 0 when the scenario passed, 1 otherwise (with a message).
 
 #include "preloadrun/pkcs11/cryptoki.hpp"
@@ -572,7 +573,11 @@ int cmd_null_pin(char** argv) {
           "C_OpenSession");
     const CK_RV empty = f->C_Login(s, CKU_USER, nullptr, 0);
     const CK_RV sized = f->C_Login(s, CKU_USER, nullptr, 6);
-    std::cout << std::hex << "rv=0x" << empty << " rv=0x" << sized << std::dec << std::endl;
+    CK_UTF8CHAR pin[] = {'s', 'e', 'c', 'r', 'e', 't'};
+    const CK_RV so = f->C_Login(s, CKU_SO, pin, sizeof pin);
+    const CK_RV init_pin = f->C_InitPIN(s, pin, sizeof pin);
+    std::cout << std::hex << "rv=0x" << empty << " rv=0x" << sized << " so=0x" << so
+              << " initpin=0x" << init_pin << std::dec << std::endl;
     check(f->C_Finalize(nullptr), "C_Finalize");
     return 0;
 }

@@ -98,9 +98,11 @@ def test_the_private_half_is_destroyed_alone(world, module_path, persistent):
     assert out["left"] == [0, 0], out
 
 
-def test_a_null_pin_is_arguments_bad(world, module_path, driver_bin):
+def test_a_null_pin_is_arguments_bad_and_there_is_no_security_officer(world, module_path,
+                                                                         driver_bin):
     r = run([driver_bin, "null-pin", module_path, "card1"], client_env(world))
-    assert r.stdout.split() == ["rv=0x7", "rv=0x7"], r.stdout  # CKR_ARGUMENTS_BAD
+    # CKR_ARGUMENTS_BAD twice, CKR_USER_TYPE_INVALID, CKR_USER_NOT_LOGGED_IN.
+    assert r.stdout.split() == ["rv=0x7", "rv=0x7", "so=0x103", "initpin=0x101"], r.stdout
 
 
 DIGESTS = r"""
