@@ -141,7 +141,7 @@ def test_slot_events_fail_and_bring_back_a_member_without_the_probe(tmp_path, to
                      timeout=5, what="a worker waiting for the token")
             os.unlink(absent)
             start = time.monotonic()
-            back = service.wait_module(
+            service.wait_module(
                 "fake", lambda m: m["state"] == "usable" and m["objects"] > 0 and
                 m["generation"] > first["generation"], "back, and loaded again by preloadrun", 10)
             back_after = time.monotonic() - start

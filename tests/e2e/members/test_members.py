@@ -8,20 +8,17 @@ hung past their timeout, drained and undrained, re-initialised with a
 different key, added to and removed from the configuration. The client must see no error.
 """
 
-import json
 import os
 import subprocess
 import time
 
 import pytest
 
-from conftest import external_client
+from conftest import SupervisedClient, external_client
 from member_service import MemberService
 from p11kit_members import MemberFarm
 from procs import executable, wait_for
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_CLIENT = os.path.join(HERE, "..", "..", "..", "scripts", "demo_client.py")
 
 
 @pytest.fixture
@@ -72,17 +69,10 @@ def serving_again(service, esn, before, timeout=20.0):
 def test_client_sees_no_error_through_member_events(fleet, tools, tmp_path):
     service = fleet
     farm = service.farm
-    ready = str(tmp_path / "client.ready")
-    result = str(tmp_path / "client.json")
-    app = subprocess.Popen(
-        [tools["preloadrun"], "-s", "signing", "--passphrase-file", pin_file(service), "--",
-         "/usr/bin/python3", DEMO_CLIENT, "--module", tools["module"], "--token", "signing",
-         "--label", "ec-key", "--seconds", "60", "--ready-file", ready,
-         "--result-file", result],
-        env=dict(service.env, PRELOADRUN_PKCS11_LOG="stderr"),
-        stdout=open(tmp_path / "app.log", "w"), stderr=subprocess.STDOUT, text=True)
+    client = SupervisedClient(tools, service, pin_file(service), tmp_path, 60,
+                              env=dict(service.env, PRELOADRUN_PKCS11_LOG="stderr"))
     try:
-        wait_for(lambda: os.path.exists(ready), timeout=30, what="the client's first signature")
+        client.wait_first_signature()
         for esn in ("hsm-a", "hsm-b", "hsm-c"):
             service.wait_module(esn, lambda m: m["ops"] > 0, "serving the client")
         times = {}
@@ -134,16 +124,9 @@ def test_client_sees_no_error_through_member_events(fleet, tools, tmp_path):
         # hsm-c served nothing more: its key is not the set's.
         assert service.modules()["hsm-c"]["ops"] == ops_c
 
-        app.wait(timeout=90)
+        client.assert_no_error(timeout=90)
     finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
-    out = (tmp_path / "app.log").read_text()
-    with open(result) as f:
-        counts = json.load(f)
-    assert app.returncode == 0, out
-    assert counts["errors"] == 0 and counts["signatures"] > 100, (counts, out)
+        client.stop()
     for event, seconds in times.items():
         print(f"{event}: serving again after {seconds:.2f} s")
 

@@ -9,21 +9,16 @@ members behind their own `p11-kit server`s:
   preloadrun: the client sees no error and is never restarted.
 """
 
-import json
-import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import external_client
+from conftest import SupervisedClient, external_client
 from member_service import MemberService
 from p11kit_members import MemberFarm
 from procs import children_of, executable, proc_stat, wait_for
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_CLIENT = os.path.join(HERE, "..", "..", "..", "scripts", "demo_client.py")
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +85,9 @@ def test_the_service_restarted_twice_under_a_client(farm, tools, tmp_path):
     pin = tmp_path / "pin"
     pin.write_text(farm.pin + "\n")
     pin.chmod(0o600)
-    ready = str(tmp_path / "client.ready")
-    result = str(tmp_path / "client.json")
-    app = subprocess.Popen(
-        [tools["preloadrun"], "-s", "signing", "--passphrase-file", str(pin), "--",
-         "/usr/bin/python3", DEMO_CLIENT, "--module", tools["module"], "--token", "signing",
-         "--label", "ec-key", "--seconds", "12", "--ready-file", ready, "--result-file", result],
-        env=service.env, stdout=open(tmp_path / "app.log", "w"), stderr=subprocess.STDOUT)
+    client = SupervisedClient(tools, service, pin, tmp_path, 12)
     try:
-        wait_for(lambda: os.path.exists(ready), timeout=30, what="the client's first signature")
+        client.wait_first_signature()
         for _ in range(2):
             time.sleep(1.5)
             assert service.stop() == 0, service.log()
@@ -107,14 +96,7 @@ def test_the_service_restarted_twice_under_a_client(farm, tools, tmp_path):
             for m in farm.members:
                 service.wait_module(m.name, lambda m: m["state"] == "usable" and m["ops"] > 0,
                                     "serving the client again", timeout=30)
-        app.wait(timeout=60)
+        client.assert_no_error(timeout=60)
     finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        client.stop()
         service.stop()
-    out = (tmp_path / "app.log").read_text()
-    with open(result) as f:
-        counts = json.load(f)
-    assert app.returncode == 0, out
-    assert counts["errors"] == 0 and counts["signatures"] > 100, (counts, out)

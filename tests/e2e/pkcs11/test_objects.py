@@ -18,13 +18,23 @@ pytestmark = pytest.mark.skipif(
     __import__("os").environ.get("PRELOADRUN_SANITIZE") == "1",
     reason="uninstrumented client cannot load the ASan-built module")
 
-SCENARIO = r"""
+PRELUDE = r"""
 import json, sys
 import PyKCS11
 from PyKCS11 import *
 
 lib = PyKCS11Lib()
 lib.load(sys.argv[1])
+
+def rv_of(call):
+    try:
+        call()
+        return 0
+    except PyKCS11Error as e:
+        return e.value
+"""
+
+SCENARIO = PRELUDE + r"""
 token, pin, persistent, first = sys.argv[2], sys.argv[3], sys.argv[4] == "token", sys.argv[5]
 slot = [s for s in lib.getSlotList(tokenPresent=True)
         if lib.getTokenInfo(s).label.strip() == token][0]
@@ -42,13 +52,6 @@ pub, priv = session.generateKeyPair(
 
 def count(cls):
     return len(session.findObjects([(CKA_CLASS, cls), (CKA_ID, ident)]))
-
-def rv_of(call):
-    try:
-        call()
-        return 0
-    except PyKCS11Error as e:
-        return e.value
 
 digest = bytes(range(32))
 if first == "public":
@@ -105,13 +108,8 @@ def test_a_null_pin_is_arguments_bad_and_there_is_no_security_officer(world, mod
     assert r.stdout.split() == ["rv=0x7", "rv=0x7", "so=0x103", "initpin=0x101"], r.stdout
 
 
-DIGESTS = r"""
-import hashlib, json, sys
-import PyKCS11
-from PyKCS11 import *
-
-lib = PyKCS11Lib()
-lib.load(sys.argv[1])
+DIGESTS = PRELUDE + r"""
+import hashlib
 slot = lib.getSlotList(tokenPresent=True)[0]
 session = lib.openSession(slot)
 names = {0x210: "md5", 0x220: "sha1", 0x255: "sha224", 0x250: "sha256", 0x260: "sha384",
@@ -132,13 +130,6 @@ for m, name in names.items():
     for i in range(0, len(data), 1000):
         d.update(data[i:i + 1000])
     out["parts"][name] = bytes(d.final()) == ref.digest()
-
-def rv_of(call):
-    try:
-        call()
-        return 0
-    except PyKCS11Error as e:
-        return e.value
 
 out["unknown"] = rv_of(lambda: session.digest(data, Mechanism(CKM_SHA256_RSA_PKCS)))
 d = session.digestSession(Mechanism(CKM_SHA256))
@@ -161,13 +152,7 @@ def test_digests_in_the_module(world, module_path):
     assert out["key"] == 0x67, out       # CKR_KEY_INDIGESTIBLE
 
 
-RSA_EXPONENTS = r"""
-import json, sys
-import PyKCS11
-from PyKCS11 import *
-
-lib = PyKCS11Lib()
-lib.load(sys.argv[1])
+RSA_EXPONENTS = PRELUDE + r"""
 session = lib.openSession(lib.getSlotList(tokenPresent=True)[0],
                           CKF_SERIAL_SESSION | CKF_RW_SESSION)
 out = {}
