@@ -44,7 +44,23 @@ deps() {
   echo "dev.sh: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own sshd on a free port: a newly installed
+  # openssh-server must not start (or later boot) the system's ssh service.
+  local sshd_new=0 policy_made=0
+  [[ " ${missing[*]} " == *" openssh-server "* ]] && sshd_new=1
+  if ((sshd_new)) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
+  local status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  ((policy_made)) && rm -f /usr/sbin/policy-rc.d
+  if ((sshd_new)); then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    echo "dev.sh: openssh-server is installed for the tests; its ssh service is left disabled" >&2
+  fi
+  return "$status"
 }
 
 # Configures and builds preset $1 quietly: one progress line (updated in
