@@ -181,3 +181,56 @@ def test_rsa_keys_with_any_valid_public_exponent(world, module_path):
     assert out["65537"] == ["010001", True], out
     assert out["2^16+3"] == ["010003", True], out
     assert out["even"] == 0x13 and out["1"] == 0x13, out  # CKR_ATTRIBUTE_VALUE_INVALID
+
+
+EVERY_SIGNATURE = PRELUDE + r"""
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+session = lib.openSession(lib.getSlotList(tokenPresent=True)[0],
+                          CKF_SERIAL_SESSION | CKF_RW_SESSION)
+ec_pub, ec_priv = session.generateKeyPair(
+    [(CKA_TOKEN, False), (CKA_VERIFY, True),
+     (CKA_EC_PARAMS, bytes.fromhex("06082a8648ce3d030107"))],
+    [(CKA_TOKEN, False), (CKA_SIGN, True)], mecha=Mechanism(CKM_EC_KEY_PAIR_GEN))
+rsa_pub, rsa_priv = session.generateKeyPair(
+    [(CKA_TOKEN, False), (CKA_MODULUS_BITS, 2048), (CKA_VERIFY, True)],
+    [(CKA_TOKEN, False), (CKA_SIGN, True)], mecha=Mechanism(CKM_RSA_PKCS_KEY_PAIR_GEN))
+point = bytes(session.getAttributeValue(ec_pub, [CKA_EC_POINT])[0])[2:]
+ec_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+n, e = session.getAttributeValue(rsa_pub, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+rsa_key = RSAPublicNumbers(int.from_bytes(bytes(e), "big"),
+                           int.from_bytes(bytes(n), "big")).public_key()
+HASHES = {"SHA1": hashes.SHA1(), "SHA224": hashes.SHA224(), "SHA256": hashes.SHA256(),
+          "SHA384": hashes.SHA384(), "SHA512": hashes.SHA512()}
+PSS_PARAMS = {"SHA1": (CKM_SHA_1, CKG_MGF1_SHA1, 20), "SHA224": (CKM_SHA224, CKG_MGF1_SHA224, 28),
+              "SHA256": (CKM_SHA256, CKG_MGF1_SHA256, 32),
+              "SHA384": (CKM_SHA384, CKG_MGF1_SHA384, 48),
+              "SHA512": (CKM_SHA512, CKG_MGF1_SHA512, 64)}
+data = b"every signing mechanism"
+out = {}
+for name in ["SHA1", "SHA224", "SHA256", "SHA384", "SHA512"]:
+    h = HASHES[name]
+    sig = bytes(session.sign(ec_priv, data, Mechanism(getattr(PyKCS11, f"CKM_ECDSA_{name}"))))
+    half = len(sig) // 2
+    der = utils.encode_dss_signature(int.from_bytes(sig[:half], "big"),
+                                     int.from_bytes(sig[half:], "big"))
+    ec_key.verify(der, data, ec.ECDSA(h))
+    out[f"ECDSA_{name}"] = True
+    sig = bytes(session.sign(rsa_priv, data, Mechanism(getattr(PyKCS11, f"CKM_{name}_RSA_PKCS"))))
+    rsa_key.verify(sig, data, padding.PKCS1v15(), h)
+    out[f"{name}_RSA_PKCS"] = True
+    alg, mgf, salt = PSS_PARAMS[name]
+    pss = RSA_PSS_Mechanism(getattr(PyKCS11, f"CKM_{name}_RSA_PKCS_PSS"), alg, mgf, salt)
+    sig = bytes(session.sign(rsa_priv, data, pss))
+    rsa_key.verify(sig, data, padding.PSS(padding.MGF1(h), salt), h)
+    out[f"{name}_RSA_PKCS_PSS"] = bool(session.verify(rsa_pub, data, sig, pss))
+print(json.dumps(out))
+"""
+
+
+def test_every_hashing_signature_mechanism_checked_by_openssl(world, module_path):
+    r = run([sys.executable, "-c", EVERY_SIGNATURE, module_path], client_env(world))
+    out = json.loads(r.stdout)
+    assert len(out) == 15 and all(out.values()), out
