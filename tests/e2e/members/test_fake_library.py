@@ -127,7 +127,8 @@ def test_slot_events_fail_and_bring_back_a_member_without_the_probe(tmp_path, to
         service.wait_module("fake", lambda m: m["state"] == "usable", "usable", 10)
         supervised = subprocess.Popen(
             [tools["preloadrun"], "-s", "signing", "--passphrase-file", pin_file(str(tmp_path)),
-             "--", "sleep", "60"], env=service.env, stderr=subprocess.PIPE, text=True)
+             "--", "sleep", "60"], env=service.env,
+            stderr=open(tmp_path / "preloadrun.log", "w"))
         try:
             first = service.wait_module("fake", lambda m: m["objects"] > 0, "loaded", 20)
             absent = os.path.join(token, "absent")
