@@ -136,11 +136,14 @@ std::string initialise(Library& lib, const worker::Init& init, worker::InitReply
         out.set_library_description(
             padded(info.libraryDescription, sizeof info.libraryDescription));
     }
-    out.set_slot_events(reports_slot_events(lib));
     try {
         find_token(lib, init.token(), out);
     } catch (const Failure& failure) {
-        if (!init.watch_if_absent() || !out.slot_events() || failure.rv != CKR_TOKEN_NOT_PRESENT) {
+        // Asked only here: a library whose C_WaitForSlotEvent blocks in spite
+        // of CKF_DONT_BLOCK then delays an absent member's retry, never the
+        // start of one whose token is there.
+        if (!init.watch_if_absent() || failure.rv != CKR_TOKEN_NOT_PRESENT ||
+            !reports_slot_events(lib)) {
             throw;
         }
         out.Clear();

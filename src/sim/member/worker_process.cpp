@@ -115,11 +115,11 @@ Worker::Worker(const WorkerSpec& spec) : member_(spec.member), timeout_(spec.tim
 }
 
 int Worker::events_fd() const noexcept {
-    return token_.slot_events() && !events_failed_ ? channels_.back().fd.get() : -1;
+    return events_failed_ ? -1 : channels_.back().fd.get();
 }
 
 void Worker::ask_slot_event() {
-    if (!token_.slot_events() || events_failed_ || event_asked_ || dead_.load()) {
+    if (events_failed_ || event_asked_ || dead_.load()) {
         return;
     }
     worker::Request request;
@@ -155,8 +155,12 @@ bool Worker::take_slot_event() {
     }
     if (!reply.function().empty()) {
         events_failed_ = true;
-        logger()->warn("member {}: {}; it is probed at intervals instead", member_,
-                       error_of(reply.rv(), member_, reply.function(), reply.message()).what());
+        // Most libraries have no slot events (p11-kit's client, SoftHSM2):
+        // only another failure is worth a warning.
+        const auto level =
+            reply.rv() == CKR_FUNCTION_NOT_SUPPORTED ? spdlog::level::debug : spdlog::level::warn;
+        logger()->log(level, "{}; it is probed at intervals instead",
+                      error_of(reply.rv(), member_, reply.function(), reply.message()).what());
         return false;
     }
     logger()->debug("member {}: slot event (slot {})", member_, reply.slot_event().slot());

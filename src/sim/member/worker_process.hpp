@@ -58,12 +58,13 @@ public:
     bool token_absent() const noexcept { return token_.token_absent(); }
     const std::string& absent_reason() const noexcept { return absent_reason_; }
 
-    // Slot events, where the library reports them (token().slot_events());
-    // for one thread only (the member's monitor). ask_slot_event() puts a
-    // C_WaitForSlotEvent on the events channel (once until its answer is
-    // taken); events_fd() is readable when it is answered, and
-    // take_slot_event() reads the answer: true for an event, false when the
-    // library could not wait (it is not asked again) or the worker ended.
+    // Slot events, for one thread only (the member's monitor).
+    // ask_slot_event() puts a C_WaitForSlotEvent on the events channel (once
+    // until its answer is taken); events_fd() is readable when it is
+    // answered (-1 once the library said it cannot), and take_slot_event()
+    // reads the answer: true for an event, false when the library could not
+    // wait (it is not asked again) or the worker ended. A library whose wait
+    // never returns costs a thread of the worker, nothing more.
     void ask_slot_event();
     int events_fd() const noexcept;
     bool take_slot_event();
