@@ -102,14 +102,20 @@ CK_RV DigestInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech) noexcept {
 
 namespace {
 
+// The session's active digest; CKR_OPERATION_NOT_INITIALIZED without one.
+pkcs11::Digest& active_digest(Session& session) {
+    if (!session.digest) {
+        throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
+    }
+    return *session.digest;
+}
+
 // Ends the active digest into `out` (a length query or a buffer too small
 // keeps it active). `input`: C_Digest's data, hashed first.
 void finish_digest(Session& session, std::span<const std::uint8_t> input, Output out) {
     require_arg(out.length, "output length pointer");
-    if (!session.digest) {
-        throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
-    }
-    const auto size = session.digest->size();
+    auto& digest = active_digest(session);
+    const auto size = digest.size();
     if (out.data == nullptr) {
         *out.length = size;
         return;
@@ -119,8 +125,8 @@ void finish_digest(Session& session, std::span<const std::uint8_t> input, Output
         throw CkError(CKR_BUFFER_TOO_SMALL, "digest buffer too small");
     }
     try {
-        session.digest->update(input);
-        const auto result = session.digest->finish();
+        digest.update(input);
+        const auto result = digest.finish();
         std::memcpy(out.data, result.data(), result.size());
         *out.length = result.size();
     } catch (...) {
@@ -144,11 +150,9 @@ CK_RV Digest(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_P
 CK_RV DigestUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noexcept {
     return guard("C_DigestUpdate", [&] {
         auto call = with_session(handle);
-        if (!call.session->digest) {
-            throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
-        }
+        auto& digest = active_digest(*call.session);
         try {
-            call.session->digest->update(in(data, len));
+            digest.update(in(data, len));
         } catch (...) {
             call.session->digest.reset();
             throw;
@@ -160,9 +164,7 @@ CK_RV DigestUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len) noe
 CK_RV DigestKey(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE) noexcept {
     return guard("C_DigestKey", [&] {
         auto call = with_session(handle);
-        if (!call.session->digest) {
-            throw CkError(CKR_OPERATION_NOT_INITIALIZED, "no digest is active (C_DigestInit)");
-        }
+        active_digest(*call.session);
         // A key's value never leaves the HSMs: not even into a digest.
         call.session->digest.reset();
         throw CkError(CKR_KEY_INDIGESTIBLE, "the key's value stays in the HSMs");

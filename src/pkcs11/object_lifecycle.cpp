@@ -2,8 +2,7 @@
 
 #include "attributes.hpp"
 #include "log.hpp"
-
-#include <algorithm>
+#include "preloadrun/hsm/rsa_exponent.hpp"
 
 namespace preloadrun::pkcs11 {
 
@@ -88,15 +87,12 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
             throw CkError(CKR_KEY_SIZE_RANGE, "RSA keys are 1024 to 4096 bits");
         }
         if (auto e = first_of(pub, priv, CKA_PUBLIC_EXPONENT, template_bytes)) {
-            auto it = std::find_if(e->begin(), e->end(), [](std::uint8_t b) { return b != 0; });
-            Bytes exponent(it, e->end());
-            if (exponent.empty() || exponent.size() > 32 || (exponent.back() & 1U) == 0 ||
-                (exponent.size() == 1 && exponent[0] < 3)) {
-                throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
-                              "the public exponent must be odd, at least 3 and at most 32 bytes");
+            auto exponent = hsm::rsa_public_exponent(*e);
+            if (!exponent.problem.empty()) {
+                throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, exponent.problem);
             }
-            if (exponent != Bytes{0x01, 0x00, 0x01}) {
-                spec.public_exponent = std::move(exponent);
+            if (exponent.value != Bytes{0x01, 0x00, 0x01}) {
+                spec.public_exponent = std::move(exponent.value);
             }
         }
         spec.type = hsm::KeyType::rsa;

@@ -147,7 +147,6 @@ std::string initialise(Library& lib, const worker::Init& init, worker::InitReply
             throw;
         }
         out.Clear();
-        out.set_slot_events(true);
         out.set_token_absent(true);
         return failure.message;
     }

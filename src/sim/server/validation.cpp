@@ -4,6 +4,7 @@
 #include "model/world_format.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/gcm.hpp"
+#include "preloadrun/hsm/rsa_exponent.hpp"
 #include "wire/codec.hpp"
 
 namespace preloadrun::sim::validate {
@@ -110,24 +111,20 @@ SecureBuffer passphrase(const std::string& passphrase, bool required) {
     return SecureBuffer(passphrase.data(), passphrase.size());
 }
 
-// An RSA public exponent: odd, at least 3, at most 32 bytes (leading zero
-// bytes dropped); empty for 65537 and for other key types.
+// An RSA public exponent (hsm/rsa_exponent.hpp) without leading zero
+// bytes; empty when none is asked for (65537).
 Bytes public_exponent(hsm::KeyType type, const std::string& field) {
-    auto first = field.find_first_not_of('\0');
     if (field.empty()) {
         return {};
     }
     if (type != hsm::KeyType::rsa) {
         bad("a public exponent is for RSA keys only");
     }
-    if (first == std::string::npos) {
-        bad("a public exponent of 0");
+    auto exponent = hsm::rsa_public_exponent(bytes_of(field));
+    if (!exponent.problem.empty()) {
+        bad(exponent.problem);
     }
-    Bytes e(field.begin() + static_cast<std::ptrdiff_t>(first), field.end());
-    if (e.size() > 32 || (e.back() & 1U) == 0 || (e.size() == 1 && e[0] < 3)) {
-        bad("the public exponent must be odd, at least 3 and at most 32 bytes");
-    }
-    return e;
+    return std::move(exponent.value);
 }
 
 hsm::KeySpec key_spec(const wire::GenerateKey& request) {
