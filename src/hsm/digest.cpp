@@ -16,6 +16,14 @@ const EVP_MD* evp_md(Hash hash) noexcept {
         return EVP_sha384();
     case Hash::sha512:
         return EVP_sha512();
+    case Hash::sha3_224:
+        return EVP_sha3_224();
+    case Hash::sha3_256:
+        return EVP_sha3_256();
+    case Hash::sha3_384:
+        return EVP_sha3_384();
+    case Hash::sha3_512:
+        return EVP_sha3_512();
     }
     return nullptr;
 }

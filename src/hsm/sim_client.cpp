@@ -21,7 +21,7 @@ namespace {
 constexpr const char* kClientVariable = kSocketVariable.name;
 constexpr const char* kAdminVariable = kAdminSocketVariable.name;
 
-// Copies a passphrase into a protobuf field in place (no temporary string)
+// Copies a passphrase (or any secret) into a protobuf field in place (no temporary string)
 // and wipes the field when the request goes out of scope. Declare it after
 // the request so that it runs first.
 class PassphraseField {
@@ -265,6 +265,7 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_token_handle(spec.token_handle);
     body->set_refuse_duplicate(spec.refuse_duplicate);
     body->set_public_exponent(to_field(spec.public_exponent));
+    const PassphraseField value(body->mutable_value(), spec.value);
     // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
     // wait for its turn on the module: a plain request's timeout would give
     // up on a key that is still being made.

@@ -36,8 +36,34 @@ std::string_view to_string(KeyType type) noexcept {
         return "ec-p384";
     case KeyType::aes:
         return "aes";
+    case KeyType::generic_secret:
+        return "generic-secret";
+    case KeyType::object:
+        return "object";
     }
     return "unknown";
+}
+
+bool is_object(KeyType type) noexcept {
+    return type == KeyType::object;
+}
+
+bool is_secret(KeyType type) noexcept {
+    return type == KeyType::aes || type == KeyType::generic_secret;
+}
+
+bool is_mac(MechanismKind kind) noexcept {
+    return kind == MechanismKind::aes_cmac || kind == MechanismKind::hmac;
+}
+
+const std::vector<MechanismKind>& all_mechanism_kinds() {
+    static const std::vector<MechanismKind> all{
+        MechanismKind::rsa_pkcs1,    MechanismKind::rsa_pss,         MechanismKind::rsa_oaep,
+        MechanismKind::ecdsa,        MechanismKind::aes_gcm,         MechanismKind::rsa_pkcs1_enc,
+        MechanismKind::aes_ecb,      MechanismKind::aes_cbc,         MechanismKind::aes_cbc_pad,
+        MechanismKind::aes_ctr,      MechanismKind::aes_cmac,        MechanismKind::hmac,
+        MechanismKind::aes_key_wrap, MechanismKind::aes_key_wrap_pad};
+    return all;
 }
 
 std::string describe(const TokenInfo& token) {

@@ -1,5 +1,6 @@
 #include "attributes.hpp"
 
+#include "mechanisms.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/ossl.hpp"
 
@@ -155,13 +156,17 @@ CK_KEY_TYPE ck_key_type(hsm::KeyType type) noexcept {
         return CKK_EC;
     case hsm::KeyType::aes:
         return CKK_AES;
+    case hsm::KeyType::generic_secret:
+        return CKK_GENERIC_SECRET;
+    case hsm::KeyType::object:
+        break;
     }
     return CKK_VENDOR_DEFINED;
 }
 
 PublicParts parse_public(const hsm::KeyInfo& key) {
     PublicParts parts;
-    if (key.type == hsm::KeyType::aes || key.public_der.empty()) {
+    if (hsm::is_secret(key.type) || key.public_der.empty()) {
         return parts;
     }
     const unsigned char* p = key.public_der.data();
@@ -221,9 +226,12 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
     a.set_bool(CKA_DERIVE, false);
     a.set(CKA_START_DATE, {});
     a.set(CKA_END_DATE, {});
-    a.set_ulong(CKA_KEY_GEN_MECHANISM, rsa  ? CKM_RSA_PKCS_KEY_PAIR_GEN
-                                       : ec ? CKM_EC_KEY_PAIR_GEN
-                                            : CKM_AES_KEY_GEN);
+    const bool generic = key.type == hsm::KeyType::generic_secret;
+    a.set_ulong(CKA_KEY_GEN_MECHANISM, rsa       ? CKM_RSA_PKCS_KEY_PAIR_GEN
+                                       : ec      ? CKM_EC_KEY_PAIR_GEN
+                                       : generic ? CKM_GENERIC_SECRET_KEY_GEN
+                                                 : CKM_AES_KEY_GEN);
+    a.set(CKA_ALLOWED_MECHANISMS, allowed_mechanisms(key.type));
     if (rsa) {
         a.set(CKA_MODULUS, parts.modulus);
         a.set(CKA_PUBLIC_EXPONENT, parts.public_exponent);
@@ -269,11 +277,11 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
             a.set_sensitive(CKA_VALUE);
         }
         break;
-    default: // CKO_SECRET_KEY
-        a.set_bool(CKA_ENCRYPT, true);
-        a.set_bool(CKA_DECRYPT, true);
-        a.set_bool(CKA_SIGN, false);
-        a.set_bool(CKA_VERIFY, false);
+    default: // CKO_SECRET_KEY: AES encrypts and MACs (CMAC), a generic secret MACs (HMAC)
+        a.set_bool(CKA_ENCRYPT, !generic);
+        a.set_bool(CKA_DECRYPT, !generic);
+        a.set_bool(CKA_SIGN, true);
+        a.set_bool(CKA_VERIFY, true);
         a.set_bool(CKA_WRAP, false);
         a.set_bool(CKA_UNWRAP, false);
         a.set_bool(CKA_SENSITIVE, true);

@@ -1,9 +1,11 @@
 #include "crypto_ops.hpp"
 
 #include "log.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <algorithm>
 #include <cstring>
+#include <openssl/crypto.h>
 
 namespace preloadrun::pkcs11 {
 
@@ -49,9 +51,9 @@ Operation& active(Session& session, OpKind kind) {
 bool class_allowed(CK_OBJECT_CLASS cls, OpKind kind) {
     switch (kind) {
     case OpKind::sign:
-        return cls == CKO_PRIVATE_KEY;
+        return cls == CKO_PRIVATE_KEY || cls == CKO_SECRET_KEY;
     case OpKind::verify:
-        return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY;
+        return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY || cls == CKO_SECRET_KEY;
     case OpKind::encrypt:
         return cls == CKO_PUBLIC_KEY || cls == CKO_SECRET_KEY;
     case OpKind::decrypt:
@@ -74,25 +76,56 @@ Bytes message(Operation& op, std::span<const std::uint8_t> input) {
 // The most output an operation can produce, when known without doing it.
 std::optional<std::size_t> output_bound(const Operation& op, OpKind kind, std::size_t input) {
     const auto& key = op.key->info;
+    const auto& mech = op.prepared.mechanism;
     const std::size_t pending = op.buffer.size() + input;
-    switch (kind) {
-    case OpKind::sign:
-        return signature_length(key);
-    case OpKind::encrypt:
-        if (key.type == hsm::KeyType::aes) {
-            return pending + op.prepared.mechanism.tag_bits / 8;
-        }
-        return signature_length(key);
-    case OpKind::decrypt:
-        if (key.type == hsm::KeyType::aes) {
-            const std::size_t tag = op.prepared.mechanism.tag_bits / 8;
-            return pending > tag ? pending - tag : 0;
-        }
-        return signature_length(key);
-    case OpKind::verify:
-        break;
+    constexpr std::size_t block = hsm::kAesBlock;
+    if (kind == OpKind::sign) {
+        return signature_length(op.prepared, key);
     }
-    return std::nullopt;
+    if (kind == OpKind::verify) {
+        return std::nullopt;
+    }
+    const bool encrypt = kind == OpKind::encrypt;
+    switch (mech.kind) {
+    case hsm::MechanismKind::aes_gcm: {
+        const std::size_t tag = mech.tag_bits / 8;
+        return encrypt ? pending + tag : (pending > tag ? pending - tag : 0);
+    }
+    case hsm::MechanismKind::aes_ecb:
+    case hsm::MechanismKind::aes_cbc:
+    case hsm::MechanismKind::aes_ctr:
+        return pending;
+    case hsm::MechanismKind::aes_cbc_pad:
+        return encrypt ? (pending / block + 1) * block : pending;
+    case hsm::MechanismKind::aes_key_wrap:
+        return encrypt ? pending + 8 : (pending > 8 ? pending - 8 : 0);
+    case hsm::MechanismKind::aes_key_wrap_pad:
+        return encrypt ? (pending + 7) / 8 * 8 + 8 : (pending > 8 ? pending - 8 : 0);
+    default:
+        return signature_length(op.prepared, key);
+    }
+}
+
+// The lengths a mode refuses, with the code PKCS#11 gives them, before the
+// service is asked.
+void check_input_length(const Operation& op, OpKind kind, std::size_t size) {
+    const bool encrypt = kind == OpKind::encrypt;
+    const CK_RV code = encrypt ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
+    switch (op.prepared.mechanism.kind) {
+    case hsm::MechanismKind::aes_ecb:
+    case hsm::MechanismKind::aes_cbc:
+        if (size % hsm::kAesBlock != 0) {
+            throw CkError(code, "AES-ECB and AES-CBC take whole 16-byte blocks");
+        }
+        return;
+    case hsm::MechanismKind::aes_cbc_pad:
+        if (!encrypt && (size == 0 || size % hsm::kAesBlock != 0)) {
+            throw CkError(code, "an AES-CBC-PAD ciphertext is whole 16-byte blocks");
+        }
+        return;
+    default:
+        return;
+    }
 }
 
 Bytes compute(Instance& instance, Operation& op, OpKind kind, const Bytes& data) {
@@ -158,7 +191,20 @@ void deliver(Instance& instance, Session& session, OpKind kind, std::span<const 
             end.keep();
             throw CkError(CKR_BUFFER_TOO_SMALL, "signature buffer too small");
         }
-        op.result = compute(instance, op, kind, message(op, input));
+        if (kind == OpKind::encrypt || kind == OpKind::decrypt) {
+            check_input_length(op, kind, op.buffer.size() + input.size());
+        }
+        const auto mode = op.prepared.mechanism.kind;
+        if (op.multipart && input.empty() && op.buffer.empty() &&
+            (mode == hsm::MechanismKind::aes_ecb || mode == hsm::MechanismKind::aes_cbc ||
+             mode == hsm::MechanismKind::aes_ctr)) {
+            op.result = Bytes{}; // every block was output by the updates
+        } else {
+            op.result = compute(instance, op, kind, message(op, input));
+        }
+        if (kind == OpKind::sign && hsm::is_mac(op.prepared.mechanism.kind)) {
+            op.result->resize(op.prepared.mac_length); // a *_GENERAL MAC's prefix
+        }
     }
     if (out.data == nullptr) {
         *out.length = op.result->size();
@@ -238,6 +284,91 @@ void op_update(Session& session, OpKind kind, std::span<const std::uint8_t> inpu
     }
 }
 
+namespace {
+
+bool streams(hsm::MechanismKind kind) {
+    return kind == hsm::MechanismKind::aes_ecb || kind == hsm::MechanismKind::aes_cbc ||
+           kind == hsm::MechanismKind::aes_cbc_pad || kind == hsm::MechanismKind::aes_ctr;
+}
+
+// CTR's counter block after `blocks` blocks (big-endian; the service
+// refuses data that would carry beyond the counter bits).
+void advance_counter(Bytes& counter, std::size_t blocks) {
+    std::uint64_t carry = blocks;
+    for (std::size_t i = counter.size(); i-- > 0 && carry != 0;) {
+        carry += counter[i];
+        counter[i] = static_cast<std::uint8_t>(carry & 0xff);
+        carry >>= 8;
+    }
+}
+
+} // namespace
+
+void op_update_crypt(Instance& instance, Session& session, OpKind kind,
+                     std::span<const std::uint8_t> input, Output output) {
+    require_arg(output.length, "output length pointer");
+    Operation& op = active(session, kind);
+    auto& mech = op.prepared.mechanism;
+    constexpr std::size_t block = hsm::kAesBlock;
+    const std::size_t pending = op.buffer.size() + input.size();
+    if (output.data == nullptr) {
+        // A length that suffices, as the standard allows, and never 0 for
+        // data: callers that size their buffer from it (PyKCS11 passes NULL
+        // again for an empty one) then give a buffer, and the data is taken.
+        *output.length = input.empty() ? 0 : (pending + block) / block * block;
+        return;
+    }
+    if (!streams(mech.kind)) {
+        op_update(session, kind, input);
+        *output.length = 0;
+        return;
+    }
+    std::size_t ready = pending / block * block;
+    if (kind == OpKind::decrypt && mech.kind == hsm::MechanismKind::aes_cbc_pad &&
+        ready == pending && ready > 0) {
+        ready -= block; // the last block holds the padding: for the final call
+    }
+    if (*output.length < ready) {
+        *output.length = ready;
+        throw CkError(CKR_BUFFER_TOO_SMALL, "output buffer too small");
+    }
+    op.multipart = true;
+    op.buffer.insert(op.buffer.end(), input.begin(), input.end());
+    if (ready == 0) {
+        *output.length = 0;
+        return;
+    }
+    try {
+        Bytes part(op.buffer.begin(), op.buffer.begin() + static_cast<std::ptrdiff_t>(ready));
+        // The whole blocks in the mode without padding, from where the
+        // previous part ended.
+        Operation step;
+        step.key = op.key;
+        step.prepared = op.prepared;
+        if (mech.kind == hsm::MechanismKind::aes_cbc_pad) {
+            step.prepared.mechanism.kind = hsm::MechanismKind::aes_cbc;
+        }
+        Bytes done = compute(instance, step, kind, part);
+        if (done.size() != ready) {
+            throw Error(ErrorCode::protocol, "the HSM service returned " +
+                                                 std::to_string(done.size()) + " bytes for " +
+                                                 std::to_string(ready));
+        }
+        if (mech.kind == hsm::MechanismKind::aes_ctr) {
+            advance_counter(mech.iv, ready / block);
+        } else if (mech.kind != hsm::MechanismKind::aes_ecb) {
+            const Bytes& cipher = kind == OpKind::encrypt ? done : part;
+            mech.iv.assign(cipher.end() - block, cipher.end());
+        }
+        op.buffer.erase(op.buffer.begin(), op.buffer.begin() + static_cast<std::ptrdiff_t>(ready));
+        std::memcpy(output.data, done.data(), done.size());
+        *output.length = done.size();
+    } catch (...) {
+        slot_of(session, kind).reset();
+        throw;
+    }
+}
+
 void op_final(Instance& instance, Session& session, OpKind kind, Output output) {
     deliver(instance, session, kind, {}, output);
 }
@@ -246,10 +377,20 @@ void op_verify(Instance& instance, Session& session, std::span<const std::uint8_
                std::span<const std::uint8_t> signature) {
     EndUnlessKept end(session, OpKind::verify);
     Operation& op = active(session, OpKind::verify);
-    if (signature.size() != signature_length(op.key->info)) {
+    if (signature.size() != signature_length(op.prepared, op.key->info)) {
         throw CkError(CKR_SIGNATURE_LEN_RANGE, "signature of the wrong length for this key");
     }
     const Bytes input = message(op, data);
+    if (hsm::is_mac(op.prepared.mechanism.kind)) {
+        // The MAC is made again (any module of the key's) and compared here:
+        // a *_GENERAL MAC is a prefix of it.
+        const Bytes mac = compute(instance, op, OpKind::sign, input);
+        if (mac.size() < signature.size() ||
+            CRYPTO_memcmp(mac.data(), signature.data(), signature.size()) != 0) {
+            throw CkError(CKR_SIGNATURE_INVALID, "the MAC does not match");
+        }
+        return;
+    }
     const Bytes sig(signature.begin(), signature.end());
     const hsm::Mechanism mech = op.prepared.mechanism;
     try {

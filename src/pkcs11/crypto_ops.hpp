@@ -22,9 +22,15 @@ void op_init(Instance& instance, Session& session, OpKind kind, const CK_MECHANI
 // C_Sign, C_Encrypt, C_Decrypt.
 void op_single(Instance& instance, Session& session, OpKind kind,
                std::span<const std::uint8_t> input, Output output);
-// C_SignUpdate, C_VerifyUpdate, C_EncryptUpdate, C_DecryptUpdate (the last
-// two collect the data and output nothing until the final call).
+// C_SignUpdate, C_VerifyUpdate.
 void op_update(Session& session, OpKind kind, std::span<const std::uint8_t> input);
+// C_EncryptUpdate, C_DecryptUpdate. AES-ECB, -CBC, -CBC-PAD and -CTR output
+// every whole block they can (CBC-PAD decryption keeps the last block back
+// for the final call); the other mechanisms collect the data and output
+// nothing until the final call. A NULL output buffer asks the length only
+// (an upper bound): nothing is consumed.
+void op_update_crypt(Instance& instance, Session& session, OpKind kind,
+                     std::span<const std::uint8_t> input, Output output);
 // C_SignFinal, C_EncryptFinal, C_DecryptFinal.
 void op_final(Instance& instance, Session& session, OpKind kind, Output output);
 // C_Verify and C_VerifyFinal (input empty: the data came by C_VerifyUpdate).

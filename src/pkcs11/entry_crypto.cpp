@@ -26,12 +26,12 @@ CK_RV Encrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_
     });
 }
 
-CK_RV EncryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR,
+CK_RV EncryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
                     CK_ULONG_PTR out_len) noexcept {
     return guard("C_EncryptUpdate", [&] {
         auto call = with_session(handle);
-        op_update(*call.session, OpKind::encrypt, in(data, len));
-        *require_arg(out_len, "output length pointer") = 0;
+        op_update_crypt(*call.instance, *call.session, OpKind::encrypt, in(data, len),
+                        {out, out_len});
         return CKR_OK;
     });
 }
@@ -61,12 +61,12 @@ CK_RV Decrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_
     });
 }
 
-CK_RV DecryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR,
+CK_RV DecryptUpdate(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR out,
                     CK_ULONG_PTR out_len) noexcept {
     return guard("C_DecryptUpdate", [&] {
         auto call = with_session(handle);
-        op_update(*call.session, OpKind::decrypt, in(data, len));
-        *require_arg(out_len, "output length pointer") = 0;
+        op_update_crypt(*call.instance, *call.session, OpKind::decrypt, in(data, len),
+                        {out, out_len});
         return CKR_OK;
     });
 }

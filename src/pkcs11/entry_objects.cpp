@@ -8,8 +8,14 @@ namespace preloadrun::pkcs11::entry {
 
 // ---- objects ----------------------------------------------------------------------
 
-CK_RV CreateObject(CK_SESSION_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR) noexcept {
-    return guard("C_CreateObject", not_supported);
+CK_RV CreateObject(CK_SESSION_HANDLE handle, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                   CK_OBJECT_HANDLE_PTR object) noexcept {
+    return guard("C_CreateObject", [&] {
+        auto call = with_session(handle);
+        require_arg(object, "object handle pointer");
+        *object = create_object(*call.instance, *call.session, {templ, count});
+        return CKR_OK;
+    });
 }
 CK_RV CopyObject(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
                  CK_OBJECT_HANDLE_PTR) noexcept {

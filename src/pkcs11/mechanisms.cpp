@@ -2,7 +2,8 @@
 
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/digest.hpp"
-#include "preloadrun/hsm/gcm.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
+#include "preloadrun/pkcs11/hashes.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -19,6 +20,9 @@ using hsm::MechanismKind;
 
 constexpr CK_FLAGS kSignVerify = CKF_HW | CKF_SIGN | CKF_VERIFY;
 constexpr CK_FLAGS kEncDec = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+// Generic secrets: 1 to 512 bytes.
+constexpr CK_ULONG kSecretMin = 1;
+constexpr CK_ULONG kSecretMax = 512;
 
 const std::vector<MechanismSpec> kTable = {
     {CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_HW | CKF_GENERATE_KEY_PAIR, 1024, 4096, KeyType::rsa,
@@ -58,7 +62,79 @@ const std::vector<MechanismSpec> kTable = {
     {CKM_ECDSA_SHA256, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha256},
     {CKM_ECDSA_SHA384, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha384},
     {CKM_ECDSA_SHA512, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha512},
+    {CKM_SHA3_224_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha3_224},
+    {CKM_SHA3_256_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha3_256},
+    {CKM_SHA3_384_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha3_384},
+    {CKM_SHA3_512_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
+     Hash::sha3_512},
+    {CKM_SHA3_224_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha3_224},
+    {CKM_SHA3_256_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha3_256},
+    {CKM_SHA3_384_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha3_384},
+    {CKM_SHA3_512_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
+     Hash::sha3_512},
+    {CKM_ECDSA_SHA3_224, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa,
+     Hash::sha3_224},
+    {CKM_ECDSA_SHA3_256, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa,
+     Hash::sha3_256},
+    {CKM_ECDSA_SHA3_384, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa,
+     Hash::sha3_384},
+    {CKM_ECDSA_SHA3_512, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa,
+     Hash::sha3_512},
     {CKM_AES_GCM, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_gcm, Hash::none},
+    {CKM_AES_ECB, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_ecb, Hash::none},
+    {CKM_AES_CBC, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_cbc, Hash::none},
+    {CKM_AES_CBC_PAD, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_cbc_pad, Hash::none},
+    {CKM_AES_CTR, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_ctr, Hash::none},
+    {CKM_AES_KEY_WRAP, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap, Hash::none},
+    {CKM_AES_KEY_WRAP_PAD, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap_pad,
+     Hash::none},
+    {CKM_AES_CMAC, kSignVerify, 16, 32, KeyType::aes, MechanismKind::aes_cmac, Hash::none},
+    {CKM_AES_CMAC_GENERAL, kSignVerify, 16, 32, KeyType::aes, MechanismKind::aes_cmac, Hash::none,
+     Hash::none, true},
+    {CKM_GENERIC_SECRET_KEY_GEN, CKF_HW | CKF_GENERATE, kSecretMin, kSecretMax,
+     KeyType::generic_secret, MechanismKind::hmac, Hash::none},
+    {CKM_SHA_1_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha1},
+    {CKM_SHA_1_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha1, true},
+    {CKM_SHA224_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha224},
+    {CKM_SHA224_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha224, true},
+    {CKM_SHA256_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha256},
+    {CKM_SHA256_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha256, true},
+    {CKM_SHA384_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha384},
+    {CKM_SHA384_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha384, true},
+    {CKM_SHA512_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha512},
+    {CKM_SHA512_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha512, true},
+    {CKM_SHA3_224_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_224},
+    {CKM_SHA3_224_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_224, true},
+    {CKM_SHA3_256_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_256},
+    {CKM_SHA3_256_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_256, true},
+    {CKM_SHA3_384_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_384},
+    {CKM_SHA3_384_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_384, true},
+    {CKM_SHA3_512_HMAC, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_512},
+    {CKM_SHA3_512_HMAC_GENERAL, kSignVerify, kSecretMin, kSecretMax, KeyType::generic_secret,
+     MechanismKind::hmac, Hash::none, Hash::sha3_512, true},
 };
 
 bool same_family(KeyType family, KeyType key) {
@@ -69,37 +145,17 @@ bool same_family(KeyType family, KeyType key) {
 }
 
 Hash hash_of(CK_MECHANISM_TYPE type) {
-    switch (type) {
-    case CKM_SHA_1:
-        return Hash::sha1;
-    case CKM_SHA224:
-        return Hash::sha224;
-    case CKM_SHA256:
-        return Hash::sha256;
-    case CKM_SHA384:
-        return Hash::sha384;
-    case CKM_SHA512:
-        return Hash::sha512;
-    default:
-        throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported hash in mechanism parameters");
+    if (auto hash = hash_of_digest(type)) {
+        return *hash;
     }
+    throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported hash in mechanism parameters");
 }
 
 Hash mgf_of(CK_RSA_PKCS_MGF_TYPE mgf) {
-    switch (mgf) {
-    case CKG_MGF1_SHA1:
-        return Hash::sha1;
-    case CKG_MGF1_SHA224:
-        return Hash::sha224;
-    case CKG_MGF1_SHA256:
-        return Hash::sha256;
-    case CKG_MGF1_SHA384:
-        return Hash::sha384;
-    case CKG_MGF1_SHA512:
-        return Hash::sha512;
-    default:
-        throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported MGF in mechanism parameters");
+    if (auto hash = hash_of_mgf1(mgf)) {
+        return *hash;
     }
+    throw CkError(CKR_MECHANISM_PARAM_INVALID, "unsupported MGF in mechanism parameters");
 }
 
 template <class T> const T& params_as(const CK_MECHANISM& m) {
@@ -140,6 +196,18 @@ const MechanismSpec* find_mechanism(CK_MECHANISM_TYPE type) {
         }
     }
     return nullptr;
+}
+
+Bytes allowed_mechanisms(hsm::KeyType type) {
+    Bytes out;
+    constexpr CK_FLAGS kUses = CKF_SIGN | CKF_VERIFY | CKF_ENCRYPT | CKF_DECRYPT;
+    for (const auto& spec : kTable) {
+        if ((spec.flags & kUses) != 0 && same_family(spec.family, type)) {
+            const auto* p = reinterpret_cast<const std::uint8_t*>(&spec.type);
+            out.insert(out.end(), p, p + sizeof spec.type);
+        }
+    }
+    return out;
 }
 
 Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpose) {
@@ -201,6 +269,42 @@ Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpos
     }
     case MechanismKind::rsa_pkcs1_enc:
         break;
+    case MechanismKind::aes_ecb:
+        break; // no parameter (one given is ignored, as by other modules)
+    case MechanismKind::aes_cbc:
+    case MechanismKind::aes_cbc_pad:
+    case MechanismKind::aes_key_wrap:
+    case MechanismKind::aes_key_wrap_pad:
+        if (m.ulParameterLen > hsm::kAesBlock) {
+            throw CkError(CKR_MECHANISM_PARAM_INVALID, "an IV of at most 16 bytes");
+        }
+        mech.iv = bytes_of(m.pParameter, m.ulParameterLen);
+        break;
+    case MechanismKind::aes_ctr: {
+        const auto& p = params_as<CK_AES_CTR_PARAMS>(m);
+        mech.iv.assign(std::begin(p.cb), std::end(p.cb));
+        mech.counter_bits = static_cast<std::uint32_t>(std::min<CK_ULONG>(p.ulCounterBits, 0xffff));
+        break;
+    }
+    case MechanismKind::aes_cmac:
+    case MechanismKind::hmac: {
+        mech.hash = spec->hmac;
+        const std::size_t full =
+            spec->kind == MechanismKind::aes_cmac ? 16 : EVP_MD_get_size(md_of(spec->hmac));
+        out.mac_length = full;
+        if (spec->general) {
+            const auto length = params_as<CK_MAC_GENERAL_PARAMS>(m);
+            if (length == 0 || length > full) {
+                throw CkError(CKR_MECHANISM_PARAM_INVALID,
+                              "a MAC length of 1 to " + std::to_string(full) + " bytes");
+            }
+            out.mac_length = length;
+        }
+        break;
+    }
+    }
+    if (auto problem = hsm::mechanism_parameter_problem(mech); !problem.empty()) {
+        throw CkError(CKR_MECHANISM_PARAM_INVALID, problem);
     }
     return out;
 }
@@ -291,7 +395,10 @@ Bytes Digest::finish() {
     return out;
 }
 
-std::size_t signature_length(const hsm::KeyInfo& key) {
+std::size_t signature_length(const Prepared& prepared, const hsm::KeyInfo& key) {
+    if (hsm::is_mac(prepared.mechanism.kind)) {
+        return prepared.mac_length;
+    }
     switch (key.type) {
     case KeyType::rsa:
         return (key.bits + 7) / 8;
@@ -300,6 +407,8 @@ std::size_t signature_length(const hsm::KeyInfo& key) {
     case KeyType::ec_p384:
         return 96;
     case KeyType::aes:
+    case KeyType::generic_secret:
+    case KeyType::object:
         break;
     }
     return 0;

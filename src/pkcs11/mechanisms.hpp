@@ -18,20 +18,26 @@ struct MechanismSpec {
     CK_FLAGS flags;    // CKF_SIGN, CKF_ENCRYPT, ... plus CKF_HW
     CK_ULONG min_size; // bits for RSA and EC, bytes for AES (PKCS#11 v2.40)
     CK_ULONG max_size;
-    hsm::KeyType family; // rsa, ec_p256 (any EC), aes
+    hsm::KeyType family; // rsa, ec_p256 (any EC), aes, generic_secret
     hsm::MechanismKind kind;
-    hsm::Hash prehash; // hashed by the module first
+    hsm::Hash prehash;                // hashed by the module first
+    hsm::Hash hmac = hsm::Hash::none; // the HMAC mechanisms: their hash
+    bool general = false;             // *_GENERAL MACs: CK_MAC_GENERAL_PARAMS, a length
 };
 
 const std::vector<MechanismSpec>& mechanism_table();
 // nullptr when not offered.
 const MechanismSpec* find_mechanism(CK_MECHANISM_TYPE type);
+// CKA_ALLOWED_MECHANISMS of a key of `type`: the mechanisms of the table
+// that use such a key (not the generation ones), as CK_MECHANISM_TYPEs.
+Bytes allowed_mechanisms(hsm::KeyType type);
 
 // What to ask the service for one operation.
 struct Prepared {
     const MechanismSpec* spec = nullptr;
     hsm::Mechanism mechanism;
     hsm::Hash prehash = hsm::Hash::none;
+    std::size_t mac_length = 0; // MACs: the bytes of the MAC kept (a prefix)
 };
 
 // `purpose` is one of CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT. Throws
@@ -65,7 +71,8 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-// Length of a signature made by `key` (RSA: modulus bytes, EC: 2 x field).
-std::size_t signature_length(const hsm::KeyInfo& key);
+// Length of a signature made by `key` (RSA: modulus bytes, EC: 2 x field;
+// a MAC: its length).
+std::size_t signature_length(const Prepared& prepared, const hsm::KeyInfo& key);
 
 } // namespace preloadrun::pkcs11

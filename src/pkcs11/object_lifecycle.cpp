@@ -4,6 +4,8 @@
 #include "log.hpp"
 #include "preloadrun/hsm/rsa_exponent.hpp"
 
+#include <openssl/crypto.h>
+
 namespace preloadrun::pkcs11 {
 
 namespace {
@@ -124,12 +126,21 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
     if (templ.count > 0) {
         require_arg(templ.attrs, "template");
     }
-    if (mechanism.mechanism != CKM_AES_KEY_GEN) {
-        throw CkError(CKR_MECHANISM_INVALID, "only CKM_AES_KEY_GEN");
+    const bool aes = mechanism.mechanism == CKM_AES_KEY_GEN;
+    if (!aes && mechanism.mechanism != CKM_GENERIC_SECRET_KEY_GEN) {
+        throw CkError(CKR_MECHANISM_INVALID, "CKM_AES_KEY_GEN or CKM_GENERIC_SECRET_KEY_GEN");
     }
     const Template none{nullptr, 0};
     hsm::KeySpec spec;
-    spec.type = hsm::KeyType::aes;
+    spec.type = aes ? hsm::KeyType::aes : hsm::KeyType::generic_secret;
+    if (auto type = first_of(templ, none, CKA_KEY_TYPE, template_ulong);
+        type && *type != ck_key_type(spec.type)) {
+        throw CkError(CKR_TEMPLATE_INCONSISTENT, "CKA_KEY_TYPE does not fit the mechanism");
+    }
+    if (auto cls = first_of(templ, none, CKA_CLASS, template_ulong);
+        cls && *cls != CKO_SECRET_KEY) {
+        throw CkError(CKR_TEMPLATE_INCONSISTENT, "a generated key is CKO_SECRET_KEY");
+    }
     spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
     auto label = first_of(templ, none, CKA_LABEL, template_bytes);
     spec.label = label ? std::string(label->begin(), label->end()) : std::string();
@@ -138,12 +149,62 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
     if (!len) {
         throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is needed");
     }
-    if (*len != 16 && *len != 24 && *len != 32) {
+    if (aes && *len != 16 && *len != 24 && *len != 32) {
         throw CkError(CKR_KEY_SIZE_RANGE, "AES keys are 16, 24 or 32 bytes");
+    }
+    if (!aes && (*len == 0 || *len > 512)) {
+        throw CkError(CKR_KEY_SIZE_RANGE, "generic secret keys are 1 to 512 bytes");
     }
     spec.bits = static_cast<std::uint32_t>(*len * 8);
     check_session_may_create(instance, session, spec.persistent);
     return make(instance, session, spec)->main_handle;
+}
+
+CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template templ) {
+    if (templ.count == 0) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is needed");
+    }
+    require_arg(templ.attrs, "template");
+    const Template none{nullptr, 0};
+    const auto cls = first_of(templ, none, CKA_CLASS, template_ulong);
+    if (!cls) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is needed");
+    }
+    if (*cls != CKO_SECRET_KEY) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
+                      "objects of this class cannot be created on this token");
+    }
+    const auto type = first_of(templ, none, CKA_KEY_TYPE, template_ulong);
+    if (!type) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE is needed");
+    }
+    const bool aes = *type == CKK_AES;
+    if (!aes && *type != CKK_GENERIC_SECRET) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "secret keys are CKK_AES or CKK_GENERIC_SECRET");
+    }
+    auto value = first_of(templ, none, CKA_VALUE, template_bytes);
+    if (!value) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE is needed");
+    }
+    hsm::KeySpec spec;
+    spec.value = SecureBuffer(value->data(), value->size());
+    OPENSSL_cleanse(value->data(), value->size());
+    const std::size_t size = spec.value.size();
+    if (auto len = first_of(templ, none, CKA_VALUE_LEN, template_ulong); len && *len != size) {
+        throw CkError(CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN differs from CKA_VALUE's length");
+    }
+    if (aes ? (size != 16 && size != 24 && size != 32) : (size == 0 || size > 512)) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, aes ? "AES keys are 16, 24 or 32 bytes"
+                                                       : "generic secret keys are 1 to 512 bytes");
+    }
+    spec.type = aes ? hsm::KeyType::aes : hsm::KeyType::generic_secret;
+    spec.bits = static_cast<std::uint32_t>(size * 8);
+    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
+    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
+    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
+    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+    check_session_may_create(instance, session, spec.persistent);
+    return make(instance, session, std::move(spec))->main_handle;
 }
 
 void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object) {

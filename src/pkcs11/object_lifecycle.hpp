@@ -24,6 +24,10 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
                                                                 Template pub, Template priv);
 CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
                                      const CK_MECHANISM& mechanism, Template templ);
+// C_CreateObject: a secret key (CKO_SECRET_KEY, CKK_AES or
+// CKK_GENERIC_SECRET, with CKA_VALUE) is imported into the world (token)
+// or onto one module (session), as a generated key is.
+CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template templ);
 void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object);
 
 } // namespace preloadrun::pkcs11

@@ -74,7 +74,7 @@ std::shared_ptr<KeyObject> ObjectStore::make(const hsm::KeyInfo& info, CK_SLOT_I
     key->session = session;
     const PublicParts parts = parse_public(key->info);
     const bool is_private = key->info.token.has_value();
-    if (info.type == hsm::KeyType::aes) {
+    if (hsm::is_secret(info.type)) {
         key->main_attrs = key_attributes(key->info, parts, CKO_SECRET_KEY, is_private);
     } else {
         key->main_attrs = key_attributes(key->info, parts, CKO_PRIVATE_KEY, is_private);
@@ -84,7 +84,7 @@ std::shared_ptr<KeyObject> ObjectStore::make(const hsm::KeyInfo& info, CK_SLOT_I
 }
 
 void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
-    const bool secret = key->info.type == hsm::KeyType::aes;
+    const bool secret = hsm::is_secret(key->info.type);
     key->main_handle = handle_for(key->info.ident, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY);
     by_handle_[key->main_handle] = Ref{key, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY};
     if (!secret) {

@@ -21,9 +21,13 @@ struct Operation {
     std::shared_ptr<KeyObject> key;
     Prepared prepared;
     std::optional<Digest> digest; // hashing mechanisms: data hashed as it comes
-    Bytes buffer;                 // other mechanisms: data collected as it comes
-    bool multipart = false;       // an *Update was called
-    std::optional<Bytes> result;  // output already computed (kept across a length query)
+    // Other mechanisms: data collected as it comes; for the AES modes that
+    // stream (ECB, CBC, CBC-PAD, CTR), what is left after the whole blocks
+    // were done (prepared.mechanism.iv then chains: CBC's last ciphertext
+    // block, CTR's next counter block).
+    Bytes buffer;
+    bool multipart = false;      // an *Update was called
+    std::optional<Bytes> result; // output already computed (kept across a length query)
 };
 
 struct Session {

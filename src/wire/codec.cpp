@@ -150,6 +150,10 @@ wire::KeyType to_wire(KeyType type) {
         return wire::KEY_EC_P384;
     case KeyType::aes:
         return wire::KEY_AES;
+    case KeyType::generic_secret:
+        return wire::KEY_GENERIC_SECRET;
+    case KeyType::object:
+        return wire::KEY_OBJECT;
     }
     throw Error(ErrorCode::internal, "bad KeyType");
 }
@@ -164,85 +168,88 @@ KeyType from_wire(wire::KeyType type) {
         return KeyType::ec_p384;
     case wire::KEY_AES:
         return KeyType::aes;
+    case wire::KEY_GENERIC_SECRET:
+        return KeyType::generic_secret;
+    case wire::KEY_OBJECT:
+        return KeyType::object;
     default:
         throw_bad_enum("key type", type);
     }
 }
 
+namespace {
+
+struct HashName {
+    Hash hash;
+    wire::Hash on_wire;
+};
+constexpr HashName kHashes[] = {
+    {Hash::none, wire::HASH_NONE},         {Hash::sha1, wire::HASH_SHA1},
+    {Hash::sha224, wire::HASH_SHA224},     {Hash::sha256, wire::HASH_SHA256},
+    {Hash::sha384, wire::HASH_SHA384},     {Hash::sha512, wire::HASH_SHA512},
+    {Hash::sha3_224, wire::HASH_SHA3_224}, {Hash::sha3_256, wire::HASH_SHA3_256},
+    {Hash::sha3_384, wire::HASH_SHA3_384}, {Hash::sha3_512, wire::HASH_SHA3_512},
+};
+
+struct KindName {
+    MechanismKind kind;
+    wire::MechanismKind on_wire;
+};
+constexpr KindName kKinds[] = {
+    {MechanismKind::rsa_pkcs1, wire::MECH_RSA_PKCS1},
+    {MechanismKind::rsa_pss, wire::MECH_RSA_PSS},
+    {MechanismKind::rsa_oaep, wire::MECH_RSA_OAEP},
+    {MechanismKind::ecdsa, wire::MECH_ECDSA},
+    {MechanismKind::aes_gcm, wire::MECH_AES_GCM},
+    {MechanismKind::rsa_pkcs1_enc, wire::MECH_RSA_PKCS1_ENC},
+    {MechanismKind::aes_ecb, wire::MECH_AES_ECB},
+    {MechanismKind::aes_cbc, wire::MECH_AES_CBC},
+    {MechanismKind::aes_cbc_pad, wire::MECH_AES_CBC_PAD},
+    {MechanismKind::aes_ctr, wire::MECH_AES_CTR},
+    {MechanismKind::aes_cmac, wire::MECH_AES_CMAC},
+    {MechanismKind::hmac, wire::MECH_HMAC},
+    {MechanismKind::aes_key_wrap, wire::MECH_AES_KEY_WRAP},
+    {MechanismKind::aes_key_wrap_pad, wire::MECH_AES_KEY_WRAP_PAD},
+};
+
+} // namespace
+
 wire::Hash to_wire(Hash hash) {
-    switch (hash) {
-    case Hash::none:
-        return wire::HASH_NONE;
-    case Hash::sha1:
-        return wire::HASH_SHA1;
-    case Hash::sha224:
-        return wire::HASH_SHA224;
-    case Hash::sha256:
-        return wire::HASH_SHA256;
-    case Hash::sha384:
-        return wire::HASH_SHA384;
-    case Hash::sha512:
-        return wire::HASH_SHA512;
+    for (const auto& entry : kHashes) {
+        if (entry.hash == hash) {
+            return entry.on_wire;
+        }
     }
     throw Error(ErrorCode::internal, "bad Hash");
 }
 
 Hash from_wire(wire::Hash hash) {
-    switch (hash) {
-    case wire::HASH_NONE:
-        return Hash::none;
-    case wire::HASH_SHA1:
-        return Hash::sha1;
-    case wire::HASH_SHA224:
-        return Hash::sha224;
-    case wire::HASH_SHA256:
-        return Hash::sha256;
-    case wire::HASH_SHA384:
-        return Hash::sha384;
-    case wire::HASH_SHA512:
-        return Hash::sha512;
-    default:
-        throw_bad_enum("hash", hash);
+    for (const auto& entry : kHashes) {
+        if (entry.on_wire == hash) {
+            return entry.hash;
+        }
     }
+    throw_bad_enum("hash", hash);
 }
 
 namespace {
 
 wire::MechanismKind kind_to_wire(MechanismKind kind) {
-    switch (kind) {
-    case MechanismKind::rsa_pkcs1:
-        return wire::MECH_RSA_PKCS1;
-    case MechanismKind::rsa_pss:
-        return wire::MECH_RSA_PSS;
-    case MechanismKind::rsa_oaep:
-        return wire::MECH_RSA_OAEP;
-    case MechanismKind::ecdsa:
-        return wire::MECH_ECDSA;
-    case MechanismKind::aes_gcm:
-        return wire::MECH_AES_GCM;
-    case MechanismKind::rsa_pkcs1_enc:
-        return wire::MECH_RSA_PKCS1_ENC;
+    for (const auto& entry : kKinds) {
+        if (entry.kind == kind) {
+            return entry.on_wire;
+        }
     }
     throw Error(ErrorCode::internal, "bad MechanismKind");
 }
 
 MechanismKind kind_from_wire(wire::MechanismKind kind) {
-    switch (kind) {
-    case wire::MECH_RSA_PKCS1:
-        return MechanismKind::rsa_pkcs1;
-    case wire::MECH_RSA_PSS:
-        return MechanismKind::rsa_pss;
-    case wire::MECH_RSA_OAEP:
-        return MechanismKind::rsa_oaep;
-    case wire::MECH_ECDSA:
-        return MechanismKind::ecdsa;
-    case wire::MECH_AES_GCM:
-        return MechanismKind::aes_gcm;
-    case wire::MECH_RSA_PKCS1_ENC:
-        return MechanismKind::rsa_pkcs1_enc;
-    default:
-        throw_bad_enum("mechanism", kind);
+    for (const auto& entry : kKinds) {
+        if (entry.on_wire == kind) {
+            return entry.kind;
+        }
     }
+    throw_bad_enum("mechanism", kind);
 }
 
 Bytes token_hash_from_wire(const std::string& field) {
@@ -268,6 +275,7 @@ wire::Mechanism to_wire(const Mechanism& mech) {
     out.set_iv(to_field(mech.iv));
     out.set_aad(to_field(mech.aad));
     out.set_tag_bits(mech.tag_bits);
+    out.set_counter_bits(mech.counter_bits);
     return out;
 }
 
@@ -281,6 +289,7 @@ Mechanism from_wire(const wire::Mechanism& mech) {
     out.iv = from_field(mech.iv());
     out.aad = from_field(mech.aad());
     out.tag_bits = mech.tag_bits();
+    out.counter_bits = mech.counter_bits();
     return out;
 }
 

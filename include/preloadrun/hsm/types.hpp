@@ -2,6 +2,7 @@
 // The vocabulary of an HSM service, independent of any backend or wire format.
 
 #include "preloadrun/common/bytes.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -21,7 +22,26 @@ inline constexpr std::size_t kTokenHashSize = 20;
 enum class ModuleState { usable, initialising, failed, removed };
 std::string_view to_string(ModuleState state) noexcept;
 
-enum class MechanismKind { rsa_pkcs1, rsa_pss, rsa_oaep, ecdsa, aes_gcm, rsa_pkcs1_enc };
+enum class MechanismKind {
+    rsa_pkcs1,
+    rsa_pss,
+    rsa_oaep,
+    ecdsa,
+    aes_gcm,
+    rsa_pkcs1_enc,
+    aes_ecb,          // encrypt/decrypt whole blocks, no padding
+    aes_cbc,          // iv: 16 bytes; whole blocks, no padding
+    aes_cbc_pad,      // iv: 16 bytes; PKCS#7 padding
+    aes_ctr,          // iv: the 16-byte counter block; counter_bits: its low bits that count
+    aes_cmac,         // sign/verify the data itself (NIST SP 800-38B)
+    hmac,             // sign/verify the data itself with `hash` (generic secret keys)
+    aes_key_wrap,     // RFC 3394, iv: empty (the default) or 8 bytes
+    aes_key_wrap_pad, // RFC 5649, iv: empty (the default) or 4 bytes
+};
+// The kinds whose signature is a MAC over the data itself (not a digest).
+bool is_mac(MechanismKind kind) noexcept;
+// Every kind, for tables that must cover them all.
+const std::vector<MechanismKind>& all_mechanism_kinds();
 
 struct ModuleInfo {
     std::uint32_t number = 0;
@@ -60,7 +80,14 @@ struct TokenInfo {
 // "softcard NAME", for messages.
 std::string describe(const TokenInfo& token);
 
-enum class KeyType { rsa, ec_p256, ec_p384, aes };
+// generic_secret: CKK_GENERIC_SECRET, for HMAC; bits a multiple of 8.
+// object: no key, an object kept with a token's keys (a certificate, a
+// data object, a public key on its own): its content, opaque to the
+// service, is its public_der; it does no cryptography.
+enum class KeyType { rsa, ec_p256, ec_p384, aes, generic_secret, object };
+// AES and generic secret keys: no public part.
+bool is_secret(KeyType type) noexcept;
+bool is_object(KeyType type) noexcept;
 std::string_view to_string(KeyType type) noexcept;
 
 struct KeyInfo {
@@ -75,7 +102,18 @@ struct KeyInfo {
     bool operator==(const KeyInfo&) const = default;
 };
 
-enum class Hash { none, sha1, sha224, sha256, sha384, sha512 };
+enum class Hash {
+    none,
+    sha1,
+    sha224,
+    sha256,
+    sha384,
+    sha512,
+    sha3_224,
+    sha3_256,
+    sha3_384,
+    sha3_512
+};
 
 // See src/wire/wire.proto for what `data` means for each kind: all hashing is
 // done by the caller; the service signs digests.
@@ -88,6 +126,7 @@ struct Mechanism {
     Bytes iv;
     Bytes aad;
     std::uint32_t tag_bits = 128;
+    std::uint32_t counter_bits = 128; // AES-CTR
     bool operator==(const Mechanism&) const = default;
 };
 
@@ -102,6 +141,9 @@ struct KeySpec {
     // the same label, or the same id when `id` is not empty.
     bool refuse_duplicate = false;
     Bytes public_exponent; // RSA, big-endian; empty: 65537
+    // Not empty: import this key instead of generating one (the raw key of
+    // a secret key, PKCS#8 DER of a private key).
+    SecureBuffer value;
 };
 
 struct GeneratedKey {

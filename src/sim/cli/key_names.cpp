@@ -55,6 +55,10 @@ std::string key_type_name(hsm::KeyType type, std::uint32_t bits) {
         return "ec-p384";
     case hsm::KeyType::aes:
         return "aes-" + std::to_string(bits);
+    case hsm::KeyType::generic_secret:
+        return "generic-secret-" + std::to_string(bits);
+    case hsm::KeyType::object:
+        return "object";
     }
     return "unknown";
 }

@@ -1,5 +1,7 @@
 #include "member/mechanism.hpp"
 
+#include "preloadrun/pkcs11/hashes.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -9,37 +11,15 @@ namespace preloadrun::sim::member {
 namespace {
 
 CK_MECHANISM_TYPE hash_mechanism(hsm::Hash hash) {
-    switch (hash) {
-    case hsm::Hash::sha1:
-        return CKM_SHA_1;
-    case hsm::Hash::sha224:
-        return CKM_SHA224;
-    case hsm::Hash::sha256:
-        return CKM_SHA256;
-    case hsm::Hash::sha384:
-        return CKM_SHA384;
-    case hsm::Hash::sha512:
-        return CKM_SHA512;
-    case hsm::Hash::none:
-        break;
+    if (const auto* names = pkcs11::hash_names(hash)) {
+        return names->digest;
     }
     throw Error(ErrorCode::usage, "this mechanism needs a hash");
 }
 
 CK_RSA_PKCS_MGF_TYPE mgf(hsm::Hash hash) {
-    switch (hash) {
-    case hsm::Hash::sha1:
-        return CKG_MGF1_SHA1;
-    case hsm::Hash::sha224:
-        return CKG_MGF1_SHA224;
-    case hsm::Hash::sha256:
-        return CKG_MGF1_SHA256;
-    case hsm::Hash::sha384:
-        return CKG_MGF1_SHA384;
-    case hsm::Hash::sha512:
-        return CKG_MGF1_SHA512;
-    case hsm::Hash::none:
-        break;
+    if (const auto* names = pkcs11::hash_names(hash)) {
+        return names->mgf1;
     }
     throw Error(ErrorCode::usage, "this mechanism needs an MGF1 hash");
 }
@@ -62,6 +42,18 @@ Bytes digest_info_prefix(hsm::Hash hash) {
     case hsm::Hash::sha512:
         return {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
                 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40};
+    case hsm::Hash::sha3_224:
+        return {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                0x65, 0x03, 0x04, 0x02, 0x07, 0x05, 0x00, 0x04, 0x1c};
+    case hsm::Hash::sha3_256:
+        return {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                0x65, 0x03, 0x04, 0x02, 0x08, 0x05, 0x00, 0x04, 0x20};
+    case hsm::Hash::sha3_384:
+        return {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                0x65, 0x03, 0x04, 0x02, 0x09, 0x05, 0x00, 0x04, 0x30};
+    case hsm::Hash::sha3_512:
+        return {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                0x65, 0x03, 0x04, 0x02, 0x0a, 0x05, 0x00, 0x04, 0x40};
     case hsm::Hash::none:
         break;
     }
@@ -87,15 +79,17 @@ CK_MECHANISM_TYPE mechanism_type(hsm::MechanismKind kind) {
         return CKM_ECDSA;
     case hsm::MechanismKind::aes_gcm:
         return CKM_AES_GCM;
+    default:
+        // The other secret-key mechanisms: a member's secret keys are not
+        // found (its inventory is of key pairs), so it never does them.
+        break;
     }
     return CKM_VENDOR_DEFINED;
 }
 
 std::vector<hsm::MechanismKind> lacked_kinds(std::span<const std::uint64_t> offered) {
     std::vector<hsm::MechanismKind> lacked;
-    for (auto kind : {hsm::MechanismKind::rsa_pkcs1, hsm::MechanismKind::rsa_pss,
-                      hsm::MechanismKind::rsa_oaep, hsm::MechanismKind::ecdsa,
-                      hsm::MechanismKind::aes_gcm, hsm::MechanismKind::rsa_pkcs1_enc}) {
+    for (auto kind : hsm::all_mechanism_kinds()) {
         if (std::find(offered.begin(), offered.end(), mechanism_type(kind)) == offered.end()) {
             lacked.push_back(kind);
         }
@@ -152,6 +146,8 @@ MechanismCall::MechanismCall(const hsm::Mechanism& mech, const Bytes& data, Use 
     case hsm::MechanismKind::ecdsa:
     case hsm::MechanismKind::rsa_pkcs1_enc:
         break;
+    default:
+        throw Error(ErrorCode::usage, "a PKCS#11 member does not do this mechanism");
     }
 }
 

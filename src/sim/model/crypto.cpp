@@ -1,8 +1,8 @@
 #include "model/crypto.hpp"
 
 #include "model/ossl.hpp"
+#include "model/symmetric.hpp"
 #include "preloadrun/hsm/digest.hpp"
-#include "preloadrun/hsm/gcm.hpp"
 
 #include <climits>
 #include <cstring>
@@ -50,6 +50,22 @@ std::string_view mech_name(MechanismKind kind) {
         return "AES-GCM";
     case MechanismKind::rsa_pkcs1_enc:
         return "RSA PKCS#1 v1.5 encryption";
+    case MechanismKind::aes_ecb:
+        return "AES-ECB";
+    case MechanismKind::aes_cbc:
+        return "AES-CBC";
+    case MechanismKind::aes_cbc_pad:
+        return "AES-CBC-PAD";
+    case MechanismKind::aes_ctr:
+        return "AES-CTR";
+    case MechanismKind::aes_cmac:
+        return "AES-CMAC";
+    case MechanismKind::hmac:
+        return "HMAC";
+    case MechanismKind::aes_key_wrap:
+        return "AES key wrap";
+    case MechanismKind::aes_key_wrap_pad:
+        return "AES key wrap with padding";
     }
     return "unknown mechanism";
 }
@@ -180,47 +196,6 @@ Bytes raw_to_der_ecdsa(Span raw, std::size_t field) {
     return der;
 }
 
-const EVP_CIPHER* gcm_cipher(std::uint32_t bits) {
-    switch (bits) {
-    case 128:
-        return EVP_aes_128_gcm();
-    case 192:
-        return EVP_aes_192_gcm();
-    default:
-        return EVP_aes_256_gcm();
-    }
-}
-
-// The tag size in bytes, once the IV and tag sizes are known to be accepted.
-std::size_t gcm_tag_size(const Mechanism& mech) {
-    const std::uint32_t bits = mech.tag_bits == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits;
-    if (auto problem = hsm::gcm_parameter_problem(mech.iv.size(), bits); !problem.empty()) {
-        throw Error(ErrorCode::usage, problem);
-    }
-    return bits / 8;
-}
-
-// After gcm_tag_size(), which checked the IV and tag sizes.
-ossl::CipherCtx gcm_context(bool encrypt, std::uint32_t bits, const SecureBuffer& key,
-                            const Mechanism& mech) {
-    ossl::CipherCtx ctx(EVP_CIPHER_CTX_new());
-    if (!ctx ||
-        EVP_CipherInit_ex(ctx.get(), gcm_cipher(bits), nullptr, nullptr, nullptr,
-                          encrypt ? 1 : 0) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(mech.iv.size()),
-                            nullptr) != 1 ||
-        EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, key.data(), mech.iv.data(),
-                          encrypt ? 1 : 0) != 1) {
-        ossl::fail(ErrorCode::crypto, "cannot set up AES-GCM");
-    }
-    int len = 0;
-    if (!mech.aad.empty() && EVP_CipherUpdate(ctx.get(), nullptr, &len, mech.aad.data(),
-                                              to_int(mech.aad.size(), "aad")) != 1) {
-        ossl::fail(ErrorCode::crypto, "AES-GCM refuses the AAD");
-    }
-    return ctx;
-}
-
 // Every way an RSA decryption can fail once set up depends on the ciphertext
 // (too long, too large for the modulus, bad padding): all of them give this
 // one error, same code and same words, and partial output is wiped, so that a
@@ -272,6 +247,22 @@ std::uint32_t normalise_bits(KeyType type, std::uint32_t bits) {
                                               " bits is invalid (128, 192 or 256)");
         }
         return bits;
+    case KeyType::generic_secret:
+        if (bits == 0) {
+            return kGenericSecretDefaultBits;
+        }
+        if (bits < 8 || bits > kGenericSecretMaxBits || bits % 8 != 0) {
+            throw Error(ErrorCode::usage, "generic secret key size " + std::to_string(bits) +
+                                              " bits is invalid (8.." +
+                                              std::to_string(kGenericSecretMaxBits) +
+                                              ", a multiple of 8)");
+        }
+        return bits;
+    case KeyType::object:
+        if (bits != 0) {
+            throw Error(ErrorCode::usage, "an object has no key size");
+        }
+        return 0;
     }
     throw Error(ErrorCode::usage, "unknown key type");
 }
@@ -286,17 +277,24 @@ std::string describe(KeyType type, std::uint32_t bits) {
         return "EC P-384";
     case KeyType::aes:
         return "AES-" + std::to_string(bits);
+    case KeyType::generic_secret:
+        return "generic secret of " + std::to_string(bits) + " bits";
+    case KeyType::object:
+        return "object";
     }
     return "unknown key";
 }
 
 Key Key::generate(KeyType type, std::uint32_t bits, const Bytes& public_exponent) {
     bits = normalise_bits(type, bits);
+    if (hsm::is_object(type)) {
+        throw Error(ErrorCode::usage, "an object is stored with its content, not generated");
+    }
     Key key(type, bits);
-    if (type == KeyType::aes) {
+    if (hsm::is_secret(type)) {
         key.secret_ = SecureBuffer(bits / 8);
         if (RAND_priv_bytes(key.secret_.data(), static_cast<int>(bits / 8)) != 1) {
-            ossl::fail(ErrorCode::crypto, "cannot generate an AES key");
+            ossl::fail(ErrorCode::crypto, "cannot generate a secret key");
         }
         return key;
     }
@@ -330,11 +328,19 @@ Key Key::generate(KeyType type, std::uint32_t bits, const Bytes& public_exponent
 Key Key::from_private(KeyType type, std::uint32_t bits, Span private_bytes) {
     bits = normalise_bits(type, bits);
     Key key(type, bits);
-    if (type == KeyType::aes) {
+    if (hsm::is_object(type)) {
+        if (private_bytes.empty() || private_bytes.size() > kMaxObjectBytes) {
+            throw Error(ErrorCode::corrupt, "an object's content is 1 to " +
+                                                std::to_string(kMaxObjectBytes) + " bytes");
+        }
+        key.secret_ = SecureBuffer(private_bytes.data(), private_bytes.size());
+        return key;
+    }
+    if (hsm::is_secret(type)) {
         if (private_bytes.size() != bits / 8) {
-            throw Error(ErrorCode::corrupt, "AES key of " + std::to_string(private_bytes.size()) +
-                                                " bytes does not match its size of " +
-                                                std::to_string(bits) + " bits");
+            throw Error(ErrorCode::corrupt,
+                        "secret key of " + std::to_string(private_bytes.size()) +
+                            " bytes does not match its size of " + std::to_string(bits) + " bits");
         }
         key.secret_ = SecureBuffer(private_bytes.data(), private_bytes.size());
         return key;
@@ -364,8 +370,20 @@ Key Key::from_private(KeyType type, std::uint32_t bits, Span private_bytes) {
     return key;
 }
 
+Key Key::import(KeyType type, std::uint32_t bits, const SecureBuffer& value) {
+    try {
+        return from_private(type, bits, std::span(value.data(), value.size()));
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::corrupt) {
+            throw Error(ErrorCode::usage,
+                        "the key material is not a " + describe(type, bits) + " key");
+        }
+        throw;
+    }
+}
+
 SecureBuffer Key::private_bytes() const {
-    if (type_ == KeyType::aes) {
+    if (hsm::is_secret(type_) || hsm::is_object(type_)) {
         return secret_;
     }
     ossl::Owned<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free> p8(EVP_PKEY2PKCS8(pkey()));
@@ -385,8 +403,11 @@ SecureBuffer Key::private_bytes() const {
 }
 
 Bytes Key::public_der() const {
-    if (type_ == KeyType::aes) {
+    if (hsm::is_secret(type_)) {
         return {};
+    }
+    if (hsm::is_object(type_)) {
+        return Bytes(secret_.data(), secret_.data() + secret_.size()); // its content
     }
     int len = i2d_PUBKEY(pkey(), nullptr);
     if (len <= 0) {
@@ -411,9 +432,34 @@ void require(bool ok, const Mechanism& mech, KeyType type, std::uint32_t bits,
     }
 }
 
+// The AES modes (symmetric.cpp).
+bool is_aes_mode(MechanismKind kind) {
+    switch (kind) {
+    case MechanismKind::aes_gcm:
+    case MechanismKind::aes_ecb:
+    case MechanismKind::aes_cbc:
+    case MechanismKind::aes_cbc_pad:
+    case MechanismKind::aes_ctr:
+    case MechanismKind::aes_key_wrap:
+    case MechanismKind::aes_key_wrap_pad:
+        return true;
+    default:
+        return false;
+    }
+}
+
 } // namespace
 
+bool Key::mac_fits(MechanismKind kind) const noexcept {
+    return kind == MechanismKind::aes_cmac ? type_ == KeyType::aes
+                                           : type_ == KeyType::generic_secret;
+}
+
 Bytes Key::sign(const Mechanism& mech, Span data) const {
+    if (hsm::is_mac(mech.kind)) {
+        require(mac_fits(mech.kind), mech, type_, bits_, "sign");
+        return mac(mech, secret_, data);
+    }
     const bool rsa_mech =
         mech.kind == MechanismKind::rsa_pkcs1 || mech.kind == MechanismKind::rsa_pss;
     const bool ec = type_ == KeyType::ec_p256 || type_ == KeyType::ec_p384;
@@ -444,6 +490,11 @@ Bytes Key::sign(const Mechanism& mech, Span data) const {
 }
 
 void Key::verify(const Mechanism& mech, Span data, Span signature) const {
+    if (hsm::is_mac(mech.kind)) {
+        require(mac_fits(mech.kind), mech, type_, bits_, "verify");
+        verify_mac(mech, secret_, data, signature);
+        return;
+    }
     const bool rsa_mech =
         mech.kind == MechanismKind::rsa_pkcs1 || mech.kind == MechanismKind::rsa_pss;
     const bool ec = type_ == KeyType::ec_p256 || type_ == KeyType::ec_p384;
@@ -477,21 +528,9 @@ void Key::verify(const Mechanism& mech, Span data, Span signature) const {
 }
 
 Bytes Key::encrypt(const Mechanism& mech, Span data) const {
-    if (mech.kind == MechanismKind::aes_gcm) {
+    if (is_aes_mode(mech.kind)) {
         require(type_ == KeyType::aes, mech, type_, bits_, "encrypt");
-        const std::size_t tag = gcm_tag_size(mech);
-        auto ctx = gcm_context(true, bits_, secret_, mech);
-        Bytes out(data.size() + tag);
-        int len = 0;
-        int len2 = 0;
-        if (EVP_EncryptUpdate(ctx.get(), out.data(), &len, data.data(),
-                              to_int(data.size(), "data")) != 1 ||
-            EVP_EncryptFinal_ex(ctx.get(), out.data() + len, &len2) != 1 ||
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(tag),
-                                out.data() + data.size()) != 1) {
-            ossl::fail(ErrorCode::crypto, "AES-GCM encryption failed");
-        }
-        return out;
+        return aes_crypt(true, mech, secret_, data);
     }
     require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
                 type_ == KeyType::rsa,
@@ -515,30 +554,9 @@ Bytes Key::encrypt(const Mechanism& mech, Span data) const {
 }
 
 Bytes Key::decrypt(const Mechanism& mech, Span data) const {
-    if (mech.kind == MechanismKind::aes_gcm) {
+    if (is_aes_mode(mech.kind)) {
         require(type_ == KeyType::aes, mech, type_, bits_, "decrypt");
-        const std::size_t tag = gcm_tag_size(mech);
-        if (data.size() < tag) {
-            throw Error(ErrorCode::crypto, "AES-GCM data shorter than its tag");
-        }
-        const std::size_t body = data.size() - tag;
-        auto ctx = gcm_context(false, bits_, secret_, mech);
-        Bytes out(body);
-        Bytes tag_bytes(data.begin() + static_cast<std::ptrdiff_t>(body), data.end());
-        int len = 0;
-        int len2 = 0;
-        if (EVP_DecryptUpdate(ctx.get(), out.data(), &len, data.data(), to_int(body, "data")) !=
-                1 ||
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(tag),
-                                tag_bytes.data()) != 1) {
-            ossl::fail(ErrorCode::crypto, "AES-GCM decryption failed");
-        }
-        if (EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len2) != 1) {
-            ossl::clear_errors();
-            throw Error(ErrorCode::crypto, "AES-GCM authentication failed (wrong key, IV, AAD or "
-                                           "tag length, or the data was altered)");
-        }
-        return out;
+        return aes_crypt(false, mech, secret_, data);
     }
     require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
                 type_ == KeyType::rsa,

@@ -19,6 +19,11 @@ inline constexpr std::uint32_t kRsaMinBits = 1024;
 inline constexpr std::uint32_t kRsaMaxBits = 4096;
 inline constexpr std::uint32_t kRsaDefaultBits = 2048;
 inline constexpr std::uint32_t kAesDefaultBits = 256;
+inline constexpr std::uint32_t kGenericSecretDefaultBits = 256;
+inline constexpr std::uint32_t kGenericSecretMaxBits = 4096;
+// The content of an object (hsm::KeyType::object): a certificate and its
+// attributes fit many times over.
+inline constexpr std::size_t kMaxObjectBytes = 32 * 1024;
 
 // The key size `bits` means for `type` (0 picks the default: RSA 2048, the
 // curve's size, AES 256). Throws Error(usage) for a size the type cannot have.
@@ -27,7 +32,7 @@ std::uint32_t normalise_bits(hsm::KeyType type, std::uint32_t bits);
 // "RSA-2048", "EC P-256", "AES-256".
 std::string describe(hsm::KeyType type, std::uint32_t bits);
 
-// One key: an asymmetric key pair (RSA, EC) or an AES secret. Immutable once
+// One key: an asymmetric key pair (RSA, EC) or a secret (AES, generic). Immutable once
 // made, so one Key may serve several threads.
 class Key {
 public:
@@ -38,11 +43,14 @@ public:
     // that type and size.
     static Key from_private(hsm::KeyType type, std::uint32_t bits,
                             std::span<const std::uint8_t> private_bytes);
+    // A key a client brings (GenerateKey.value): as from_private(), but
+    // what does not form such a key is the client's error (Error(usage)).
+    static Key import(hsm::KeyType type, std::uint32_t bits, const SecureBuffer& value);
 
     hsm::KeyType type() const noexcept { return type_; }
     std::uint32_t bits() const noexcept { return bits_; }
 
-    // PKCS#8 PrivateKeyInfo DER for RSA/EC, the raw key for AES.
+    // PKCS#8 PrivateKeyInfo DER for RSA/EC, the raw key for AES and generic secrets.
     SecureBuffer private_bytes() const;
     // SubjectPublicKeyInfo DER; empty for AES.
     Bytes public_der() const;
@@ -59,11 +67,13 @@ public:
 private:
     Key(hsm::KeyType type, std::uint32_t bits) : type_(type), bits_(bits) {}
     evp_pkey_st* pkey() const noexcept { return pkey_.get(); }
+    // AES-CMAC takes an AES key, HMAC a generic secret.
+    bool mac_fits(hsm::MechanismKind kind) const noexcept;
 
     hsm::KeyType type_;
     std::uint32_t bits_;
     std::shared_ptr<evp_pkey_st> pkey_; // RSA, EC
-    SecureBuffer secret_;               // AES
+    SecureBuffer secret_;               // AES, generic secret
 };
 
 } // namespace preloadrun::sim

@@ -201,8 +201,9 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
             // Before the work of generating; store_key() checks again.
             world_.refuse_duplicate(spec.label, spec.id, protection);
         }
-        auto key =
-            std::make_shared<const Key>(Key::generate(spec.type, spec.bits, spec.public_exponent));
+        auto key = std::make_shared<const Key>(
+            spec.value.empty() ? Key::generate(spec.type, spec.bits, spec.public_exponent)
+                               : Key::import(spec.type, spec.bits, spec.value));
         hsm::KeyInfo info;
         info.label = spec.label;
         info.id = spec.id;

@@ -84,8 +84,8 @@ hsm::TokenType token_type_from(std::string_view text, const std::string& file) {
 }
 
 hsm::KeyType key_type_from(std::string_view text, const std::string& file) {
-    for (auto type :
-         {hsm::KeyType::rsa, hsm::KeyType::ec_p256, hsm::KeyType::ec_p384, hsm::KeyType::aes}) {
+    for (auto type : {hsm::KeyType::rsa, hsm::KeyType::ec_p256, hsm::KeyType::ec_p384,
+                      hsm::KeyType::aes, hsm::KeyType::generic_secret, hsm::KeyType::object}) {
         if (text == key_type_text(type)) {
             return type;
         }
@@ -154,6 +154,10 @@ std::string_view key_type_text(hsm::KeyType type) {
         return "ec-p384";
     case hsm::KeyType::aes:
         return "aes";
+    case hsm::KeyType::generic_secret:
+        return "generic-secret";
+    case hsm::KeyType::object:
+        return "object";
     }
     return "unknown";
 }

@@ -255,6 +255,10 @@ std::string* load_token_passphrase(Request& request) {
     return request.mutable_load_token()->mutable_passphrase();
 }
 
+std::string* generate_key_value(Request& request) {
+    return request.mutable_generate_key()->mutable_value();
+}
+
 // Who may send a request: any client, or only the admin socket.
 constexpr bool kAdmin = true;
 constexpr bool kAnyone = false;
@@ -274,7 +278,7 @@ constexpr RequestKind kRequests[] = {
     {Request::kLoadToken,       "LoadToken",     kAnyone, load_token_passphrase,   load_token},
     {Request::kLoadKey,         "LoadKey",       kAnyone, kNoSecret,               load_key},
     {Request::kUnload,          "Unload",        kAnyone, kNoSecret,               unload},
-    {Request::kGenerateKey,     "GenerateKey",   kAnyone, kNoSecret,               generate_key},
+    {Request::kGenerateKey,     "GenerateKey",   kAnyone, generate_key_value,      generate_key},
     {Request::kDestroyKey,      "DestroyKey",    kAnyone, kNoSecret,               destroy_key},
     {Request::kDestroyToken,    "DestroyToken",  kAnyone, kNoSecret,               destroy_token},
     {Request::kSign,            "Sign",          kAnyone, kNoSecret,               sign},

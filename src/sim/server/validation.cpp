@@ -3,7 +3,7 @@
 #include "model/crypto.hpp"
 #include "model/world_format.hpp"
 #include "preloadrun/common/error.hpp"
-#include "preloadrun/hsm/gcm.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
 #include "preloadrun/hsm/rsa_exponent.hpp"
 #include "wire/codec.hpp"
 
@@ -60,8 +60,12 @@ hsm::KeyType key_type(wire::KeyType type) {
         return hsm::KeyType::ec_p384;
     case wire::KEY_AES:
         return hsm::KeyType::aes;
+    case wire::KEY_GENERIC_SECRET:
+        return hsm::KeyType::generic_secret;
+    case wire::KEY_OBJECT:
+        return hsm::KeyType::object;
     default:
-        bad("key type must be RSA, EC P-256, EC P-384 or AES");
+        bad("key type must be RSA, EC P-256, EC P-384, AES, generic secret or object");
     }
 }
 
@@ -143,46 +147,34 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.token_handle = request.token_handle();
     spec.refuse_duplicate = request.refuse_duplicate();
     spec.public_exponent = public_exponent(spec.type, request.public_exponent());
+    if (!request.value().empty()) {
+        if (!spec.public_exponent.empty()) {
+            bad("an imported key has its own public exponent");
+        }
+        if (request.value().size() > kMaxKeyValue) {
+            bad("key material longer than " + std::to_string(kMaxKeyValue) + " bytes");
+        }
+        spec.value = SecureBuffer(request.value().data(), request.value().size());
+    } else if (spec.type == hsm::KeyType::object) {
+        bad("an object is stored, not generated: its content is needed");
+    }
     return spec;
 }
 
 hsm::Mechanism mechanism(const wire::Mechanism& mech) {
-    hsm::Mechanism out;
-    switch (mech.kind()) {
-    case wire::MECH_RSA_PKCS1:
-        out.kind = hsm::MechanismKind::rsa_pkcs1;
-        break;
-    case wire::MECH_RSA_PSS:
-        out.kind = hsm::MechanismKind::rsa_pss;
-        break;
-    case wire::MECH_RSA_OAEP:
-        out.kind = hsm::MechanismKind::rsa_oaep;
-        break;
-    case wire::MECH_ECDSA:
-        out.kind = hsm::MechanismKind::ecdsa;
-        break;
-    case wire::MECH_AES_GCM:
-        out.kind = hsm::MechanismKind::aes_gcm;
-        break;
-    case wire::MECH_RSA_PKCS1_ENC:
-        out.kind = hsm::MechanismKind::rsa_pkcs1_enc;
-        break;
-    default:
+    if (mech.kind() == wire::MECH_UNSPECIFIED || !wire::MechanismKind_IsValid(mech.kind())) {
         bad("unknown or missing mechanism");
     }
-    out.hash = hash(mech.hash(), "hash");
-    out.mgf_hash = hash(mech.mgf_hash(), "MGF1 hash");
-    out.salt_len = mech.salt_len();
-    out.label = bytes_of(mech.label());
+    const auto digest = hash(mech.hash(), "hash");
+    const auto mgf = hash(mech.mgf_hash(), "MGF1 hash");
+    hsm::Mechanism out = hsm::codec::from_wire(mech);
+    out.hash = digest;
+    out.mgf_hash = mgf;
     out.tag_bits = mech.tag_bits() == 0 ? hsm::kGcmDefaultTagBits : mech.tag_bits();
-    if (out.kind == hsm::MechanismKind::aes_gcm) {
-        if (auto problem = hsm::gcm_parameter_problem(mech.iv().size(), out.tag_bits);
-            !problem.empty()) {
-            bad(problem);
-        }
+    out.counter_bits = mech.counter_bits() == 0 ? 128 : mech.counter_bits();
+    if (auto problem = hsm::mechanism_parameter_problem(out); !problem.empty()) {
+        bad(problem);
     }
-    out.iv = bytes_of(mech.iv());
-    out.aad = bytes_of(mech.aad());
     return out;
 }
 

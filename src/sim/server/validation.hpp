@@ -16,6 +16,9 @@ namespace preloadrun::sim::validate {
 inline constexpr std::uint32_t kMaxRandom = 65536;
 inline constexpr std::size_t kMaxLabel = kMaxLabelSize; // what a key file may hold
 inline constexpr std::size_t kMaxId = kMaxIdSize;
+// Key material to import (PKCS#8 of an RSA-4096 key is about 2,400 bytes),
+// or the content of an object (model/crypto.hpp).
+inline constexpr std::size_t kMaxKeyValue = 32 * 1024;
 inline constexpr std::size_t kMaxPassphrase = 4096;
 
 // 1..module_count.
@@ -35,7 +38,7 @@ const std::string& token_cursor(const std::string& after);
 // At most kMaxPassphrase bytes; non-empty when `required`.
 SecureBuffer passphrase(const std::string& passphrase, bool required);
 hsm::KeySpec key_spec(const wire::GenerateKey& request);
-// AES-GCM: only the IV and tag sizes of preloadrun/hsm/gcm.hpp.
+// AES-GCM: only the IV and tag sizes of preloadrun/hsm/mechanism_params.hpp.
 hsm::Mechanism mechanism(const wire::Mechanism& mech);
 std::uint32_t random_length(std::uint32_t length);
 

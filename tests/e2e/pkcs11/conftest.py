@@ -27,6 +27,30 @@ from procs import env_with, wait_for  # noqa: E402,F401 (wait_for: for the tests
 
 PIN = "secret"
 
+# The first lines of a PyKCS11 scenario (a Python child process run as
+# `python -c SCENARIO MODULE ...`): loads the module named by argv[1];
+# rv_of(call) is the CK_RV a call raised, 0 when it returned.
+PYKCS11_PRELUDE = r"""
+import json, sys
+import PyKCS11
+from PyKCS11 import *
+
+lib = PyKCS11Lib()
+lib.load(sys.argv[1])
+
+def rv_of(call):
+    try:
+        call()
+        return 0
+    except PyKCS11Error as e:
+        return e.value
+"""
+
+# PyKCS11 scenarios load the module into an uninstrumented Python.
+skip_under_asan = pytest.mark.skipif(
+    os.environ.get("PRELOADRUN_SANITIZE") == "1",
+    reason="uninstrumented client cannot load the ASan-built module")
+
 
 def _env_path(name):
     path = os.environ.get(name)

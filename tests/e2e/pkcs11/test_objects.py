@@ -12,27 +12,11 @@ import sys
 
 import pytest
 
-from conftest import PIN, client_env, run
+from conftest import PIN, PYKCS11_PRELUDE, client_env, run, skip_under_asan
 
-pytestmark = pytest.mark.skipif(
-    __import__("os").environ.get("PRELOADRUN_SANITIZE") == "1",
-    reason="uninstrumented client cannot load the ASan-built module")
+pytestmark = skip_under_asan
 
-PRELUDE = r"""
-import json, sys
-import PyKCS11
-from PyKCS11 import *
-
-lib = PyKCS11Lib()
-lib.load(sys.argv[1])
-
-def rv_of(call):
-    try:
-        call()
-        return 0
-    except PyKCS11Error as e:
-        return e.value
-"""
+PRELUDE = PYKCS11_PRELUDE
 
 SCENARIO = PRELUDE + r"""
 token, pin, persistent, first = sys.argv[2], sys.argv[3], sys.argv[4] == "token", sys.argv[5]

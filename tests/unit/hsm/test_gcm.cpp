@@ -1,4 +1,4 @@
-#include "preloadrun/hsm/gcm.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <doctest/doctest.h>
 

@@ -93,8 +93,9 @@ TEST_CASE("pkcs11::prepare") {
         CHECK_THROWS_AS(prepare(unknown, rsa, CKF_SIGN), CkError);
     }
     SUBCASE("signature lengths") {
-        CHECK(signature_length(rsa) == 256);
-        CHECK(signature_length(ec) == 96);
+        const Prepared none;
+        CHECK(signature_length(none, rsa) == 256);
+        CHECK(signature_length(none, ec) == 96);
     }
 }
 

@@ -1,6 +1,7 @@
 #include "sim_test_util.hpp"
 
 #include "preloadrun/common/ossl.hpp"
+#include "preloadrun/hsm/digest.hpp"
 
 #include <cstring>
 #include <openssl/ec.h>
@@ -56,26 +57,10 @@ preloadrun::sim::SimulatedModule& simulated(preloadrun::sim::Fleet& fleet, std::
 }
 
 Bytes digest(preloadrun::hsm::Hash hash, const Bytes& data) {
-    const EVP_MD* md = nullptr;
-    switch (hash) {
-    case preloadrun::hsm::Hash::sha1:
-        md = EVP_sha1();
-        break;
-    case preloadrun::hsm::Hash::sha224:
-        md = EVP_sha224();
-        break;
-    case preloadrun::hsm::Hash::sha256:
-        md = EVP_sha256();
-        break;
-    case preloadrun::hsm::Hash::sha384:
-        md = EVP_sha384();
-        break;
-    case preloadrun::hsm::Hash::sha512:
-        md = EVP_sha512();
-        break;
-    case preloadrun::hsm::Hash::none:
+    if (hash == preloadrun::hsm::Hash::none) {
         return data;
     }
+    const EVP_MD* md = preloadrun::hsm::evp_md(hash);
     Bytes out(static_cast<std::size_t>(EVP_MD_get_size(md)));
     unsigned int len = 0;
     EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr);

@@ -43,7 +43,7 @@ TEST_CASE("sim::request_kinds: the admin requests and the requests with a secret
     }
     CHECK(admin ==
           std::set<std::string_view>{"ControlModule", "AddModule", "SetLatency", "FailNext"});
-    CHECK(secret == std::set<std::string_view>{"CreateToken", "LoadToken"});
+    CHECK(secret == std::set<std::string_view>{"CreateToken", "LoadToken", "GenerateKey"});
 }
 
 TEST_CASE("sim::wipe_secrets clears passphrases") {
@@ -64,6 +64,13 @@ TEST_CASE("sim::wipe_secrets clears passphrases") {
     wipe_secrets(create);
     CHECK(create.create_token().passphrase().empty());
     CHECK(create.create_token().name() == "card"); // only the secret goes
+
+    wire::Request import;
+    import.mutable_generate_key()->set_value("key material");
+    import.mutable_generate_key()->set_label("kept");
+    wipe_secrets(import);
+    CHECK(import.generate_key().value().empty());
+    CHECK(import.generate_key().label() == "kept");
 
     wire::Request sign;
     sign.mutable_sign()->set_data("not a secret");
