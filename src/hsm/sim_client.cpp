@@ -231,6 +231,17 @@ ObjectHandle SimClient::load_token(std::uint32_t module, const Bytes& token_hash
     return handle_from(conn_->call(request, Body::kHandle));
 }
 
+void SimClient::change_passphrase(std::uint32_t module, const Bytes& token_hash,
+                                  const SecureBuffer& passphrase, const SecureBuffer& fresh) {
+    wire::Request request;
+    auto* body = request.mutable_change_passphrase();
+    body->set_module(module);
+    body->set_token_hash(to_field(token_hash));
+    const PassphraseField old_secret(body->mutable_passphrase(), passphrase);
+    const PassphraseField new_secret(body->mutable_new_passphrase(), fresh);
+    (void)conn_->call(request, Body::kOk);
+}
+
 ObjectHandle SimClient::load_key(std::uint32_t module, const std::string& ident,
                                  ObjectHandle token_handle) {
     wire::Request request;
@@ -266,6 +277,7 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_refuse_duplicate(spec.refuse_duplicate);
     body->set_public_exponent(to_field(spec.public_exponent));
     const PassphraseField value(body->mutable_value(), spec.value);
+    body->set_copy_of(spec.copy_of);
     // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
     // wait for its turn on the module: a plain request's timeout would give
     // up on a key that is still being made.

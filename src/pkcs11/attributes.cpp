@@ -72,6 +72,48 @@ void Attributes::set_ulong(CK_ATTRIBUTE_TYPE type, CK_ULONG value) {
     values_[type] = ulong_bytes(value);
 }
 
+Bytes Attributes::encode() const {
+    Bytes out;
+    auto put = [&out](std::uint64_t v, int bytes) {
+        for (int i = 0; i < bytes; ++i) {
+            out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+        }
+    };
+    for (const auto& [type, value] : values_) {
+        put(type, 8);
+        put(value.size(), 4);
+        out.insert(out.end(), value.begin(), value.end());
+    }
+    return out;
+}
+
+Attributes Attributes::decode(std::span<const std::uint8_t> bytes) {
+    Attributes out;
+    std::size_t at = 0;
+    auto get = [&](std::size_t n) {
+        if (bytes.size() - at < n) {
+            throw Error(ErrorCode::corrupt, "an object's attributes end early");
+        }
+        std::uint64_t v = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            v |= std::uint64_t{bytes[at + i]} << (8 * i);
+        }
+        at += n;
+        return v;
+    };
+    while (at < bytes.size()) {
+        const auto type = static_cast<CK_ATTRIBUTE_TYPE>(get(8));
+        const auto size = static_cast<std::size_t>(get(4));
+        if (bytes.size() - at < size) {
+            throw Error(ErrorCode::corrupt, "an object's attribute is longer than its content");
+        }
+        out.values_[type] = Bytes(bytes.begin() + static_cast<std::ptrdiff_t>(at),
+                                  bytes.begin() + static_cast<std::ptrdiff_t>(at + size));
+        at += size;
+    }
+    return out;
+}
+
 const Bytes* Attributes::find(CK_ATTRIBUTE_TYPE type) const {
     auto it = values_.find(type);
     return it == values_.end() ? nullptr : &it->second;

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 
 namespace preloadrun::pkcs11 {
 
@@ -27,6 +28,14 @@ public:
     // pValue is NULL); returns CKR_OK or the last problem met
     // (CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL).
     CK_RV get(CK_ATTRIBUTE* templ, CK_ULONG count) const;
+
+    // Every attribute with a value, for encoding an object's content.
+    const std::map<CK_ATTRIBUTE_TYPE, Bytes>& values() const noexcept { return values_; }
+    // The content of an object kept in the world (hsm::KeyType::object):
+    // each attribute as type (8 bytes), length (4 bytes), value, little-endian.
+    Bytes encode() const;
+    // Throws Error(corrupt) for bytes encode() did not make.
+    static Attributes decode(std::span<const std::uint8_t> bytes);
 
 private:
     std::map<CK_ATTRIBUTE_TYPE, Bytes> values_;

@@ -5,7 +5,8 @@
 // keys and random). Each entry point is a noexcept barrier: guard() runs its
 // body and maps whatever it throws to a CK_RV. The per-call preconditions
 // (initialised? valid session? its lock) are in with_session(). Only
-// C_GetFunctionList is exported (pkcs11.map); these are hidden.
+// C_GetFunctionList, C_GetInterfaceList and C_GetInterface are exported
+// (pkcs11.map, entry_interface.cpp); these are hidden.
 
 #include "ck.hpp"
 #include "guard.hpp"

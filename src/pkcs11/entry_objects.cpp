@@ -17,9 +17,14 @@ CK_RV CreateObject(CK_SESSION_HANDLE handle, CK_ATTRIBUTE_PTR templ, CK_ULONG co
         return CKR_OK;
     });
 }
-CK_RV CopyObject(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
-                 CK_OBJECT_HANDLE_PTR) noexcept {
-    return guard("C_CopyObject", not_supported);
+CK_RV CopyObject(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                 CK_ULONG count, CK_OBJECT_HANDLE_PTR copy) noexcept {
+    return guard("C_CopyObject", [&] {
+        auto call = with_session(handle);
+        require_arg(copy, "new object handle pointer");
+        *copy = copy_object(*call.instance, *call.session, object, {templ, count});
+        return CKR_OK;
+    });
 }
 
 CK_RV DestroyObject(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE object) noexcept {
@@ -63,13 +68,12 @@ CK_RV GetAttributeValue(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE object, CK_AT
     });
 }
 
-CK_RV SetAttributeValue(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR,
-                        CK_ULONG) noexcept {
+CK_RV SetAttributeValue(CK_SESSION_HANDLE handle, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count) noexcept {
     return guard("C_SetAttributeValue", [&] {
         auto call = with_session(handle);
-        visible_object(call, object);
-        // Keys live in the Security World: their attributes are not modifiable.
-        return CKR_ACTION_PROHIBITED;
+        set_attributes(*call.instance, *call.session, object, {templ, count});
+        return CKR_OK;
     });
 }
 
@@ -93,8 +97,7 @@ CK_RV FindObjectsInit(CK_SESSION_HANDLE handle, CK_ATTRIBUTE_PTR templ, CK_ULONG
         for (const auto& ref : call.instance->objects().all()) {
             if (call.instance->visible(ref, session.slot) &&
                 ref.attributes().matches(templ, count)) {
-                session.found.push_back(ref.cls == CKO_PUBLIC_KEY ? ref.key->public_handle
-                                                                  : ref.key->main_handle);
+                session.found.push_back(ref.handle);
             }
         }
         std::sort(session.found.begin(), session.found.end());

@@ -89,8 +89,19 @@ CK_RV InitPIN(CK_SESSION_HANDLE handle, CK_UTF8CHAR_PTR, CK_ULONG) noexcept {
         return CKR_OK;
     });
 }
-CK_RV SetPIN(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG) noexcept {
-    return guard("C_SetPIN", not_supported);
+CK_RV SetPIN(CK_SESSION_HANDLE handle, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
+             CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len) noexcept {
+    return guard("C_SetPIN", [&] {
+        auto call = with_session(handle);
+        if ((call.session->flags & CKF_RW_SESSION) == 0) {
+            throw CkError(CKR_SESSION_READ_ONLY, "C_SetPIN needs a read/write session");
+        }
+        if (old_pin == nullptr || new_pin == nullptr) {
+            throw CkError(CKR_ARGUMENTS_BAD, "no PIN given (the tokens have no PIN pad)");
+        }
+        call.instance->set_pin(call.session->slot, in(old_pin, old_len), in(new_pin, new_len));
+        return CKR_OK;
+    });
 }
 
 // ---- sessions -------------------------------------------------------------------

@@ -259,6 +259,38 @@ void Instance::login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::ui
     logger().info("token '{}' loaded by login on {} module(s)", token.name, loaded);
 }
 
+void Instance::set_pin(CK_SLOT_ID slot, std::span<const std::uint8_t> old_pin,
+                       std::span<const std::uint8_t> new_pin) {
+    slots_->check(slot);
+    if (slot == kAcceleratorSlot) {
+        throw CkError(CKR_FUNCTION_NOT_SUPPORTED, "the accelerator slot has no PIN");
+    }
+    if (new_pin.empty()) {
+        throw CkError(CKR_PIN_LEN_RANGE, "the new passphrase must not be empty");
+    }
+    const auto& token = *slots_->token(slot);
+    const SecureBuffer passphrase(old_pin.data(), old_pin.size());
+    const SecureBuffer fresh(new_pin.data(), new_pin.size());
+    try {
+        router_->run_any([&](hsm::Service& service, std::uint32_t m) {
+            service.change_passphrase(m, token.hash, passphrase, fresh);
+            return Bytes{};
+        });
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::wrong_passphrase) {
+            throw CkError(CKR_PIN_INCORRECT, e.what());
+        }
+        if (e.code() == ErrorCode::too_many_attempts) {
+            throw CkError(CKR_PIN_LOCKED, e.what());
+        }
+        if (e.code() == ErrorCode::usage) {
+            throw CkError(CKR_FUNCTION_NOT_SUPPORTED, e.what()); // a PKCS#11 member's PIN
+        }
+        throw;
+    }
+    logger().info("token '{}': passphrase changed", token.name);
+}
+
 void Instance::logout(CK_SLOT_ID slot) {
     slots_->check(slot);
     if (!slots_->logged_in(slot)) {
@@ -277,8 +309,9 @@ bool Instance::visible(const ObjectStore::Ref& ref, CK_SLOT_ID session_slot) con
     if (ref.key->slot != session_slot) {
         return false;
     }
-    const bool is_private = ref.cls != CKO_PUBLIC_KEY && ref.key->info.token.has_value();
-    return !is_private || slots_->logged_in(session_slot);
+    const Bytes* is_private = ref.attributes().find(CKA_PRIVATE);
+    const bool hidden = is_private != nullptr && is_private->size() == 1 && (*is_private)[0] != 0;
+    return !hidden || slots_->logged_in(session_slot);
 }
 
 void Instance::closed(Session& session) {

@@ -72,6 +72,10 @@ public:
     void recover() noexcept;
 
     void login(CK_SLOT_ID slot, CK_USER_TYPE user, std::span<const std::uint8_t> pin);
+    // C_SetPIN: the softcard's passphrase changes in the world (every
+    // module, every process; the next load needs the new one).
+    void set_pin(CK_SLOT_ID slot, std::span<const std::uint8_t> old_pin,
+                 std::span<const std::uint8_t> new_pin);
     void logout(CK_SLOT_ID slot);
     // Brings persistent objects in line with the world (keys made by others).
     void refresh_objects();

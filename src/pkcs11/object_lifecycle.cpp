@@ -1,9 +1,12 @@
 #include "object_lifecycle.hpp"
 
 #include "attributes.hpp"
+#include "crypto_ops.hpp"
 #include "log.hpp"
+#include "plain_objects.hpp"
 #include "preloadrun/hsm/rsa_exponent.hpp"
 
+#include <atomic>
 #include <openssl/crypto.h>
 
 namespace preloadrun::pkcs11 {
@@ -58,6 +61,69 @@ void destroy_in_world(Instance& instance, const Session& session, const KeyObjec
         }
         throw;
     }
+}
+
+bool attr_true(const Attributes& a, CK_ATTRIBUTE_TYPE type) {
+    const Bytes* v = a.find(type);
+    return v != nullptr && v->size() == 1 && (*v)[0] != CK_FALSE;
+}
+
+std::string attr_text(const Attributes& a, CK_ATTRIBUTE_TYPE type) {
+    const Bytes* v = a.find(type);
+    return v == nullptr ? std::string() : std::string(v->begin(), v->end());
+}
+
+// A plain object's content stored in the world under the session's token
+// (or the modules): returns what the world lists for it.
+hsm::KeyInfo store_plain(Instance& instance, Session& session, const Attributes& attrs) {
+    Bytes content = attrs.encode();
+    if (content.size() > kMaxObjectContent) {
+        throw CkError(CKR_DEVICE_MEMORY, "an object of more than " +
+                                             std::to_string(kMaxObjectContent) +
+                                             " bytes cannot be kept on the token");
+    }
+    hsm::KeySpec spec;
+    spec.type = hsm::KeyType::object;
+    spec.persistent = true;
+    spec.label = attr_text(attrs, CKA_LABEL);
+    const Bytes* id = attrs.find(CKA_ID);
+    spec.id = id != nullptr ? *id : Bytes{};
+    spec.value = SecureBuffer(content.data(), content.size());
+    auto [module, stored] = instance.router().generate(session.slot, spec);
+    try {
+        // The service keeps it loaded for this process: it needs no HSM.
+        auto lease = instance.pool().acquire();
+        lease->unload(module, stored.handle);
+    } catch (const std::exception& e) {
+        logger().debug("object {} left loaded on module {}: {}", stored.key.ident, module,
+                       e.what());
+    }
+    return stored.key;
+}
+
+CK_OBJECT_HANDLE create_plain(Instance& instance, Session& session, Attributes attrs) {
+    const bool token = attr_true(attrs, CKA_TOKEN);
+    if (token && attr_true(attrs, CKA_PRIVATE)) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
+                      "token objects other than keys are public (CKA_PRIVATE false): the world "
+                      "lists them to every process");
+    }
+    check_session_may_create(instance, session, token);
+    hsm::KeyInfo info;
+    if (token) {
+        info = store_plain(instance, session, attrs);
+    } else {
+        static std::atomic<std::uint64_t> made{0};
+        info.ident = "session-object-" + std::to_string(++made);
+        info.type = hsm::KeyType::object;
+        info.label = attr_text(attrs, CKA_LABEL);
+        info.persistent = false;
+        info.public_der = attrs.encode();
+    }
+    auto object = instance.objects().add(info, session.slot, !token, 0, session.handle);
+    logger().debug("created {} object {} ('{}')", token ? "token" : "session", info.ident,
+                   info.label);
+    return object->main_handle;
 }
 
 } // namespace
@@ -170,6 +236,10 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     if (!cls) {
         throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS is needed");
     }
+    if (is_plain_class(*cls)) {
+        return create_plain(instance, session,
+                            plain_object_attributes(templ.attrs, templ.count, *cls));
+    }
     if (*cls != CKO_SECRET_KEY) {
         throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
                       "objects of this class cannot be created on this token");
@@ -207,12 +277,150 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     return make(instance, session, std::move(spec))->main_handle;
 }
 
+namespace {
+
+// A copy of a key on the HSMs (private or secret): the HSM service copies
+// the loaded key, under the same token, as a token or a session key.
+CK_OBJECT_HANDLE copy_key(Instance& instance, Session& session, const ObjectStore::Ref& ref,
+                          Template templ) {
+    const Template none{nullptr, 0};
+    auto& source = *ref.key;
+    hsm::KeySpec spec;
+    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(!source.session);
+    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
+    spec.label = label ? std::string(label->begin(), label->end()) : source.info.label;
+    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(source.info.id);
+    for (CK_ULONG i = 0; i < templ.count; ++i) {
+        const auto type = templ.attrs[i].type;
+        if (type == CKA_TOKEN || type == CKA_LABEL || type == CKA_ID) {
+            continue;
+        }
+        // Anything else may be asked only as it is.
+        if (!ref.attributes().matches(&templ.attrs[i], 1)) {
+            throw CkError(CKR_ATTRIBUTE_READ_ONLY,
+                          "a copy of a key may change CKA_TOKEN, CKA_LABEL and CKA_ID only");
+        }
+    }
+    check_session_may_create(instance, session, spec.persistent);
+    std::uint32_t used = 0;
+    hsm::GeneratedKey copied;
+    instance.router().run(source, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
+        hsm::KeySpec s = spec;
+        s.copy_of = h;
+        s.token_handle = instance.router().token_handle(session.slot, m);
+        copied = service.generate_key(m, s);
+        used = m;
+        return Bytes{};
+    });
+    auto key =
+        instance.objects().add(copied.key, session.slot, !spec.persistent, used, session.handle);
+    key->set_handle(used, copied.handle);
+    logger().debug("copied key {} to {} key {} ('{}')", source.info.ident,
+                   spec.persistent ? "token" : "session", copied.key.ident, spec.label);
+    return ref.cls == CKO_PUBLIC_KEY ? key->public_handle : key->main_handle;
+}
+
+} // namespace
+
+CK_OBJECT_HANDLE copy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object,
+                             Template templ) {
+    if (templ.count > 0) {
+        require_arg(templ.attrs, "template");
+    }
+    const auto ref = instance.objects().get(object);
+    if (!ref || !instance.visible(*ref, session.slot)) {
+        throw CkError(CKR_OBJECT_HANDLE_INVALID, "no such object");
+    }
+    const Attributes& from = ref->attributes();
+    if (const Bytes* copyable = from.find(CKA_COPYABLE);
+        copyable != nullptr && copyable->size() == 1 && (*copyable)[0] == CK_FALSE &&
+        hsm::is_object(ref->key->info.type)) {
+        throw CkError(CKR_ACTION_PROHIBITED, "the object is not copyable (CKA_COPYABLE)");
+    }
+    if (!hsm::is_object(ref->key->info.type) && !ref->public_half()) {
+        return copy_key(instance, session, *ref, templ);
+    }
+    // A plain object, or the public half of a key pair (the copy is a public
+    // key object on its own).
+    Attributes copy = from;
+    for (CK_ULONG i = 0; i < templ.count; ++i) {
+        const auto& a = templ.attrs[i];
+        const bool flag = a.type == CKA_TOKEN || a.type == CKA_PRIVATE ||
+                          a.type == CKA_MODIFIABLE || a.type == CKA_DESTROYABLE ||
+                          a.type == CKA_COPYABLE;
+        if (!flag && !plain_attribute_modifiable(ref->cls, a.type)) {
+            throw CkError(CKR_ATTRIBUTE_READ_ONLY, "this attribute cannot be changed by a copy");
+        }
+        if (a.ulValueLen != 0 && a.pValue == nullptr) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "template attribute without a value");
+        }
+        const auto* p = static_cast<const std::uint8_t*>(a.pValue);
+        copy.set(a.type, p == nullptr ? Bytes{} : Bytes(p, p + a.ulValueLen));
+    }
+    if (ref->public_half()) {
+        copy.set_bool(CKA_LOCAL, false);
+    }
+    return create_plain(instance, session, std::move(copy));
+}
+
+void set_attributes(Instance& instance, Session& session, CK_OBJECT_HANDLE object, Template templ) {
+    if (templ.count > 0) {
+        require_arg(templ.attrs, "template");
+    }
+    const auto ref = instance.objects().get(object);
+    if (!ref || !instance.visible(*ref, session.slot)) {
+        throw CkError(CKR_OBJECT_HANDLE_INVALID, "no such object");
+    }
+    auto& key = *ref->key;
+    if (!hsm::is_object(key.info.type)) {
+        // A key's attributes are the world's, the same in every process.
+        throw CkError(CKR_ACTION_PROHIBITED, "the attributes of keys cannot be changed");
+    }
+    if (!attr_true(key.main_attrs, CKA_MODIFIABLE)) {
+        throw CkError(CKR_ACTION_PROHIBITED, "the object is not modifiable (CKA_MODIFIABLE)");
+    }
+    Attributes changed = key.main_attrs;
+    for (CK_ULONG i = 0; i < templ.count; ++i) {
+        const auto& a = templ.attrs[i];
+        if (!plain_attribute_modifiable(ref->cls, a.type)) {
+            throw CkError(CKR_ATTRIBUTE_READ_ONLY, "this attribute cannot be changed");
+        }
+        if (a.ulValueLen != 0 && a.pValue == nullptr) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "template attribute without a value");
+        }
+        const auto* p = static_cast<const std::uint8_t*>(a.pValue);
+        changed.set(a.type, p == nullptr ? Bytes{} : Bytes(p, p + a.ulValueLen));
+    }
+    if (key.session) {
+        instance.objects().update_plain(key.info.ident, std::move(changed), std::nullopt);
+        return;
+    }
+    check_session_may_create(instance, session, true);
+    // The new content first, then the old one goes: a failure leaves the
+    // object as it was (or, at worst, both).
+    Attributes stored_attrs = changed;
+    stored_attrs.set_bool(CKA_TOKEN, true);
+    const auto stored = store_plain(instance, session, stored_attrs);
+    destroy_in_world(instance, session, key);
+    instance.objects().update_plain(key.info.ident, std::move(changed), stored);
+}
+
 void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object) {
     const auto ref = instance.objects().get(object);
     if (!ref || !instance.visible(*ref, session.slot)) {
         throw CkError(CKR_OBJECT_HANDLE_INVALID, "no such object");
     }
     auto& key = *ref->key;
+    if (hsm::is_object(key.info.type)) {
+        if (!attr_true(key.main_attrs, CKA_DESTROYABLE)) {
+            throw CkError(CKR_ACTION_PROHIBITED, "the object is not destroyable");
+        }
+        if (!key.session) {
+            destroy_in_world(instance, session, key);
+        }
+        instance.objects().remove(key.info.ident);
+        return;
+    }
     if (ref->cls == CKO_PUBLIC_KEY) {
         // The public half only: the private key is an object of its own and
         // stays. The HSMs hold a pair as one key, so the public half of a

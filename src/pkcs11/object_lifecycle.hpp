@@ -26,8 +26,18 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
                                      const CK_MECHANISM& mechanism, Template templ);
 // C_CreateObject: a secret key (CKO_SECRET_KEY, CKK_AES or
 // CKK_GENERIC_SECRET, with CKA_VALUE) is imported into the world (token)
-// or onto one module (session), as a generated key is.
+// or onto one module (session), as a generated key is; a data object,
+// certificate or public key (plain_objects.hpp) is kept in the world with
+// the token's keys (token) or in the process (session).
 CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template templ);
+// C_CopyObject: a key (private or secret) is copied by the HSM service
+// under the same token, changing CKA_TOKEN, CKA_LABEL, CKA_ID; a plain
+// object, or a key pair's public half, becomes a plain object.
+CK_OBJECT_HANDLE copy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object,
+                             Template templ);
+// C_SetAttributeValue: a plain object's CKA_LABEL, CKA_ID, dates, subject,
+// and a data object's value (plain_objects.hpp); keys refuse.
+void set_attributes(Instance& instance, Session& session, CK_OBJECT_HANDLE object, Template templ);
 void destroy_object(Instance& instance, Session& session, CK_OBJECT_HANDLE object);
 
 } // namespace preloadrun::pkcs11

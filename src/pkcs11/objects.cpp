@@ -2,6 +2,7 @@
 
 #include "log.hpp"
 
+#include <cstring>
 #include <set>
 
 namespace preloadrun::pkcs11 {
@@ -72,6 +73,11 @@ std::shared_ptr<KeyObject> ObjectStore::make(const hsm::KeyInfo& info, CK_SLOT_I
     key->info.persistent = !session;
     key->slot = slot;
     key->session = session;
+    if (hsm::is_object(info.type)) {
+        key->main_attrs = Attributes::decode(info.public_der);
+        key->main_attrs.set_bool(CKA_TOKEN, !session);
+        return key;
+    }
     const PublicParts parts = parse_public(key->info);
     const bool is_private = key->info.token.has_value();
     if (hsm::is_secret(info.type)) {
@@ -83,14 +89,47 @@ std::shared_ptr<KeyObject> ObjectStore::make(const hsm::KeyInfo& info, CK_SLOT_I
     return key;
 }
 
-void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
-    const bool secret = hsm::is_secret(key->info.type);
-    key->main_handle = handle_for(key->info.ident, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY);
-    by_handle_[key->main_handle] = Ref{key, secret ? CKO_SECRET_KEY : CKO_PRIVATE_KEY};
-    if (!secret) {
-        key->public_handle = handle_for(key->info.ident, CKO_PUBLIC_KEY);
-        by_handle_[key->public_handle] = Ref{key, CKO_PUBLIC_KEY};
+CK_OBJECT_CLASS ObjectStore::main_class(const KeyObject& key) {
+    if (hsm::is_object(key.info.type)) {
+        const Bytes* cls = key.main_attrs.find(CKA_CLASS);
+        CK_OBJECT_CLASS out = CKO_DATA;
+        if (cls != nullptr && cls->size() == sizeof out) {
+            std::memcpy(&out, cls->data(), sizeof out);
+        }
+        return out;
     }
+    return hsm::is_secret(key.info.type) ? CKO_SECRET_KEY : CKO_PRIVATE_KEY;
+}
+
+void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
+    const CK_OBJECT_CLASS cls = main_class(*key);
+    key->main_handle = handle_for(key->info.ident, cls);
+    by_handle_[key->main_handle] = Ref{key, cls, key->main_handle};
+    if (cls == CKO_PRIVATE_KEY) {
+        key->public_handle = handle_for(key->info.ident, CKO_PUBLIC_KEY);
+        by_handle_[key->public_handle] = Ref{key, CKO_PUBLIC_KEY, key->public_handle};
+    }
+    by_ident_[key->info.ident] = key;
+}
+
+void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
+                               const std::optional<hsm::KeyInfo>& stored) {
+    std::lock_guard lock(mutex_);
+    auto it = by_ident_.find(ident);
+    if (it == by_ident_.end()) {
+        return;
+    }
+    auto key = it->second;
+    key->main_attrs = std::move(attributes);
+    if (!stored) {
+        return;
+    }
+    // The same handle under the new identity.
+    const CK_OBJECT_CLASS cls = main_class(*key);
+    issued_[{stored->ident, cls}] = key->main_handle;
+    by_ident_.erase(it);
+    key->info = *stored;
+    key->info.persistent = true;
     by_ident_[key->info.ident] = key;
 }
 

@@ -2,8 +2,10 @@
 // Objects: stable CK_OBJECT_HANDLEs that name key identities (the world's
 // ident for persistent keys, the session key's ident for session objects),
 // never per-module handles. A key pair is two objects (private and public)
-// of one KeyObject, destroyed one at a time; an AES key is one secret-key object. Each KeyObject
-// remembers on which modules it is loaded, under which handle.
+// of one KeyObject, destroyed one at a time; a secret key is one secret-key object; a plain
+// object (data, certificate, public key on its own: hsm::KeyType::object)
+// is one object of its class, on no HSM. Each KeyObject remembers on which
+// modules it is loaded, under which handle.
 
 #include "attributes.hpp"
 #include "ck.hpp"
@@ -63,8 +65,13 @@ public:
     struct Ref {
         std::shared_ptr<KeyObject> key;
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        CK_OBJECT_HANDLE handle = 0;
+        // The public half of a key pair (not a public key object on its own).
+        bool public_half() const {
+            return cls == CKO_PUBLIC_KEY && !hsm::is_object(key->info.type);
+        }
         const Attributes& attributes() const {
-            return cls == CKO_PUBLIC_KEY ? key->public_attrs : key->main_attrs;
+            return public_half() ? key->public_attrs : key->main_attrs;
         }
     };
     using SlotOf = std::function<std::optional<CK_SLOT_ID>(const hsm::KeyInfo&)>;
@@ -89,9 +96,15 @@ public:
     // when nothing of the key is left.
     bool remove_object(const std::string& ident, CK_OBJECT_CLASS cls);
     bool main_destroyed(const KeyObject& key) const;
+    // A plain object (hsm::KeyType::object) whose attributes changed: its
+    // new attributes, and for a token object the identity the world gave
+    // the new content (the object handle stays the same).
+    void update_plain(const std::string& ident, Attributes attributes,
+                      const std::optional<hsm::KeyInfo>& stored);
 
 private:
     std::shared_ptr<KeyObject> make(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session);
+    static CK_OBJECT_CLASS main_class(const KeyObject& key);
     CK_OBJECT_HANDLE handle_for(const std::string& ident, CK_OBJECT_CLASS cls);
     void insert(const std::shared_ptr<KeyObject>& key);
 

@@ -20,6 +20,9 @@ Reloader::Reloader(std::filesystem::path file, Parts parts, const Clock& clock,
 void forget_service_instance(Group& group, Slots& slots, ObjectStore& objects,
                              const std::vector<hsm::ModuleInfo>& modules) {
     for (const auto& key : objects.keys()) {
+        if (hsm::is_object(key->info.type)) {
+            continue; // on no HSM
+        }
         if (key->session) {
             key->mark_lost(); // it lived in the old instance only
             continue;

@@ -220,18 +220,23 @@ std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hs
     hsm::GeneratedKey generated;
     attempt<Bytes>(mods, "generate the key", [&](hsm::Service& service, std::uint32_t m) {
         hsm::KeySpec s = spec;
-        if (slot != kAcceleratorSlot) {
-            const auto token = slots_.handle(slot, m);
-            if (!token) {
-                throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
-            }
-            s.token_handle = token->handle;
-        }
+        s.token_handle = token_handle(slot, m);
         generated = service.generate_key(m, s);
         used = m;
         return Bytes{};
     });
     return {used, std::move(generated)};
+}
+
+hsm::ObjectHandle Router::token_handle(CK_SLOT_ID slot, std::uint32_t module) const {
+    if (slot == kAcceleratorSlot) {
+        return 0;
+    }
+    const auto token = slots_.handle(slot, module);
+    if (!token) {
+        throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
+    }
+    return token->handle;
 }
 
 void Router::destroy(const KeyObject& key) {
@@ -245,11 +250,7 @@ void Router::destroy(const KeyObject& key) {
         return out;
     };
     attempt<Bytes>(mods, "destroy the key", [&](hsm::Service& service, std::uint32_t m) {
-        const auto token = slots_.handle(key.slot, m);
-        if (!token) {
-            throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
-        }
-        service.destroy_key(key.info.ident, m, token->handle);
+        service.destroy_key(key.info.ident, m, token_handle(key.slot, m));
         return Bytes{};
     });
 }

@@ -65,6 +65,9 @@ public:
     // Generates a key on a member (where the slot's token is loaded, for a
     // token slot). Returns the module it lives on.
     std::pair<std::uint32_t, hsm::GeneratedKey> generate(CK_SLOT_ID slot, hsm::KeySpec spec);
+    // The handle of `slot`'s token on `module` (0 for the accelerator slot:
+    // module protection); Error(invalid_handle) when it is not loaded there.
+    hsm::ObjectHandle token_handle(CK_SLOT_ID slot, std::uint32_t module) const;
 
     // Removes the persistent key `key` of a token slot from the world, on a
     // member where the slot's token is loaded, with the token's handle there

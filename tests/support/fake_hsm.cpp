@@ -244,6 +244,13 @@ hsm::ObjectHandle FakeService::load_token(std::uint32_t module, const Bytes& has
     return handle;
 }
 
+void FakeService::change_passphrase(std::uint32_t module, const Bytes&,
+                                    const preloadrun::SecureBuffer&,
+                                    const preloadrun::SecureBuffer&) {
+    const auto lock = enter(module);
+    hsm_.usable_or_throw(module);
+}
+
 hsm::ObjectHandle FakeService::load_key(std::uint32_t module, const std::string&,
                                         hsm::ObjectHandle token) {
     const auto lock = enter(module);

@@ -131,6 +131,9 @@ public:
                                 const preloadrun::SecureBuffer&) override;
     hsm::ObjectHandle load_token(std::uint32_t module, const Bytes& hash,
                                  const preloadrun::SecureBuffer& passphrase) override;
+    void change_passphrase(std::uint32_t module, const Bytes& hash,
+                           const preloadrun::SecureBuffer& passphrase,
+                           const preloadrun::SecureBuffer& fresh) override;
     hsm::ObjectHandle load_key(std::uint32_t module, const std::string& ident,
                                hsm::ObjectHandle token) override;
     void unload(std::uint32_t module, hsm::ObjectHandle handle) override;

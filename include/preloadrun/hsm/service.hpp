@@ -40,6 +40,10 @@ public:
 
     virtual TokenInfo create_token(TokenType type, const std::string& name,
                                    const SecureBuffer& passphrase) = 0;
+    // C_SetPIN: the token's passphrase becomes `fresh` (checked as load_token
+    // checks `passphrase`).
+    virtual void change_passphrase(std::uint32_t module, const Bytes& token_hash,
+                                   const SecureBuffer& passphrase, const SecureBuffer& fresh) = 0;
     virtual ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
                                     const SecureBuffer& passphrase) = 0;
     virtual ObjectHandle load_key(std::uint32_t module, const std::string& ident,

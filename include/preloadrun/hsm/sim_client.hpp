@@ -37,6 +37,8 @@ public:
     std::vector<KeyInfo> keys() override;
     TokenInfo create_token(TokenType type, const std::string& name,
                            const SecureBuffer& passphrase) override;
+    void change_passphrase(std::uint32_t module, const Bytes& token_hash,
+                           const SecureBuffer& passphrase, const SecureBuffer& fresh) override;
     ObjectHandle load_token(std::uint32_t module, const Bytes& token_hash,
                             const SecureBuffer& passphrase) override;
     ObjectHandle load_key(std::uint32_t module, const std::string& ident,

@@ -144,6 +144,9 @@ struct KeySpec {
     // Not empty: import this key instead of generating one (the raw key of
     // a secret key, PKCS#8 DER of a private key).
     SecureBuffer value;
+    // Not 0: copy the key loaded under this handle on the module instead
+    // (C_CopyObject), under the same protection.
+    ObjectHandle copy_of = 0;
 };
 
 struct GeneratedKey {

@@ -103,3 +103,60 @@
 #endif
 // CK_MAC_GENERAL_PARAMS: the MAC's length in bytes.
 using CK_MAC_GENERAL_PARAMS = CK_ULONG;
+
+// PKCS#11 3.0 interfaces (section 5.1.2 of the 3.0 base specification):
+// p11-kit 0.24's header has none of them. The 3.0 function list is the 2.40
+// one followed by these, in this order.
+#ifndef CKF_INTERFACE_FORK_SAFE
+#define CKF_INTERFACE_FORK_SAFE 0x00000001UL
+#define CKF_END_OF_MESSAGE 0x00000001UL
+struct CK_INTERFACE {
+    CK_CHAR* pInterfaceName;
+    CK_VOID_PTR pFunctionList;
+    CK_FLAGS flags;
+};
+using CK_INTERFACE_PTR = CK_INTERFACE*;
+using CK_INTERFACE_PTR_PTR = CK_INTERFACE**;
+struct CK_FUNCTION_LIST_3_0 {
+    CK_FUNCTION_LIST v2; // the 2.40 list, its version 3.0
+    CK_RV (*C_GetInterfaceList)(CK_INTERFACE_PTR, CK_ULONG_PTR);
+    CK_RV (*C_GetInterface)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS);
+    CK_RV(*C_LoginUser)
+    (CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
+    CK_RV (*C_SessionCancel)(CK_SESSION_HANDLE, CK_FLAGS);
+    // The message-based functions.
+    CK_RV (*C_MessageEncryptInit)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+    CK_RV(*C_EncryptMessage)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
+     CK_BYTE_PTR, CK_ULONG_PTR);
+    CK_RV (*C_EncryptMessageBegin)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
+    CK_RV(*C_EncryptMessageNext)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR,
+     CK_FLAGS);
+    CK_RV (*C_MessageEncryptFinal)(CK_SESSION_HANDLE);
+    CK_RV (*C_MessageDecryptInit)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+    CK_RV(*C_DecryptMessage)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
+     CK_BYTE_PTR, CK_ULONG_PTR);
+    CK_RV (*C_DecryptMessageBegin)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
+    CK_RV(*C_DecryptMessageNext)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR,
+     CK_FLAGS);
+    CK_RV (*C_MessageDecryptFinal)(CK_SESSION_HANDLE);
+    CK_RV (*C_MessageSignInit)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+    CK_RV(*C_SignMessage)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+    CK_RV (*C_SignMessageBegin)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG);
+    CK_RV(*C_SignMessageNext)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+    CK_RV (*C_MessageSignFinal)(CK_SESSION_HANDLE);
+    CK_RV (*C_MessageVerifyInit)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+    CK_RV(*C_VerifyMessage)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG,
+     CK_BYTE_PTR, CK_ULONG);
+    CK_RV (*C_VerifyMessageBegin)(CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG);
+    CK_RV(*C_VerifyMessageNext)
+    (CK_SESSION_HANDLE, CK_VOID_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
+    CK_RV (*C_MessageVerifyFinal)(CK_SESSION_HANDLE);
+};
+#endif

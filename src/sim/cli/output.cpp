@@ -125,7 +125,9 @@ std::string keys_json(const std::vector<hsm::KeyInfo>& keys,
                        {"bits", k.bits},
                        {"protection", protection_name(k, tokens)},
                        {"token_hash", k.token ? to_hex(k.token->hash) : std::string()},
-                       {"public_key_pem", public_key_pem(k.public_der)}});
+                       // An object's content is not a public key.
+                       {"public_key_pem",
+                        hsm::is_object(k.type) ? std::string() : public_key_pem(k.public_der)}});
     }
     return out.dump(2) + "\n";
 }

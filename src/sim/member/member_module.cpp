@@ -407,6 +407,12 @@ void MemberModule::logout_if_unused() {
     }
 }
 
+void MemberModule::change_passphrase(const Caller&, const Bytes&, const SecureBuffer&,
+                                     const SecureBuffer&) {
+    throw Error(ErrorCode::usage, who() + " is a PKCS#11 token: its PIN is changed with its "
+                                          "vendor's tools");
+}
+
 hsm::GeneratedKey MemberModule::generate_key(const Caller&, const hsm::KeySpec&) {
     throw Error(ErrorCode::usage, who() + " is a PKCS#11 token: its keys are made with its "
                                           "vendor's tools and found by CKA_ID");

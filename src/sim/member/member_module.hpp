@@ -76,6 +76,8 @@ public:
                                hsm::ObjectHandle token_handle) override;
     void unload(const Caller& caller, hsm::ObjectHandle handle) override;
     hsm::GeneratedKey generate_key(const Caller& caller, const hsm::KeySpec& spec) override;
+    void change_passphrase(const Caller& caller, const Bytes& token_hash,
+                           const SecureBuffer& passphrase, const SecureBuffer& fresh) override;
     Bytes sign(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                const Bytes& data) override;
     void verify(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,

@@ -104,6 +104,10 @@ public:
     // Error(too_many_attempts), Error(not_found).
     virtual hsm::ObjectHandle load_token(const Caller& caller, const Bytes& token_hash,
                                          const SecureBuffer& passphrase) = 0;
+    // A token's passphrase changes to `fresh`, once `passphrase` is checked as
+    // load_token() checks it. Error(usage) where the module's kind cannot.
+    virtual void change_passphrase(const Caller& caller, const Bytes& token_hash,
+                                   const SecureBuffer& passphrase, const SecureBuffer& fresh) = 0;
     // Finds a persistent key (by ident) and makes it usable on this module:
     // under the caller's token `token_handle`, or 0 for a module-protected key.
     virtual hsm::ObjectHandle load_key(const Caller& caller, const std::string& ident,

@@ -183,6 +183,17 @@ hsm::ObjectHandle SimulatedModule::load_key(const Caller& caller, const std::str
     });
 }
 
+void SimulatedModule::change_passphrase(const Caller& caller, const Bytes& token_hash,
+                                        const SecureBuffer& passphrase, const SecureBuffer& fresh) {
+    auto card = world_.card(token_hash);
+    auto token_key = unlocker_.unlock(card, passphrase, caller.uid);
+    operate(caller.uid, OpKind::management, [&] {
+        world_.set_passphrase(card.hash, token_key, fresh);
+        logger()->info("uid {} changed the passphrase of {}", caller.uid,
+                       token_label(World::info_of(card)));
+    });
+}
+
 void SimulatedModule::unload(const Caller& caller, hsm::ObjectHandle handle) {
     operate(caller.uid, OpKind::management, [&] { remove(handle, caller.uid); });
 }
@@ -201,9 +212,15 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
             // Before the work of generating; store_key() checks again.
             world_.refuse_duplicate(spec.label, spec.id, protection);
         }
-        auto key = std::make_shared<const Key>(
-            spec.value.empty() ? Key::generate(spec.type, spec.bits, spec.public_exponent)
-                               : Key::import(spec.type, spec.bits, spec.value));
+        std::shared_ptr<const Key> key;
+        if (spec.copy_of != 0) {
+            key = copy_source(caller, spec.copy_of, token.get());
+        } else if (spec.value.empty()) {
+            key = std::make_shared<const Key>(
+                Key::generate(spec.type, spec.bits, spec.public_exponent));
+        } else {
+            key = std::make_shared<const Key>(Key::import(spec.type, spec.bits, spec.value));
+        }
         hsm::KeyInfo info;
         info.label = spec.label;
         info.id = spec.id;
@@ -232,6 +249,20 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
                         describe(info.type, info.bits), info.ident, info.label, number_, handle);
         return hsm::GeneratedKey{handle, std::move(info)};
     });
+}
+
+std::shared_ptr<const Key> SimulatedModule::copy_source(const Caller& caller,
+                                                        hsm::ObjectHandle handle,
+                                                        const TokenObject* token) const {
+    const auto source = key(handle, caller.uid);
+    // A copy is under the same protection as its key, never weaker.
+    const bool same = source->info.token
+                          ? token != nullptr && token->info.hash == source->info.token->hash
+                          : token == nullptr;
+    if (!same) {
+        throw Error(ErrorCode::permission, "a copy of a key keeps the key's protection");
+    }
+    return source->key;
 }
 
 Bytes SimulatedModule::sign(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,

@@ -67,6 +67,8 @@ public:
     void unload(const Caller& caller, hsm::ObjectHandle handle) override;
     // A persistent key is stored in the world, with `caller.uid` as its creator.
     hsm::GeneratedKey generate_key(const Caller& caller, const hsm::KeySpec& spec) override;
+    void change_passphrase(const Caller& caller, const Bytes& token_hash,
+                           const SecureBuffer& passphrase, const SecureBuffer& fresh) override;
     Bytes sign(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                const Bytes& data) override;
     void verify(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
@@ -121,6 +123,10 @@ public:
     // kind), Error(permission) for another uid's object.
     std::shared_ptr<const TokenObject> token(hsm::ObjectHandle handle, uid_t caller) const;
     std::shared_ptr<const KeyObject> key(hsm::ObjectHandle handle, uid_t caller) const;
+    // The key a GenerateKey.copy_of names, if `token` (null: the module)
+    // protects it as it protects that key.
+    std::shared_ptr<const Key> copy_source(const Caller& caller, hsm::ObjectHandle handle,
+                                           const TokenObject* token) const;
     // Removes the object; for a token also every key loaded under it.
     // Returns how many objects went.
     std::size_t remove(hsm::ObjectHandle handle, uid_t caller);

@@ -83,6 +83,10 @@ public:
     // Throws Error(already_exists) if a token of that type has that name,
     // Error(limit) past a limit of options.limits. `creator` is recorded in
     // the card file and counted against its quota.
+    // Protects the token `hash` by `passphrase` from now on: `token_key` is
+    // its key (unlocked with the old passphrase), checked against the hash.
+    void set_passphrase(std::span<const std::uint8_t> hash, const SecureBuffer& token_key,
+                        const SecureBuffer& passphrase);
     hsm::TokenInfo create_token(hsm::TokenType type, const std::string& name,
                                 const SecureBuffer& passphrase,
                                 std::optional<uid_t> creator = std::nullopt) override;

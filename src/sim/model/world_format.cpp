@@ -411,7 +411,10 @@ KeyRecord decode_key(std::string_view text, const std::string& file) {
     }
     r.id = get_hex(doc, "id", file, 0, kMaxIdSize);
     r.type = key_type_from(get_string(doc, "type", file), file);
-    r.bits = static_cast<std::uint32_t>(get_uint(doc, "bits", file, 1, 65536));
+    // An object (not a key) has no size; every key has one.
+    const bool object = hsm::is_object(r.type);
+    r.bits =
+        static_cast<std::uint32_t>(get_uint(doc, "bits", file, object ? 0 : 1, object ? 0 : 65536));
     r.protection = protection_from(get_string(doc, "protection", file), file);
     r.public_der = get_hex(doc, "public", file, 0, kMaxBlob);
     r.wrapped_private = get_hex(doc, "wrapped_private", file, 1, kMaxBlob);

@@ -50,6 +50,25 @@ hsm::TokenInfo World::create_token(hsm::TokenType type, const std::string& name,
     return info_of(card);
 }
 
+void World::set_passphrase(std::span<const std::uint8_t> hash, const SecureBuffer& token_key,
+                           const SecureBuffer& passphrase) {
+    std::lock_guard lock(mutex_);
+    CardRecord record = card(hash);
+    Bytes check = sha256(token_key.span());
+    check.resize(hsm::kTokenHashSize);
+    if (check != record.hash) {
+        throw Error(ErrorCode::internal, "the token key does not match the token");
+    }
+    record.iterations = kdf_iterations_;
+    record.salt = random_bytes(kKdfSaltSize);
+    SecureBuffer kek = derive_key(passphrase, record.salt, record.iterations);
+    record.wrapped_key = wrap(kek, token_key.span(), token_aad(record.hash));
+    const auto file = card_name(record.hash);
+    const auto text = encode_card(record);
+    dir_.write_atomic(file, text, {.mode = kFileMode});
+    usage_.record(file, WorldFile::token, record.creator, text.size());
+}
+
 hsm::TokenInfo World::info_of(const CardRecord& card) {
     return hsm::TokenInfo{card.type, card.name, card.hash};
 }

@@ -135,6 +135,17 @@ void load_token(const RequestContext& s, const Request& request, const Peer& pee
     s.clients.note_loaded(peer.pid, peer.client);
 }
 
+void change_passphrase(const RequestContext& s, const Request& request, const Peer& peer,
+                       Response& out) {
+    const auto& r = request.change_passphrase();
+    auto& module = module_at(s, r.module());
+    auto hash = validate::token_hash(r.token_hash());
+    auto passphrase = validate::passphrase(r.passphrase(), false);
+    auto fresh = validate::passphrase(r.new_passphrase(), true);
+    module.change_passphrase(caller_of(peer), hash, passphrase, fresh);
+    out.mutable_ok();
+}
+
 void load_key(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.load_key();
     auto& module = module_at(s, r.module());
@@ -259,6 +270,15 @@ std::string* generate_key_value(Request& request) {
     return request.mutable_generate_key()->mutable_value();
 }
 
+void wipe(std::string* s);
+
+// Two secrets: the old passphrase is wiped here, the new one returned.
+std::string* change_passphrase_secrets(Request& request) {
+    auto* body = request.mutable_change_passphrase();
+    wipe(body->mutable_passphrase());
+    return body->mutable_new_passphrase();
+}
+
 // Who may send a request: any client, or only the admin socket.
 constexpr bool kAdmin = true;
 constexpr bool kAnyone = false;
@@ -281,6 +301,7 @@ constexpr RequestKind kRequests[] = {
     {Request::kGenerateKey,     "GenerateKey",   kAnyone, generate_key_value,      generate_key},
     {Request::kDestroyKey,      "DestroyKey",    kAnyone, kNoSecret,               destroy_key},
     {Request::kDestroyToken,    "DestroyToken",  kAnyone, kNoSecret,               destroy_token},
+    {Request::kChangePassphrase, "ChangePassphrase", kAnyone, change_passphrase_secrets, change_passphrase},
     {Request::kSign,            "Sign",          kAnyone, kNoSecret,               sign},
     {Request::kVerify,          "Verify",        kAnyone, kNoSecret,               verify},
     {Request::kEncrypt,         "Encrypt",       kAnyone, kNoSecret,               encrypt},

@@ -133,8 +133,10 @@ Bytes public_exponent(hsm::KeyType type, const std::string& field) {
 
 hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     hsm::KeySpec spec;
-    spec.type = key_type(request.type());
-    spec.bits = normalise_bits(spec.type, request.bits());
+    spec.copy_of = request.copy_of();
+    // A copy is of the key it copies: its type and size are not asked.
+    spec.type = spec.copy_of != 0 ? hsm::KeyType::rsa : key_type(request.type());
+    spec.bits = spec.copy_of != 0 ? 0 : normalise_bits(spec.type, request.bits());
     if (request.label().size() > kMaxLabel) {
         bad("label longer than " + std::to_string(kMaxLabel) + " bytes");
     }
@@ -146,6 +148,12 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.persistent = request.persistent();
     spec.token_handle = request.token_handle();
     spec.refuse_duplicate = request.refuse_duplicate();
+    if (spec.copy_of != 0) {
+        if (!request.value().empty() || !request.public_exponent().empty()) {
+            bad("a copy takes no key material and no public exponent");
+        }
+        return spec;
+    }
     spec.public_exponent = public_exponent(spec.type, request.public_exponent());
     if (!request.value().empty()) {
         if (!spec.public_exponent.empty()) {

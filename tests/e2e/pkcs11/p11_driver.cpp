@@ -37,6 +37,12 @@
 //       C_Login with a NULL PIN (length 0, then 6) in a session of TOKEN's
 //       slot, then as the security officer, then C_InitPIN. Prints
 //       "rv=0x.. rv=0x.. so=0x.. initpin=0x..".
+//   p11_driver interfaces MODULE TOKEN PIN
+//       PKCS#11 3.0: C_GetInterfaceList and C_GetInterface (the 3.0 and 2.40
+//       interfaces, the 3.0 one the default), C_GetInfo through each,
+//       C_LoginUser, C_SessionCancel of an active C_SignInit, a message-based
+//       function. Prints "interfaces=... default=... info=... loginuser=0x..
+//       cancel=0x.. after=0x.. message=0x..".
 // Exit status 0 when the scenario passed, 1 otherwise (with a message).
 
 #include "preloadrun/pkcs11/cryptoki.hpp"
@@ -77,8 +83,11 @@ void check(CK_RV rv, const std::string& what, CK_RV want = CKR_OK) {
     }
 }
 
+void* loaded = nullptr;
+
 void load(const char* path) {
     void* lib = ::dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    loaded = lib;
     if (lib == nullptr) {
         fail(std::string("dlopen: ") + ::dlerror());
     }
@@ -565,6 +574,68 @@ int cmd_destroy(char** argv) {
     return 0;
 }
 
+int cmd_interfaces(char** argv) {
+    load(argv[2]);
+    using GetList = CK_RV (*)(CK_INTERFACE_PTR, CK_ULONG_PTR);
+    using Get = CK_RV (*)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, CK_INTERFACE_PTR_PTR, CK_FLAGS);
+    auto get_list = reinterpret_cast<GetList>(::dlsym(loaded, "C_GetInterfaceList"));
+    auto get = reinterpret_cast<Get>(::dlsym(loaded, "C_GetInterface"));
+    if (get_list == nullptr || get == nullptr) {
+        fail("no C_GetInterfaceList or C_GetInterface");
+    }
+    CK_ULONG n = 0;
+    check(get_list(nullptr, &n), "C_GetInterfaceList (count)");
+    std::vector<CK_INTERFACE> list(n);
+    check(get_list(list.data(), &n), "C_GetInterfaceList");
+    std::string names;
+    for (const auto& i : list) {
+        const auto* fl = static_cast<CK_FUNCTION_LIST*>(i.pFunctionList);
+        names += std::string(names.empty() ? "" : ",") +
+                 reinterpret_cast<const char*>(i.pInterfaceName) + "/" +
+                 std::to_string(fl->version.major) + "." + std::to_string(fl->version.minor);
+    }
+    CK_INTERFACE_PTR def = nullptr;
+    check(get(nullptr, nullptr, &def, 0), "C_GetInterface (default)");
+    auto* f3 = static_cast<CK_FUNCTION_LIST_3_0*>(def->pFunctionList);
+    CK_VERSION v240{2, 40};
+    CK_INTERFACE_PTR old = nullptr;
+    check(get(nullptr, &v240, &old, 0), "C_GetInterface (2.40)");
+    CK_VERSION v99{9, 9};
+    CK_INTERFACE_PTR none = nullptr;
+    const CK_RV missing = get(nullptr, &v99, &none, 0);
+    f = &f3->v2;
+    init_os_locking();
+    CK_INFO info3{};
+    CK_INFO info2{};
+    check(f3->v2.C_GetInfo(&info3), "C_GetInfo (3.0)");
+    check(static_cast<CK_FUNCTION_LIST*>(old->pFunctionList)->C_GetInfo(&info2),
+          "C_GetInfo (2.40)");
+    CK_SESSION_HANDLE s = 0;
+    check(f->C_OpenSession(slot_of(argv[3]), CKF_SERIAL_SESSION, nullptr, nullptr, &s),
+          "C_OpenSession");
+    std::string pin(argv[4]);
+    CK_UTF8CHAR user[] = {'a', 'n', 'y'};
+    const CK_RV login = f3->C_LoginUser(s, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(pin.data()),
+                                        pin.size(), user, sizeof user);
+    CK_OBJECT_HANDLE key = find(s, CKO_PRIVATE_KEY, {0x01});
+    CK_MECHANISM ecdsa{CKM_ECDSA, nullptr, 0};
+    check(f->C_SignInit(s, &ecdsa, key), "C_SignInit");
+    const CK_RV cancel = f3->C_SessionCancel(s, CKF_SIGN);
+    unsigned char digest[32] = {};
+    unsigned char sig[128];
+    CK_ULONG sig_len = sizeof sig;
+    const CK_RV after = f->C_Sign(s, digest, sizeof digest, sig, &sig_len);
+    const CK_RV message = f3->C_MessageSignInit(s, &ecdsa, key);
+    std::cout << "interfaces=" << names << " default=" << int(f3->v2.version.major) << "."
+              << int(f3->v2.version.minor) << " info=" << int(info3.cryptokiVersion.major) << "."
+              << int(info3.cryptokiVersion.minor) << "," << int(info2.cryptokiVersion.major) << "."
+              << int(info2.cryptokiVersion.minor) << std::hex << " missing=0x" << missing
+              << " loginuser=0x" << login << " cancel=0x" << cancel << " after=0x" << after
+              << " message=0x" << message << std::dec << std::endl;
+    check(f->C_Finalize(nullptr), "C_Finalize");
+    return 0;
+}
+
 int cmd_null_pin(char** argv) {
     load(argv[2]);
     init_os_locking();
@@ -709,6 +780,9 @@ int main(int argc, char** argv) {
     }
     if (cmd == "null-pin" && argc == 4) {
         return cmd_null_pin(argv);
+    }
+    if (cmd == "interfaces" && argc == 5) {
+        return cmd_interfaces(argv);
     }
     if (cmd == "rsa-pkcs" && argc == 3) {
         return cmd_rsa_pkcs(argv);

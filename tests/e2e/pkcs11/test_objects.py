@@ -8,6 +8,7 @@ NULL PIN goes through p11_driver (PyKCS11 always passes a string).
 """
 
 import json
+import os
 import sys
 
 import pytest
@@ -90,6 +91,16 @@ def test_a_null_pin_is_arguments_bad_and_there_is_no_security_officer(world, mod
     r = run([driver_bin, "null-pin", module_path, "card1"], client_env(world))
     # CKR_ARGUMENTS_BAD twice, CKR_USER_TYPE_INVALID, CKR_USER_NOT_LOGGED_IN.
     assert r.stdout.split() == ["rv=0x7", "rv=0x7", "so=0x103", "initpin=0x101"], r.stdout
+
+
+def test_pkcs11_3_0_interfaces(world, module_path, driver_bin):
+    r = run([driver_bin, "interfaces", module_path, "card1", PIN], client_env(world))
+    # The 3.0 interface is the default; each reports its own version; a
+    # cancelled C_SignInit leaves nothing to sign (CKR_OPERATION_NOT_INITIALIZED);
+    # the message-based functions are not offered (CKR_FUNCTION_NOT_SUPPORTED).
+    assert r.stdout.strip() == ("interfaces=PKCS 11/3.0,PKCS 11/2.40 default=3.0 "
+                                "info=3.0,2.40 missing=0x7 loginuser=0x0 cancel=0x0 "
+                                "after=0x91 message=0x54"), r.stdout
 
 
 DIGESTS = PRELUDE + r"""
@@ -218,3 +229,178 @@ def test_every_hashing_signature_mechanism_checked_by_openssl(world, module_path
     r = run([sys.executable, "-c", EVERY_SIGNATURE, module_path], client_env(world))
     out = json.loads(r.stdout)
     assert len(out) == 15 and all(out.values()), out
+
+
+MAKE_CERT = r"""
+import datetime, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "objects test")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(0x1234567)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.DER))
+"""
+
+PLAIN_OBJECTS = PYKCS11_PRELUDE + r"""
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+token, pin, step, cert_path = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+slot = [s for s in lib.getSlotList(tokenPresent=True)
+        if lib.getTokenInfo(s).label.strip() == token][0]
+session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+out = {}
+
+def find(*attrs):
+    return session.findObjects(list(attrs))
+
+if step == "make":
+    session.login(pin)
+    der = open(cert_path, "rb").read()
+    cert = x509.load_der_x509_certificate(der)
+    c = session.createObject([(CKA_CLASS, CKO_CERTIFICATE), (CKA_CERTIFICATE_TYPE, CKC_X_509),
+                              (CKA_TOKEN, True), (CKA_VALUE, der), (CKA_ID, b"\x42"),
+                              (CKA_LABEL, "the cert")])
+    subject, serial = session.getAttributeValue(c, [CKA_SUBJECT, CKA_SERIAL_NUMBER])
+    out["derived"] = [bytes(subject) == cert.subject.public_bytes(),
+                      bytes(serial) == bytes.fromhex("02040123 4567".replace(" ", ""))]
+    d = session.createObject([(CKA_CLASS, CKO_DATA), (CKA_TOKEN, False), (CKA_LABEL, "scratch"),
+                              (CKA_VALUE, b"one")])
+    session.setAttributeValue(d, [(CKA_VALUE, b"two")])
+    out["data_value"] = bytes(session.getAttributeValue(d, [CKA_VALUE])[0]).decode()
+    n = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    nums = n.public_numbers()
+    p = session.createObject([(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_KEY_TYPE, CKK_RSA),
+                              (CKA_TOKEN, False), (CKA_MODULUS, nums.n.to_bytes(256, "big")),
+                              (CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), (CKA_ID, b"\x43")])
+    spki = bytes(session.getAttributeValue(p, [CKA_PUBLIC_KEY_INFO])[0])
+    out["spki"] = spki == n.public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    out["private_token_data"] = rv_of(lambda: session.createObject(
+        [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, True), (CKA_PRIVATE, True), (CKA_VALUE, b"x")]))
+    out["bad_cert"] = rv_of(lambda: session.createObject(
+        [(CKA_CLASS, CKO_CERTIFICATE), (CKA_CERTIFICATE_TYPE, CKC_X_509), (CKA_VALUE, b"junk")]))
+    out["no_type"] = rv_of(lambda: session.createObject(
+        [(CKA_CLASS, CKO_CERTIFICATE), (CKA_VALUE, der)]))
+    out["read_only"] = rv_of(lambda: session.setAttributeValue(c, [(CKA_VALUE, b"x")]))
+    # Label and id of a token certificate change in the world, same handle.
+    session.setAttributeValue(c, [(CKA_LABEL, "renamed"), (CKA_ID, b"\x44")])
+    out["renamed_here"] = [o.value() == c.value() for o in find((CKA_LABEL, "renamed"))]
+    keys = find((CKA_CLASS, CKO_PRIVATE_KEY))
+    out["key_label"] = rv_of(lambda: session.setAttributeValue(keys[0], [(CKA_LABEL, "x")])) \
+        if keys else None
+elif step == "look":
+    # Another process, before login: the public token objects are there.
+    certs = find((CKA_CLASS, CKO_CERTIFICATE))
+    out["certs"] = [session.getAttributeValue(o, [CKA_LABEL])[0] for o in certs]
+    out["ids"] = [bytes(session.getAttributeValue(o, [CKA_ID])[0]).hex() for o in certs]
+    out["data"] = len(find((CKA_CLASS, CKO_DATA)))   # the session object went with its process
+    out["public_keys"] = len(find((CKA_CLASS, CKO_PUBLIC_KEY), (CKA_ID, b"\x43")))
+    out["destroy_before_login"] = rv_of(lambda: session.destroyObject(certs[0]))
+    session.login(pin)
+    out["destroyed"] = rv_of(lambda: session.destroyObject(certs[0]))
+    out["left"] = len(find((CKA_CLASS, CKO_CERTIFICATE)))
+print(json.dumps(out))
+"""
+
+
+def test_certificates_data_objects_and_public_keys(world, module_path):
+    cert = os.path.join(world.root, "cert.der")
+    run([sys.executable, "-c", MAKE_CERT, cert], client_env(world))
+    made = json.loads(run([sys.executable, "-c", PLAIN_OBJECTS, module_path, "card1", PIN,
+                           "make", cert], client_env(world)).stdout)
+    assert made["derived"] == [True, True], made
+    assert made["data_value"] == "two", made
+    assert made["spki"], made
+    assert made["private_token_data"] == 0x13, made  # CKR_ATTRIBUTE_VALUE_INVALID
+    assert made["bad_cert"] == 0x13, made
+    assert made["no_type"] == 0xD0, made             # CKR_TEMPLATE_INCOMPLETE
+    assert made["read_only"] == 0x10, made           # CKR_ATTRIBUTE_READ_ONLY
+    assert made["renamed_here"] == [True], made
+    assert made["key_label"] == 0x1B, made           # CKR_ACTION_PROHIBITED
+    seen = json.loads(run([sys.executable, "-c", PLAIN_OBJECTS, module_path, "card1", PIN,
+                           "look", cert], client_env(world)).stdout)
+    assert seen["certs"] == ["renamed"] and seen["ids"] == ["44"], seen
+    assert seen["data"] == 0 and seen["public_keys"] == 0, seen
+    assert seen["destroy_before_login"] == 0x101, seen  # CKR_USER_NOT_LOGGED_IN
+    assert seen["destroyed"] == 0 and seen["left"] == 0, seen
+    assert "object" not in world.ok("key", "list").stdout
+
+
+def test_pkcs11_tool_and_p11tool_write_objects(world, module_path):
+    env = client_env(world)
+    cert = os.path.join(world.root, "cert.der")
+    run([sys.executable, "-c", MAKE_CERT, cert], env)
+    tool = ["pkcs11-tool", "--module", module_path, "--token-label", "card1", "--login",
+            "--pin", PIN]
+    run(tool + ["--write-object", cert, "--type", "cert", "--id", "77", "--label", "tool-cert"],
+        env)
+    data = os.path.join(world.root, "data.bin")
+    with open(data, "wb") as f:
+        f.write(b"kept on the token")
+    run(tool + ["--write-object", data, "--type", "data", "--label", "tool-data"], env)
+    listed = run(["pkcs11-tool", "--module", module_path, "--token-label", "card1",
+                  "--list-objects"], env).stdout
+    assert "label:      tool-cert" in listed and "tool-data" in listed, listed
+    read = run(tool + ["--read-object", "--type", "data", "--label", "tool-data"], env)
+    assert read.stdout == "kept on the token", read.stdout
+
+    pem = os.path.join(world.root, "cert.pem")
+    run(["openssl", "x509", "-inform", "der", "-in", cert, "-out", pem], env)
+    gnutls = dict(env, GNUTLS_PIN=PIN)
+    run(["p11tool", "--provider", module_path, "--login", "--write", "--load-certificate", pem,
+         "--label", "gnutls-cert", "pkcs11:token=card1"], gnutls)
+    certs = run(["p11tool", "--provider", module_path, "--list-all-certs",
+                 "pkcs11:token=card1"], env).stdout
+    assert "Label: gnutls-cert" in certs and "Label: tool-cert" in certs, certs
+    run(["p11tool", "--provider", module_path, "--login", "--batch", "--delete",
+         "pkcs11:token=card1;object=gnutls-cert"], gnutls)
+    certs = run(["p11tool", "--provider", module_path, "--list-all-certs",
+                 "pkcs11:token=card1"], env).stdout
+    assert "gnutls-cert" not in certs and "tool-cert" in certs, certs
+
+
+SET_PIN = PYKCS11_PRELUDE + r"""
+token, old, new, step = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+slot = [s for s in lib.getSlotList(tokenPresent=True)
+        if lib.getTokenInfo(s).label.strip() == token][0]
+out = {}
+if step == "change":
+    ro = lib.openSession(slot, CKF_SERIAL_SESSION)
+    out["read_only"] = rv_of(lambda: ro.setPin(old, new))
+    session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+    out["wrong_old"] = rv_of(lambda: session.setPin("not " + old, new))
+    out["empty_new"] = rv_of(lambda: session.setPin(old, ""))
+    out["changed"] = rv_of(lambda: session.setPin(old, new))
+else:
+    session = lib.openSession(slot, CKF_SERIAL_SESSION)
+    out["old"] = rv_of(lambda: session.login(old))
+    out["new"] = rv_of(lambda: session.login(new))
+print(json.dumps(out))
+"""
+
+
+def test_c_setpin_changes_the_softcard_passphrase_for_everyone(world, module_path):
+    env = client_env(world)
+    changed = json.loads(run([sys.executable, "-c", SET_PIN, module_path, "card1", PIN,
+                              "new passphrase", "change"], env).stdout)
+    # PyKCS11 passes an empty PIN as NULL: CKR_ARGUMENTS_BAD (no PIN pad).
+    assert changed == {"read_only": 0xB5, "wrong_old": 0xA0, "empty_new": 0x7,
+                       "changed": 0}, changed
+    # Another process (every module): the old passphrase is refused.
+    after = json.loads(run([sys.executable, "-c", SET_PIN, module_path, "card1", PIN,
+                            "new passphrase", "login"], env).stdout)
+    assert after == {"old": 0xA0, "new": 0}, after
+    # So is it for hsmsim's own tools.
+    with open(world.pinfile, "w") as f:
+        f.write(PIN)
+    r = world.run("key", "generate", "--type", "ec-p256", "--label", "x",
+                  "--protect", "softcard:card1", "--passphrase-file", world.pinfile)
+    assert r.returncode != 0 and "wrong passphrase" in r.stderr, r.stderr

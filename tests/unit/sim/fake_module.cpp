@@ -107,6 +107,12 @@ hsm::ObjectHandle FakeModule::load_token(const Caller& caller, const Bytes& toke
     return next_handle_++;
 }
 
+void FakeModule::change_passphrase(const Caller& caller, const Bytes& token_hash,
+                                   const SecureBuffer& passphrase, const SecureBuffer&) {
+    operation({"change_passphrase " + text_of(token_hash), caller.uid, caller.client, 0,
+               std::string(passphrase.view())});
+}
+
 hsm::ObjectHandle FakeModule::load_key(const Caller& caller, const std::string& ident,
                                        hsm::ObjectHandle token_handle) {
     operation({"load_key " + ident, caller.uid, caller.client, token_handle, {}});

@@ -49,6 +49,10 @@ public:
     preloadrun::hsm::ObjectHandle load_token(const preloadrun::sim::Caller& caller,
                                              const preloadrun::Bytes& token_hash,
                                              const preloadrun::SecureBuffer& passphrase) override;
+    void change_passphrase(const preloadrun::sim::Caller& caller,
+                           const preloadrun::Bytes& token_hash,
+                           const preloadrun::SecureBuffer& passphrase,
+                           const preloadrun::SecureBuffer& fresh) override;
     preloadrun::hsm::ObjectHandle load_key(const preloadrun::sim::Caller& caller,
                                            const std::string& ident,
                                            preloadrun::hsm::ObjectHandle token_handle) override;

@@ -43,7 +43,8 @@ TEST_CASE("sim::request_kinds: the admin requests and the requests with a secret
     }
     CHECK(admin ==
           std::set<std::string_view>{"ControlModule", "AddModule", "SetLatency", "FailNext"});
-    CHECK(secret == std::set<std::string_view>{"CreateToken", "LoadToken", "GenerateKey"});
+    CHECK(secret == std::set<std::string_view>{"CreateToken", "LoadToken", "GenerateKey",
+                                               "ChangePassphrase"});
 }
 
 TEST_CASE("sim::wipe_secrets clears passphrases") {
@@ -71,6 +72,13 @@ TEST_CASE("sim::wipe_secrets clears passphrases") {
     wipe_secrets(import);
     CHECK(import.generate_key().value().empty());
     CHECK(import.generate_key().label() == "kept");
+
+    wire::Request change;
+    change.mutable_change_passphrase()->set_passphrase("old secret");
+    change.mutable_change_passphrase()->set_new_passphrase("new secret");
+    wipe_secrets(change);
+    CHECK(change.change_passphrase().passphrase().empty());
+    CHECK(change.change_passphrase().new_passphrase().empty());
 
     wire::Request sign;
     sign.mutable_sign()->set_data("not a secret");
