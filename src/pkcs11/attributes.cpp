@@ -259,7 +259,7 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
     a.set_ulong(CKA_KEY_TYPE, ck_key_type(key.type));
     a.set_bool(CKA_TOKEN, key.persistent);
     a.set_bool(CKA_PRIVATE, is_private);
-    a.set_bool(CKA_MODIFIABLE, false);
+    a.set_bool(CKA_MODIFIABLE, true); // CKA_LABEL and CKA_ID (C_SetAttributeValue)
     a.set_bool(CKA_COPYABLE, false);
     a.set_bool(CKA_DESTROYABLE, true);
     a.set(CKA_LABEL, to_bytes(key.label));

@@ -18,6 +18,15 @@ template <class Fn> auto first_of(Template a, Template b, CK_ATTRIBUTE_TYPE type
     return v ? v : get(b.attrs, b.count, type);
 }
 
+// CKA_TOKEN (false by default), CKA_LABEL and CKA_ID of a new key.
+void take_names(Template templ, hsm::KeySpec& spec) {
+    const Template none{nullptr, 0};
+    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
+    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
+    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
+    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+}
+
 void check_session_may_create(Instance& instance, const Session& session, bool persistent) {
     if (session.slot != kAcceleratorSlot && !instance.slots().logged_in(session.slot)) {
         throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to make keys on it");
@@ -207,10 +216,7 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
         cls && *cls != CKO_SECRET_KEY) {
         throw CkError(CKR_TEMPLATE_INCONSISTENT, "a generated key is CKO_SECRET_KEY");
     }
-    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
-    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
-    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
-    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+    take_names(templ, spec);
     const auto len = first_of(templ, none, CKA_VALUE_LEN, template_ulong);
     if (!len) {
         throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is needed");
@@ -239,6 +245,13 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     if (is_plain_class(*cls)) {
         return create_plain(instance, session,
                             plain_object_attributes(templ.attrs, templ.count, *cls));
+    }
+    if (*cls == CKO_PRIVATE_KEY) {
+        hsm::KeySpec spec;
+        spec.value = private_key_pkcs8(templ.attrs, templ.count, spec.type, spec.bits);
+        take_names(templ, spec);
+        check_session_may_create(instance, session, spec.persistent);
+        return make(instance, session, std::move(spec))->main_handle;
     }
     if (*cls != CKO_SECRET_KEY) {
         throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
@@ -269,15 +282,73 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     }
     spec.type = aes ? hsm::KeyType::aes : hsm::KeyType::generic_secret;
     spec.bits = static_cast<std::uint32_t>(size * 8);
-    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
-    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
-    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
-    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+    take_names(templ, spec);
     check_session_may_create(instance, session, spec.persistent);
     return make(instance, session, std::move(spec))->main_handle;
 }
 
 namespace {
+
+// The HSM service copies `source` (loaded where it is, or loaded first) as
+// `spec` says, under the session's token; the module that holds the copy.
+std::pair<std::uint32_t, hsm::GeneratedKey>
+copy_in_service(Instance& instance, Session& session, KeyObject& source, const hsm::KeySpec& spec) {
+    std::uint32_t used = 0;
+    hsm::GeneratedKey copied;
+    instance.router().run(source, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
+        hsm::KeySpec s = spec;
+        s.copy_of = h;
+        s.token_handle = instance.router().token_handle(session.slot, m);
+        copied = service.generate_key(m, s);
+        used = m;
+        return Bytes{};
+    });
+    return {used, std::move(copied)};
+}
+
+// C_SetAttributeValue on a key: CKA_LABEL and CKA_ID. A session key's
+// change stays in the process; a token key's is made in the world by a copy
+// of the key under the new names, the old one then destroyed (the object
+// handles stay the same).
+void rename_key(Instance& instance, Session& session, const ObjectStore::Ref& ref, Template templ) {
+    auto& key = *ref.key;
+    std::string label = key.info.label;
+    Bytes id = key.info.id;
+    for (CK_ULONG i = 0; i < templ.count; ++i) {
+        const auto& a = templ.attrs[i];
+        if (a.ulValueLen != 0 && a.pValue == nullptr) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "template attribute without a value");
+        }
+        const auto* p = static_cast<const std::uint8_t*>(a.pValue);
+        const Bytes value = p == nullptr ? Bytes{} : Bytes(p, p + a.ulValueLen);
+        if (a.type == CKA_LABEL) {
+            label.assign(value.begin(), value.end());
+        } else if (a.type == CKA_ID) {
+            id = value;
+        } else if (!ref.attributes().matches(&a, 1)) {
+            throw CkError(CKR_ATTRIBUTE_READ_ONLY, "of a key, only CKA_LABEL and CKA_ID change");
+        }
+    }
+    if (key.session) {
+        instance.objects().rename_key(key.info.ident, label, id, std::nullopt);
+        return;
+    }
+    check_session_may_create(instance, session, true);
+    const std::string old_ident = key.info.ident;
+    hsm::KeySpec spec;
+    spec.persistent = true;
+    spec.label = label;
+    spec.id = id;
+    auto [used, copied] = copy_in_service(instance, session, key, spec);
+    // The old key leaves the world (and every module); the copy is the key.
+    destroy_in_world(instance, session, key);
+    for (const auto& rec : instance.group().records()) {
+        key.forget(rec.number);
+    }
+    instance.objects().rename_key(key.info.ident, label, id, copied.key);
+    key.set_handle(used, copied.handle);
+    logger().debug("key {} is now {} ('{}')", old_ident, copied.key.ident, label);
+}
 
 // A copy of a key on the HSMs (private or secret): the HSM service copies
 // the loaded key, under the same token, as a token or a session key.
@@ -302,16 +373,7 @@ CK_OBJECT_HANDLE copy_key(Instance& instance, Session& session, const ObjectStor
         }
     }
     check_session_may_create(instance, session, spec.persistent);
-    std::uint32_t used = 0;
-    hsm::GeneratedKey copied;
-    instance.router().run(source, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
-        hsm::KeySpec s = spec;
-        s.copy_of = h;
-        s.token_handle = instance.router().token_handle(session.slot, m);
-        copied = service.generate_key(m, s);
-        used = m;
-        return Bytes{};
-    });
+    auto [used, copied] = copy_in_service(instance, session, source, spec);
     auto key =
         instance.objects().add(copied.key, session.slot, !spec.persistent, used, session.handle);
     key->set_handle(used, copied.handle);
@@ -373,8 +435,11 @@ void set_attributes(Instance& instance, Session& session, CK_OBJECT_HANDLE objec
     }
     auto& key = *ref->key;
     if (!hsm::is_object(key.info.type)) {
-        // A key's attributes are the world's, the same in every process.
-        throw CkError(CKR_ACTION_PROHIBITED, "the attributes of keys cannot be changed");
+        if (instance.objects().main_destroyed(key)) {
+            throw CkError(CKR_ACTION_PROHIBITED, "the key of this public key object is gone");
+        }
+        rename_key(instance, session, *ref, templ);
+        return;
     }
     if (!attr_true(key.main_attrs, CKA_MODIFIABLE)) {
         throw CkError(CKR_ACTION_PROHIBITED, "the object is not modifiable (CKA_MODIFIABLE)");

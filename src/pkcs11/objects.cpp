@@ -112,6 +112,41 @@ void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
     by_ident_[key->info.ident] = key;
 }
 
+void ObjectStore::rename_key(const std::string& ident, const std::string& label, const Bytes& id,
+                             const std::optional<hsm::KeyInfo>& stored) {
+    std::lock_guard lock(mutex_);
+    auto it = by_ident_.find(ident);
+    if (it == by_ident_.end()) {
+        return;
+    }
+    auto key = it->second;
+    const Bytes label_bytes(label.begin(), label.end());
+    for (auto* attrs : {&key->main_attrs, &key->public_attrs}) {
+        if (attrs->find(CKA_LABEL) != nullptr) {
+            attrs->set(CKA_LABEL, label_bytes);
+            attrs->set(CKA_ID, id);
+        }
+    }
+    key->info.label = label;
+    key->info.id = id;
+    if (stored) {
+        reidentify(it, *stored);
+    }
+}
+
+void ObjectStore::reidentify(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
+                             const hsm::KeyInfo& stored) {
+    auto key = it->second;
+    issued_[{stored.ident, main_class(*key)}] = key->main_handle;
+    if (key->public_handle != 0) {
+        issued_[{stored.ident, CKO_PUBLIC_KEY}] = key->public_handle;
+    }
+    by_ident_.erase(it);
+    key->info.ident = stored.ident;
+    key->info.persistent = true;
+    by_ident_[key->info.ident] = key;
+}
+
 void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
                                const std::optional<hsm::KeyInfo>& stored) {
     std::lock_guard lock(mutex_);
@@ -121,16 +156,9 @@ void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
     }
     auto key = it->second;
     key->main_attrs = std::move(attributes);
-    if (!stored) {
-        return;
+    if (stored) {
+        reidentify(it, *stored); // the same handle under the new identity
     }
-    // The same handle under the new identity.
-    const CK_OBJECT_CLASS cls = main_class(*key);
-    issued_[{stored->ident, cls}] = key->main_handle;
-    by_ident_.erase(it);
-    key->info = *stored;
-    key->info.persistent = true;
-    by_ident_[key->info.ident] = key;
 }
 
 void ObjectStore::sync(const std::vector<hsm::KeyInfo>& world, const SlotOf& slot_of) {

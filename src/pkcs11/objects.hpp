@@ -101,10 +101,17 @@ public:
     // the new content (the object handle stays the same).
     void update_plain(const std::string& ident, Attributes attributes,
                       const std::optional<hsm::KeyInfo>& stored);
+    // A key's new CKA_LABEL and CKA_ID, and for a token key the identity of
+    // the copy that now holds them (its object handles stay the same).
+    void rename_key(const std::string& ident, const std::string& label, const Bytes& id,
+                    const std::optional<hsm::KeyInfo>& stored);
 
 private:
     std::shared_ptr<KeyObject> make(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session);
     static CK_OBJECT_CLASS main_class(const KeyObject& key);
+    // `it`'s key under the identity the world gave it, its handles kept.
+    void reidentify(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
+                    const hsm::KeyInfo& stored);
     CK_OBJECT_HANDLE handle_for(const std::string& ident, CK_OBJECT_CLASS cls);
     void insert(const std::shared_ptr<KeyObject>& key);
 

@@ -4,9 +4,12 @@
 
 #include <cstring>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <optional>
 
 namespace preloadrun::pkcs11 {
 
@@ -200,7 +203,143 @@ void public_key(Attributes& a) {
     a.set(CKA_KEY_GEN_MECHANISM, ulong_bytes(CK_UNAVAILABLE_INFORMATION));
 }
 
+using SecretBn = ossl::Owned<BIGNUM, BN_clear_free>;
+
+// A big-endian number of the template; nullopt when absent.
+SecretBn template_bn(const CK_ATTRIBUTE* templ, CK_ULONG count, CK_ATTRIBUTE_TYPE type,
+                     const char* name, bool needed) {
+    for (CK_ULONG i = 0; i < count; ++i) {
+        if (templ[i].type != type) {
+            continue;
+        }
+        if (templ[i].pValue == nullptr || templ[i].ulValueLen == 0 || templ[i].ulValueLen > 1024) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, std::string(name) + " is not a number");
+        }
+        SecretBn bn(BN_bin2bn(static_cast<const unsigned char*>(templ[i].pValue),
+                              static_cast<int>(templ[i].ulValueLen), nullptr));
+        if (!bn) {
+            throw CkError(CKR_HOST_MEMORY, "out of memory");
+        }
+        return bn;
+    }
+    if (needed) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, std::string(name) + " is needed");
+    }
+    return SecretBn(nullptr);
+}
+
+SecureBuffer pkcs8_of(const char* type, OSSL_PARAM_BLD* bld) {
+    ossl::Owned<OSSL_PARAM, OSSL_PARAM_free> params(OSSL_PARAM_BLD_to_param(bld));
+    ossl::PkeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
+    EVP_PKEY* raw = nullptr;
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+        EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEYPAIR, params.get()) != 1) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, std::string("not an ") + type + " private key");
+    }
+    const ossl::Pkey pkey(raw);
+    ossl::PkeyCtx check(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey.get(), nullptr));
+    if (!check || EVP_PKEY_pairwise_check(check.get()) != 1) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
+                      std::string("the ") + type + " private key is not consistent");
+    }
+    ossl::Owned<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free> p8(EVP_PKEY2PKCS8(pkey.get()));
+    const int len = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8.get(), nullptr) : 0;
+    if (len <= 0) {
+        throw CkError(CKR_FUNCTION_FAILED, "the private key does not encode");
+    }
+    SecureBuffer out(static_cast<std::size_t>(len));
+    unsigned char* p = out.data();
+    i2d_PKCS8_PRIV_KEY_INFO(p8.get(), &p);
+    return out;
+}
+
 } // namespace
+
+SecureBuffer private_key_pkcs8(const CK_ATTRIBUTE* templ, CK_ULONG count, hsm::KeyType& type,
+                               std::uint32_t& bits) {
+    CK_ULONG key_type = 0;
+    bool found = false;
+    for (CK_ULONG i = 0; i < count; ++i) {
+        if (templ[i].type == CKA_KEY_TYPE && templ[i].pValue != nullptr &&
+            templ[i].ulValueLen == sizeof key_type) {
+            std::memcpy(&key_type, templ[i].pValue, sizeof key_type);
+            found = true;
+        }
+    }
+    if (!found) {
+        throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE is needed");
+    }
+    ossl::Owned<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free> bld(OSSL_PARAM_BLD_new());
+    if (!bld) {
+        throw CkError(CKR_HOST_MEMORY, "out of memory");
+    }
+    if (key_type == CKK_RSA) {
+        auto n = template_bn(templ, count, CKA_MODULUS, "CKA_MODULUS", true);
+        auto e = template_bn(templ, count, CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT", true);
+        auto d = template_bn(templ, count, CKA_PRIVATE_EXPONENT, "CKA_PRIVATE_EXPONENT", true);
+        auto p = template_bn(templ, count, CKA_PRIME_1, "CKA_PRIME_1", false);
+        auto q = template_bn(templ, count, CKA_PRIME_2, "CKA_PRIME_2", false);
+        auto dp = template_bn(templ, count, CKA_EXPONENT_1, "CKA_EXPONENT_1", false);
+        auto dq = template_bn(templ, count, CKA_EXPONENT_2, "CKA_EXPONENT_2", false);
+        auto qinv = template_bn(templ, count, CKA_COEFFICIENT, "CKA_COEFFICIENT", false);
+        bool ok = OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) == 1 &&
+                  OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) == 1 &&
+                  OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_D, d.get()) == 1;
+        if (p && q && dp && dq && qinv) {
+            ok = ok &&
+                 OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_FACTOR1, p.get()) == 1 &&
+                 OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_FACTOR2, q.get()) == 1 &&
+                 OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_EXPONENT1, dp.get()) == 1 &&
+                 OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_EXPONENT2, dq.get()) == 1 &&
+                 OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_COEFFICIENT1, qinv.get()) ==
+                     1;
+        }
+        if (!ok) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "not an RSA private key");
+        }
+        const int n_bits = BN_num_bits(n.get());
+        if (n_bits < 1024 || n_bits > 4096 || n_bits % 8 != 0) {
+            throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "RSA keys are 1024 to 4096 bits");
+        }
+        type = hsm::KeyType::rsa;
+        bits = static_cast<std::uint32_t>(n_bits);
+        return pkcs8_of("RSA", bld.get());
+    }
+    if (key_type != CKK_EC) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "private keys are CKK_RSA or CKK_EC");
+    }
+    std::optional<hsm::KeyType> curve;
+    for (CK_ULONG i = 0; i < count; ++i) {
+        if (templ[i].type == CKA_EC_PARAMS && templ[i].pValue != nullptr) {
+            const auto* v = static_cast<const std::uint8_t*>(templ[i].pValue);
+            curve = curve_from_params(Bytes(v, v + templ[i].ulValueLen));
+        }
+    }
+    if (!curve) {
+        throw CkError(CKR_CURVE_NOT_SUPPORTED, "CKA_EC_PARAMS: P-256 or P-384 is needed");
+    }
+    auto d = template_bn(templ, count, CKA_VALUE, "CKA_VALUE", true);
+    const int nid = *curve == hsm::KeyType::ec_p384 ? NID_secp384r1 : NID_X9_62_prime256v1;
+    ossl::Owned<EC_GROUP, EC_GROUP_free> group(EC_GROUP_new_by_curve_name(nid));
+    ossl::Owned<EC_POINT, EC_POINT_free> point(group ? EC_POINT_new(group.get()) : nullptr);
+    unsigned char pub[1 + 2 * 48];
+    std::size_t pub_len = 0;
+    if (!group || !point ||
+        EC_POINT_mul(group.get(), point.get(), d.get(), nullptr, nullptr, nullptr) != 1 ||
+        (pub_len = EC_POINT_point2oct(group.get(), point.get(), POINT_CONVERSION_UNCOMPRESSED, pub,
+                                      sizeof pub, nullptr)) == 0) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "CKA_VALUE is not a private key of the curve");
+    }
+    const char* name = *curve == hsm::KeyType::ec_p384 ? "P-384" : "P-256";
+    if (OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, name, 0) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, d.get()) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, pub, pub_len) != 1) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID, "not an EC private key");
+    }
+    type = *curve;
+    bits = 0;
+    return pkcs8_of("EC", bld.get());
+}
 
 bool is_plain_class(CK_OBJECT_CLASS cls) noexcept {
     return cls == CKO_DATA || cls == CKO_CERTIFICATE || cls == CKO_PUBLIC_KEY;

@@ -8,6 +8,7 @@
 
 #include "attributes.hpp"
 #include "ck.hpp"
+#include "preloadrun/common/secure_buffer.hpp"
 
 namespace preloadrun::pkcs11 {
 
@@ -25,6 +26,14 @@ Attributes plain_object_attributes(const CK_ATTRIBUTE* templ, CK_ULONG count, CK
 // Whether C_CreateObject makes objects of this class with
 // plain_object_attributes().
 bool is_plain_class(CK_OBJECT_CLASS cls) noexcept;
+
+// A private key from C_CreateObject's template (CKO_PRIVATE_KEY): RSA
+// (CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, and the CRT
+// values when given) or EC P-256/P-384 (CKA_EC_PARAMS, CKA_VALUE), as the
+// PKCS#8 DER the HSM service imports; `type` and `bits` are set. Throws
+// CkError as plain_object_attributes() does.
+SecureBuffer private_key_pkcs8(const CK_ATTRIBUTE* templ, CK_ULONG count, hsm::KeyType& type,
+                               std::uint32_t& bits);
 
 // The attributes C_SetAttributeValue may change on a plain object.
 bool plain_attribute_modifiable(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type) noexcept;

@@ -293,9 +293,14 @@ if step == "make":
     # Label and id of a token certificate change in the world, same handle.
     session.setAttributeValue(c, [(CKA_LABEL, "renamed"), (CKA_ID, b"\x44")])
     out["renamed_here"] = [o.value() == c.value() for o in find((CKA_LABEL, "renamed"))]
-    keys = find((CKA_CLASS, CKO_PRIVATE_KEY))
-    out["key_label"] = rv_of(lambda: session.setAttributeValue(keys[0], [(CKA_LABEL, "x")])) \
-        if keys else None
+    # A token key's label and id change in the world; its handle stays.
+    key = find((CKA_CLASS, CKO_PRIVATE_KEY), (CKA_ID, b"\x01"))[0]
+    out["key_label"] = rv_of(lambda: session.setAttributeValue(
+        key, [(CKA_LABEL, "relabelled"), (CKA_ID, b"\x01\x02")]))
+    out["key_read_only"] = rv_of(lambda: session.setAttributeValue(key, [(CKA_SIGN, False)]))
+    found = find((CKA_CLASS, CKO_PRIVATE_KEY), (CKA_LABEL, "relabelled"))
+    out["key_kept"] = [o.value() == key.value() for o in found]
+    out["key_signs"] = len(session.sign(key, bytes(32), PyKCS11.Mechanism(CKM_ECDSA)))
 elif step == "look":
     # Another process, before login: the public token objects are there.
     certs = find((CKA_CLASS, CKO_CERTIFICATE))
@@ -304,7 +309,10 @@ elif step == "look":
     out["data"] = len(find((CKA_CLASS, CKO_DATA)))   # the session object went with its process
     out["public_keys"] = len(find((CKA_CLASS, CKO_PUBLIC_KEY), (CKA_ID, b"\x43")))
     out["destroy_before_login"] = rv_of(lambda: session.destroyObject(certs[0]))
+    out["public_half"] = len(find((CKA_CLASS, CKO_PUBLIC_KEY), (CKA_LABEL, "relabelled"),
+                                  (CKA_ID, b"\x01\x02")))
     session.login(pin)
+    out["private_key"] = len(find((CKA_CLASS, CKO_PRIVATE_KEY), (CKA_LABEL, "relabelled")))
     out["destroyed"] = rv_of(lambda: session.destroyObject(certs[0]))
     out["left"] = len(find((CKA_CLASS, CKO_CERTIFICATE)))
 print(json.dumps(out))
@@ -324,12 +332,16 @@ def test_certificates_data_objects_and_public_keys(world, module_path):
     assert made["no_type"] == 0xD0, made             # CKR_TEMPLATE_INCOMPLETE
     assert made["read_only"] == 0x10, made           # CKR_ATTRIBUTE_READ_ONLY
     assert made["renamed_here"] == [True], made
-    assert made["key_label"] == 0x1B, made           # CKR_ACTION_PROHIBITED
+    assert made["key_label"] == 0 and made["key_kept"] == [True], made
+    assert made["key_read_only"] == 0x10, made       # CKR_ATTRIBUTE_READ_ONLY
+    assert made["key_signs"] == 64, made
     seen = json.loads(run([sys.executable, "-c", PLAIN_OBJECTS, module_path, "card1", PIN,
                            "look", cert], client_env(world)).stdout)
     assert seen["certs"] == ["renamed"] and seen["ids"] == ["44"], seen
     assert seen["data"] == 0 and seen["public_keys"] == 0, seen
     assert seen["destroy_before_login"] == 0x101, seen  # CKR_USER_NOT_LOGGED_IN
+    assert seen["public_half"] == 1 and seen["private_key"] == 1, seen
+    assert "relabelled" in world.ok("key", "list").stdout
     assert seen["destroyed"] == 0 and seen["left"] == 0, seen
     assert "object" not in world.ok("key", "list").stdout
 
@@ -404,3 +416,66 @@ def test_c_setpin_changes_the_softcard_passphrase_for_everyone(world, module_pat
     r = world.run("key", "generate", "--type", "ec-p256", "--label", "x",
                   "--protect", "softcard:card1", "--passphrase-file", world.pinfile)
     assert r.returncode != 0 and "wrong passphrase" in r.stderr, r.stderr
+
+
+IMPORT_PRIVATE = PYKCS11_PRELUDE + r"""
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+token, pin = sys.argv[2], sys.argv[3]
+slot = [s for s in lib.getSlotList(tokenPresent=True)
+        if lib.getTokenInfo(s).label.strip() == token][0]
+session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+session.login(pin)
+out = {}
+
+def big(n):
+    return n.to_bytes((n.bit_length() + 7) // 8, "big")
+
+r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+p = r.private_numbers()
+rsa_template = [(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_KEY_TYPE, CKK_RSA), (CKA_TOKEN, True),
+                (CKA_ID, b"\x61"), (CKA_LABEL, "imported rsa"), (CKA_SIGN, True),
+                (CKA_MODULUS, big(p.public_numbers.n)), (CKA_PUBLIC_EXPONENT, big(65537)),
+                (CKA_PRIVATE_EXPONENT, big(p.d)), (CKA_PRIME_1, big(p.p)), (CKA_PRIME_2, big(p.q)),
+                (CKA_EXPONENT_1, big(p.dmp1)), (CKA_EXPONENT_2, big(p.dmq1)),
+                (CKA_COEFFICIENT, big(p.iqmp))]
+k = session.createObject(rsa_template)
+sig = bytes(session.sign(k, b"imported", PyKCS11.Mechanism(CKM_SHA256_RSA_PKCS)))
+try:
+    r.public_key().verify(sig, b"imported", padding.PKCS1v15(), hashes.SHA256())
+    out["rsa"] = True
+except Exception:
+    out["rsa"] = False
+out["rsa_public_half"] = len(session.findObjects([(CKA_CLASS, CKO_PUBLIC_KEY),
+                                                  (CKA_ID, b"\x61")]))
+bad = [(t, v) if t != CKA_PRIVATE_EXPONENT else (t, big(p.d + 2)) for t, v in rsa_template]
+out["rsa_inconsistent"] = rv_of(lambda: session.createObject(bad))
+
+e = ec.generate_private_key(ec.SECP384R1())
+k = session.createObject([(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_KEY_TYPE, CKK_EC), (CKA_TOKEN, False),
+                          (CKA_EC_PARAMS, bytes.fromhex("06052b81040022")), (CKA_SIGN, True),
+                          (CKA_VALUE, e.private_numbers().private_value.to_bytes(48, "big"))])
+digest = bytes(range(48))
+sig = bytes(session.sign(k, digest, PyKCS11.Mechanism(CKM_ECDSA)))
+der = utils.encode_dss_signature(int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big"))
+try:
+    e.public_key().verify(der, digest, ec.ECDSA(utils.Prehashed(hashes.SHA384())))
+    out["ec"] = True
+except Exception:
+    out["ec"] = False
+out["ec_bad_curve"] = rv_of(lambda: session.createObject(
+    [(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_KEY_TYPE, CKK_EC), (CKA_EC_PARAMS, b"\x06\x01\x00"),
+     (CKA_VALUE, b"\x01")]))
+print(json.dumps(out))
+"""
+
+
+def test_private_keys_are_imported(world, module_path):
+    out = json.loads(run([sys.executable, "-c", IMPORT_PRIVATE, module_path, "card1", PIN],
+                         client_env(world)).stdout)
+    assert out["rsa"] and out["ec"], out            # signatures the keys' owners verify
+    assert out["rsa_public_half"] == 1, out
+    assert out["rsa_inconsistent"] == 0x13, out     # CKR_ATTRIBUTE_VALUE_INVALID
+    assert out["ec_bad_curve"] == 0x140, out        # CKR_CURVE_NOT_SUPPORTED
+    assert "imported rsa" in world.ok("key", "list").stdout
