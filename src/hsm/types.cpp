@@ -44,18 +44,6 @@ std::string_view to_string(KeyType type) noexcept {
     return "unknown";
 }
 
-bool is_object(KeyType type) noexcept {
-    return type == KeyType::object;
-}
-
-bool is_secret(KeyType type) noexcept {
-    return type == KeyType::aes || type == KeyType::generic_secret;
-}
-
-bool is_mac(MechanismKind kind) noexcept {
-    return kind == MechanismKind::aes_cmac || kind == MechanismKind::hmac;
-}
-
 const std::vector<MechanismKind>& all_mechanism_kinds() {
     static const std::vector<MechanismKind> all{
         MechanismKind::rsa_pkcs1,    MechanismKind::rsa_pss,         MechanismKind::rsa_oaep,

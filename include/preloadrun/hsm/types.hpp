@@ -39,7 +39,9 @@ enum class MechanismKind {
     aes_key_wrap_pad, // RFC 5649, iv: empty (the default) or 4 bytes
 };
 // The kinds whose signature is a MAC over the data itself (not a digest).
-bool is_mac(MechanismKind kind) noexcept;
+constexpr bool is_mac(MechanismKind kind) noexcept {
+    return kind == MechanismKind::aes_cmac || kind == MechanismKind::hmac;
+}
 // Every kind, for tables that must cover them all.
 const std::vector<MechanismKind>& all_mechanism_kinds();
 
@@ -86,8 +88,12 @@ std::string describe(const TokenInfo& token);
 // service, is its public_der; it does no cryptography.
 enum class KeyType { rsa, ec_p256, ec_p384, aes, generic_secret, object };
 // AES and generic secret keys: no public part.
-bool is_secret(KeyType type) noexcept;
-bool is_object(KeyType type) noexcept;
+constexpr bool is_secret(KeyType type) noexcept {
+    return type == KeyType::aes || type == KeyType::generic_secret;
+}
+constexpr bool is_object(KeyType type) noexcept {
+    return type == KeyType::object;
+}
 std::string_view to_string(KeyType type) noexcept;
 
 struct KeyInfo {
