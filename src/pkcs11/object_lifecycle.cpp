@@ -345,8 +345,8 @@ void rename_key(Instance& instance, Session& session, const ObjectStore::Ref& re
     for (const auto& rec : instance.group().records()) {
         key.forget(rec.number);
     }
+    key.set_handle(used, copied.handle); // taken over by the renamed successor
     instance.objects().rename_key(key.info.ident, label, id, copied.key);
-    key.set_handle(used, copied.handle);
     logger().debug("key {} is now {} ('{}')", old_ident, copied.key.ident, label);
 }
 

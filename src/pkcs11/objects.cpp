@@ -47,6 +47,13 @@ bool KeyObject::loaded_anywhere() const {
     return !loaded_.empty();
 }
 
+void KeyObject::take_state_of(const KeyObject& other) {
+    std::scoped_lock lock(mutex_, other.mutex_);
+    loaded_ = other.loaded_;
+    refused_ = other.refused_;
+    lost_ = other.lost_;
+}
+
 void KeyObject::mark_lost() {
     std::lock_guard lock(mutex_);
     lost_ = true;
@@ -119,32 +126,17 @@ void ObjectStore::rename_key(const std::string& ident, const std::string& label,
     if (it == by_ident_.end()) {
         return;
     }
-    auto key = it->second;
+    auto fresh = successor(*it->second);
     const Bytes label_bytes(label.begin(), label.end());
-    for (auto* attrs : {&key->main_attrs, &key->public_attrs}) {
+    for (auto* attrs : {&fresh->main_attrs, &fresh->public_attrs}) {
         if (attrs->find(CKA_LABEL) != nullptr) {
             attrs->set(CKA_LABEL, label_bytes);
             attrs->set(CKA_ID, id);
         }
     }
-    key->info.label = label;
-    key->info.id = id;
-    if (stored) {
-        reidentify(it, *stored);
-    }
-}
-
-void ObjectStore::reidentify(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
-                             const hsm::KeyInfo& stored) {
-    auto key = it->second;
-    issued_[{stored.ident, main_class(*key)}] = key->main_handle;
-    if (key->public_handle != 0) {
-        issued_[{stored.ident, CKO_PUBLIC_KEY}] = key->public_handle;
-    }
-    by_ident_.erase(it);
-    key->info.ident = stored.ident;
-    key->info.persistent = true;
-    by_ident_[key->info.ident] = key;
+    fresh->info.label = label;
+    fresh->info.id = id;
+    replace(it, fresh, stored);
 }
 
 void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
@@ -154,10 +146,45 @@ void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
     if (it == by_ident_.end()) {
         return;
     }
-    auto key = it->second;
-    key->main_attrs = std::move(attributes);
+    auto fresh = successor(*it->second);
+    fresh->main_attrs = std::move(attributes);
+    replace(it, fresh, stored);
+}
+
+std::shared_ptr<KeyObject> ObjectStore::successor(const KeyObject& key) {
+    auto fresh = std::make_shared<KeyObject>();
+    fresh->info = key.info;
+    fresh->slot = key.slot;
+    fresh->session = key.session;
+    fresh->home_module = key.home_module;
+    fresh->creator = key.creator;
+    fresh->main_handle = key.main_handle;
+    fresh->public_handle = key.public_handle;
+    fresh->main_attrs = key.main_attrs;
+    fresh->public_attrs = key.public_attrs;
+    fresh->main_destroyed = key.main_destroyed;
+    fresh->take_state_of(key);
+    return fresh;
+}
+
+void ObjectStore::replace(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
+                          const std::shared_ptr<KeyObject>& fresh,
+                          const std::optional<hsm::KeyInfo>& stored) {
     if (stored) {
-        reidentify(it, *stored); // the same handle under the new identity
+        // The same handles under the identity the world gave it.
+        issued_[{stored->ident, main_class(*fresh)}] = fresh->main_handle;
+        if (fresh->public_handle != 0) {
+            issued_[{stored->ident, CKO_PUBLIC_KEY}] = fresh->public_handle;
+        }
+        fresh->info.ident = stored->ident;
+        fresh->info.persistent = true;
+    }
+    by_ident_.erase(it);
+    by_ident_[fresh->info.ident] = fresh;
+    for (auto handle : {fresh->main_handle, fresh->public_handle}) {
+        if (auto ref = by_handle_.find(handle); handle != 0 && ref != by_handle_.end()) {
+            ref->second.key = fresh;
+        }
     }
 }
 

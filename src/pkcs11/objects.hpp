@@ -49,6 +49,8 @@ struct KeyObject {
     bool refused_on(std::uint32_t module) const;
     bool refused_anywhere() const;
     bool loaded_anywhere() const;
+    // The loaded handles, refusals and loss of `other` (a successor's start).
+    void take_state_of(const KeyObject& other);
     // A session key whose module was cleared: gone for good.
     void mark_lost();
     bool lost() const;
@@ -109,9 +111,13 @@ public:
 private:
     std::shared_ptr<KeyObject> make(const hsm::KeyInfo& info, CK_SLOT_ID slot, bool session);
     static CK_OBJECT_CLASS main_class(const KeyObject& key);
-    // `it`'s key under the identity the world gave it, its handles kept.
-    void reidentify(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
-                    const hsm::KeyInfo& stored);
+    // Changes are made to a successor of the object that takes its place
+    // (and, with `stored`, the identity the world gave it, its handles
+    // kept): a caller still holding the old one sees it unchanged.
+    static std::shared_ptr<KeyObject> successor(const KeyObject& key);
+    void replace(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
+                 const std::shared_ptr<KeyObject>& fresh,
+                 const std::optional<hsm::KeyInfo>& stored);
     CK_OBJECT_HANDLE handle_for(const std::string& ident, CK_OBJECT_CLASS cls);
     void insert(const std::shared_ptr<KeyObject>& key);
 
