@@ -128,6 +128,10 @@ def test_owner_dying_later_is_reported_once(make_service, make_sign_loop, make_h
     # The file changes once more (rewritten in place) after the owner died.
     with open(holder.path, "a") as f:
         f.write(" ")
+    # The client still runs when the module reads that change (stopping it
+    # at once could end it first, on a loaded machine).
+    wait_for(lambda: "is no longer live" in module_log(sim), timeout=60,
+             what="the module reading the dead owner's file")
     # The service unloaded the owner's token with it, and the keys loaded
     # under it: the operations after that fail, and the loop still ends.
     r = loop.stop()
