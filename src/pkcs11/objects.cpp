@@ -121,33 +121,37 @@ void ObjectStore::insert(const std::shared_ptr<KeyObject>& key) {
 
 void ObjectStore::rename_key(const std::string& ident, const std::string& label, const Bytes& id,
                              const std::optional<hsm::KeyInfo>& stored) {
-    std::lock_guard lock(mutex_);
-    auto it = by_ident_.find(ident);
-    if (it == by_ident_.end()) {
-        return;
-    }
-    auto fresh = successor(*it->second);
-    const Bytes label_bytes(label.begin(), label.end());
-    for (auto* attrs : {&fresh->main_attrs, &fresh->public_attrs}) {
-        if (attrs->find(CKA_LABEL) != nullptr) {
-            attrs->set(CKA_LABEL, label_bytes);
-            attrs->set(CKA_ID, id);
-        }
-    }
-    fresh->info.label = label;
-    fresh->info.id = id;
-    replace(it, fresh, stored);
+    change(
+        ident,
+        [&](KeyObject& fresh) {
+            const Bytes label_bytes(label.begin(), label.end());
+            for (auto* attrs : {&fresh.main_attrs, &fresh.public_attrs}) {
+                if (attrs->find(CKA_LABEL) != nullptr) {
+                    attrs->set(CKA_LABEL, label_bytes);
+                    attrs->set(CKA_ID, id);
+                }
+            }
+            fresh.info.label = label;
+            fresh.info.id = id;
+        },
+        stored);
 }
 
 void ObjectStore::update_plain(const std::string& ident, Attributes attributes,
                                const std::optional<hsm::KeyInfo>& stored) {
+    change(
+        ident, [&](KeyObject& fresh) { fresh.main_attrs = std::move(attributes); }, stored);
+}
+
+void ObjectStore::change(const std::string& ident, const std::function<void(KeyObject&)>& edit,
+                         const std::optional<hsm::KeyInfo>& stored) {
     std::lock_guard lock(mutex_);
     auto it = by_ident_.find(ident);
     if (it == by_ident_.end()) {
         return;
     }
     auto fresh = successor(*it->second);
-    fresh->main_attrs = std::move(attributes);
+    edit(*fresh);
     replace(it, fresh, stored);
 }
 

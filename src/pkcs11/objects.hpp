@@ -115,6 +115,9 @@ private:
     // (and, with `stored`, the identity the world gave it, its handles
     // kept): a caller still holding the old one sees it unchanged.
     static std::shared_ptr<KeyObject> successor(const KeyObject& key);
+    // `edit` made to a successor of the object `ident`, which replaces it.
+    void change(const std::string& ident, const std::function<void(KeyObject&)>& edit,
+                const std::optional<hsm::KeyInfo>& stored);
     void replace(std::map<std::string, std::shared_ptr<KeyObject>>::iterator it,
                  const std::shared_ptr<KeyObject>& fresh,
                  const std::optional<hsm::KeyInfo>& stored);
