@@ -278,6 +278,11 @@ GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) 
     body->set_public_exponent(to_field(spec.public_exponent));
     const PassphraseField value(body->mutable_value(), spec.value);
     body->set_copy_of(spec.copy_of);
+    body->set_extractable(spec.extractable);
+    body->set_unwrap_with(spec.unwrap_with);
+    if (spec.unwrap_with != 0) {
+        *body->mutable_unwrap_mechanism() = codec::to_wire(spec.unwrap_mechanism);
+    }
     // An RSA-4096 key takes seconds, more on a busy or real HSM, and it may
     // wait for its turn on the module: a plain request's timeout would give
     // up on a key that is still being made.
@@ -344,6 +349,17 @@ Bytes SimClient::random(std::uint32_t module, std::uint32_t length) {
     auto* body = request.mutable_random();
     body->set_module(module);
     body->set_length(length);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+Bytes SimClient::wrap_key(std::uint32_t module, ObjectHandle wrapping_key, const Mechanism& mech,
+                          ObjectHandle key) {
+    wire::Request request;
+    auto* body = request.mutable_wrap_key();
+    body->set_module(module);
+    body->set_wrapping_key(wrapping_key);
+    *body->mutable_mechanism() = codec::to_wire(mech);
+    body->set_key(key);
     return from_field(conn_->call(request, Body::kData).data().data());
 }
 

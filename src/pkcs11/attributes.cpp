@@ -250,6 +250,20 @@ PublicParts parse_public(const hsm::KeyInfo& key) {
     return parts;
 }
 
+namespace {
+
+// What a private or secret key says of its secrecy. Its value is never
+// readable (CKA_SENSITIVE); whether it may leave the HSMs wrapped was fixed
+// when it was made; a key brought in from outside was never always secret.
+void set_secrecy(Attributes& a, const hsm::KeyInfo& key, bool local) {
+    a.set_bool(CKA_SENSITIVE, true);
+    a.set_bool(CKA_EXTRACTABLE, key.extractable);
+    a.set_bool(CKA_ALWAYS_SENSITIVE, local);
+    a.set_bool(CKA_NEVER_EXTRACTABLE, local && !key.extractable);
+}
+
+} // namespace
+
 Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_OBJECT_CLASS cls,
                           bool is_private) {
     Attributes a;
@@ -264,7 +278,9 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
     a.set_bool(CKA_DESTROYABLE, true);
     a.set(CKA_LABEL, to_bytes(key.label));
     a.set(CKA_ID, key.id);
-    a.set_bool(CKA_LOCAL, true);
+    // Made on an HSM, or brought in (imported, unwrapped, or a copy of such).
+    const bool local = !key.imported;
+    a.set_bool(CKA_LOCAL, local);
     a.set_bool(CKA_DERIVE, false);
     a.set(CKA_START_DATE, {});
     a.set(CKA_END_DATE, {});
@@ -290,7 +306,7 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
         a.set_bool(CKA_VERIFY, true);
         a.set_bool(CKA_VERIFY_RECOVER, false);
         a.set_bool(CKA_ENCRYPT, rsa);
-        a.set_bool(CKA_WRAP, false);
+        a.set_bool(CKA_WRAP, rsa); // secret keys, with CKM_RSA_PKCS(_OAEP)
         a.set_bool(CKA_TRUSTED, false);
         a.set(CKA_SUBJECT, {});
         if (rsa) {
@@ -301,11 +317,8 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
         a.set_bool(CKA_SIGN, true);
         a.set_bool(CKA_SIGN_RECOVER, false);
         a.set_bool(CKA_DECRYPT, rsa);
-        a.set_bool(CKA_UNWRAP, false);
-        a.set_bool(CKA_SENSITIVE, true);
-        a.set_bool(CKA_EXTRACTABLE, false);
-        a.set_bool(CKA_ALWAYS_SENSITIVE, true);
-        a.set_bool(CKA_NEVER_EXTRACTABLE, true);
+        a.set_bool(CKA_UNWRAP, rsa);
+        set_secrecy(a, key, local);
         a.set_bool(CKA_ALWAYS_AUTHENTICATE, false);
         a.set_bool(CKA_WRAP_WITH_TRUSTED, false);
         a.set(CKA_SUBJECT, {});
@@ -324,15 +337,15 @@ Attributes key_attributes(const hsm::KeyInfo& key, const PublicParts& parts, CK_
         a.set_bool(CKA_DECRYPT, !generic);
         a.set_bool(CKA_SIGN, true);
         a.set_bool(CKA_VERIFY, true);
-        a.set_bool(CKA_WRAP, false);
-        a.set_bool(CKA_UNWRAP, false);
-        a.set_bool(CKA_SENSITIVE, true);
-        a.set_bool(CKA_EXTRACTABLE, false);
-        a.set_bool(CKA_ALWAYS_SENSITIVE, true);
-        a.set_bool(CKA_NEVER_EXTRACTABLE, true);
+        a.set_bool(CKA_WRAP, !generic);
+        a.set_bool(CKA_UNWRAP, !generic);
+        set_secrecy(a, key, local);
         a.set_bool(CKA_TRUSTED, false);
         a.set_bool(CKA_WRAP_WITH_TRUSTED, false);
         a.set_ulong(CKA_VALUE_LEN, key.bits / 8);
+        if (!key.check_value.empty()) {
+            a.set(CKA_CHECK_VALUE, key.check_value);
+        }
         a.set_sensitive(CKA_VALUE);
         break;
     }

@@ -2,6 +2,7 @@
 
 #include "crypto_ops.hpp"
 #include "entry.hpp"
+#include "key_wrap.hpp"
 #include "mechanisms.hpp"
 #include "object_lifecycle.hpp"
 
@@ -305,13 +306,28 @@ CK_RV GenerateKeyPair(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_ATTRIB
     });
 }
 
-CK_RV WrapKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, CK_BYTE_PTR,
-              CK_ULONG_PTR) noexcept {
-    return guard("C_WrapKey", not_supported);
+CK_RV WrapKey(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping_key,
+              CK_OBJECT_HANDLE key, CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len) noexcept {
+    return guard("C_WrapKey", [&] {
+        auto call = with_session(handle);
+        wrap_key(*call.instance, *call.session, *require_arg(mech, "mechanism"), wrapping_key, key,
+                 wrapped, wrapped_len);
+        return CKR_OK;
+    });
 }
-CK_RV UnwrapKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_BYTE_PTR, CK_ULONG,
-                CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR) noexcept {
-    return guard("C_UnwrapKey", not_supported);
+CK_RV UnwrapKey(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping_key,
+                CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                CK_OBJECT_HANDLE_PTR key) noexcept {
+    return guard("C_UnwrapKey", [&] {
+        auto call = with_session(handle);
+        require_arg(key, "key handle pointer");
+        if (wrapped_len > 0) {
+            require_arg(wrapped, "wrapped key");
+        }
+        *key = unwrap_key(*call.instance, *call.session, *require_arg(mech, "mechanism"),
+                          unwrapping_key, {wrapped, wrapped_len}, {templ, count});
+        return CKR_OK;
+    });
 }
 CK_RV DeriveKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
                 CK_OBJECT_HANDLE_PTR) noexcept {

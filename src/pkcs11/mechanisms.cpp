@@ -20,6 +20,8 @@ using hsm::MechanismKind;
 
 constexpr CK_FLAGS kSignVerify = CKF_HW | CKF_SIGN | CKF_VERIFY;
 constexpr CK_FLAGS kEncDec = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+// The mechanisms that also wrap and unwrap keys (C_WrapKey, C_UnwrapKey).
+constexpr CK_FLAGS kWrap = CKF_WRAP | CKF_UNWRAP;
 // Generic secrets: 1 to 512 bytes.
 constexpr CK_ULONG kSecretMin = 1;
 constexpr CK_ULONG kSecretMax = 512;
@@ -32,8 +34,8 @@ const std::vector<MechanismSpec> kTable = {
      KeyType::ec_p256, MechanismKind::ecdsa, Hash::none},
     {CKM_AES_KEY_GEN, CKF_HW | CKF_GENERATE, 16, 32, KeyType::aes, MechanismKind::aes_gcm,
      Hash::none},
-    {CKM_RSA_PKCS, kSignVerify | kEncDec, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
-     Hash::none},
+    {CKM_RSA_PKCS, kSignVerify | kEncDec | kWrap, 1024, 4096, KeyType::rsa,
+     MechanismKind::rsa_pkcs1, Hash::none},
     {CKM_SHA1_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
      Hash::sha1},
     {CKM_SHA224_RSA_PKCS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pkcs1,
@@ -55,7 +57,8 @@ const std::vector<MechanismSpec> kTable = {
      Hash::sha384},
     {CKM_SHA512_RSA_PKCS_PSS, kSignVerify, 1024, 4096, KeyType::rsa, MechanismKind::rsa_pss,
      Hash::sha512},
-    {CKM_RSA_PKCS_OAEP, kEncDec, 1024, 4096, KeyType::rsa, MechanismKind::rsa_oaep, Hash::none},
+    {CKM_RSA_PKCS_OAEP, kEncDec | kWrap, 1024, 4096, KeyType::rsa, MechanismKind::rsa_oaep,
+     Hash::none},
     {CKM_ECDSA, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::none},
     {CKM_ECDSA_SHA1, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha1},
     {CKM_ECDSA_SHA224, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa, Hash::sha224},
@@ -87,12 +90,14 @@ const std::vector<MechanismSpec> kTable = {
     {CKM_ECDSA_SHA3_512, kSignVerify, 256, 384, KeyType::ec_p256, MechanismKind::ecdsa,
      Hash::sha3_512},
     {CKM_AES_GCM, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_gcm, Hash::none},
-    {CKM_AES_ECB, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_ecb, Hash::none},
-    {CKM_AES_CBC, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_cbc, Hash::none},
-    {CKM_AES_CBC_PAD, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_cbc_pad, Hash::none},
+    {CKM_AES_ECB, kEncDec | kWrap, 16, 32, KeyType::aes, MechanismKind::aes_ecb, Hash::none},
+    {CKM_AES_CBC, kEncDec | kWrap, 16, 32, KeyType::aes, MechanismKind::aes_cbc, Hash::none},
+    {CKM_AES_CBC_PAD, kEncDec | kWrap, 16, 32, KeyType::aes, MechanismKind::aes_cbc_pad,
+     Hash::none},
     {CKM_AES_CTR, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_ctr, Hash::none},
-    {CKM_AES_KEY_WRAP, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap, Hash::none},
-    {CKM_AES_KEY_WRAP_PAD, kEncDec, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap_pad,
+    {CKM_AES_KEY_WRAP, kEncDec | kWrap, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap,
+     Hash::none},
+    {CKM_AES_KEY_WRAP_PAD, kEncDec | kWrap, 16, 32, KeyType::aes, MechanismKind::aes_key_wrap_pad,
      Hash::none},
     {CKM_AES_CMAC, kSignVerify, 16, 32, KeyType::aes, MechanismKind::aes_cmac, Hash::none},
     {CKM_AES_CMAC_GENERAL, kSignVerify, 16, 32, KeyType::aes, MechanismKind::aes_cmac, Hash::none,
@@ -223,7 +228,7 @@ Prepared prepare(const CK_MECHANISM& m, const hsm::KeyInfo& key, CK_FLAGS purpos
     out.prehash = spec->prehash;
     auto& mech = out.mechanism;
     mech.kind = spec->kind;
-    const bool encrypting = (purpose & (CKF_ENCRYPT | CKF_DECRYPT)) != 0;
+    const bool encrypting = (purpose & (CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP)) != 0;
     switch (spec->kind) {
     case MechanismKind::rsa_pkcs1:
         if (encrypting) {

@@ -40,7 +40,8 @@ struct Prepared {
     std::size_t mac_length = 0; // MACs: the bytes of the MAC kept (a prefix)
 };
 
-// `purpose` is one of CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT. Throws
+// `purpose` is one of CKF_SIGN, CKF_VERIFY, CKF_ENCRYPT, CKF_DECRYPT, CKF_WRAP,
+// CKF_UNWRAP (of the wrapping key). Throws
 // CkError: CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
 // CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_FUNCTION_NOT_PERMITTED.
 Prepared prepare(const CK_MECHANISM& mechanism, const hsm::KeyInfo& key, CK_FLAGS purpose);

@@ -18,32 +18,9 @@ template <class Fn> auto first_of(Template a, Template b, CK_ATTRIBUTE_TYPE type
     return v ? v : get(b.attrs, b.count, type);
 }
 
-// CKA_TOKEN (false by default), CKA_LABEL and CKA_ID of a new key.
-void take_names(Template templ, hsm::KeySpec& spec) {
-    const Template none{nullptr, 0};
-    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
-    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
-    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
-    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
-}
-
-void check_session_may_create(Instance& instance, const Session& session, bool persistent) {
-    if (session.slot != kAcceleratorSlot && !instance.slots().logged_in(session.slot)) {
-        throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to make keys on it");
-    }
-    if (persistent && (session.flags & CKF_RW_SESSION) == 0) {
-        throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
-    }
-}
-
 std::shared_ptr<KeyObject> make(Instance& instance, Session& session, hsm::KeySpec spec) {
     auto [module, generated] = instance.router().generate(session.slot, spec);
-    auto key = instance.objects().add(generated.key, session.slot, !spec.persistent, module,
-                                      session.handle);
-    key->set_handle(module, generated.handle);
-    logger().debug("generated {} key {} ('{}') on module {}", spec.persistent ? "token" : "session",
-                   generated.key.ident, spec.label, module);
-    return key;
+    return adopt_key(instance, session, module, generated);
 }
 
 // Removes a token (persistent) key from the world. A token's key needs the
@@ -137,6 +114,34 @@ CK_OBJECT_HANDLE create_plain(Instance& instance, Session& session, Attributes a
 
 } // namespace
 
+void take_key_names(Template templ, hsm::KeySpec& spec) {
+    const Template none{nullptr, 0};
+    spec.persistent = first_of(templ, none, CKA_TOKEN, template_bool).value_or(false);
+    auto label = first_of(templ, none, CKA_LABEL, template_bytes);
+    spec.label = label ? std::string(label->begin(), label->end()) : std::string();
+    spec.id = first_of(templ, none, CKA_ID, template_bytes).value_or(Bytes{});
+    spec.extractable = first_of(templ, none, CKA_EXTRACTABLE, template_bool).value_or(false);
+}
+
+void check_session_may_create(Instance& instance, const Session& session, bool persistent) {
+    if (session.slot != kAcceleratorSlot && !instance.slots().logged_in(session.slot)) {
+        throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to make keys on it");
+    }
+    if (persistent && (session.flags & CKF_RW_SESSION) == 0) {
+        throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
+    }
+}
+
+std::shared_ptr<KeyObject> adopt_key(Instance& instance, Session& session, std::uint32_t module,
+                                     const hsm::GeneratedKey& made) {
+    const bool persistent = made.key.persistent;
+    auto key = instance.objects().add(made.key, session.slot, !persistent, module, session.handle);
+    key->set_handle(module, made.handle);
+    logger().debug("made {} key {} ('{}') on module {}", persistent ? "token" : "session",
+                   made.key.ident, made.key.label, module);
+    return key;
+}
+
 std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instance,
                                                                 Session& session,
                                                                 const CK_MECHANISM& mechanism,
@@ -154,6 +159,7 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
         return label ? std::string(label->begin(), label->end()) : std::string();
     }();
     spec.id = first_of(priv, pub, CKA_ID, template_bytes).value_or(Bytes{});
+    spec.extractable = template_bool(priv.attrs, priv.count, CKA_EXTRACTABLE).value_or(false);
     switch (mechanism.mechanism) {
     case CKM_RSA_PKCS_KEY_PAIR_GEN: {
         const auto bits = first_of(pub, priv, CKA_MODULUS_BITS, template_ulong);
@@ -216,7 +222,7 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
         cls && *cls != CKO_SECRET_KEY) {
         throw CkError(CKR_TEMPLATE_INCONSISTENT, "a generated key is CKO_SECRET_KEY");
     }
-    take_names(templ, spec);
+    take_key_names(templ, spec);
     const auto len = first_of(templ, none, CKA_VALUE_LEN, template_ulong);
     if (!len) {
         throw CkError(CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is needed");
@@ -249,7 +255,7 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     if (*cls == CKO_PRIVATE_KEY) {
         hsm::KeySpec spec;
         spec.value = private_key_pkcs8(templ.attrs, templ.count, spec.type, spec.bits);
-        take_names(templ, spec);
+        take_key_names(templ, spec);
         check_session_may_create(instance, session, spec.persistent);
         return make(instance, session, std::move(spec))->main_handle;
     }
@@ -282,28 +288,40 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     }
     spec.type = aes ? hsm::KeyType::aes : hsm::KeyType::generic_secret;
     spec.bits = static_cast<std::uint32_t>(size * 8);
-    take_names(templ, spec);
+    take_key_names(templ, spec);
     check_session_may_create(instance, session, spec.persistent);
     return make(instance, session, std::move(spec))->main_handle;
 }
 
+std::pair<std::uint32_t, hsm::GeneratedKey> make_from(Instance& instance, Session& session,
+                                                      KeyObject& source, const hsm::KeySpec& spec,
+                                                      hsm::ObjectHandle hsm::KeySpec::*from) {
+    std::uint32_t used = 0;
+    hsm::GeneratedKey made;
+    auto& router = instance.router();
+    router.run_with(
+        source, nullptr,
+        [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h, hsm::ObjectHandle) {
+            hsm::KeySpec s = spec;
+            s.*from = h;
+            s.token_handle = router.token_handle(session.slot, m);
+            made = service.generate_key(m, s);
+            used = m;
+            return Bytes{};
+        },
+        spec.persistent ? std::nullopt : router.session_home(session.slot));
+    if (!spec.persistent) {
+        router.set_session_home(session.slot, used);
+    }
+    return {used, std::move(made)};
+}
+
 namespace {
 
-// The HSM service copies `source` (loaded where it is, or loaded first) as
-// `spec` says, under the session's token; the module that holds the copy.
+// The HSM service copies `source` under the session's token.
 std::pair<std::uint32_t, hsm::GeneratedKey>
 copy_in_service(Instance& instance, Session& session, KeyObject& source, const hsm::KeySpec& spec) {
-    std::uint32_t used = 0;
-    hsm::GeneratedKey copied;
-    instance.router().run(source, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
-        hsm::KeySpec s = spec;
-        s.copy_of = h;
-        s.token_handle = instance.router().token_handle(session.slot, m);
-        copied = service.generate_key(m, s);
-        used = m;
-        return Bytes{};
-    });
-    return {used, std::move(copied)};
+    return make_from(instance, session, source, spec, &hsm::KeySpec::copy_of);
 }
 
 // C_SetAttributeValue on a key: CKA_LABEL and CKA_ID. A session key's
@@ -374,11 +392,8 @@ CK_OBJECT_HANDLE copy_key(Instance& instance, Session& session, const ObjectStor
     }
     check_session_may_create(instance, session, spec.persistent);
     auto [used, copied] = copy_in_service(instance, session, source, spec);
-    auto key =
-        instance.objects().add(copied.key, session.slot, !spec.persistent, used, session.handle);
-    key->set_handle(used, copied.handle);
-    logger().debug("copied key {} to {} key {} ('{}')", source.info.ident,
-                   spec.persistent ? "token" : "session", copied.key.ident, spec.label);
+    auto key = adopt_key(instance, session, used, copied);
+    logger().debug("copied key {} to key {}", source.info.ident, copied.key.ident);
     return ref.cls == CKO_PUBLIC_KEY ? key->public_handle : key->main_handle;
 }
 

@@ -17,6 +17,24 @@ struct Template {
     CK_ULONG count;
 };
 
+// A new key's CKA_TOKEN (false by default), CKA_LABEL, CKA_ID and
+// CKA_EXTRACTABLE (false by default: a key leaves the HSMs only if made to).
+void take_key_names(Template templ, hsm::KeySpec& spec);
+// Throws unless `session` may make a key (logged in to a token slot; a
+// read/write session for a token key).
+void check_session_may_create(Instance& instance, const Session& session, bool persistent);
+// The HSM service makes a key from `source` (loaded where it is, or loaded
+// first) as `spec` says, `source`'s handle there given in spec.*from
+// (copy_of, unwrap_with), under the session's token. A session key goes
+// where the process's session keys live (Router::session_home). Returns the
+// module that holds it.
+std::pair<std::uint32_t, hsm::GeneratedKey> make_from(Instance& instance, Session& session,
+                                                      KeyObject& source, const hsm::KeySpec& spec,
+                                                      hsm::ObjectHandle hsm::KeySpec::*from);
+// A key the service made on `module` becomes the process's object(s).
+std::shared_ptr<KeyObject> adopt_key(Instance& instance, Session& session, std::uint32_t module,
+                                     const hsm::GeneratedKey& made);
+
 // Returns {public key handle, private key handle}.
 std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instance,
                                                                 Session& session,

@@ -36,14 +36,14 @@ void Router::recover_if_needed() {
 
 template <class Result, class Fn>
 Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
-                       const std::function<bool()>& hopeless) {
+                       const std::function<bool()>& hopeless, std::optional<std::uint32_t> first) {
     recover_if_needed();
     const auto start = pool_.clock().now();
     const auto deadline = start + waiting_.service_wait;
     auto pause = std::chrono::milliseconds(5);
     for (;;) {
         try {
-            return attempt_once<Result>(candidates(), what, fn);
+            return attempt_once<Result>(candidates(), what, fn, first);
         } catch (const CkError&) {
             // Nothing could serve it. Wait only for a service that is, or was
             // just now, unreachable or restarting; a fleet with no usable
@@ -63,13 +63,20 @@ Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
 }
 
 template <class Result, class Fn>
-Result Router::attempt_once(const std::vector<std::uint32_t>& candidates, const char* what,
-                            Fn& fn) {
+Result Router::attempt_once(const std::vector<std::uint32_t>& candidates, const char* what, Fn& fn,
+                            std::optional<std::uint32_t> first) {
     if (candidates.empty()) {
         throw CkError(CKR_DEVICE_ERROR, std::string("no module of the group can ") + what + " now");
     }
     const std::size_t n = candidates.size();
-    const std::size_t start = static_cast<std::size_t>(group_.next_turn() % n);
+    std::size_t start = 0;
+    if (auto it =
+            first ? std::find(candidates.begin(), candidates.end(), *first) : candidates.end();
+        it != candidates.end()) {
+        start = static_cast<std::size_t>(it - candidates.begin()); // the preferred one first
+    } else {
+        start = static_cast<std::size_t>(group_.next_turn() % n);
+    }
     // Every candidate once, plus a couple of extra turns for transient
     // failures and broken connections.
     const std::size_t tries = n + 2;
@@ -150,8 +157,7 @@ hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint3
     return handle;
 }
 
-Bytes Router::run(KeyObject& key, const KeyOp& op) {
-    recover_if_needed(); // a session key of an old instance of the service is gone
+void Router::check_servable(KeyObject& key) const {
     if (key.session && candidates(key).empty()) {
         key.mark_lost();
         throw CkError(CKR_DEVICE_ERROR, "session key " + key.info.ident + " was on module " +
@@ -163,40 +169,79 @@ Bytes Router::run(KeyObject& key, const KeyOp& op) {
         throw CkError(CKR_KEY_HANDLE_INVALID,
                       "no module of the group holds key " + key.info.ident + " now");
     }
+}
+
+hsm::ObjectHandle Router::loaded_on(hsm::Service& service, KeyObject& key, std::uint32_t module) {
+    if (auto handle = key.handle_on(module)) {
+        return *handle;
+    }
+    if (key.session) {
+        throw Error(ErrorCode::invalid_handle, "session key not on this module");
+    }
+    try {
+        return load(service, key, module);
+    } catch (const Error& e) {
+        // This module does not hold the key: another may.
+        if (key.refused_on(module) && !candidates(key).empty()) {
+            throw Error(ErrorCode::transient, "module " + std::to_string(module) +
+                                                  " does not hold key " + key.info.ident + ": " +
+                                                  e.what());
+        }
+        throw;
+    }
+}
+
+Bytes Router::run(KeyObject& key, const KeyOp& op) {
+    return run_with(key, nullptr,
+                    [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h,
+                        hsm::ObjectHandle) { return op(service, m, h); });
+}
+
+Bytes Router::run_with(KeyObject& key, KeyObject* other, const PairOp& op,
+                       std::optional<std::uint32_t> first) {
+    recover_if_needed(); // a session key of an old instance of the service is gone
+    check_servable(key);
+    if (other != nullptr) {
+        check_servable(*other);
+    }
+    // The modules that can serve both.
+    auto both = [&] {
+        auto out = candidates(key);
+        if (other != nullptr) {
+            const auto also = candidates(*other);
+            std::erase_if(out, [&](std::uint32_t m) {
+                return std::find(also.begin(), also.end(), m) == also.end();
+            });
+        }
+        return out;
+    };
+    auto session_gone = [this](const KeyObject& k) {
+        return k.session && (k.lost() || !group_.is_member(k.home_module));
+    };
     try {
         return attempt<Bytes>(
-            [&] { return candidates(key); }, "use the key",
+            both, "use the key",
             [&](hsm::Service& service, std::uint32_t m) {
-                auto handle = key.handle_on(m);
-                if (!handle) {
-                    if (key.session) {
-                        throw Error(ErrorCode::invalid_handle, "session key not on this module");
-                    }
-                    try {
-                        handle = load(service, key, m);
-                    } catch (const Error& e) {
-                        // This module does not hold the key: another may.
-                        if (key.refused_on(m) && !candidates(key).empty()) {
-                            throw Error(ErrorCode::transient, "module " + std::to_string(m) +
-                                                                  " does not hold key " +
-                                                                  key.info.ident + ": " + e.what());
-                        }
-                        throw;
-                    }
-                }
+                const auto handle = loaded_on(service, key, m);
+                const hsm::ObjectHandle with = other != nullptr ? loaded_on(service, *other, m) : 0;
                 try {
-                    return op(service, m, *handle);
+                    return op(service, m, handle, with);
                 } catch (const Error& e) {
                     if (classify(e) == Fault::module_gone) {
                         key.forget(m);
+                        if (other != nullptr) {
+                            other->forget(m);
+                        }
                     }
                     throw;
                 }
             },
-            [&] { return key.session && (key.lost() || !group_.is_member(key.home_module)); });
+            [&] { return session_gone(key) || (other != nullptr && session_gone(*other)); }, first);
     } catch (const CkError&) {
-        if (key.session && !group_.is_member(key.home_module)) {
-            key.mark_lost();
+        for (KeyObject* k : {&key, other}) {
+            if (k != nullptr && k->session && !group_.is_member(k->home_module)) {
+                k->mark_lost();
+            }
         }
         throw;
     }
@@ -218,14 +263,34 @@ std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hs
     };
     std::uint32_t used = 0;
     hsm::GeneratedKey generated;
-    attempt<Bytes>(mods, "generate the key", [&](hsm::Service& service, std::uint32_t m) {
-        hsm::KeySpec s = spec;
-        s.token_handle = token_handle(slot, m);
-        generated = service.generate_key(m, s);
-        used = m;
-        return Bytes{};
-    });
+    attempt<Bytes>(
+        mods, "generate the key",
+        [&](hsm::Service& service, std::uint32_t m) {
+            hsm::KeySpec s = spec;
+            s.token_handle = token_handle(slot, m);
+            generated = service.generate_key(m, s);
+            used = m;
+            return Bytes{};
+        },
+        {}, spec.persistent ? std::nullopt : session_home(slot));
+    if (!spec.persistent) {
+        set_session_home(slot, used);
+    }
     return {used, std::move(generated)};
+}
+
+std::optional<std::uint32_t> Router::session_home(CK_SLOT_ID slot) const {
+    std::lock_guard lock(home_mutex_);
+    auto it = session_home_.find(slot);
+    if (it == session_home_.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+void Router::set_session_home(CK_SLOT_ID slot, std::uint32_t module) {
+    std::lock_guard lock(home_mutex_);
+    session_home_[slot] = module;
 }
 
 hsm::ObjectHandle Router::token_handle(CK_SLOT_ID slot, std::uint32_t module) const {
@@ -234,7 +299,8 @@ hsm::ObjectHandle Router::token_handle(CK_SLOT_ID slot, std::uint32_t module) co
     }
     const auto token = slots_.handle(slot, module);
     if (!token) {
-        throw Error(ErrorCode::invalid_handle, "the token is not loaded on this module");
+        // Not this module's fault: another may have the token loaded.
+        throw Error(ErrorCode::transient, "the token is not loaded on this module");
     }
     return token->handle;
 }

@@ -22,6 +22,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <vector>
 
 namespace preloadrun::pkcs11 {
@@ -60,13 +63,27 @@ public:
     // Runs `op` with `key` on a member module. Throws CkError(CKR_DEVICE_ERROR)
     // when no module could do it, or the Error of a final failure.
     Bytes run(KeyObject& key, const KeyOp& op);
+    // As run(), on a module that can serve both `key` and `other` (when not
+    // null: C_WrapKey's two keys); `op` gets both handles there.
+    using PairOp = std::function<Bytes(hsm::Service&, std::uint32_t module, hsm::ObjectHandle key,
+                                       hsm::ObjectHandle other)>;
+    // `first`: the module to try first when it can serve.
+    Bytes run_with(KeyObject& key, KeyObject* other, const PairOp& op,
+                   std::optional<std::uint32_t> first = std::nullopt);
     // Runs `op` on any member (random numbers).
     Bytes run_any(const ModuleOp& op);
     // Generates a key on a member (where the slot's token is loaded, for a
-    // token slot). Returns the module it lives on.
+    // token slot). Returns the module it lives on. A session key goes to the
+    // slot's session-key home when it can.
     std::pair<std::uint32_t, hsm::GeneratedKey> generate(CK_SLOT_ID slot, hsm::KeySpec spec);
+
+    // The module where the process's session keys of `slot` live together,
+    // so that an operation on two of them (C_WrapKey) finds both on one
+    // module: where the last one was made. Token keys are on every module.
+    std::optional<std::uint32_t> session_home(CK_SLOT_ID slot) const;
+    void set_session_home(CK_SLOT_ID slot, std::uint32_t module);
     // The handle of `slot`'s token on `module` (0 for the accelerator slot:
-    // module protection); Error(invalid_handle) when it is not loaded there.
+    // module protection); Error(transient) when it is not loaded there.
     hsm::ObjectHandle token_handle(CK_SLOT_ID slot, std::uint32_t module) const;
 
     // Removes the persistent key `key` of a token slot from the world, on a
@@ -87,17 +104,27 @@ private:
     using Candidates = std::function<std::vector<std::uint32_t>()>;
     // Tries `fn` on the candidates; waits for a restarting service (above),
     // unless `hopeless` says no wait can help.
+    // `first`: tried first when it is a candidate (else they take turns).
     template <class Result, class Fn>
     Result attempt(const Candidates& candidates, const char* what, Fn&& fn,
-                   const std::function<bool()>& hopeless = {});
+                   const std::function<bool()>& hopeless = {},
+                   std::optional<std::uint32_t> first = std::nullopt);
     template <class Result, class Fn>
-    Result attempt_once(const std::vector<std::uint32_t>& candidates, const char* what, Fn& fn);
+    Result attempt_once(const std::vector<std::uint32_t>& candidates, const char* what, Fn& fn,
+                        std::optional<std::uint32_t> first);
     void module_gone(std::uint32_t module, const Error& error);
+    // Throws when `key` can be served nowhere (a lost session key, a key no
+    // module holds).
+    void check_servable(KeyObject& key) const;
+    // `key`'s handle on `module`, loading it there first if need be.
+    hsm::ObjectHandle loaded_on(hsm::Service& service, KeyObject& key, std::uint32_t module);
 
     Pool& pool_;
     Group& group_;
     Slots& slots_;
     Waiting waiting_;
+    mutable std::mutex home_mutex_;
+    std::map<CK_SLOT_ID, std::uint32_t> session_home_;
 };
 
 } // namespace preloadrun::pkcs11

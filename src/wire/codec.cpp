@@ -360,6 +360,9 @@ wire::KeyInfo to_wire(const KeyInfo& info) {
         out.set_token_type(to_wire(info.token->type));
     }
     out.set_public_der(to_field(info.public_der));
+    out.set_extractable(info.extractable);
+    out.set_imported(info.imported);
+    out.set_check_value(to_field(info.check_value));
     return out;
 }
 
@@ -376,6 +379,9 @@ KeyInfo from_wire(const wire::KeyInfo& info) {
             TokenInfo{from_wire(info.token_type()), {}, token_hash_from_wire(info.token_hash())};
     }
     out.public_der = from_field(info.public_der());
+    out.extractable = info.extractable();
+    out.imported = info.imported();
+    out.check_value = from_field(info.check_value());
     return out;
 }
 

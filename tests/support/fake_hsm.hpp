@@ -151,6 +151,11 @@ public:
     Bytes decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
+    // The unit tests wrap nothing: the end-to-end tests wrap on hsmsim.
+    Bytes wrap_key(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&,
+                   hsm::ObjectHandle) override {
+        throw preloadrun::Error(preloadrun::ErrorCode::usage, "the fake HSM wraps no key");
+    }
     bool usable() noexcept override;
     int serial() const noexcept { return serial_; }
 

@@ -68,6 +68,11 @@ public:
     virtual Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                           const Bytes& data) = 0;
     virtual Bytes random(std::uint32_t module, std::uint32_t length) = 0;
+    // C_WrapKey: `key` (its raw secret, or PKCS#8 DER of a private key)
+    // encrypted with `wrapping_key` by `mech` (hsm::is_wrap). Throws
+    // Error(permission) when `key` is not extractable.
+    virtual Bytes wrap_key(std::uint32_t module, ObjectHandle wrapping_key, const Mechanism& mech,
+                           ObjectHandle key) = 0;
 
     // False once this connection is known to be of no more use: the service
     // closed it (an idle connection, a service that stopped) or an earlier

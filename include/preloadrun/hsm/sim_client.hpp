@@ -62,6 +62,8 @@ public:
     Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(std::uint32_t module, std::uint32_t length) override;
+    Bytes wrap_key(std::uint32_t module, ObjectHandle wrapping_key, const Mechanism& mech,
+                   ObjectHandle key) override;
     bool usable() noexcept override;
 
 private:

@@ -38,6 +38,23 @@ enum class MechanismKind {
     aes_key_wrap,     // RFC 3394, iv: empty (the default) or 8 bytes
     aes_key_wrap_pad, // RFC 5649, iv: empty (the default) or 4 bytes
 };
+// The kinds a key may be wrapped and unwrapped with: AES key wrap (RFC 3394,
+// 5649) and AES-CBC/ECB under an AES key, RSA PKCS#1 v1.5 and OAEP under an
+// RSA key (a secret key only: a private key does not fit).
+constexpr bool is_wrap(MechanismKind kind) noexcept {
+    switch (kind) {
+    case MechanismKind::aes_key_wrap:
+    case MechanismKind::aes_key_wrap_pad:
+    case MechanismKind::aes_cbc_pad:
+    case MechanismKind::aes_cbc:
+    case MechanismKind::aes_ecb:
+    case MechanismKind::rsa_pkcs1_enc:
+    case MechanismKind::rsa_oaep:
+        return true;
+    default:
+        return false;
+    }
+}
 // The kinds whose signature is a MAC over the data itself (not a digest).
 constexpr bool is_mac(MechanismKind kind) noexcept {
     return kind == MechanismKind::aes_cmac || kind == MechanismKind::hmac;
@@ -105,6 +122,16 @@ struct KeyInfo {
     bool persistent = true;
     std::optional<TokenInfo> token; // nullopt: module-protected (name may be empty in lists)
     Bytes public_der;               // SubjectPublicKeyInfo, empty for AES
+    // It may leave the HSM wrapped under another key (CKA_EXTRACTABLE);
+    // fixed when the key is made.
+    bool extractable = false;
+    // Its material came from outside the HSM (imported, or unwrapped), or
+    // is a copy of such a key: not CKA_LOCAL, not CKA_NEVER_EXTRACTABLE.
+    bool imported = false;
+    // A secret key's check value (PKCS#11 CKA_CHECK_VALUE, 3 bytes): AES
+    // encrypting a zero block, the SHA-1 of a generic secret. Empty for
+    // other keys, and for secret keys made before it was kept.
+    Bytes check_value;
     bool operator==(const KeyInfo&) const = default;
 };
 
@@ -153,6 +180,12 @@ struct KeySpec {
     // Not 0: copy the key loaded under this handle on the module instead
     // (C_CopyObject), under the same protection.
     ObjectHandle copy_of = 0;
+    // Not 0: `value` is the key wrapped (C_WrapKey) under the key loaded
+    // under this handle on the module, with `unwrap_mechanism`; the HSM
+    // unwraps it (C_UnwrapKey) and keeps it as an imported key.
+    ObjectHandle unwrap_with = 0;
+    Mechanism unwrap_mechanism;
+    bool extractable = false; // see KeyInfo::extractable
 };
 
 struct GeneratedKey {

@@ -125,6 +125,8 @@ std::string keys_json(const std::vector<hsm::KeyInfo>& keys,
                        {"bits", k.bits},
                        {"protection", protection_name(k, tokens)},
                        {"token_hash", k.token ? to_hex(k.token->hash) : std::string()},
+                       {"extractable", k.extractable},
+                       {"imported", k.imported},
                        // An object's content is not a public key.
                        {"public_key_pem",
                         hsm::is_object(k.type) ? std::string() : public_key_pem(k.public_der)}});

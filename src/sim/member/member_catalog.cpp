@@ -118,7 +118,14 @@ MemberCatalog::add_inventory(const std::string& member, const std::string& set,
         if (it == keys_.end()) {
             CatalogKey entry;
             entry.key_type = key.key_type();
-            entry.info = hsm::KeyInfo{ident, key.label(), id, *type, key.bits(), true, token, spki};
+            entry.info.ident = ident;
+            entry.info.label = key.label();
+            entry.info.id = id;
+            entry.info.type = *type;
+            entry.info.bits = key.bits();
+            entry.info.persistent = true;
+            entry.info.token = token;
+            entry.info.public_der = spki;
             keys_.emplace(ident, std::move(entry));
             usable.emplace(ident, std::move(device));
             continue;

@@ -534,6 +534,13 @@ Bytes MemberModule::random(const Caller&, std::uint32_t length) {
     });
 }
 
+Bytes MemberModule::wrap_key(const Caller&, hsm::ObjectHandle, const hsm::Mechanism&,
+                             hsm::ObjectHandle) {
+    throw Error(ErrorCode::usage, who() + " is a PKCS#11 token: its keys are found by CKA_ID, "
+                                          "not made extractable here; wrap them with its "
+                                          "vendor's tools");
+}
+
 void MemberModule::with_token(const Caller&, hsm::ObjectHandle,
                               const std::function<void(const hsm::TokenInfo&)>&) {
     throw Error(ErrorCode::usage, who() + " is a PKCS#11 token: its keys are destroyed with its "

@@ -87,6 +87,8 @@ public:
     Bytes decrypt(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(const Caller& caller, std::uint32_t length) override;
+    Bytes wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key, const hsm::Mechanism& mech,
+                   hsm::ObjectHandle key) override;
     void with_token(const Caller& caller, hsm::ObjectHandle token_handle,
                     const std::function<void(const hsm::TokenInfo& token)>& body) override;
     std::size_t unload_client(ClientId client) override;

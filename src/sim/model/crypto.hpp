@@ -46,6 +46,9 @@ public:
     // A key a client brings (GenerateKey.value): as from_private(), but
     // what does not form such a key is the client's error (Error(usage)).
     static Key import(hsm::KeyType type, std::uint32_t bits, const SecureBuffer& value);
+    // An unwrapped key (C_UnwrapKey): as import(), but `bits` 0 takes the
+    // size the key has, and an EC type takes the key's own curve.
+    static Key import_unwrapped(hsm::KeyType type, std::uint32_t bits, const SecureBuffer& value);
 
     hsm::KeyType type() const noexcept { return type_; }
     std::uint32_t bits() const noexcept { return bits_; }
@@ -54,6 +57,8 @@ public:
     SecureBuffer private_bytes() const;
     // SubjectPublicKeyInfo DER; empty for AES.
     Bytes public_der() const;
+    // hsm::KeyInfo::check_value: 3 bytes for a secret key, else empty.
+    Bytes check_value() const;
 
     // Mechanism/key mismatches and bad parameters throw Error(usage);
     // OpenSSL refusing the data throws Error(crypto); verify() throws

@@ -125,6 +125,11 @@ public:
     virtual Bytes decrypt(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                           const Bytes& data) = 0;
     virtual Bytes random(const Caller& caller, std::uint32_t length) = 0;
+    // C_WrapKey: the key under `key` (hsm::KeyInfo::extractable, else
+    // Error(permission)) encrypted with the key under `wrapping_key` by
+    // `mech` (hsm::is_wrap). Error(usage) where the module's kind cannot.
+    virtual Bytes wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key,
+                           const hsm::Mechanism& mech, hsm::ObjectHandle key) = 0;
     // Runs `body` as one operation of the caller's, given the token it
     // loaded under `token_handle` (it proved that token's passphrase): what
     // is done in that token's name (destroying it, or a key it protects).

@@ -4,6 +4,7 @@
 #include "preloadrun/common/log.hpp"
 
 #include <map>
+#include <openssl/crypto.h>
 #include <thread>
 #include <vector>
 
@@ -213,8 +214,15 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
             world_.refuse_duplicate(spec.label, spec.id, protection);
         }
         std::shared_ptr<const Key> key;
+        bool extractable = spec.extractable;
+        bool imported = !spec.value.empty();
         if (spec.copy_of != 0) {
-            key = copy_source(caller, spec.copy_of, token.get());
+            const auto source = copy_source(caller, spec.copy_of, token.get());
+            key = source->key;
+            extractable = source->info.extractable;
+            imported = source->info.imported;
+        } else if (spec.unwrap_with != 0) {
+            key = unwrapped(caller, spec);
         } else if (spec.value.empty()) {
             key = std::make_shared<const Key>(
                 Key::generate(spec.type, spec.bits, spec.public_exponent));
@@ -228,6 +236,9 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
         info.bits = key->bits();
         info.persistent = spec.persistent;
         info.public_der = key->public_der();
+        info.extractable = extractable;
+        info.imported = imported;
+        info.check_value = key->check_value();
         if (token) {
             info.token = token->info;
         }
@@ -238,6 +249,8 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
             record.id = spec.id;
             record.creator = caller.uid;
             record.protection = protection;
+            record.extractable = extractable;
+            record.imported = imported;
             world_.store_key(record, *key, token ? &token->key : nullptr, spec.refuse_duplicate);
             info.ident = record.ident;
         } else {
@@ -251,9 +264,9 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
     });
 }
 
-std::shared_ptr<const Key> SimulatedModule::copy_source(const Caller& caller,
-                                                        hsm::ObjectHandle handle,
-                                                        const TokenObject* token) const {
+std::shared_ptr<const KeyObject> SimulatedModule::copy_source(const Caller& caller,
+                                                              hsm::ObjectHandle handle,
+                                                              const TokenObject* token) const {
     const auto source = key(handle, caller.uid);
     // A copy is under the same protection as its key, never weaker.
     const bool same = source->info.token
@@ -262,7 +275,43 @@ std::shared_ptr<const Key> SimulatedModule::copy_source(const Caller& caller,
     if (!same) {
         throw Error(ErrorCode::permission, "a copy of a key keeps the key's protection");
     }
-    return source->key;
+    return source;
+}
+
+std::shared_ptr<const Key> SimulatedModule::unwrapped(const Caller& caller,
+                                                      const hsm::KeySpec& spec) const {
+    const auto wrapping = key(spec.unwrap_with, caller.uid);
+    Bytes plain = wrapping->key->decrypt(spec.unwrap_mechanism, spec.value.span());
+    SecureBuffer value(plain.data(), plain.size());
+    OPENSSL_cleanse(plain.data(), plain.size());
+    // AES-ECB and -CBC without padding give whole blocks: a secret key of
+    // the size asked for is their first bytes (PKCS#11's CKA_VALUE_LEN).
+    const auto kind = spec.unwrap_mechanism.kind;
+    const std::size_t want = spec.bits / 8;
+    if (hsm::is_secret(spec.type) && want != 0 && value.size() > want && value.size() - want < 16 &&
+        (kind == hsm::MechanismKind::aes_ecb || kind == hsm::MechanismKind::aes_cbc)) {
+        value = SecureBuffer(value.data(), want);
+    }
+    return std::make_shared<const Key>(Key::import_unwrapped(spec.type, spec.bits, value));
+}
+
+Bytes SimulatedModule::wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key,
+                                const hsm::Mechanism& mech, hsm::ObjectHandle key) {
+    return operate(caller.uid, OpKind::crypto, [&] {
+        const auto target = this->key(key, caller.uid);
+        const auto wrapping = this->key(wrapping_key, caller.uid);
+        if (!target->info.extractable) {
+            throw Error(ErrorCode::permission, "key " + target->info.ident +
+                                                   " is not extractable: it never leaves the "
+                                                   "HSM");
+        }
+        const bool rsa_wrap = mech.kind == hsm::MechanismKind::rsa_pkcs1_enc ||
+                              mech.kind == hsm::MechanismKind::rsa_oaep;
+        if (rsa_wrap && !hsm::is_secret(target->info.type)) {
+            throw Error(ErrorCode::usage, "RSA wraps secret keys only");
+        }
+        return wrapping->key->encrypt(mech, target->key->private_bytes().span());
+    });
 }
 
 Bytes SimulatedModule::sign(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,

@@ -78,6 +78,8 @@ public:
     Bytes decrypt(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(const Caller& caller, std::uint32_t length) override;
+    Bytes wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key, const hsm::Mechanism& mech,
+                   hsm::ObjectHandle key) override;
     void with_token(const Caller& caller, hsm::ObjectHandle token_handle,
                     const std::function<void(const hsm::TokenInfo& token)>& body) override;
 
@@ -125,8 +127,9 @@ public:
     std::shared_ptr<const KeyObject> key(hsm::ObjectHandle handle, uid_t caller) const;
     // The key a GenerateKey.copy_of names, if `token` (null: the module)
     // protects it as it protects that key.
-    std::shared_ptr<const Key> copy_source(const Caller& caller, hsm::ObjectHandle handle,
-                                           const TokenObject* token) const;
+    std::shared_ptr<const Key> unwrapped(const Caller& caller, const hsm::KeySpec& spec) const;
+    std::shared_ptr<const KeyObject> copy_source(const Caller& caller, hsm::ObjectHandle handle,
+                                                 const TokenObject* token) const;
     // Removes the object; for a token also every key loaded under it.
     // Returns how many objects went.
     std::size_t remove(hsm::ObjectHandle handle, uid_t caller);

@@ -34,7 +34,10 @@ inline std::string token_aad(std::span<const std::uint8_t> hash) {
 }
 
 inline std::string key_aad(const KeyRecord& record) {
-    return "hsmsim key " + record.ident + " " + protection_text(record.protection);
+    // A key made before keys could be extractable has the same AAD as a
+    // key that is not; whether one is cannot be changed in its file.
+    return "hsmsim key " + record.ident + " " + protection_text(record.protection) +
+           (record.extractable ? " extractable" : "");
 }
 
 inline std::string card_name(std::span<const std::uint8_t> hash) {

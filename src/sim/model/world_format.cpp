@@ -126,6 +126,18 @@ void set_creator(json& doc, const std::optional<uid_t>& creator) {
     }
 }
 
+// A flag that is false when absent.
+bool get_flag(const json& doc, const char* key, const std::string& file) {
+    if (!doc.contains(key)) {
+        return false;
+    }
+    const auto& v = doc.at(key);
+    if (!v.is_boolean()) {
+        corrupt(file, std::string("\"") + key + "\" is not true or false");
+    }
+    return v.get<bool>();
+}
+
 std::string dump(const json& doc) {
     return doc.dump(2) + "\n";
 }
@@ -395,6 +407,16 @@ std::string encode_key(const KeyRecord& r) {
                 {"public", to_hex(r.public_der)},
                 {"wrapped_private", to_hex(r.wrapped_private)}};
     set_creator(doc, r.creator);
+    // Written only when true: the files of other keys stay as they were.
+    if (r.extractable) {
+        doc["extractable"] = true;
+    }
+    if (r.imported) {
+        doc["imported"] = true;
+    }
+    if (!r.check_value.empty()) {
+        doc["check_value"] = to_hex(r.check_value);
+    }
     return dump(doc);
 }
 
@@ -419,6 +441,11 @@ KeyRecord decode_key(std::string_view text, const std::string& file) {
     r.public_der = get_hex(doc, "public", file, 0, kMaxBlob);
     r.wrapped_private = get_hex(doc, "wrapped_private", file, 1, kMaxBlob);
     r.creator = get_creator(doc, file);
+    r.extractable = get_flag(doc, "extractable", file);
+    r.imported = get_flag(doc, "imported", file);
+    if (doc.contains("check_value")) {
+        r.check_value = get_hex(doc, "check_value", file, 3, 3);
+    }
     return r;
 }
 

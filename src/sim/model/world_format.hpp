@@ -87,6 +87,9 @@ struct KeyRecord {
     Bytes public_der;
     Bytes wrapped_private;
     std::optional<uid_t> creator; // nullopt: not recorded
+    bool extractable = false;     // hsm::KeyInfo::extractable; part of the key's AAD
+    bool imported = false;        // hsm::KeyInfo::imported
+    Bytes check_value;            // hsm::KeyInfo::check_value
 };
 
 // The world file holds the world key: it is encoded into, and decoded from,

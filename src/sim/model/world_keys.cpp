@@ -26,6 +26,7 @@ void World::store_key(KeyRecord& record, const Key& key, const SecureBuffer* tok
     record.type = key.type();
     record.bits = key.bits();
     record.public_der = key.public_der();
+    record.check_value = key.check_value();
     record.wrapped_private = wrap(*kek, key.private_bytes().span(), key_aad(record));
     const auto file = key_name(record.ident);
     const auto text = encode_key(record);
@@ -117,6 +118,9 @@ hsm::KeyInfo World::info_of(const KeyRecord& record, NameCache& names) const {
     info.bits = record.bits;
     info.persistent = true;
     info.public_der = record.public_der;
+    info.extractable = record.extractable;
+    info.imported = record.imported;
+    info.check_value = record.check_value;
     if (record.protection) {
         hsm::TokenInfo token{record.protection->type, {}, record.protection->hash};
         auto it = names.find(token.hash);

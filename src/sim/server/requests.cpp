@@ -220,6 +220,16 @@ void decrypt(const RequestContext& s, const Request& request, const Peer& peer, 
     answer_data(s, request.decrypt(), peer, out, &Module::decrypt);
 }
 
+void wrap_key(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
+    const auto& r = request.wrap_key();
+    auto& module = module_at(s, r.module());
+    auto mech = validate::mechanism(r.mechanism());
+    if (!hsm::is_wrap(mech.kind)) {
+        throw Error(ErrorCode::usage, "not a mechanism that wraps keys");
+    }
+    set_data(out, module.wrap_key(caller_of(peer), r.wrapping_key(), mech, r.key()));
+}
+
 void random(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.random();
     auto& module = module_at(s, r.module());
@@ -302,6 +312,7 @@ constexpr RequestKind kRequests[] = {
     {Request::kDestroyKey,      "DestroyKey",    kAnyone, kNoSecret,               destroy_key},
     {Request::kDestroyToken,    "DestroyToken",  kAnyone, kNoSecret,               destroy_token},
     {Request::kChangePassphrase, "ChangePassphrase", kAnyone, change_passphrase_secrets, change_passphrase},
+    {Request::kWrapKey,         "WrapKey",       kAnyone, kNoSecret,               wrap_key},
     {Request::kSign,            "Sign",          kAnyone, kNoSecret,               sign},
     {Request::kVerify,          "Verify",        kAnyone, kNoSecret,               verify},
     {Request::kEncrypt,         "Encrypt",       kAnyone, kNoSecret,               encrypt},

@@ -136,7 +136,9 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.copy_of = request.copy_of();
     // A copy is of the key it copies: its type and size are not asked.
     spec.type = spec.copy_of != 0 ? hsm::KeyType::rsa : key_type(request.type());
-    spec.bits = spec.copy_of != 0 ? 0 : normalise_bits(spec.type, request.bits());
+    // An unwrapped key may leave its size (0) to the key itself.
+    const bool own_size = spec.copy_of != 0 || (request.unwrap_with() != 0 && request.bits() == 0);
+    spec.bits = own_size ? 0 : normalise_bits(spec.type, request.bits());
     if (request.label().size() > kMaxLabel) {
         bad("label longer than " + std::to_string(kMaxLabel) + " bytes");
     }
@@ -148,11 +150,29 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     spec.persistent = request.persistent();
     spec.token_handle = request.token_handle();
     spec.refuse_duplicate = request.refuse_duplicate();
+    spec.extractable = request.extractable();
     if (spec.copy_of != 0) {
-        if (!request.value().empty() || !request.public_exponent().empty()) {
-            bad("a copy takes no key material and no public exponent");
+        if (!request.value().empty() || !request.public_exponent().empty() ||
+            request.unwrap_with() != 0 || request.extractable()) {
+            bad("a copy takes no key material, no public exponent, and is as extractable as its "
+                "key");
         }
         return spec;
+    }
+    spec.unwrap_with = request.unwrap_with();
+    if (spec.unwrap_with != 0) {
+        if (request.value().empty()) {
+            bad("an unwrapped key needs the wrapped key");
+        }
+        if (hsm::is_object(spec.type)) {
+            bad("an object is stored, not unwrapped");
+        }
+        spec.unwrap_mechanism = mechanism(request.unwrap_mechanism());
+        if (!hsm::is_wrap(spec.unwrap_mechanism.kind)) {
+            bad("not a mechanism that unwraps keys");
+        }
+    } else if (request.has_unwrap_mechanism()) {
+        bad("an unwrap mechanism without a key to unwrap with");
     }
     spec.public_exponent = public_exponent(spec.type, request.public_exponent());
     if (!request.value().empty()) {

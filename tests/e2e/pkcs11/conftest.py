@@ -8,8 +8,10 @@ application using the module; the module logs to world.root/p11.log.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -44,6 +46,18 @@ def rv_of(call):
         return 0
     except PyKCS11Error as e:
         return e.value
+
+def card_session(label="card1", pin=None):
+    # A read/write session of the token `label`, logged in with `pin`.
+    slot = [s for s in lib.getSlotList(tokenPresent=True)
+            if lib.getTokenInfo(s).label.strip() == label][0]
+    session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+    session.login(pin)
+    return slot, session
+
+def Raw(mech, param=b""):
+    # A mechanism whose parameter is bytes (an IV, a CK_MAC_GENERAL_PARAMS, ...).
+    return PyKCS11.Mechanism(mech, param or None)
 """
 
 # PyKCS11 scenarios load the module into an uninstrumented Python.
@@ -124,6 +138,40 @@ def run(args, env, timeout=120, check=True, input=None):
 
 def ops(sim):
     return {n: m["ops"] for n, m in sim.modules().items()}
+
+
+def serves_through_a_clear(sim, holder, module_path, scenario):
+    """Runs a PyKCS11 `scenario` (argv: module, PIN) that makes token keys
+    and prints {"wrong": N} after each burst of operations with them, reading
+    a line from stdin before the second burst and another before it ends.
+    Checks that the first burst is served by every module and gives no wrong
+    answer; clears module 2 and republishes the tokens file (`holder`);
+    checks that the second burst gives no wrong answer and that module 2
+    serves again."""
+    env = client_env(sim, reload=True, tokens_file=holder.path)
+    before = ops(sim)
+    p = subprocess.Popen([sys.executable, "-c", scenario, module_path, PIN], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert json.loads(p.stdout.readline()) == {"wrong": 0}, p.stderr.read()
+        spread = ops(sim)
+        assert all(spread[n] > before[n] for n in spread), (before, spread)
+        sim.ok("module", "clear", "2")
+        sim.wait_module(2, "usable")
+        holder.command("publish")
+        cleared = ops(sim)[2]
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert json.loads(p.stdout.readline()) == {"wrong": 0}, p.stderr.read()
+        wait_for(lambda: ops(sim)[2] > cleared, timeout=30, what="module 2 serving again")
+        p.stdin.write("end\n")
+        p.stdin.flush()
+        assert p.wait(30) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 class Holder:

@@ -8,23 +8,16 @@ imported once is on every module of the fleet, and back on a cleared one.
 """
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import PIN, PYKCS11_PRELUDE, client_env, ops, run, skip_under_asan, wait_for
+from conftest import (PIN, PYKCS11_PRELUDE, client_env, run, serves_through_a_clear,
+                      skip_under_asan)
 
 pytestmark = skip_under_asan
 
 PRELUDE = PYKCS11_PRELUDE + r"""
-def card_session(label="card1", pin=None):
-    slot = [s for s in lib.getSlotList(tokenPresent=True)
-            if lib.getTokenInfo(s).label.strip() == label][0]
-    session = lib.openSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
-    session.login(pin)
-    return slot, session
-
 def secret(session, key_type, value, token=False, label="imported"):
     return session.createObject([
         (CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, key_type), (CKA_VALUE, value),
@@ -32,10 +25,6 @@ def secret(session, key_type, value, token=False, label="imported"):
         (CKA_SIGN, True), (CKA_VERIFY, True)])
 
 import struct
-
-def Raw(mech, param=b""):
-    # A mechanism whose parameter is bytes (an IV, a CK_MAC_GENERAL_PARAMS, ...).
-    return PyKCS11.Mechanism(mech, param or None)
 
 def ulong(n):
     return struct.pack("L", n)   # CK_ULONG: unsigned long
@@ -251,28 +240,4 @@ def test_an_imported_token_key_serves_on_every_module_and_comes_back(make_servic
                                                                        make_holder):
     from conftest import setup_world
     sim = setup_world(make_service(modules=3, init_delay_ms=50))
-    holder = make_holder(sim)
-    env = client_env(sim, reload=True, tokens_file=holder.path)
-    before = ops(sim)
-    p = subprocess.Popen([sys.executable, "-c", FLEET, module_path, PIN], env=env,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    try:
-        assert json.loads(p.stdout.readline()) == {"wrong": 0}, p.stderr.read()
-        spread = ops(sim)
-        assert all(spread[n] > before[n] for n in spread), (before, spread)
-        sim.ok("module", "clear", "2")
-        sim.wait_module(2, "usable")
-        holder.command("publish")
-        cleared = ops(sim)[2]
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        assert json.loads(p.stdout.readline()) == {"wrong": 0}, p.stderr.read()
-        wait_for(lambda: ops(sim)[2] > cleared, timeout=30, what="module 2 serving again")
-        p.stdin.write("end\n")
-        p.stdin.flush()
-        assert p.wait(30) == 0, p.stderr.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    serves_through_a_clear(sim, make_holder(sim), module_path, FLEET)

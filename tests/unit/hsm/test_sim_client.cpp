@@ -309,8 +309,14 @@ TEST_CASE("hsm::SimClient requests and replies") {
         CHECK(client.load_token(2, kHash, SecureBuffer::from("pass phrase")) == 11);
         CHECK(client.load_key(2, "abcd", 11) == 12);
         client.unload(2, 12);
-        const KeySpec spec{KeyType::rsa,       2048, "new", {9}, false, 11, false,
-                           {0x01, 0x00, 0x03}, {}};
+        KeySpec spec;
+        spec.type = KeyType::rsa;
+        spec.bits = 2048;
+        spec.label = "new";
+        spec.id = {9};
+        spec.persistent = false;
+        spec.token_handle = 11;
+        spec.public_exponent = {0x01, 0x00, 0x03};
         const auto generated = client.generate_key(1, spec);
         CHECK(generated.handle == 13);
         CHECK(generated.key.label == "k1");

@@ -165,6 +165,12 @@ Bytes FakeModule::random(const Caller& caller, std::uint32_t length) {
     return Bytes(length, 4); // chosen by a fair dice roll
 }
 
+Bytes FakeModule::wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key,
+                           const hsm::Mechanism&, hsm::ObjectHandle key) {
+    operation({"wrap_key " + std::to_string(key), caller.uid, caller.client, wrapping_key, {}});
+    return Bytes(8, 5);
+}
+
 void FakeModule::with_token(const Caller& caller, hsm::ObjectHandle token_handle,
                             const std::function<void(const hsm::TokenInfo& token)>& body) {
     operation({"with_token", caller.uid, caller.client, token_handle, {}});

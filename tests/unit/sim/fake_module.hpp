@@ -75,6 +75,10 @@ public:
                               const preloadrun::hsm::Mechanism& mech,
                               const preloadrun::Bytes& data) override;
     preloadrun::Bytes random(const preloadrun::sim::Caller& caller, std::uint32_t length) override;
+    preloadrun::Bytes wrap_key(const preloadrun::sim::Caller& caller,
+                               preloadrun::hsm::ObjectHandle wrapping_key,
+                               const preloadrun::hsm::Mechanism& mech,
+                               preloadrun::hsm::ObjectHandle key) override;
     void
     with_token(const preloadrun::sim::Caller& caller, preloadrun::hsm::ObjectHandle token_handle,
                const std::function<void(const preloadrun::hsm::TokenInfo& token)>& body) override;

@@ -303,3 +303,38 @@ TEST_CASE("sim::Key private and public serialisation") {
               ErrorCode::corrupt);
     }
 }
+
+namespace {
+SecureBuffer secure(const Bytes& b) {
+    return SecureBuffer(b.data(), b.size());
+}
+} // namespace
+
+TEST_CASE("sim::Key check values: AES of a zero block, SHA-1 of a generic secret") {
+    const auto aes = Key::import(hsm::KeyType::aes, 128, secure(Bytes(16, 0)));
+    CHECK(aes.check_value() == Bytes{0x66, 0xe9, 0x4b}); // FIPS-197's AES-128(0, 0)
+    Bytes mac(20);
+    for (std::size_t i = 0; i < mac.size(); ++i) {
+        mac[i] = static_cast<std::uint8_t>(i + 1);
+    }
+    const auto generic = Key::import(hsm::KeyType::generic_secret, 160, secure(mac));
+    CHECK(generic.check_value() == Bytes{0x05, 0x67, 0x0b});
+    CHECK(Key::generate(hsm::KeyType::ec_p256, 0).check_value().empty());
+}
+
+TEST_CASE("sim::Key::import_unwrapped takes the key's own size and curve") {
+    const auto ec = Key::generate(hsm::KeyType::ec_p384, 0);
+    const auto back = Key::import_unwrapped(hsm::KeyType::ec_p256, 0, ec.private_bytes());
+    CHECK(back.type() == hsm::KeyType::ec_p384);
+    CHECK(back.public_der() == ec.public_der());
+    CHECK(code_of([&] { (void)Key::import_unwrapped(hsm::KeyType::rsa, 0, ec.private_bytes()); }) ==
+          ErrorCode::usage);
+    const auto secret = Key::import_unwrapped(hsm::KeyType::aes, 0, secure(Bytes(24, 7)));
+    CHECK(secret.bits() == 192);
+    CHECK(code_of([&] {
+              (void)Key::import_unwrapped(hsm::KeyType::aes, 0, secure(Bytes(20, 7)));
+          }) == ErrorCode::usage);
+    CHECK(code_of([&] {
+              (void)Key::import_unwrapped(hsm::KeyType::rsa, 0, secure(Bytes(40, 7)));
+          }) == ErrorCode::usage);
+}

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <doctest/doctest.h>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -501,4 +502,89 @@ TEST_CASE("sim::SimulatedModule random and injected failures") {
     CHECK(info.ops_failed == 1);
     s.fleet->control(1, ModuleAction::fail);
     CHECK(code_of([&] { s.on(1).random({kMe}, 10); }) == ErrorCode::module_not_usable);
+}
+
+TEST_CASE("sim::SimulatedModule wraps extractable keys and unwraps keys as imported") {
+    Setup s;
+    const Caller me{kMe, kClient};
+    auto kek_spec = s.spec(hsm::KeyType::aes, 0, false);
+    kek_spec.bits = 256;
+    const auto kek = s.on(1).generate_key(me, kek_spec);
+    auto target_spec = s.spec(hsm::KeyType::aes, 0, false);
+    target_spec.bits = 128;
+    target_spec.extractable = true;
+    const auto target = s.on(1).generate_key(me, target_spec);
+    CHECK(target.key.extractable);
+    CHECK_FALSE(target.key.imported);
+    REQUIRE(target.key.check_value.size() == 3);
+    hsm::Mechanism wrap;
+    wrap.kind = hsm::MechanismKind::aes_key_wrap;
+    const Bytes wrapped = s.on(1).wrap_key(me, kek.handle, wrap, target.handle);
+    CHECK(wrapped.size() == 24);
+
+    SUBCASE("unwrapped, it is the same key, imported, as extractable as asked") {
+        auto spec = s.spec(hsm::KeyType::aes, 0, false);
+        spec.unwrap_with = kek.handle;
+        spec.unwrap_mechanism = wrap;
+        spec.value = SecureBuffer(wrapped.data(), wrapped.size());
+        const auto back = s.on(1).generate_key(me, spec);
+        CHECK(back.key.bits == 128); // the key's own size
+        CHECK(back.key.check_value == target.key.check_value);
+        CHECK(back.key.imported);
+        CHECK_FALSE(back.key.extractable);
+        CHECK(code_of([&] { s.on(1).wrap_key(me, kek.handle, wrap, back.handle); }) ==
+              ErrorCode::permission);
+    }
+    SUBCASE("what does not unwrap, or is not the key asked for, is refused") {
+        auto spec = s.spec(hsm::KeyType::aes, 0, false);
+        spec.unwrap_with = kek.handle;
+        spec.unwrap_mechanism = wrap;
+        Bytes bad = wrapped;
+        bad[4] ^= 1;
+        spec.value = SecureBuffer(bad.data(), bad.size());
+        CHECK(code_of([&] { s.on(1).generate_key(me, spec); }) == ErrorCode::crypto);
+        spec.type = hsm::KeyType::rsa;
+        spec.value = SecureBuffer(wrapped.data(), wrapped.size());
+        CHECK(code_of([&] { s.on(1).generate_key(me, spec); }) == ErrorCode::usage);
+    }
+    SUBCASE("a key made without extractable never leaves; RSA wraps no private key") {
+        CHECK(code_of([&] { s.on(1).wrap_key(me, target.handle, wrap, kek.handle); }) ==
+              ErrorCode::permission);
+        auto rsa_spec = s.spec(hsm::KeyType::rsa, 0, false);
+        rsa_spec.bits = 2048;
+        rsa_spec.extractable = true;
+        const auto rsa = s.on(1).generate_key(me, rsa_spec);
+        hsm::Mechanism oaep;
+        oaep.kind = hsm::MechanismKind::rsa_oaep;
+        oaep.hash = oaep.mgf_hash = hsm::Hash::sha256;
+        CHECK(code_of([&] { s.on(1).wrap_key(me, rsa.handle, oaep, rsa.handle); }) ==
+              ErrorCode::usage);
+        CHECK(s.on(1).wrap_key(me, rsa.handle, oaep, target.handle).size() == 256);
+    }
+    SUBCASE("another uid may not wrap it") {
+        CHECK(code_of([&] {
+                  s.on(1).wrap_key({kOther, 8}, kek.handle, wrap, target.handle);
+              }) == ErrorCode::permission);
+    }
+    SUBCASE("a persistent key keeps the flag, bound to its material in the world") {
+        auto p = s.spec(hsm::KeyType::aes, 0, true);
+        p.bits = 128;
+        p.extractable = true;
+        const auto stored = s.on(1).generate_key(me, p);
+        CHECK(s.world->key_record(stored.key.ident).extractable);
+        const auto loaded = s.on(2).load_key(me, stored.key.ident, 0);
+        const auto file = s.tmp / ("key_" + stored.key.ident);
+        std::string text;
+        {
+            std::ifstream in(file);
+            text.assign(std::istreambuf_iterator<char>(in), {});
+        }
+        const auto at = text.find("\"extractable\": true");
+        REQUIRE(at != std::string::npos);
+        text.replace(at, 19, "\"extractable\": false");
+        std::ofstream(file, std::ios::trunc) << text;
+        // Altered to be sealed, or a sealed key altered to leave: it no longer unwraps.
+        CHECK(code_of([&] { s.on(2).load_key(me, stored.key.ident, 0); }) == ErrorCode::corrupt);
+        CHECK(loaded != 0);
+    }
 }

@@ -99,6 +99,18 @@ TEST_CASE("sim::world_format round trips") {
         CHECK(back.wrapped_private == r.wrapped_private);
         r.protection.reset();
         CHECK_FALSE(decode_key(encode_key(r), "key_x").protection);
+        // What a key may do: written only when set, so older keys read the same.
+        CHECK_FALSE(back.extractable);
+        CHECK_FALSE(back.imported);
+        CHECK(back.check_value.empty());
+        CHECK(text.find("extractable") == std::string::npos);
+        r.extractable = true;
+        r.imported = true;
+        r.check_value = {1, 2, 3};
+        auto flagged = decode_key(encode_key(r), "key_x");
+        CHECK(flagged.extractable);
+        CHECK(flagged.imported);
+        CHECK(flagged.check_value == Bytes{1, 2, 3});
     }
 }
 
@@ -200,6 +212,13 @@ TEST_CASE("sim::world_format rejects damaged files, naming them") {
     bad_type.replace(bad_type.find("ec-p256"), 7, "dsa-512");
     CHECK(corrupt_message([&] { decode_key(bad_type, "f"); }).find("key type") !=
           std::string::npos);
+    auto not_bool = key;
+    not_bool.replace(not_bool.find("\"label\""), 7, "\"extractable\": 1, \"label\"");
+    CHECK(corrupt_message([&] { decode_key(not_bool, "f"); }).find("extractable") !=
+          std::string::npos);
+    auto short_check = key;
+    short_check.replace(short_check.find("\"label\""), 7, "\"check_value\": \"0102\", \"label\"");
+    corrupt_message([&] { decode_key(short_check, "f"); });
     auto bad_prot = key;
     bad_prot.replace(bad_prot.find("softcard:"), 9, "smartcard:");
     corrupt_message([&] { decode_key(bad_prot, "f"); });

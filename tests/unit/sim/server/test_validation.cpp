@@ -56,3 +56,38 @@ TEST_CASE("sim::validate::mechanism AES-GCM parameters") {
         CHECK(validate::mechanism(ecdsa).kind == hsm::MechanismKind::ecdsa);
     }
 }
+
+TEST_CASE("sim::validate::key_spec an unwrapped key") {
+    wire::GenerateKey r;
+    r.set_type(wire::KEY_AES);
+    r.set_unwrap_with(5);
+    r.set_value(std::string(24, 'w'));
+    r.mutable_unwrap_mechanism()->set_kind(wire::MECH_AES_KEY_WRAP);
+    SUBCASE("its size may be left to the key; its mechanism is one that unwraps") {
+        const auto spec = validate::key_spec(r);
+        CHECK(spec.unwrap_with == 5);
+        CHECK(spec.bits == 0);
+        CHECK(spec.unwrap_mechanism.kind == hsm::MechanismKind::aes_key_wrap);
+        CHECK(spec.value.size() == 24);
+    }
+    SUBCASE("refused: no wrapped key, a mechanism that does not unwrap, an object") {
+        r.clear_value();
+        CHECK(code_of([&] { validate::key_spec(r); }) == ErrorCode::usage);
+        r.set_value("w");
+        r.mutable_unwrap_mechanism()->set_kind(wire::MECH_AES_GCM);
+        r.mutable_unwrap_mechanism()->set_iv(std::string(12, 'i'));
+        CHECK(code_of([&] { validate::key_spec(r); }) == ErrorCode::usage);
+        r.mutable_unwrap_mechanism()->set_kind(wire::MECH_AES_KEY_WRAP);
+        r.mutable_unwrap_mechanism()->clear_iv();
+        r.set_type(wire::KEY_OBJECT);
+        CHECK(code_of([&] { validate::key_spec(r); }) == ErrorCode::usage);
+    }
+    SUBCASE("a mechanism without a key to unwrap with, and a copy made extractable") {
+        r.set_unwrap_with(0);
+        CHECK(code_of([&] { validate::key_spec(r); }) == ErrorCode::usage);
+        wire::GenerateKey copy;
+        copy.set_copy_of(3);
+        copy.set_extractable(true);
+        CHECK(code_of([&] { validate::key_spec(copy); }) == ErrorCode::usage);
+    }
+}

@@ -1,0 +1,73 @@
+// Key material brought from outside the HSM (an unwrapped key), and the
+// check value of a secret key: the parts of Key (crypto.hpp) that
+// C_UnwrapKey and CKA_CHECK_VALUE need.
+
+#include "model/crypto.hpp"
+#include "model/ossl.hpp"
+#include "model/symmetric.hpp"
+#include "preloadrun/common/error.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+
+namespace preloadrun::sim {
+
+using hsm::KeyType;
+
+Key Key::import_unwrapped(KeyType type, std::uint32_t bits, const SecureBuffer& value) {
+    if (hsm::is_secret(type)) {
+        return import(type, bits != 0 ? bits : static_cast<std::uint32_t>(value.size() * 8), value);
+    }
+    if (hsm::is_object(type)) {
+        throw Error(ErrorCode::usage, "an object is not a key to unwrap");
+    }
+    const unsigned char* p = value.data();
+    const ossl::Owned<EVP_PKEY, EVP_PKEY_free> pkey(
+        d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(value.size()), nullptr, nullptr));
+    if (!pkey) {
+        ossl::clear_errors();
+        throw Error(ErrorCode::usage, "the unwrapped data is not a private key");
+    }
+    KeyType own = KeyType::rsa;
+    if (EVP_PKEY_get_base_id(pkey.get()) == EVP_PKEY_EC) {
+        char group[64] = {};
+        size_t len = 0;
+        EVP_PKEY_get_group_name(pkey.get(), group, sizeof group, &len);
+        const int nid = OBJ_txt2nid(group);
+        if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) {
+            ossl::clear_errors();
+            throw Error(ErrorCode::usage, "the unwrapped EC key is on a curve other than P-256 "
+                                          "and P-384");
+        }
+        own = nid == NID_X9_62_prime256v1 ? KeyType::ec_p256 : KeyType::ec_p384;
+    }
+    if ((own == KeyType::rsa) != (type == KeyType::rsa)) {
+        throw Error(ErrorCode::usage, "the unwrapped key is not an " +
+                                          std::string(type == KeyType::rsa ? "RSA" : "EC") +
+                                          " key");
+    }
+    return import(own, bits != 0 ? bits : static_cast<std::uint32_t>(EVP_PKEY_get_bits(pkey.get())),
+                  value);
+}
+
+Bytes Key::check_value() const {
+    Bytes out;
+    if (type_ == KeyType::aes) {
+        hsm::Mechanism ecb;
+        ecb.kind = hsm::MechanismKind::aes_ecb;
+        out = aes_crypt(true, ecb, secret_, Bytes(hsm::kAesBlock, 0));
+    } else if (type_ == KeyType::generic_secret) {
+        unsigned char sha1[SHA_DIGEST_LENGTH];
+        SHA1(secret_.data(), secret_.size(), sha1);
+        out.assign(sha1, sha1 + sizeof sha1);
+    }
+    if (out.size() > 3) {
+        out.resize(3);
+    }
+    return out;
+}
+
+} // namespace preloadrun::sim
