@@ -221,6 +221,11 @@ TokenInfo SimClient::create_token(TokenType type, const std::string& name,
     return codec::from_wire(conn_->call(request, Body::kToken).token());
 }
 
+namespace {
+constexpr std::chrono::milliseconds kKeyGenerationTimeout{120'000};
+constexpr std::chrono::milliseconds kTokenLoadTimeout{120'000};
+} // namespace
+
 ObjectHandle SimClient::load_token(std::uint32_t module, const Bytes& token_hash,
                                    const SecureBuffer& passphrase) {
     wire::Request request;
@@ -228,7 +233,11 @@ ObjectHandle SimClient::load_token(std::uint32_t module, const Bytes& token_hash
     body->set_module(module);
     body->set_token_hash(to_field(token_hash));
     const PassphraseField secret(body->mutable_passphrase(), passphrase);
-    return handle_from(conn_->call(request, Body::kHandle));
+    // On a PKCS#11 member a load is a login and the reading of the token's
+    // objects, page by page, each an operation of the member, which its
+    // fleet configuration lets take seconds: a plain request's timeout
+    // would give up on a load that is under way.
+    return handle_from(conn_->call(request, Body::kHandle, kTokenLoadTimeout));
 }
 
 void SimClient::change_passphrase(std::uint32_t module, const Bytes& token_hash,
@@ -259,10 +268,6 @@ void SimClient::unload(std::uint32_t module, ObjectHandle handle) {
     body->set_handle(handle);
     conn_->call(request, Body::kOk);
 }
-
-namespace {
-constexpr std::chrono::milliseconds kKeyGenerationTimeout{120'000};
-} // namespace
 
 GeneratedKey SimClient::generate_key(std::uint32_t module, const KeySpec& spec) {
     wire::Request request;
@@ -360,6 +365,35 @@ Bytes SimClient::wrap_key(std::uint32_t module, ObjectHandle wrapping_key, const
     body->set_wrapping_key(wrapping_key);
     *body->mutable_mechanism() = codec::to_wire(mech);
     body->set_key(key);
+    return from_field(conn_->call(request, Body::kData).data().data());
+}
+
+namespace {
+
+wire::Request public_key_request(std::uint32_t module, const Bytes& public_key,
+                                 const Mechanism& mech, const Bytes& data, bool encrypt) {
+    wire::Request request;
+    auto* body = request.mutable_public_key_operation();
+    body->set_module(module);
+    body->set_public_key(to_field(public_key));
+    *body->mutable_mechanism() = codec::to_wire(mech);
+    body->set_data(to_field(data));
+    body->set_encrypt(encrypt);
+    return request;
+}
+
+} // namespace
+
+void SimClient::verify_public(std::uint32_t module, const Bytes& public_key, const Mechanism& mech,
+                              const Bytes& data, const Bytes& signature) {
+    auto request = public_key_request(module, public_key, mech, data, false);
+    request.mutable_public_key_operation()->set_signature(to_field(signature));
+    conn_->call(request, Body::kOk);
+}
+
+Bytes SimClient::encrypt_public(std::uint32_t module, const Bytes& public_key,
+                                const Mechanism& mech, const Bytes& data) {
+    auto request = public_key_request(module, public_key, mech, data, true);
     return from_field(conn_->call(request, Body::kData).data().data());
 }
 

@@ -62,6 +62,52 @@ bool class_allowed(CK_OBJECT_CLASS cls, OpKind kind) {
     return false;
 }
 
+// A public key object on its own verifies and encrypts as the key pair
+// would: the key it stands for (its type and size, its public key DER), or
+// nullptr for another object.
+std::shared_ptr<KeyObject> standalone_public_key(const ObjectStore::Ref& ref) {
+    if (ref.cls != CKO_PUBLIC_KEY || !hsm::is_object(ref.key->info.type)) {
+        return nullptr;
+    }
+    const Attributes& a = ref.attributes();
+    const Bytes* type = a.find(CKA_KEY_TYPE);
+    const Bytes* spki = a.find(CKA_PUBLIC_KEY_INFO);
+    if (type == nullptr || type->size() != sizeof(CK_KEY_TYPE) || spki == nullptr) {
+        return nullptr;
+    }
+    CK_KEY_TYPE kt = 0;
+    std::memcpy(&kt, type->data(), sizeof kt);
+    auto key = std::make_shared<KeyObject>();
+    key->info = ref.key->info;
+    key->slot = ref.key->slot;
+    key->session = ref.key->session;
+    key->public_handle = ref.handle;
+    key->info.public_der = *spki;
+    if (kt == CKK_RSA) {
+        const Bytes* modulus = a.find(CKA_MODULUS);
+        if (modulus == nullptr) {
+            return nullptr;
+        }
+        // Its size in bits: the modulus without its leading zeros.
+        auto it = std::find_if(modulus->begin(), modulus->end(), [](auto b) { return b != 0; });
+        std::uint32_t bits = static_cast<std::uint32_t>(modulus->end() - it) * 8;
+        for (unsigned top = it == modulus->end() ? 0x80U : *it; top < 0x80U; top <<= 1) {
+            --bits;
+        }
+        key->info.type = hsm::KeyType::rsa;
+        key->info.bits = bits;
+        return key;
+    }
+    const Bytes* params = a.find(CKA_EC_PARAMS);
+    const auto curve = params != nullptr ? curve_from_params(*params) : std::nullopt;
+    if (kt != CKK_EC || !curve) {
+        return nullptr;
+    }
+    key->info.type = *curve;
+    key->info.bits = *curve == hsm::KeyType::ec_p256 ? 256 : 384;
+    return key;
+}
+
 // The data the service gets: the digest for hashing mechanisms.
 Bytes message(Operation& op, std::span<const std::uint8_t> input) {
     if (op.digest) {
@@ -133,6 +179,12 @@ Bytes compute(Instance& instance, Operation& op, OpKind kind, const Bytes& data)
     // Sizes only: the data may be a plaintext, which no log may hold.
     logger().trace("operation on key {}: {} bytes", op.key->info.ident, data.size());
     try {
+        if (!op.public_key.empty()) {
+            // Encrypting with a public key no HSM holds: any HSM does it.
+            return instance.router().run_any([&](hsm::Service& service, std::uint32_t m) {
+                return service.encrypt_public(m, op.public_key, mech, data);
+            });
+        }
         return instance.router().run(
             *op.key, [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
                 switch (kind) {
@@ -252,7 +304,11 @@ void op_init(Instance& instance, Session& session, OpKind kind, const CK_MECHANI
     }
     Operation fresh;
     fresh.key = ref->key;
-    fresh.prepared = prepare(*mechanism, ref->key->info, purpose_of(kind));
+    if (auto standalone = standalone_public_key(*ref)) {
+        fresh.key = std::move(standalone);
+        fresh.public_key = fresh.key->info.public_der;
+    }
+    fresh.prepared = prepare(*mechanism, fresh.key->info, purpose_of(kind));
     if (!instance.offers(fresh.prepared.spec->kind)) {
         throw CkError(CKR_MECHANISM_INVALID,
                       "not every module of the fleet offers this mechanism (see "
@@ -394,11 +450,19 @@ void op_verify(Instance& instance, Session& session, std::span<const std::uint8_
     const Bytes sig(signature.begin(), signature.end());
     const hsm::Mechanism mech = op.prepared.mechanism;
     try {
-        instance.router().run(*op.key,
-                              [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
-                                  service.verify(m, h, mech, input, sig);
-                                  return Bytes{};
-                              });
+        if (!op.public_key.empty()) {
+            // A public key no HSM holds: any HSM verifies with it.
+            instance.router().run_any([&](hsm::Service& service, std::uint32_t m) {
+                service.verify_public(m, op.public_key, mech, input, sig);
+                return Bytes{};
+            });
+        } else {
+            instance.router().run(*op.key,
+                                  [&](hsm::Service& service, std::uint32_t m, hsm::ObjectHandle h) {
+                                      service.verify(m, h, mech, input, sig);
+                                      return Bytes{};
+                                  });
+        }
     } catch (const Error& e) {
         if (e.code() == ErrorCode::bad_signature || e.code() == ErrorCode::crypto) {
             throw CkError(CKR_SIGNATURE_INVALID, e.what());

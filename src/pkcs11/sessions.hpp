@@ -26,7 +26,10 @@ struct Operation {
     // were done (prepared.mechanism.iv then chains: CBC's last ciphertext
     // block, CTR's next counter block).
     Bytes buffer;
-    bool multipart = false;      // an *Update was called
+    bool multipart = false; // an *Update was called
+    // A public key object on its own (no HSM holds it): its
+    // SubjectPublicKeyInfo DER, which the operation takes to an HSM.
+    Bytes public_key;
     std::optional<Bytes> result; // output already computed (kept across a length query)
 };
 

@@ -151,7 +151,16 @@ public:
     Bytes decrypt(std::uint32_t module, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                   const Bytes& data) override;
     Bytes random(std::uint32_t, std::uint32_t n) override { return Bytes(n); }
-    // The unit tests wrap nothing: the end-to-end tests wrap on hsmsim.
+    // The unit tests neither wrap nor use public keys on their own: the
+    // end-to-end tests do, on hsmsim.
+    void verify_public(std::uint32_t, const Bytes&, const hsm::Mechanism&, const Bytes&,
+                       const Bytes&) override {
+        throw preloadrun::Error(preloadrun::ErrorCode::usage, "the fake HSM has no public keys");
+    }
+    Bytes encrypt_public(std::uint32_t, const Bytes&, const hsm::Mechanism&,
+                         const Bytes&) override {
+        throw preloadrun::Error(preloadrun::ErrorCode::usage, "the fake HSM has no public keys");
+    }
     Bytes wrap_key(std::uint32_t, hsm::ObjectHandle, const hsm::Mechanism&,
                    hsm::ObjectHandle) override {
         throw preloadrun::Error(preloadrun::ErrorCode::usage, "the fake HSM wraps no key");

@@ -68,6 +68,12 @@ public:
     virtual Bytes decrypt(std::uint32_t module, ObjectHandle key, const Mechanism& mech,
                           const Bytes& data) = 0;
     virtual Bytes random(std::uint32_t module, std::uint32_t length) = 0;
+    // With a public key no HSM holds (SubjectPublicKeyInfo DER): verify
+    // (Error(bad_signature)), or encrypt (RSA).
+    virtual void verify_public(std::uint32_t module, const Bytes& public_key, const Mechanism& mech,
+                               const Bytes& data, const Bytes& signature) = 0;
+    virtual Bytes encrypt_public(std::uint32_t module, const Bytes& public_key,
+                                 const Mechanism& mech, const Bytes& data) = 0;
     // C_WrapKey: `key` (its raw secret, or PKCS#8 DER of a private key)
     // encrypted with `wrapping_key` by `mech` (hsm::is_wrap). Throws
     // Error(permission) when `key` is not extractable.

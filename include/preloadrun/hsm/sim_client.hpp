@@ -64,6 +64,10 @@ public:
     Bytes random(std::uint32_t module, std::uint32_t length) override;
     Bytes wrap_key(std::uint32_t module, ObjectHandle wrapping_key, const Mechanism& mech,
                    ObjectHandle key) override;
+    void verify_public(std::uint32_t module, const Bytes& public_key, const Mechanism& mech,
+                       const Bytes& data, const Bytes& signature) override;
+    Bytes encrypt_public(std::uint32_t module, const Bytes& public_key, const Mechanism& mech,
+                         const Bytes& data) override;
     bool usable() noexcept override;
 
 private:

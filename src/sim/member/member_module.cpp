@@ -534,6 +534,16 @@ Bytes MemberModule::random(const Caller&, std::uint32_t length) {
     });
 }
 
+void MemberModule::verify_public(const Caller&, const Bytes&, const hsm::Mechanism&, const Bytes&,
+                                 const Bytes&) {
+    throw Error(ErrorCode::transient, who() + " is a PKCS#11 token: it uses the keys it holds");
+}
+
+Bytes MemberModule::encrypt_public(const Caller&, const Bytes&, const hsm::Mechanism&,
+                                   const Bytes&) {
+    throw Error(ErrorCode::transient, who() + " is a PKCS#11 token: it uses the keys it holds");
+}
+
 Bytes MemberModule::wrap_key(const Caller&, hsm::ObjectHandle, const hsm::Mechanism&,
                              hsm::ObjectHandle) {
     throw Error(ErrorCode::usage, who() + " is a PKCS#11 token: its keys are found by CKA_ID, "

@@ -89,6 +89,10 @@ public:
     Bytes random(const Caller& caller, std::uint32_t length) override;
     Bytes wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key, const hsm::Mechanism& mech,
                    hsm::ObjectHandle key) override;
+    void verify_public(const Caller& caller, const Bytes& public_key, const hsm::Mechanism& mech,
+                       const Bytes& data, const Bytes& signature) override;
+    Bytes encrypt_public(const Caller& caller, const Bytes& public_key, const hsm::Mechanism& mech,
+                         const Bytes& data) override;
     void with_token(const Caller& caller, hsm::ObjectHandle token_handle,
                     const std::function<void(const hsm::TokenInfo& token)>& body) override;
     std::size_t unload_client(ClientId client) override;

@@ -46,6 +46,9 @@ public:
     // A key a client brings (GenerateKey.value): as from_private(), but
     // what does not form such a key is the client's error (Error(usage)).
     static Key import(hsm::KeyType type, std::uint32_t bits, const SecureBuffer& value);
+    // The public half alone, from SubjectPublicKeyInfo DER (RSA, EC P-256,
+    // P-384): verifies and encrypts. Error(usage) for anything else.
+    static Key from_public(std::span<const std::uint8_t> der);
     // An unwrapped key (C_UnwrapKey): as import(), but `bits` 0 takes the
     // size the key has, and an EC type takes the key's own curve.
     static Key import_unwrapped(hsm::KeyType type, std::uint32_t bits, const SecureBuffer& value);

@@ -1,6 +1,6 @@
-// Key material brought from outside the HSM (an unwrapped key), and the
-// check value of a secret key: the parts of Key (crypto.hpp) that
-// C_UnwrapKey and CKA_CHECK_VALUE need.
+// Key material brought from outside the HSM (an unwrapped key, a public key
+// on its own), and the check value of a secret key: the parts of Key
+// (crypto.hpp) that C_UnwrapKey, public key objects and CKA_CHECK_VALUE need.
 
 #include "model/crypto.hpp"
 #include "model/ossl.hpp"
@@ -17,6 +17,49 @@ namespace preloadrun::sim {
 
 using hsm::KeyType;
 
+namespace {
+
+// The type of an RSA or EC P-256/P-384 key; Error(usage), naming `what`,
+// for another.
+KeyType type_of(EVP_PKEY* pkey, const std::string& what) {
+    if (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_RSA) {
+        return KeyType::rsa;
+    }
+    if (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_EC) {
+        char group[64] = {};
+        size_t len = 0;
+        EVP_PKEY_get_group_name(pkey, group, sizeof group, &len);
+        const int nid = OBJ_txt2nid(group);
+        if (nid == NID_X9_62_prime256v1 || nid == NID_secp384r1) {
+            return nid == NID_X9_62_prime256v1 ? KeyType::ec_p256 : KeyType::ec_p384;
+        }
+        ossl::clear_errors();
+        throw Error(ErrorCode::usage, what + " is an EC key on a curve other than P-256 and P-384");
+    }
+    throw Error(ErrorCode::usage, what + " is neither an RSA nor an EC key");
+}
+
+} // namespace
+
+Key Key::from_public(std::span<const std::uint8_t> der) {
+    const unsigned char* p = der.data();
+    EVP_PKEY* raw = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+    if (raw == nullptr || p != der.data() + der.size()) {
+        EVP_PKEY_free(raw);
+        ossl::clear_errors();
+        throw Error(ErrorCode::usage, "the public key is not SubjectPublicKeyInfo DER");
+    }
+    std::shared_ptr<EVP_PKEY> pkey(raw, EVP_PKEY_free);
+    const KeyType type = type_of(raw, "the public key");
+    const auto bits = static_cast<std::uint32_t>(EVP_PKEY_get_bits(raw));
+    if (type == KeyType::rsa && (bits < kRsaMinBits || bits > kRsaMaxBits)) {
+        throw Error(ErrorCode::usage, "RSA public keys are 1024 to 4096 bits");
+    }
+    Key key(type, bits);
+    key.pkey_ = std::move(pkey);
+    return key;
+}
+
 Key Key::import_unwrapped(KeyType type, std::uint32_t bits, const SecureBuffer& value) {
     if (hsm::is_secret(type)) {
         return import(type, bits != 0 ? bits : static_cast<std::uint32_t>(value.size() * 8), value);
@@ -31,19 +74,7 @@ Key Key::import_unwrapped(KeyType type, std::uint32_t bits, const SecureBuffer& 
         ossl::clear_errors();
         throw Error(ErrorCode::usage, "the unwrapped data is not a private key");
     }
-    KeyType own = KeyType::rsa;
-    if (EVP_PKEY_get_base_id(pkey.get()) == EVP_PKEY_EC) {
-        char group[64] = {};
-        size_t len = 0;
-        EVP_PKEY_get_group_name(pkey.get(), group, sizeof group, &len);
-        const int nid = OBJ_txt2nid(group);
-        if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) {
-            ossl::clear_errors();
-            throw Error(ErrorCode::usage, "the unwrapped EC key is on a curve other than P-256 "
-                                          "and P-384");
-        }
-        own = nid == NID_X9_62_prime256v1 ? KeyType::ec_p256 : KeyType::ec_p384;
-    }
+    const KeyType own = type_of(pkey.get(), "the unwrapped key");
     if ((own == KeyType::rsa) != (type == KeyType::rsa)) {
         throw Error(ErrorCode::usage, "the unwrapped key is not an " +
                                           std::string(type == KeyType::rsa ? "RSA" : "EC") +

@@ -125,6 +125,14 @@ public:
     virtual Bytes decrypt(const Caller& caller, hsm::ObjectHandle key, const hsm::Mechanism& mech,
                           const Bytes& data) = 0;
     virtual Bytes random(const Caller& caller, std::uint32_t length) = 0;
+    // With a public key the caller brings (SubjectPublicKeyInfo DER, RSA or
+    // EC): verify (Error(bad_signature)) or encrypt. Error(transient) where
+    // the module's kind cannot (another module may).
+    virtual void verify_public(const Caller& caller, const Bytes& public_key,
+                               const hsm::Mechanism& mech, const Bytes& data,
+                               const Bytes& signature) = 0;
+    virtual Bytes encrypt_public(const Caller& caller, const Bytes& public_key,
+                                 const hsm::Mechanism& mech, const Bytes& data) = 0;
     // C_WrapKey: the key under `key` (hsm::KeyInfo::extractable, else
     // Error(permission)) encrypted with the key under `wrapping_key` by
     // `mech` (hsm::is_wrap). Error(usage) where the module's kind cannot.

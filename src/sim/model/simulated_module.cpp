@@ -295,6 +295,19 @@ std::shared_ptr<const Key> SimulatedModule::unwrapped(const Caller& caller,
     return std::make_shared<const Key>(Key::import_unwrapped(spec.type, spec.bits, value));
 }
 
+void SimulatedModule::verify_public(const Caller& caller, const Bytes& public_key,
+                                    const hsm::Mechanism& mech, const Bytes& data,
+                                    const Bytes& signature) {
+    operate(caller.uid, OpKind::crypto,
+            [&] { Key::from_public(public_key).verify(mech, data, signature); });
+}
+
+Bytes SimulatedModule::encrypt_public(const Caller& caller, const Bytes& public_key,
+                                      const hsm::Mechanism& mech, const Bytes& data) {
+    return operate(caller.uid, OpKind::crypto,
+                   [&] { return Key::from_public(public_key).encrypt(mech, data); });
+}
+
 Bytes SimulatedModule::wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key,
                                 const hsm::Mechanism& mech, hsm::ObjectHandle key) {
     return operate(caller.uid, OpKind::crypto, [&] {

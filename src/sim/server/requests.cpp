@@ -230,6 +230,29 @@ void wrap_key(const RequestContext& s, const Request& request, const Peer& peer,
     set_data(out, module.wrap_key(caller_of(peer), r.wrapping_key(), mech, r.key()));
 }
 
+void public_key_operation(const RequestContext& s, const Request& request, const Peer& peer,
+                          Response& out) {
+    const auto& r = request.public_key_operation();
+    auto& module = module_at(s, r.module());
+    const auto public_key = validate::public_key(r.public_key());
+    auto mech = validate::mechanism(r.mechanism());
+    using hsm::MechanismKind;
+    if (r.encrypt()) {
+        if (mech.kind != MechanismKind::rsa_pkcs1_enc && mech.kind != MechanismKind::rsa_oaep) {
+            throw Error(ErrorCode::usage, "a public key encrypts with RSA PKCS#1 or OAEP");
+        }
+        set_data(out, module.encrypt_public(caller_of(peer), public_key, mech, bytes_of(r.data())));
+        return;
+    }
+    if (mech.kind != MechanismKind::rsa_pkcs1 && mech.kind != MechanismKind::rsa_pss &&
+        mech.kind != MechanismKind::ecdsa) {
+        throw Error(ErrorCode::usage, "a public key verifies RSA PKCS#1, PSS and ECDSA signatures");
+    }
+    module.verify_public(caller_of(peer), public_key, mech, bytes_of(r.data()),
+                         bytes_of(r.signature()));
+    out.mutable_ok();
+}
+
 void random(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.random();
     auto& module = module_at(s, r.module());
@@ -313,6 +336,7 @@ constexpr RequestKind kRequests[] = {
     {Request::kDestroyToken,    "DestroyToken",  kAnyone, kNoSecret,               destroy_token},
     {Request::kChangePassphrase, "ChangePassphrase", kAnyone, change_passphrase_secrets, change_passphrase},
     {Request::kWrapKey,         "WrapKey",       kAnyone, kNoSecret,               wrap_key},
+    {Request::kPublicKeyOperation, "PublicKeyOperation", kAnyone, kNoSecret,       public_key_operation},
     {Request::kSign,            "Sign",          kAnyone, kNoSecret,               sign},
     {Request::kVerify,          "Verify",        kAnyone, kNoSecret,               verify},
     {Request::kEncrypt,         "Encrypt",       kAnyone, kNoSecret,               encrypt},

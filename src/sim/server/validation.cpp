@@ -189,6 +189,13 @@ hsm::KeySpec key_spec(const wire::GenerateKey& request) {
     return spec;
 }
 
+Bytes public_key(const std::string& field) {
+    if (field.empty() || field.size() > kMaxKeyValue) {
+        bad("a public key of 1 to " + std::to_string(kMaxKeyValue) + " bytes is needed");
+    }
+    return bytes_of(field);
+}
+
 hsm::Mechanism mechanism(const wire::Mechanism& mech) {
     if (mech.kind() == wire::MECH_UNSPECIFIED || !wire::MechanismKind_IsValid(mech.kind())) {
         bad("unknown or missing mechanism");

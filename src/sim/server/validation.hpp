@@ -40,6 +40,8 @@ SecureBuffer passphrase(const std::string& passphrase, bool required);
 hsm::KeySpec key_spec(const wire::GenerateKey& request);
 // AES-GCM: only the IV and tag sizes of preloadrun/hsm/mechanism_params.hpp.
 hsm::Mechanism mechanism(const wire::Mechanism& mech);
+// A public key a client brings: 1 byte to kMaxKeyValue (the module decodes it).
+Bytes public_key(const std::string& field);
 std::uint32_t random_length(std::uint32_t length);
 
 } // namespace preloadrun::sim::validate

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import PIN, PYKCS11_PRELUDE, client_env, run, skip_under_asan
+from conftest import PIN, PYKCS11_PRELUDE, client_env, ops, run, skip_under_asan
 
 pytestmark = skip_under_asan
 
@@ -479,3 +479,63 @@ def test_private_keys_are_imported(world, module_path):
     assert out["rsa_inconsistent"] == 0x13, out     # CKR_ATTRIBUTE_VALUE_INVALID
     assert out["ec_bad_curve"] == 0x140, out        # CKR_CURVE_NOT_SUPPORTED
     assert "imported rsa" in world.ok("key", "list").stdout
+
+
+PUBLIC_KEY_OBJECTS = PYKCS11_PRELUDE + r"""
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+slot, session = card_session(pin=sys.argv[2])
+token = sys.argv[3] == "token"
+out = {}
+data = b"signed elsewhere, verified on the HSMs"
+r = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+n = r.public_key().public_numbers()
+rpub = session.createObject([(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_KEY_TYPE, CKK_RSA),
+                             (CKA_TOKEN, token), (CKA_MODULUS, n.n.to_bytes(384, "big")),
+                             (CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), (CKA_VERIFY, True),
+                             (CKA_ENCRYPT, True), (CKA_LABEL, "rsa-alone")])
+e = ec.generate_private_key(ec.SECP384R1())
+point = e.public_key().public_bytes(serialization.Encoding.X962,
+                                    serialization.PublicFormat.UncompressedPoint)
+epub = session.createObject([(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_KEY_TYPE, CKK_EC),
+                             (CKA_TOKEN, token), (CKA_EC_PARAMS, bytes.fromhex("06052b81040022")),
+                             (CKA_EC_POINT, b"\x04" + bytes([len(point)]) + point),
+                             (CKA_VERIFY, True), (CKA_LABEL, "ec-alone")])
+pkcs1 = r.sign(data, padding.PKCS1v15(), hashes.SHA256())
+out["rsa_pkcs1"] = bool(session.verify(rpub, data, pkcs1, Mechanism(CKM_SHA256_RSA_PKCS)))
+out["rsa_pkcs1_bad"] = bool(session.verify(rpub, data + b"!", pkcs1, Mechanism(CKM_SHA256_RSA_PKCS)))
+pss = r.sign(data, padding.PSS(padding.MGF1(hashes.SHA384()), 48), hashes.SHA384())
+out["rsa_pss"] = bool(session.verify(rpub, data, pss, RSA_PSS_Mechanism(
+    CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384, CKG_MGF1_SHA384, 48)))
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+rr, ss = decode_dss_signature(e.sign(data, ec.ECDSA(hashes.SHA384())))
+raw = rr.to_bytes(48, "big") + ss.to_bytes(48, "big")
+out["ecdsa"] = bool(session.verify(epub, data, raw, Mechanism(CKM_ECDSA_SHA384)))
+out["ecdsa_bad"] = bool(session.verify(epub, data, raw[::-1], Mechanism(CKM_ECDSA_SHA384)))
+out["ecdsa_short"] = rv_of(lambda: session.verify(epub, data, raw[:90], Mechanism(CKM_ECDSA_SHA384)))
+secret = bytes(session.encrypt(rpub, b"for the key's owner", RSAOAEPMechanism(CKM_SHA256,
+                                                                               CKG_MGF1_SHA256)))
+out["oaep"] = r.decrypt(secret, padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(),
+                                             None)) == b"for the key's owner"
+out["ec_encrypt"] = rv_of(lambda: session.encrypt(epub, b"x", RSAOAEPMechanism(CKM_SHA256,
+                                                                                CKG_MGF1_SHA256)))
+out["sign_with_public"] = rv_of(lambda: session.sign(rpub, data, Mechanism(CKM_SHA256_RSA_PKCS)))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("where", ["session", "token"])
+def test_public_key_objects_on_their_own_verify_and_encrypt(world, module_path, where):
+    before = sum(ops(world).values())
+    r = run([sys.executable, "-c", PUBLIC_KEY_OBJECTS, module_path, PIN, where],
+            client_env(world))
+    out = json.loads(r.stdout)
+    assert out == {"rsa_pkcs1": True, "rsa_pkcs1_bad": False, "rsa_pss": True, "ecdsa": True,
+                   "ecdsa_bad": False, "ecdsa_short": 0xC1,        # CKR_SIGNATURE_LEN_RANGE
+                   "oaep": True,
+                   "ec_encrypt": 0x63,                             # CKR_KEY_TYPE_INCONSISTENT
+                   "sign_with_public": 0x68}, out                  # KEY_FUNCTION_NOT_PERMITTED
+    # Done on the HSMs, as every operation with a key: the four that succeed
+    # count as operations served (the bad signatures as operations failed).
+    assert sum(ops(world).values()) >= before + 4

@@ -404,10 +404,11 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         CHECK(contains(e.what(), "within 100 ms"));
         CHECK(error_of([&] { client.modules(); }).code() == ErrorCode::unavailable);
     }
-    SUBCASE("a key generation may take longer than a plain request's timeout") {
+    SUBCASE("a key generation or a token load may take longer than a plain request's timeout") {
         FakeServer server(hsmtest::serve([](const wire::Request& r) {
-            if (r.has_generate_key() || r.has_list_modules()) {
-                std::this_thread::sleep_for(300ms); // an RSA-4096 key on a busy module
+            if (r.has_generate_key() || r.has_load_token() || r.has_list_modules()) {
+                // An RSA-4096 key on a busy module; a member reading many objects.
+                std::this_thread::sleep_for(300ms);
             }
             return fake_hsm(r);
         }));
@@ -416,6 +417,7 @@ TEST_CASE("hsm::SimClient failures after the handshake") {
         spec.type = KeyType::rsa;
         spec.bits = 4096;
         CHECK(client.generate_key(1, spec).handle == 13);
+        CHECK(client.load_token(2, kHash, SecureBuffer::from("pass phrase")) == 11);
         const Error e = error_of([&] { client.modules(); });
         CHECK(e.code() == ErrorCode::timeout);
         CHECK(contains(e.what(), "within 100 ms"));

@@ -165,6 +165,17 @@ Bytes FakeModule::random(const Caller& caller, std::uint32_t length) {
     return Bytes(length, 4); // chosen by a fair dice roll
 }
 
+void FakeModule::verify_public(const Caller& caller, const Bytes&, const hsm::Mechanism&,
+                               const Bytes& data, const Bytes&) {
+    operation({"verify_public", caller.uid, caller.client, 0, text_of(data)});
+}
+
+Bytes FakeModule::encrypt_public(const Caller& caller, const Bytes&, const hsm::Mechanism&,
+                                 const Bytes& data) {
+    operation({"encrypt_public", caller.uid, caller.client, 0, text_of(data)});
+    return data;
+}
+
 Bytes FakeModule::wrap_key(const Caller& caller, hsm::ObjectHandle wrapping_key,
                            const hsm::Mechanism&, hsm::ObjectHandle key) {
     operation({"wrap_key " + std::to_string(key), caller.uid, caller.client, wrapping_key, {}});

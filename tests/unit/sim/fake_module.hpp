@@ -75,6 +75,13 @@ public:
                               const preloadrun::hsm::Mechanism& mech,
                               const preloadrun::Bytes& data) override;
     preloadrun::Bytes random(const preloadrun::sim::Caller& caller, std::uint32_t length) override;
+    void verify_public(const preloadrun::sim::Caller& caller, const preloadrun::Bytes& public_key,
+                       const preloadrun::hsm::Mechanism& mech, const preloadrun::Bytes& data,
+                       const preloadrun::Bytes& signature) override;
+    preloadrun::Bytes encrypt_public(const preloadrun::sim::Caller& caller,
+                                     const preloadrun::Bytes& public_key,
+                                     const preloadrun::hsm::Mechanism& mech,
+                                     const preloadrun::Bytes& data) override;
     preloadrun::Bytes wrap_key(const preloadrun::sim::Caller& caller,
                                preloadrun::hsm::ObjectHandle wrapping_key,
                                const preloadrun::hsm::Mechanism& mech,

@@ -338,3 +338,24 @@ TEST_CASE("sim::Key::import_unwrapped takes the key's own size and curve") {
               (void)Key::import_unwrapped(hsm::KeyType::rsa, 0, secure(Bytes(40, 7)));
           }) == ErrorCode::usage);
 }
+
+TEST_CASE("sim::Key::from_public verifies and encrypts with the public half alone") {
+    const auto pair = Key::generate(KeyType::ec_p384, 0);
+    const auto alone = Key::from_public(pair.public_der());
+    CHECK(alone.type() == KeyType::ec_p384);
+    const Bytes digest = simtest::digest(Hash::sha384, to_bytes("signed by the pair"));
+    const Bytes sig = pair.sign(mech(MechanismKind::ecdsa), digest);
+    CHECK_NOTHROW(alone.verify(mech(MechanismKind::ecdsa), digest, sig));
+    Bytes bad = sig;
+    bad[0] ^= 1;
+    CHECK(code_of([&] { alone.verify(mech(MechanismKind::ecdsa), digest, bad); }) ==
+          ErrorCode::bad_signature);
+    const auto rsa = Key::generate(KeyType::rsa, 2048);
+    const auto rsa_alone = Key::from_public(rsa.public_der());
+    const Bytes secret = rsa_alone.encrypt(mech(MechanismKind::rsa_pkcs1_enc), to_bytes("for rsa"));
+    CHECK(rsa.decrypt(mech(MechanismKind::rsa_pkcs1_enc), secret) == to_bytes("for rsa"));
+    CHECK(code_of([] { (void)Key::from_public(to_bytes("not a key")); }) == ErrorCode::usage);
+    Bytes trailing = pair.public_der();
+    trailing.push_back(0);
+    CHECK(code_of([&] { (void)Key::from_public(trailing); }) == ErrorCode::usage);
+}
