@@ -186,7 +186,7 @@ CK_OBJECT_HANDLE unwrap_key(Instance& instance, Session& session, const CK_MECHA
     hsm::KeySpec spec;
     unwrapped_kind(templ, spec);
     take_key_names(templ, spec);
-    check_session_may_create(instance, session, spec.persistent);
+    check_session_may_create(instance, session, spec.persistent, spec.extractable);
     check_wrapped_length(mech.kind, wrapped.size());
     spec.unwrap_mechanism = mech;
     spec.value = SecureBuffer(wrapped.data(), wrapped.size());

@@ -123,9 +123,15 @@ void take_key_names(Template templ, hsm::KeySpec& spec) {
     spec.extractable = first_of(templ, none, CKA_EXTRACTABLE, template_bool).value_or(false);
 }
 
-void check_session_may_create(Instance& instance, const Session& session, bool persistent) {
+void check_session_may_create(Instance& instance, const Session& session, bool persistent,
+                              bool extractable) {
     if (session.slot != kAcceleratorSlot && !instance.slots().logged_in(session.slot)) {
         throw CkError(CKR_USER_NOT_LOGGED_IN, "log in to the token to make keys on it");
+    }
+    if (extractable && persistent && session.slot == kAcceleratorSlot) {
+        throw CkError(CKR_ATTRIBUTE_VALUE_INVALID,
+                      "a token key of the accelerator slot is protected by the modules, which "
+                      "every user of the HSM service may use: it cannot be extractable");
     }
     if (persistent && (session.flags & CKF_RW_SESSION) == 0) {
         throw CkError(CKR_SESSION_READ_ONLY, "token objects need a read/write session");
@@ -197,7 +203,7 @@ std::pair<CK_OBJECT_HANDLE, CK_OBJECT_HANDLE> generate_key_pair(Instance& instan
     default:
         throw CkError(CKR_MECHANISM_INVALID, "not a key pair generation mechanism");
     }
-    check_session_may_create(instance, session, spec.persistent);
+    check_session_may_create(instance, session, spec.persistent, spec.extractable);
     auto key = make(instance, session, spec);
     return {key->public_handle, key->main_handle};
 }
@@ -234,7 +240,7 @@ CK_OBJECT_HANDLE generate_secret_key(Instance& instance, Session& session,
         throw CkError(CKR_KEY_SIZE_RANGE, "generic secret keys are 1 to 512 bytes");
     }
     spec.bits = static_cast<std::uint32_t>(*len * 8);
-    check_session_may_create(instance, session, spec.persistent);
+    check_session_may_create(instance, session, spec.persistent, spec.extractable);
     return make(instance, session, spec)->main_handle;
 }
 
@@ -256,7 +262,7 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
         hsm::KeySpec spec;
         spec.value = private_key_pkcs8(templ.attrs, templ.count, spec.type, spec.bits);
         take_key_names(templ, spec);
-        check_session_may_create(instance, session, spec.persistent);
+        check_session_may_create(instance, session, spec.persistent, spec.extractable);
         return make(instance, session, std::move(spec))->main_handle;
     }
     if (*cls != CKO_SECRET_KEY) {
@@ -289,7 +295,7 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     spec.type = aes ? hsm::KeyType::aes : hsm::KeyType::generic_secret;
     spec.bits = static_cast<std::uint32_t>(size * 8);
     take_key_names(templ, spec);
-    check_session_may_create(instance, session, spec.persistent);
+    check_session_may_create(instance, session, spec.persistent, spec.extractable);
     return make(instance, session, std::move(spec))->main_handle;
 }
 
@@ -390,7 +396,7 @@ CK_OBJECT_HANDLE copy_key(Instance& instance, Session& session, const ObjectStor
                           "a copy of a key may change CKA_TOKEN, CKA_LABEL and CKA_ID only");
         }
     }
-    check_session_may_create(instance, session, spec.persistent);
+    check_session_may_create(instance, session, spec.persistent, source.info.extractable);
     auto [used, copied] = copy_in_service(instance, session, source, spec);
     auto key = adopt_key(instance, session, used, copied);
     logger().debug("copied key {} to key {}", source.info.ident, copied.key.ident);

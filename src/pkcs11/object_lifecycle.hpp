@@ -21,8 +21,10 @@ struct Template {
 // CKA_EXTRACTABLE (false by default: a key leaves the HSMs only if made to).
 void take_key_names(Template templ, hsm::KeySpec& spec);
 // Throws unless `session` may make a key (logged in to a token slot; a
-// read/write session for a token key).
-void check_session_may_create(Instance& instance, const Session& session, bool persistent);
+// read/write session for a token key; not an extractable token key of the
+// accelerator slot, which every user of the service could load and wrap).
+void check_session_may_create(Instance& instance, const Session& session, bool persistent,
+                              bool extractable = false);
 // The HSM service makes a key from `source` (loaded where it is, or loaded
 // first) as `spec` says, `source`'s handle there given in spec.*from
 // (copy_of, unwrap_with), under the session's token. A session key goes

@@ -229,6 +229,12 @@ hsm::GeneratedKey SimulatedModule::generate_key(const Caller& caller, const hsm:
         } else {
             key = std::make_shared<const Key>(Key::import(spec.type, spec.bits, spec.value));
         }
+        if (extractable && spec.persistent && !token) {
+            // Anyone may load a module-protected key, and wrap what is loaded.
+            throw Error(ErrorCode::permission,
+                        "a module-protected key can be loaded by every user of the service: it "
+                        "cannot be extractable");
+        }
         hsm::KeyInfo info;
         info.label = spec.label;
         info.id = spec.id;

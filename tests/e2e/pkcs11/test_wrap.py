@@ -225,6 +225,16 @@ out["not_that_type"] = rv_of(lambda: session.unwrapKey(
     unwrap_template(CKO_PRIVATE_KEY, CKK_EC, token), Raw(CKM_AES_KEY_WRAP)))
 out["bad_unwrapping_handle"] = rv_of(lambda: session.unwrapKey(
     no_such_handle(), keywrap.aes_key_wrap(kek_value, fresh), template, Raw(CKM_AES_KEY_WRAP)))
+# In the accelerator slot a token key is protected by the modules, which
+# every user of the service may load: it cannot be extractable.
+accel = lib.openSession(lib.getSlotList(tokenPresent=True)[0], CKF_SERIAL_SESSION | CKF_RW_SESSION)
+out["accelerator_extractable"] = rv_of(lambda: accel.generateKey(
+    [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, CKK_AES), (CKA_VALUE_LEN, 16),
+     (CKA_TOKEN, True), (CKA_EXTRACTABLE, True)], PyKCS11.Mechanism(CKM_AES_KEY_GEN)))
+accel_session_key = accel.generateKey(
+    [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, CKK_AES), (CKA_VALUE_LEN, 16),
+     (CKA_TOKEN, False), (CKA_EXTRACTABLE, True)], PyKCS11.Mechanism(CKM_AES_KEY_GEN))
+out["accelerator_session_extractable"] = flags(accel, accel_session_key, ["CKA_EXTRACTABLE"])
 listed = lib.getMechanismInfo(slot, "CKM_AES_KEY_WRAP_PAD").flags
 out["mechanism_flags"] = bool(listed & CKF_WRAP) and bool(listed & CKF_UNWRAP)
 print(json.dumps(out))
@@ -273,9 +283,11 @@ def test_wrapped_and_unwrapped_keys_give_the_known_answers(world, module_path, w
         "bad_length": 0x112,            # CKR_WRAPPED_KEY_LEN_RANGE
         "incomplete": 0xD0,             # CKR_TEMPLATE_INCOMPLETE
         "bad_unwrapping_handle": 0xF0,  # CKR_UNWRAPPING_KEY_HANDLE_INVALID
+        "accelerator_extractable": 0x13,  # CKR_ATTRIBUTE_VALUE_INVALID
     }
     assert {name: out[name] for name in refusals} == refusals, out
     assert out["mechanism_flags"] is True, out
+    assert out["accelerator_session_extractable"] == {"CKA_EXTRACTABLE": True}, out
 
 
 def test_pkcs11_tool_wraps_and_unwraps(world, module_path):

@@ -566,13 +566,25 @@ TEST_CASE("sim::SimulatedModule wraps extractable keys and unwraps keys as impor
                   s.on(1).wrap_key({kOther, 8}, kek.handle, wrap, target.handle);
               }) == ErrorCode::permission);
     }
-    SUBCASE("a persistent key keeps the flag, bound to its material in the world") {
+    SUBCASE("a module-protected key, which anyone may load, cannot be extractable") {
         auto p = s.spec(hsm::KeyType::aes, 0, true);
+        p.bits = 128;
+        p.extractable = true;
+        CHECK(code_of([&] { s.on(1).generate_key(me, p); }) == ErrorCode::permission);
+        auto copy = s.spec(hsm::KeyType::aes, 0, true);
+        copy.copy_of = target.handle; // a session key, extractable
+        CHECK(code_of([&] { s.on(1).generate_key(me, copy); }) == ErrorCode::permission);
+        CHECK(s.world->keys().empty());
+    }
+    SUBCASE("a persistent key keeps the flag, bound to its material in the world") {
+        const auto pw = SecureBuffer::from("pw");
+        auto p = s.spec(hsm::KeyType::aes, s.on(1).load_token(me, s.card.hash, pw), true);
         p.bits = 128;
         p.extractable = true;
         const auto stored = s.on(1).generate_key(me, p);
         CHECK(s.world->key_record(stored.key.ident).extractable);
-        const auto loaded = s.on(2).load_key(me, stored.key.ident, 0);
+        const auto token2 = s.on(2).load_token(me, s.card.hash, pw);
+        const auto loaded = s.on(2).load_key(me, stored.key.ident, token2);
         const auto file = s.tmp / ("key_" + stored.key.ident);
         std::string text;
         {
@@ -584,7 +596,8 @@ TEST_CASE("sim::SimulatedModule wraps extractable keys and unwraps keys as impor
         text.replace(at, 19, "\"extractable\": false");
         std::ofstream(file, std::ios::trunc) << text;
         // Altered to be sealed, or a sealed key altered to leave: it no longer unwraps.
-        CHECK(code_of([&] { s.on(2).load_key(me, stored.key.ident, 0); }) == ErrorCode::corrupt);
+        CHECK(code_of([&] { s.on(2).load_key(me, stored.key.ident, token2); }) ==
+              ErrorCode::corrupt);
         CHECK(loaded != 0);
     }
 }
