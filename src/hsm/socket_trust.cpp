@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <grp.h>
+#include <optional>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -81,17 +82,25 @@ bool have_proc_fd() {
 
 } // namespace
 
-std::vector<uid_t> service_uids() {
-    if (const auto found = getenv_found(kServiceUserVariable); found.value != nullptr) {
-        if (auto uid = parse_uid(found.value)) {
-            return {*uid};
-        }
-        if (auto uid = lookup_user(found.value)) {
-            return {*uid};
-        }
-        throw Error(ErrorCode::usage, std::string(found.name) + "='" + found.value +
-                                          "' is neither a user name nor a uid");
+namespace {
+
+// The service's user named by the environment, if it names one.
+std::optional<uid_t> named_service_uid() {
+    const auto found = getenv_found(kServiceUserVariable);
+    if (found.value == nullptr) {
+        return std::nullopt;
     }
+    if (auto uid = parse_uid(found.value)) {
+        return uid;
+    }
+    if (auto uid = lookup_user(found.value)) {
+        return uid;
+    }
+    throw Error(ErrorCode::usage, std::string(found.name) + "='" + found.value +
+                                      "' is neither a user name nor a uid");
+}
+
+std::vector<uid_t> default_service_uids() {
     std::vector<uid_t> uids;
     for (const char* name : kDefaultServiceUsers) {
         if (auto uid = lookup_user(name)) {
@@ -101,16 +110,47 @@ std::vector<uid_t> service_uids() {
     return uids;
 }
 
+} // namespace
+
+std::vector<uid_t> service_uids() {
+    if (auto uid = named_service_uid()) {
+        return {*uid};
+    }
+    return default_service_uids();
+}
+
 TrustedUids TrustedUids::for_client() {
-    return TrustedUids(::geteuid(), service_uids());
+    TrustedUids trusted(::geteuid(), std::vector<uid_t>{});
+    if (auto uid = named_service_uid()) {
+        trusted.service_->uids = {*uid};
+    } else {
+        trusted.service_->lazy = true;
+    }
+    return trusted;
 }
 
 TrustedUids::TrustedUids(uid_t self, std::vector<uid_t> service)
-    : self_(self), service_(std::move(service)) {}
+    : self_(self), service_(std::make_shared<Service>()) {
+    service_->uids = std::move(service);
+}
+
+const std::vector<uid_t>& TrustedUids::service() const {
+    if (service_->lazy) {
+        std::call_once(service_->once, [s = service_.get()] { s->uids = default_service_uids(); });
+    }
+    return service_->uids;
+}
 
 bool TrustedUids::contains(uid_t uid) const noexcept {
-    return uid == 0 || uid == self_ ||
-           std::find(service_.begin(), service_.end(), uid) != service_.end();
+    if (uid == 0 || uid == self_) {
+        return true;
+    }
+    try {
+        const auto& service = this->service();
+        return std::find(service.begin(), service.end(), uid) != service.end();
+    } catch (...) {
+        return false; // the user database could not be read: not trusted
+    }
 }
 
 std::string TrustedUids::describe() const {
@@ -118,7 +158,7 @@ std::string TrustedUids::describe() const {
     if (self_ != 0) {
         names.push_back("uid " + std::to_string(self_) + " (this user)");
     }
-    for (uid_t uid : service_) {
+    for (uid_t uid : service()) {
         if (uid != 0 && uid != self_) {
             names.push_back("uid " + std::to_string(uid) + " (the service user, " +
                             kServiceUserVariable.name + ")");

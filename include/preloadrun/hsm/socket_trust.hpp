@@ -13,6 +13,8 @@
 
 #include "preloadrun/common/dir.hpp"
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
@@ -25,7 +27,9 @@ class TrustedUids {
 public:
     // root, geteuid(), and the service's user: HSMFLEET_SERVICE_USER (or
     // HSMSIM_SERVICE_USER; a user name or a numeric uid) when set, otherwise
-    // the `hsmfleet` and `hsmsim` accounts the user database has. Throws
+    // the `hsmfleet` and `hsmsim` accounts the user database has, looked up
+    // only when a uid other than root's and this user's is asked about (the
+    // user database may be slow to ask: it loads modules, reads files). Throws
     // Error(usage) when the variable names no user.
     static TrustedUids for_client();
 
@@ -35,8 +39,15 @@ public:
     std::string describe() const;
 
 private:
+    struct Service {
+        bool lazy = false; // `uids` are the default accounts, looked up on first need
+        std::once_flag once;
+        std::vector<uid_t> uids;
+    };
+    const std::vector<uid_t>& service() const;
+
     uid_t self_;
-    std::vector<uid_t> service_;
+    std::shared_ptr<Service> service_;
 };
 
 // The service's user from the environment or the user database, if any.
