@@ -165,7 +165,7 @@ void HaLoop::on_loaded(ModuleLoad result, std::uint64_t generation, std::uint64_
     }
     const auto& modules = fleet_.modules();
     auto state = modules.find(module);
-    bool stale = epoch != epoch_ || result.instance != fleet_.service_instance() ||
+    bool stale = epoch != epoch_ || !result.of_service(fleet_.service_instance()) ||
                  state == modules.end() || state->second.info.generation != generation ||
                  state->second.info.state != hsm::ModuleState::usable;
     if (stale) {

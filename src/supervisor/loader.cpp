@@ -19,6 +19,9 @@ Loader::Loader(Connector connect, std::vector<hsm::TokenInfo> tokens,
 ModuleLoad Loader::load_module(std::uint32_t module) const {
     ModuleLoad result;
     result.module = module;
+    if (tokens_.empty()) {
+        return result; // nothing to load: no connection, no wait
+    }
     const auto start = clock_.now();
     std::unique_ptr<hsm::Service> service;
     try {
@@ -57,6 +60,14 @@ ModuleLoad Loader::load_module(std::uint32_t module) const {
 std::vector<ModuleLoad>
 Loader::load_modules(const std::vector<std::uint32_t>& modules,
                      const std::function<void(std::size_t, std::size_t)>& progress) const {
+    if (tokens_.empty()) {
+        // Nothing to load: no thread, no connection.
+        std::vector<ModuleLoad> results;
+        for (auto module : modules) {
+            results.push_back(load_module(module));
+        }
+        return results;
+    }
     std::vector<std::future<ModuleLoad>> pending;
     pending.reserve(modules.size());
     for (auto module : modules) {

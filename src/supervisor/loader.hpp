@@ -22,8 +22,14 @@ struct ModuleLoad {
     std::map<std::size_t, hsm::ObjectHandle> handles; // token index -> handle, all or none
     std::optional<Error> error;                       // why not, when it failed
     std::optional<std::size_t> failed_token;          // which token failed
-    Bytes instance; // the instance of the service the handles belong to
+    // The instance of the service the handles belong to; empty when there
+    // was nothing to load (no token: no connection was made).
+    Bytes instance;
     std::chrono::milliseconds took{0};
+    // Whether what was loaded (if anything) is of the service `instance`.
+    bool of_service(const Bytes& service_instance) const {
+        return instance.empty() ? handles.empty() : instance == service_instance;
+    }
 };
 
 class Loader {

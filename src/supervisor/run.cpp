@@ -196,7 +196,7 @@ void load_everything(FleetState& fleet, const Loader& loader,
     std::vector<bool> loaded_somewhere(fleet.tokens().size(), false);
     auto now = unix_time_ms();
     for (auto& result : results) {
-        if (!result.error && result.instance != fleet.service_instance()) {
+        if (!result.error && !result.of_service(fleet.service_instance())) {
             // Loaded on a service that restarted since it was asked: those
             // handles are not the ones of the service the file will name.
             result.error = Error(ErrorCode::unavailable,
