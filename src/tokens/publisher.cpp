@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <linux/magic.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 namespace preloadrun::tokens {
@@ -58,6 +60,20 @@ std::filesystem::path default_path(const std::string& instance) {
     return default_directory() / ("tokens-" + instance + ".json");
 }
 
+namespace {
+
+// A file system kept in memory: nothing of it outlives the machine's
+// running, and fsync(2) there only costs system calls.
+bool in_memory(const Dir& dir) {
+    struct statfs fs {};
+    if (::fstatfs(dir.fd(), &fs) != 0) {
+        return false;
+    }
+    return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
+}
+
+} // namespace
+
 std::string new_instance_id() {
     // From the kernel: starting OpenSSL's generator for 16 bytes costs a
     // supervisor that loads no token more than the rest of its start-up.
@@ -79,6 +95,7 @@ std::string new_instance_id() {
 Publisher::Publisher(std::filesystem::path path, PublisherOptions options)
     : path_(std::filesystem::absolute(path)), name_(path_.filename().string()), options_(options) {
     dir_ = open_safe_directory(path_.parent_path());
+    syncs_ = !in_memory(dir_);
     check_file(dir_, name_);
     try {
         lock_ = OwnerLock::acquire(dir_, lock_name_for(name_), options_.group);
@@ -121,6 +138,7 @@ void Publisher::publish(TokensFile& file) {
     AtomicWriteOptions write;
     write.mode = options_.group == static_cast<gid_t>(-1) ? 0600 : 0640;
     write.group = options_.group;
+    write.sync = syncs_;
     dir_.write_atomic(name_, encode(file), write);
     generation_ = file.generation;
 }

@@ -51,6 +51,10 @@ public:
     // writes it atomically.
     void publish(TokensFile& file);
     std::uint64_t generation() const noexcept { return generation_; }
+    // Whether a publish syncs the file and its directory to storage: not on
+    // a file system in memory (tmpfs, ramfs; the usual runtime directory),
+    // where there is no storage to sync to.
+    bool syncs() const noexcept { return syncs_; }
 
     // Removes the tokens file, then the lock file, then releases the lock.
     void remove() noexcept;
@@ -63,6 +67,7 @@ private:
     OwnerLock lock_;
     std::optional<Liveness> taken_over_;
     std::uint64_t generation_ = 0;
+    bool syncs_ = true;
 };
 
 // Dir::open_safe() of the directory of a tokens file: a real directory (not a

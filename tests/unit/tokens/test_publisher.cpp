@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <doctest/doctest.h>
 #include <functional>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <thread>
 #include <unistd.h>
 
@@ -199,5 +201,31 @@ TEST_CASE("tokens::default_directory") {
         ::setenv("XDG_RUNTIME_DIR", old.c_str(), 1);
     } else {
         ::unsetenv("XDG_RUNTIME_DIR");
+    }
+}
+
+TEST_CASE("tokens::Publisher syncs to storage, not in memory") {
+    testsupport::TempDir on_disk; // under the build's temporary directory
+    ::chmod(on_disk.path().c_str(), 0700);
+    auto file = testsupport::sample_tokens_file();
+    struct statfs fs {};
+    REQUIRE(::statfs(on_disk.path().c_str(), &fs) == 0);
+    {
+        Publisher publisher(on_disk / "tokens.json");
+        CHECK(publisher.syncs() == (fs.f_type != TMPFS_MAGIC));
+        publisher.publish(file);
+    }
+    const std::filesystem::path shm = "/dev/shm";
+    if (::statfs(shm.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+        auto dir = shm / ("preloadrun-test-" + std::to_string(::getpid()));
+        std::filesystem::create_directory(dir);
+        ::chmod(dir.c_str(), 0700);
+        {
+            Publisher publisher(dir / "tokens.json");
+            CHECK_FALSE(publisher.syncs());
+            publisher.publish(file);
+            CHECK(std::filesystem::exists(dir / "tokens.json"));
+        }
+        std::filesystem::remove_all(dir);
     }
 }
