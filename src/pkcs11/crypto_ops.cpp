@@ -1,6 +1,7 @@
 #include "crypto_ops.hpp"
 
 #include "log.hpp"
+#include "plain_objects.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <algorithm>
@@ -63,48 +64,23 @@ bool class_allowed(CK_OBJECT_CLASS cls, OpKind kind) {
 }
 
 // A public key object on its own verifies and encrypts as the key pair
-// would: the key it stands for (its type and size, its public key DER), or
-// nullptr for another object.
+// would: the key it stands for, or nullptr for another object.
 std::shared_ptr<KeyObject> standalone_public_key(const ObjectStore::Ref& ref) {
     if (ref.cls != CKO_PUBLIC_KEY || !hsm::is_object(ref.key->info.type)) {
         return nullptr;
     }
-    const Attributes& a = ref.attributes();
-    const Bytes* type = a.find(CKA_KEY_TYPE);
-    const Bytes* spki = a.find(CKA_PUBLIC_KEY_INFO);
-    if (type == nullptr || type->size() != sizeof(CK_KEY_TYPE) || spki == nullptr) {
+    const auto stands_for = public_key_of(ref.attributes());
+    if (!stands_for) {
         return nullptr;
     }
-    CK_KEY_TYPE kt = 0;
-    std::memcpy(&kt, type->data(), sizeof kt);
     auto key = std::make_shared<KeyObject>();
     key->info = ref.key->info;
+    key->info.type = stands_for->type;
+    key->info.bits = stands_for->bits;
+    key->info.public_der = stands_for->public_der;
     key->slot = ref.key->slot;
     key->session = ref.key->session;
     key->public_handle = ref.handle;
-    key->info.public_der = *spki;
-    if (kt == CKK_RSA) {
-        const Bytes* modulus = a.find(CKA_MODULUS);
-        if (modulus == nullptr) {
-            return nullptr;
-        }
-        // Its size in bits: the modulus without its leading zeros.
-        auto it = std::find_if(modulus->begin(), modulus->end(), [](auto b) { return b != 0; });
-        std::uint32_t bits = static_cast<std::uint32_t>(modulus->end() - it) * 8;
-        for (unsigned top = it == modulus->end() ? 0x80U : *it; top < 0x80U; top <<= 1) {
-            --bits;
-        }
-        key->info.type = hsm::KeyType::rsa;
-        key->info.bits = bits;
-        return key;
-    }
-    const Bytes* params = a.find(CKA_EC_PARAMS);
-    const auto curve = params != nullptr ? curve_from_params(*params) : std::nullopt;
-    if (kt != CKK_EC || !curve) {
-        return nullptr;
-    }
-    key->info.type = *curve;
-    key->info.bits = *curve == hsm::KeyType::ec_p256 ? 256 : 384;
     return key;
 }
 

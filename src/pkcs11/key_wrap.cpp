@@ -56,10 +56,6 @@ hsm::Mechanism wrap_mechanism(Instance& instance, const CK_MECHANISM& mechanism,
     return prepared.mechanism;
 }
 
-bool rsa_kind(MechanismKind kind) {
-    return kind == MechanismKind::rsa_pkcs1_enc || kind == MechanismKind::rsa_oaep;
-}
-
 // What a wrapped key of `size` bytes must be for `kind`, before the HSM sees it.
 void check_wrapped_length(MechanismKind kind, std::size_t size) {
     bool ok = size > 0;
@@ -133,7 +129,7 @@ void wrap_key(Instance& instance, Session& session, const CK_MECHANISM& mechanis
                                              "never leaves the HSMs");
     }
     const bool secret = hsm::is_secret(target->info.type);
-    if (rsa_kind(mech.kind) && !secret) {
+    if (hsm::is_rsa_encryption(mech.kind) && !secret) {
         throw CkError(CKR_KEY_NOT_WRAPPABLE, "RSA wraps secret keys only");
     }
     if ((mech.kind == MechanismKind::aes_ecb || mech.kind == MechanismKind::aes_cbc) &&

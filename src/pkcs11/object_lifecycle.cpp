@@ -324,12 +324,6 @@ std::pair<std::uint32_t, hsm::GeneratedKey> make_from(Instance& instance, Sessio
 
 namespace {
 
-// The HSM service copies `source` under the session's token.
-std::pair<std::uint32_t, hsm::GeneratedKey>
-copy_in_service(Instance& instance, Session& session, KeyObject& source, const hsm::KeySpec& spec) {
-    return make_from(instance, session, source, spec, &hsm::KeySpec::copy_of);
-}
-
 // C_SetAttributeValue on a key: CKA_LABEL and CKA_ID. A session key's
 // change stays in the process; a token key's is made in the world by a copy
 // of the key under the new names, the old one then destroyed (the object
@@ -363,7 +357,7 @@ void rename_key(Instance& instance, Session& session, const ObjectStore::Ref& re
     spec.persistent = true;
     spec.label = label;
     spec.id = id;
-    auto [used, copied] = copy_in_service(instance, session, key, spec);
+    auto [used, copied] = make_from(instance, session, key, spec, &hsm::KeySpec::copy_of);
     // The old key leaves the world (and every module); the copy is the key.
     destroy_in_world(instance, session, key);
     for (const auto& rec : instance.group().records()) {
@@ -397,7 +391,7 @@ CK_OBJECT_HANDLE copy_key(Instance& instance, Session& session, const ObjectStor
         }
     }
     check_session_may_create(instance, session, spec.persistent, source.info.extractable);
-    auto [used, copied] = copy_in_service(instance, session, source, spec);
+    auto [used, copied] = make_from(instance, session, source, spec, &hsm::KeySpec::copy_of);
     auto key = adopt_key(instance, session, used, copied);
     logger().debug("copied key {} to key {}", source.info.ident, copied.key.ident);
     return ref.cls == CKO_PUBLIC_KEY ? key->public_handle : key->main_handle;

@@ -345,6 +345,37 @@ bool is_plain_class(CK_OBJECT_CLASS cls) noexcept {
     return cls == CKO_DATA || cls == CKO_CERTIFICATE || cls == CKO_PUBLIC_KEY;
 }
 
+std::optional<hsm::KeyInfo> public_key_of(const Attributes& a) {
+    const Bytes* cls = a.find(CKA_CLASS);
+    const Bytes* type = a.find(CKA_KEY_TYPE);
+    const Bytes* spki = a.find(CKA_PUBLIC_KEY_INFO);
+    if (cls == nullptr || ulong_of(*cls, "CKA_CLASS") != CKO_PUBLIC_KEY || type == nullptr ||
+        spki == nullptr) {
+        return std::nullopt;
+    }
+    hsm::KeyInfo key;
+    key.public_der = *spki;
+    const CK_ULONG key_type = ulong_of(*type, "CKA_KEY_TYPE");
+    if (key_type == CKK_RSA) {
+        const Bytes* bits = a.find(CKA_MODULUS_BITS);
+        if (bits == nullptr) {
+            return std::nullopt;
+        }
+        key.type = hsm::KeyType::rsa;
+        key.bits = static_cast<std::uint32_t>(ulong_of(*bits, "CKA_MODULUS_BITS"));
+        return key;
+    }
+    const Bytes* params = a.find(CKA_EC_PARAMS);
+    const auto curve =
+        key_type == CKK_EC && params != nullptr ? curve_from_params(*params) : std::nullopt;
+    if (!curve) {
+        return std::nullopt;
+    }
+    key.type = *curve;
+    key.bits = *curve == hsm::KeyType::ec_p256 ? 256 : 384;
+    return key;
+}
+
 bool plain_attribute_modifiable(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type) noexcept {
     switch (type) {
     case CKA_LABEL:

@@ -9,6 +9,9 @@
 #include "attributes.hpp"
 #include "ck.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/hsm/types.hpp"
+
+#include <optional>
 
 namespace preloadrun::pkcs11 {
 
@@ -26,6 +29,11 @@ Attributes plain_object_attributes(const CK_ATTRIBUTE* templ, CK_ULONG count, CK
 // Whether C_CreateObject makes objects of this class with
 // plain_object_attributes().
 bool is_plain_class(CK_OBJECT_CLASS cls) noexcept;
+
+// The key a public key object on its own stands for, from the attributes
+// plain_object_attributes() gave it: its type, size and public_der
+// (CKA_PUBLIC_KEY_INFO). nullopt for another object.
+std::optional<hsm::KeyInfo> public_key_of(const Attributes& a);
 
 // A private key from C_CreateObject's template (CKO_PRIVATE_KEY): RSA
 // (CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, and the CRT

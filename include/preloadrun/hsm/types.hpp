@@ -38,6 +38,10 @@ enum class MechanismKind {
     aes_key_wrap,     // RFC 3394, iv: empty (the default) or 8 bytes
     aes_key_wrap_pad, // RFC 5649, iv: empty (the default) or 4 bytes
 };
+// RSA encryption: PKCS#1 v1.5 and OAEP.
+constexpr bool is_rsa_encryption(MechanismKind kind) noexcept {
+    return kind == MechanismKind::rsa_pkcs1_enc || kind == MechanismKind::rsa_oaep;
+}
 // The kinds a key may be wrapped and unwrapped with: AES key wrap (RFC 3394,
 // 5649) and AES-CBC/ECB under an AES key, RSA PKCS#1 v1.5 and OAEP under an
 // RSA key (a secret key only: a private key does not fit).

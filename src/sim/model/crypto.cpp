@@ -532,9 +532,8 @@ Bytes Key::encrypt(const Mechanism& mech, Span data) const {
         require(type_ == KeyType::aes, mech, type_, bits_, "encrypt");
         return aes_crypt(true, mech, secret_, data);
     }
-    require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
-                type_ == KeyType::rsa,
-            mech, type_, bits_, "encrypt");
+    require(hsm::is_rsa_encryption(mech.kind) && type_ == KeyType::rsa, mech, type_, bits_,
+            "encrypt");
     auto ctx = context_for(pkey());
     if (EVP_PKEY_encrypt_init(ctx.get()) != 1) {
         ossl::fail(ErrorCode::crypto, "cannot start encryption");
@@ -558,9 +557,8 @@ Bytes Key::decrypt(const Mechanism& mech, Span data) const {
         require(type_ == KeyType::aes, mech, type_, bits_, "decrypt");
         return aes_crypt(false, mech, secret_, data);
     }
-    require((mech.kind == MechanismKind::rsa_oaep || mech.kind == MechanismKind::rsa_pkcs1_enc) &&
-                type_ == KeyType::rsa,
-            mech, type_, bits_, "decrypt");
+    require(hsm::is_rsa_encryption(mech.kind) && type_ == KeyType::rsa, mech, type_, bits_,
+            "decrypt");
     auto ctx = context_for(pkey());
     if (EVP_PKEY_decrypt_init(ctx.get()) != 1) {
         ossl::fail(ErrorCode::crypto, "cannot start decryption");

@@ -2,6 +2,7 @@
 
 #include "model/keywrap.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <map>
 #include <openssl/crypto.h>
@@ -294,7 +295,8 @@ std::shared_ptr<const Key> SimulatedModule::unwrapped(const Caller& caller,
     // the size asked for is their first bytes (PKCS#11's CKA_VALUE_LEN).
     const auto kind = spec.unwrap_mechanism.kind;
     const std::size_t want = spec.bits / 8;
-    if (hsm::is_secret(spec.type) && want != 0 && value.size() > want && value.size() - want < 16 &&
+    if (hsm::is_secret(spec.type) && want != 0 && value.size() > want &&
+        value.size() - want < hsm::kAesBlock &&
         (kind == hsm::MechanismKind::aes_ecb || kind == hsm::MechanismKind::aes_cbc)) {
         value = SecureBuffer(value.data(), want);
     }
@@ -324,9 +326,7 @@ Bytes SimulatedModule::wrap_key(const Caller& caller, hsm::ObjectHandle wrapping
                                                    " is not extractable: it never leaves the "
                                                    "HSM");
         }
-        const bool rsa_wrap = mech.kind == hsm::MechanismKind::rsa_pkcs1_enc ||
-                              mech.kind == hsm::MechanismKind::rsa_oaep;
-        if (rsa_wrap && !hsm::is_secret(target->info.type)) {
+        if (hsm::is_rsa_encryption(mech.kind) && !hsm::is_secret(target->info.type)) {
             throw Error(ErrorCode::usage, "RSA wraps secret keys only");
         }
         return wrapping->key->encrypt(mech, target->key->private_bytes().span());

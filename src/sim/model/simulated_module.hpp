@@ -129,9 +129,10 @@ public:
     // kind), Error(permission) for another uid's object.
     std::shared_ptr<const TokenObject> token(hsm::ObjectHandle handle, uid_t caller) const;
     std::shared_ptr<const KeyObject> key(hsm::ObjectHandle handle, uid_t caller) const;
+    // The key a GenerateKey.unwrap_with and its value give, unwrapped.
+    std::shared_ptr<const Key> unwrapped(const Caller& caller, const hsm::KeySpec& spec) const;
     // The key a GenerateKey.copy_of names, if `token` (null: the module)
     // protects it as it protects that key.
-    std::shared_ptr<const Key> unwrapped(const Caller& caller, const hsm::KeySpec& spec) const;
     std::shared_ptr<const KeyObject> copy_source(const Caller& caller, hsm::ObjectHandle handle,
                                                  const TokenObject* token) const;
     // Removes the object; for a token also every key loaded under it.

@@ -238,7 +238,7 @@ void public_key_operation(const RequestContext& s, const Request& request, const
     auto mech = validate::mechanism(r.mechanism());
     using hsm::MechanismKind;
     if (r.encrypt()) {
-        if (mech.kind != MechanismKind::rsa_pkcs1_enc && mech.kind != MechanismKind::rsa_oaep) {
+        if (!hsm::is_rsa_encryption(mech.kind)) {
             throw Error(ErrorCode::usage, "a public key encrypts with RSA PKCS#1 or OAEP");
         }
         set_data(out, module.encrypt_public(caller_of(peer), public_key, mech, bytes_of(r.data())));
