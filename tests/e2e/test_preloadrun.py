@@ -66,13 +66,15 @@ def card_args(pr):
     return ["-s", "c1", "--passphrase-file", pr.card_pass]
 
 
-def start_supervised(pr, *args, until=None):
-    """preloadrun ARGS -- probe --report R --count C --ready READY [--until-file U]:
-    returns (popen, files) once the probe is set up."""
+def start_supervised(pr, *args, until=None, sleep_ms=None):
+    """preloadrun ARGS -- probe --report R --count C --ready READY [--until-file U]
+    [--sleep-ms MS: the probe's own limit, 30 s unless given]: returns (popen,
+    files) once the probe is set up."""
     files = {k: pr.fresh(k) for k in ("report", "count", "ready", "until")}
     probe_args = [pr.probe, "--report", files["report"], "--count", files["count"],
                   "--ready", files["ready"]]
     probe_args += until if until is not None else ["--until-file", files["until"]]
+    probe_args += ["--sleep-ms", str(sleep_ms)] if sleep_ms is not None else []
     p = pr.start(*args, "--", *probe_args, stdout=subprocess.DEVNULL)
     wait_for(lambda: os.path.exists(files["ready"]) or p.poll() is not None,
              what="the probe to be ready")
@@ -696,8 +698,9 @@ def test_reader_never_sees_a_partial_file_while_it_is_rewritten(make_service, pr
     try:
         pr.softcard("c1", PASS1)
         tok = pr.tokens_file()
+        # the probe outlives the loop's 60 s deadline (slow under sanitizers)
         p, files = start_supervised(pr, "-q", "-s", "c1", "--passphrase-file",
-                                    pr.sim.passfile(PASS1), "-f", tok)
+                                    pr.sim.passfile(PASS1), "-f", tok, sleep_ms=240000)
         first = pr.load(tok)["generation"]
         stop = pr.fresh("stop")
         reader = subprocess.Popen([PY, "-c", READER, tok, stop], stdout=subprocess.PIPE,
