@@ -26,6 +26,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/fd.hpp"
 #include "preloadrun/common/passphrase.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <array>
 #include <atomic>
@@ -35,7 +36,6 @@
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
-#include <openssl/crypto.h>
 #include <optional>
 #include <poll.h>
 #include <pthread.h>
@@ -490,7 +490,7 @@ SecureBuffer prompt_passphrase(const std::string& prompt, bool confirm) {
         if (confirm) {
             auto second = terminal.ask("Again: ");
             if (first.size() != second.size() ||
-                CRYPTO_memcmp(first.data(), second.data(), first.size()) != 0) {
+                !constant_time_equal(first.data(), second.data(), first.size())) {
                 throw Error(ErrorCode::usage, "the two passphrases differ");
             }
         }

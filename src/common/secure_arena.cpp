@@ -1,6 +1,7 @@
 #include "preloadrun/common/secure_arena.hpp"
 
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -8,7 +9,6 @@
 #include <iterator>
 #include <map>
 #include <new>
-#include <openssl/crypto.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -111,7 +111,7 @@ struct SecureArena::Chunk {
     Chunk& operator=(const Chunk&) = delete;
     ~Chunk() {
         unpoison(base, size); // the addresses may be mapped again, for anything
-        OPENSSL_cleanse(base, size);
+        secure_wipe(base, size);
         ::munmap(base, size);
     }
 
@@ -237,7 +237,7 @@ void SecureArena::deallocate(void* data, std::size_t size) noexcept {
         if (!chunk.contains(data)) {
             continue;
         }
-        OPENSSL_cleanse(data, length);
+        secure_wipe(data, length);
         chunk.give_back(static_cast<std::size_t>(static_cast<std::uint8_t*>(data) - chunk.base),
                         length);
         if (chunk.in_use == 0 && chunks_.size() > 1) {

@@ -1,9 +1,9 @@
 #include "preloadrun/common/secure_buffer.hpp"
 
 #include "preloadrun/common/secure_arena.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <cstring>
-#include <openssl/crypto.h>
 #include <utility>
 
 namespace preloadrun {
@@ -51,7 +51,7 @@ SecureBuffer::~SecureBuffer() {
 
 void SecureBuffer::truncate(std::size_t size) noexcept {
     if (size < size_) {
-        OPENSSL_cleanse(data_ + size, size_ - size);
+        secure_wipe(data_ + size, size_ - size);
         size_ = size;
     }
 }
@@ -66,7 +66,7 @@ void SecureBuffer::release() noexcept {
 
 __attribute__((noinline)) void wipe_stack() noexcept {
     unsigned char below[kStackWipe];
-    OPENSSL_cleanse(below, sizeof below);
+    secure_wipe(below, sizeof below);
     __asm__ volatile("" : : "r"(below) : "memory");
 }
 

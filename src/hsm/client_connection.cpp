@@ -1,6 +1,7 @@
 #include "client_connection.hpp"
 
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/socket_trust.hpp"
 #include "wire/codec.hpp"
 #include "wire/socket_io.hpp"
@@ -9,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <openssl/crypto.h>
 #include <optional>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,7 +25,7 @@ namespace {
 // Wipes a serialised request on every way out: it may hold a passphrase.
 struct WipeOnExit {
     Bytes& bytes;
-    ~WipeOnExit() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+    ~WipeOnExit() { secure_wipe(bytes.data(), bytes.size()); }
 };
 
 // Whatever keeps a connection from being made is Error(unavailable): the
@@ -152,6 +152,11 @@ void Connection::connect_socket(std::string_view env_variable) {
         throw reach_error(path_, env_variable, err, &checked);
     }
     check_peer(fd_.get(), path_, trusted);
+    if (timeout_.count() > 0) {
+        // A reply is then awaited in recv() itself (read_reply): one system
+        // call instead of poll() and recv().
+        block_with_receive_timeout(fd_.get(), timeout_);
+    }
 }
 
 void Connection::handshake(const std::string& client_name) {
@@ -249,7 +254,7 @@ wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase
         fail(e);
     }
     try {
-        message = codec::decode_server_message(read_frame(fd_.get(), reader_, until));
+        message = codec::decode_server_message(read_reply(fd_.get(), reader_, until));
     } catch (const Error& e) {
         fail(e);
     }

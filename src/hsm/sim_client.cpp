@@ -1,12 +1,12 @@
 #include "preloadrun/hsm/sim_client.hpp"
 
 #include "client_connection.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "wire/bytes_field.hpp"
 #include "wire/codec.hpp"
 #include "wire/utf8.hpp"
 
 #include <algorithm>
-#include <openssl/crypto.h>
 #include <tuple>
 
 namespace preloadrun::hsm {
@@ -32,7 +32,7 @@ public:
     PassphraseField(const PassphraseField&) = delete;
     PassphraseField& operator=(const PassphraseField&) = delete;
     ~PassphraseField() {
-        OPENSSL_cleanse(field_->data(), field_->size());
+        secure_wipe(field_->data(), field_->size());
         wipe_stack(); // what serialising the request left below this frame
     }
 

@@ -2,11 +2,11 @@
 
 #include "log.hpp"
 #include "plain_objects.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <algorithm>
 #include <cstring>
-#include <openssl/crypto.h>
 
 namespace preloadrun::pkcs11 {
 
@@ -418,7 +418,7 @@ void op_verify(Instance& instance, Session& session, std::span<const std::uint8_
         // a *_GENERAL MAC is a prefix of it.
         const Bytes mac = compute(instance, op, OpKind::sign, input);
         if (mac.size() < signature.size() ||
-            CRYPTO_memcmp(mac.data(), signature.data(), signature.size()) != 0) {
+            !constant_time_equal(mac.data(), signature.data(), signature.size())) {
             throw CkError(CKR_SIGNATURE_INVALID, "the MAC does not match");
         }
         return;

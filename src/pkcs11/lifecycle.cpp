@@ -15,7 +15,8 @@ namespace {
 struct Global {
     std::mutex mutex; // held only to swap or copy the pointer, never across a call
     std::shared_ptr<Instance> instance;
-    pid_t pid = 0;
+    pid_t pid = 0;  // the process that initialised `instance`
+    pid_t self = 0; // this process: set by C_Initialize, and again in a forked child
 };
 
 Global& global() {
@@ -30,10 +31,22 @@ void prepare_fork() noexcept {
 void after_fork() noexcept {
     global().mutex.unlock();
 }
+void after_fork_in_child() noexcept {
+    global().self = ::getpid();
+    global().mutex.unlock();
+}
 
+// Every entry point asks whether the instance is this process's; the handler
+// keeps the answer to hand, so that they make no getpid() system call.
 void register_fork_handlers() {
     static std::once_flag once;
-    std::call_once(once, [] { ::pthread_atfork(prepare_fork, after_fork, after_fork); });
+    std::call_once(once, [] {
+        {
+            std::lock_guard lock(global().mutex);
+            global().self = ::getpid();
+        }
+        ::pthread_atfork(prepare_fork, after_fork, after_fork_in_child);
+    });
 }
 
 // Parses the initialise arguments (the four forms of PKCS#11 v2.40 section
@@ -95,7 +108,7 @@ void initialize(CK_VOID_PTR args) {
     {
         std::lock_guard lock(g.mutex);
         if (g.instance) {
-            if (g.pid == ::getpid()) {
+            if (g.pid == g.self) {
                 throw CkError(CKR_CRYPTOKI_ALREADY_INITIALIZED, "already initialised");
             }
             // Inherited through fork: leave the parent's state alone, forever.
@@ -105,11 +118,11 @@ void initialize(CK_VOID_PTR args) {
     }
     auto instance = start(threads_allowed);
     std::lock_guard lock(g.mutex);
-    if (g.instance && g.pid == ::getpid()) {
+    if (g.instance && g.pid == g.self) {
         throw CkError(CKR_CRYPTOKI_ALREADY_INITIALIZED, "initialised by another thread meanwhile");
     }
     g.instance = std::move(instance);
-    g.pid = ::getpid();
+    g.pid = g.self;
 }
 
 void finalize(CK_VOID_PTR reserved) {
@@ -120,7 +133,7 @@ void finalize(CK_VOID_PTR reserved) {
     std::shared_ptr<Instance> old;
     {
         std::lock_guard lock(g.mutex);
-        if (!g.instance || g.pid != ::getpid()) {
+        if (!g.instance || g.pid != g.self) {
             throw CkError(CKR_CRYPTOKI_NOT_INITIALIZED, "not initialised");
         }
         old = std::move(g.instance);
@@ -133,7 +146,7 @@ void finalize(CK_VOID_PTR reserved) {
 std::shared_ptr<Instance> current() {
     auto& g = global();
     std::lock_guard lock(g.mutex);
-    if (!g.instance || g.pid != ::getpid()) {
+    if (!g.instance || g.pid != g.self) {
         throw CkError(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Initialize has not been called");
     }
     return g.instance;

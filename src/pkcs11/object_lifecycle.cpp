@@ -4,10 +4,10 @@
 #include "crypto_ops.hpp"
 #include "log.hpp"
 #include "plain_objects.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/rsa_exponent.hpp"
 
 #include <atomic>
-#include <openssl/crypto.h>
 
 namespace preloadrun::pkcs11 {
 
@@ -283,7 +283,7 @@ CK_OBJECT_HANDLE create_object(Instance& instance, Session& session, Template te
     }
     hsm::KeySpec spec;
     spec.value = SecureBuffer(value->data(), value->size());
-    OPENSSL_cleanse(value->data(), value->size());
+    secure_wipe(value->data(), value->size());
     const std::size_t size = spec.value.size();
     if (auto len = first_of(templ, none, CKA_VALUE_LEN, template_ulong); len && *len != size) {
         throw CkError(CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN differs from CKA_VALUE's length");

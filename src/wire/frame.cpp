@@ -1,10 +1,10 @@
 #include "wire/frame.hpp"
 
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <algorithm>
 #include <cstring>
-#include <openssl/crypto.h>
 #include <string>
 
 namespace preloadrun::hsm {
@@ -53,7 +53,7 @@ Bytes encode_frame(std::span<const std::uint8_t> payload) {
 
 void FrameReader::feed(std::span<const std::uint8_t> bytes) {
     if (offset_ > 0) { // compact: drop (and wipe) what next() consumed
-        OPENSSL_cleanse(buffer_.data(), offset_);
+        secure_wipe(buffer_.data(), offset_);
         buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(offset_));
         offset_ = 0;
     }
@@ -82,7 +82,7 @@ std::optional<SecretBytes> FrameReader::next() {
     SecretBytes payload(begin, begin + static_cast<std::ptrdiff_t>(length));
     offset_ += kFrameHeader + length;
     if (offset_ == buffer_.size()) { // nothing left: wipe, and give back a big buffer
-        OPENSSL_cleanse(buffer_.data(), buffer_.size());
+        secure_wipe(buffer_.data(), buffer_.size());
         buffer_.clear();
         offset_ = 0;
         if (buffer_.capacity() > kKeepCapacity) {

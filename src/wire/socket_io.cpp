@@ -1,13 +1,15 @@
 #include "wire/socket_io.hpp"
 
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <openssl/crypto.h>
+#include <fcntl.h>
 #include <string>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 
 namespace preloadrun::hsm {
@@ -67,6 +69,64 @@ SecretBytes read_frame(int fd, FrameReader& reader,
     return std::move(*frame);
 }
 
+namespace {
+
+// One recv() of whatever has come, up to a chunk, blocking if fd does. True
+// when it fed bytes to the reader; false when nothing came (a receive timeout
+// or a signal).
+bool receive_once(int fd, FrameReader& reader) {
+    std::array<std::uint8_t, kReadChunk> chunk; // NOLINT: filled by recv before use
+    const ssize_t n = ::recv(fd, chunk.data(), chunk.size(), 0);
+    if (n > 0) {
+        struct Wipe {
+            std::uint8_t* data;
+            std::size_t size;
+            ~Wipe() { secure_wipe(data, size); }
+        } wipe{chunk.data(), static_cast<std::size_t>(n)};
+        reader.feed({chunk.data(), static_cast<std::size_t>(n)});
+        return true;
+    }
+    if (n == 0) {
+        throw Error(ErrorCode::unavailable, reader.pending() > 0
+                                                ? "the peer closed the connection mid-frame"
+                                                : "the peer closed the connection");
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return false;
+    }
+    if (peer_gone(errno)) {
+        throw Error(ErrorCode::unavailable, "the peer reset the connection");
+    }
+    throw_errno("receiving a frame");
+}
+
+} // namespace
+
+void block_with_receive_timeout(int fd, std::chrono::milliseconds timeout) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        throw_errno("fcntl(F_SETFL)");
+    }
+    const auto ms = std::max<std::int64_t>(timeout.count(), 0);
+    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        throw_errno("setsockopt(SO_RCVTIMEO)");
+    }
+}
+
+SecretBytes read_reply(int fd, FrameReader& reader,
+                       std::chrono::steady_clock::time_point deadline) {
+    if (auto frame = reader.next()) {
+        return std::move(*frame);
+    }
+    if (receive_once(fd, reader)) {
+        if (auto frame = reader.next()) {
+            return std::move(*frame);
+        }
+    }
+    return read_frame(fd, reader, deadline); // the rest, or the wait, to the deadline
+}
+
 namespace detail {
 
 void wait_ready(int fd, short events, std::chrono::steady_clock::time_point deadline,
@@ -105,7 +165,7 @@ std::optional<SecretBytes> try_read_frame(int fd, FrameReader& reader,
     struct Wipe {
         std::uint8_t* data;
         const std::size_t& size;
-        ~Wipe() { OPENSSL_cleanse(data, size); }
+        ~Wipe() { secure_wipe(data, size); }
     } wipe{chunk.data(), used};
 
     for (;;) {

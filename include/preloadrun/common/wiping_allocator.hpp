@@ -19,8 +19,12 @@
 
 namespace preloadrun {
 
-// OPENSSL_cleanse: overwrites `size` bytes in a way the compiler keeps.
+// Overwrites `size` bytes in a way the compiler keeps (explicit_bzero: no
+// OpenSSL needed, so the programs that only wipe do not load libcrypto).
 void secure_wipe(void* data, std::size_t size) noexcept;
+// Whether two buffers of `size` bytes are equal, in a time that does not
+// depend on where they differ (for secrets: passphrases, MACs).
+bool constant_time_equal(const void* a, const void* b, std::size_t size) noexcept;
 
 // Allocates through `Upstream` (the heap; a test may watch what it gets back).
 template <class T, class Upstream = std::allocator<T>> class WipingAllocator {

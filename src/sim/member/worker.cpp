@@ -7,6 +7,7 @@
 #include "member/public_key.hpp"
 #include "preloadrun/common/dumpable.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/types.hpp"
 #include "wire/codec.hpp"
 #include "wire/socket_io.hpp"
@@ -18,7 +19,6 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <mutex>
-#include <openssl/crypto.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -339,14 +339,14 @@ void login(Channel& ch, worker::Login& login) {
         refuse_final_try(ch);
     } catch (const Failure&) {
         if (!pin->empty()) {
-            OPENSSL_cleanse(pin->data(), pin->size());
+            secure_wipe(pin->data(), pin->size());
         }
         throw;
     }
     CK_RV rv = ch.f()->C_Login(ch.session(), CKU_USER, reinterpret_cast<CK_BYTE*>(pin->data()),
                                pin->size());
     if (!pin->empty()) {
-        OPENSSL_cleanse(pin->data(), pin->size());
+        secure_wipe(pin->data(), pin->size());
     }
     check(rv, "C_Login");
 }

@@ -4,13 +4,13 @@
 #include "member/worker.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "wire/socket_io.hpp"
 
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
-#include <openssl/crypto.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -249,13 +249,13 @@ worker::Reply Worker::exchange(Channel& channel, const worker::Request& request,
         hsm::write_frame(
             channel.fd.get(),
             std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()), deadline);
-        OPENSSL_cleanse(bytes.data(), bytes.size());
+        secure_wipe(bytes.data(), bytes.size());
         auto frame = hsm::read_frame(channel.fd.get(), channel.reader, deadline);
         if (!reply.ParseFromArray(frame.data(), static_cast<int>(frame.size()))) {
             throw Error(ErrorCode::protocol, "an unreadable reply");
         }
     } catch (const Error& e) {
-        OPENSSL_cleanse(bytes.data(), bytes.size());
+        secure_wipe(bytes.data(), bytes.size());
         const bool timed_out = e.code() == ErrorCode::timeout;
         kill(timed_out ? "no answer within " + std::to_string(timeout_.count()) + " ms"
                        : std::string(e.what()));

@@ -2,6 +2,7 @@
 
 #include "model/ossl.hpp"
 #include "model/symmetric.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/digest.hpp"
 
 #include <climits>
@@ -211,7 +212,7 @@ Bytes rsa_decrypt(EVP_PKEY_CTX* ctx, const Mechanism& mech, Span data) {
         }
     }
     ossl::clear_errors();
-    OPENSSL_cleanse(out.data(), out.size());
+    secure_wipe(out.data(), out.size());
     throw Error(ErrorCode::crypto, std::string(mech_name(mech.kind)) +
                                        ": decryption failed (wrong key, or not a ciphertext "
                                        "of this key)");

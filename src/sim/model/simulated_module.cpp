@@ -2,10 +2,10 @@
 
 #include "model/keywrap.hpp"
 #include "preloadrun/common/log.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <map>
-#include <openssl/crypto.h>
 #include <thread>
 #include <vector>
 
@@ -290,7 +290,7 @@ std::shared_ptr<const Key> SimulatedModule::unwrapped(const Caller& caller,
     const auto wrapping = key(spec.unwrap_with, caller.uid);
     Bytes plain = wrapping->key->decrypt(spec.unwrap_mechanism, spec.value.span());
     SecureBuffer value(plain.data(), plain.size());
-    OPENSSL_cleanse(plain.data(), plain.size());
+    secure_wipe(plain.data(), plain.size());
     // AES-ECB and -CBC without padding give whole blocks: a secret key of
     // the size asked for is their first bytes (PKCS#11's CKA_VALUE_LEN).
     const auto kind = spec.unwrap_mechanism.kind;

@@ -1,12 +1,12 @@
 #include "model/symmetric.hpp"
 
 #include "model/ossl.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/digest.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
 #include <climits>
 #include <openssl/core_names.h>
-#include <openssl/crypto.h>
 #include <openssl/params.h>
 #include <string>
 
@@ -183,7 +183,7 @@ Bytes gcm_decrypt(const hsm::Mechanism& mech, const SecureBuffer& key, Span data
     }
     if (EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len2) != 1) {
         ossl::clear_errors();
-        OPENSSL_cleanse(out.data(), out.size());
+        secure_wipe(out.data(), out.size());
         throw Error(ErrorCode::crypto, "AES-GCM authentication failed (wrong key, IV, AAD or "
                                        "tag length, or the data was altered)");
     }
@@ -218,7 +218,7 @@ Bytes aes_crypt(bool encrypt, const hsm::Mechanism& mech, const SecureBuffer& ke
     if (EVP_CipherUpdate(ctx.get(), out.data(), &len, data.data(), to_int(data.size())) != 1 ||
         EVP_CipherFinal_ex(ctx.get(), out.data() + len, &len2) != 1) {
         ossl::clear_errors();
-        OPENSSL_cleanse(out.data(), out.size());
+        secure_wipe(out.data(), out.size());
         if (encrypt) {
             throw Error(ErrorCode::crypto, name + " encryption failed");
         }
@@ -269,7 +269,7 @@ Bytes mac(const hsm::Mechanism& mech, const SecureBuffer& key, Span data) {
 
 void verify_mac(const hsm::Mechanism& mech, const SecureBuffer& key, Span data, Span tag) {
     const Bytes want = mac(mech, key, data);
-    if (tag.size() != want.size() || CRYPTO_memcmp(want.data(), tag.data(), want.size()) != 0) {
+    if (tag.size() != want.size() || !constant_time_equal(want.data(), tag.data(), want.size())) {
         throw Error(ErrorCode::bad_signature, "the MAC does not match");
     }
 }

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <openssl/crypto.h>
 
 namespace preloadrun::sim {
 

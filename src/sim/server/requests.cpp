@@ -1,13 +1,13 @@
 #include "server/requests.hpp"
 
 #include "preloadrun/common/error.hpp"
+#include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/version.hpp"
 #include "server/validation.hpp"
 #include "wire/codec.hpp"
 
 #include <algorithm>
 #include <iterator>
-#include <openssl/crypto.h>
 
 namespace preloadrun::sim {
 
@@ -352,7 +352,7 @@ constexpr RequestKind kRequests[] = {
 
 void wipe(std::string* s) {
     if (!s->empty()) {
-        OPENSSL_cleanse(s->data(), s->size());
+        secure_wipe(s->data(), s->size());
     }
     s->clear();
 }

@@ -12,7 +12,6 @@
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <openssl/crypto.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -159,44 +158,54 @@ void ServedConnection::serve() {
     const bool idle_limit = limits_.idle_timeout.count() > 0;
     struct Wipe {
         std::array<std::uint8_t, 64 * 1024>& chunk;
-        ~Wipe() { OPENSSL_cleanse(chunk.data(), chunk.size()); }
+        ~Wipe() { secure_wipe(chunk.data(), chunk.size()); }
     } wipe{chunk};
+    // Between requests the thread waits in recv() itself (one system call per
+    // request, not poll() then recv()), the idle limit as receive timeout;
+    // shutdown() still wakes it.
+    hsm::block_with_receive_timeout(fd_.get(), idle_limit ? limits_.idle_timeout
+                                                          : std::chrono::milliseconds(0));
     for (;;) {
-        std::optional<Clock::time_point> deadline = frame_deadline;
-        if (!deadline && idle_limit) {
-            deadline = idle_since + limits_.idle_timeout;
-        }
-        pollfd pfd{fd_.get(), POLLIN, 0};
-        int n = ::poll(&pfd, 1, poll_timeout(deadline));
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw_errno("poll");
-        }
-        if (n == 0) {
-            const auto now = Clock::now();
-            if (frame_deadline && now >= *frame_deadline) {
+        ssize_t got = 0;
+        if (!frame_deadline) {
+            // No frame begun: wait for the next request in recv(); a timeout
+            // (EAGAIN) is the idle limit. What follows the frame (a client
+            // sending several requests) stays in the reader.
+            got = ::recv(fd_.get(), chunk.data(), chunk.size(), 0);
+        } else {
+            // A frame is partial: its deadline is absolute, so poll() for it.
+            pollfd pfd{fd_.get(), POLLIN, 0};
+            const int n = ::poll(&pfd, 1, poll_timeout(frame_deadline));
+            if (n == 0 && Clock::now() >= *frame_deadline) {
                 logger()->warn("connection {} (uid {}, pid {}): dropped, a frame stayed "
                                "incomplete for {} ms",
                                id_, peer_.uid, peer_.pid, limits_.partial_frame_timeout.count());
                 return;
             }
-            if (!frame_deadline && idle_limit && now >= idle_since + limits_.idle_timeout) {
-                if (close_idle()) {
-                    return;
+            if (n <= 0) {
+                if (n < 0 && errno != EINTR) {
+                    throw_errno("poll");
                 }
-                idle_since = now; // looked at again after another idle_timeout
+                continue;
             }
-            continue;
+            got = ::recv(fd_.get(), chunk.data(), std::min(reader.wanted(), chunk.size()),
+                         MSG_DONTWAIT);
         }
-        const std::size_t want = std::min(reader.wanted(), chunk.size());
-        ssize_t got = ::recv(fd_.get(), chunk.data(), want, MSG_DONTWAIT);
         if (got == 0) {
             return; // closed by the peer (or shut down by the server)
         }
         if (got < 0) {
-            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                const auto now = Clock::now();
+                if (!frame_deadline && idle_limit && now >= idle_since + limits_.idle_timeout) {
+                    if (close_idle()) {
+                        return;
+                    }
+                    idle_since = now; // looked at again after another idle_timeout
+                }
+                continue;
+            }
+            if (errno == EINTR) {
                 continue;
             }
             throw_errno("receiving from the client");

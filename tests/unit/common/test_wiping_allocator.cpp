@@ -99,3 +99,15 @@ TEST_CASE("common::secure_wipe") {
     CHECK(std::all_of(std::begin(data), std::end(data), [](std::uint8_t b) { return b == 0; }));
     preloadrun::secure_wipe(nullptr, 0); // nothing to do, no crash
 }
+
+TEST_CASE("common::constant_time_equal") {
+    const std::uint8_t a[] = {1, 2, 3, 4, 5};
+    const std::uint8_t b[] = {1, 2, 3, 4, 5};
+    const std::uint8_t first[] = {9, 2, 3, 4, 5};
+    const std::uint8_t last[] = {1, 2, 3, 4, 6};
+    CHECK(preloadrun::constant_time_equal(a, b, sizeof a));
+    CHECK_FALSE(preloadrun::constant_time_equal(a, first, sizeof a));
+    CHECK_FALSE(preloadrun::constant_time_equal(a, last, sizeof a));
+    CHECK(preloadrun::constant_time_equal(a, last, 4)); // only the first 4 bytes compared
+    CHECK(preloadrun::constant_time_equal(nullptr, nullptr, 0));
+}

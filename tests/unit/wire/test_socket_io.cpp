@@ -5,6 +5,7 @@
 #include "wire/socket_io.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <thread>
@@ -106,5 +107,56 @@ TEST_CASE("write_frame and read_frame") {
         CHECK(code_of([&] { write_frame(pair.a.get(), Bytes(kMaxFrame + 1), in(1s)); }) ==
               ErrorCode::limit);
         CHECK_FALSE(readable(pair.b.get()));
+    }
+}
+
+TEST_CASE("read_reply on a blocking socket with a receive timeout") {
+    SocketPair pair;
+    FrameReader reader;
+    block_with_receive_timeout(pair.b.get(), 40ms);
+
+    SUBCASE("a reply that has come: one recv() reads it, and what follows stays in the reader") {
+        write_frame(pair.a.get(), to_bytes("one"), in(1s));
+        write_frame(pair.a.get(), to_bytes("two"), in(1s));
+        CHECK(plain(read_reply(pair.b.get(), reader, in(1s))) == to_bytes("one"));
+        CHECK(reader.pending() > 0);
+        CHECK_FALSE(readable(pair.b.get()));
+        CHECK(plain(read_reply(pair.b.get(), reader, in(1s))) == to_bytes("two"));
+        CHECK(reader.pending() == 0);
+    }
+    SUBCASE("a reply that comes while it waits in recv()") {
+        std::thread peer([&] {
+            std::this_thread::sleep_for(10ms);
+            write_frame(pair.a.get(), to_bytes("later"), in(1s));
+        });
+        CHECK(plain(read_reply(pair.b.get(), reader, in(1s))) == to_bytes("later"));
+        peer.join();
+    }
+    SUBCASE("a reply slower than the receive timeout: still awaited to the deadline") {
+        std::thread peer([&] {
+            std::this_thread::sleep_for(120ms);
+            write_frame(pair.a.get(), to_bytes("slow"), in(1s));
+        });
+        CHECK(plain(read_reply(pair.b.get(), reader, in(2s))) == to_bytes("slow"));
+        peer.join();
+    }
+    SUBCASE("a partial reply: the rest is awaited; the deadline holds") {
+        const Bytes frame = encode_frame(to_bytes("split"));
+        REQUIRE(::send(pair.a.get(), frame.data(), 6, 0) == 6);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK(code_of([&] { read_reply(pair.b.get(), reader, in(100ms)); }) == ErrorCode::timeout);
+        CHECK(std::chrono::steady_clock::now() - start >= 100ms);
+        REQUIRE(::send(pair.a.get(), frame.data() + 6, frame.size() - 6, 0) ==
+                static_cast<ssize_t>(frame.size() - 6));
+        CHECK(plain(read_reply(pair.b.get(), reader, in(1s))) == to_bytes("split"));
+    }
+    SUBCASE("the peer closed: unavailable") {
+        pair.a.reset();
+        CHECK(code_of([&] { read_reply(pair.b.get(), reader, in(1s)); }) == ErrorCode::unavailable);
+    }
+    SUBCASE("the descriptor blocks; sending does not") {
+        CHECK((::fcntl(pair.b.get(), F_GETFL) & O_NONBLOCK) == 0);
+        CHECK(code_of([&] { write_frame(pair.b.get(), payload_of(kMaxFrame), in(50ms)); }) ==
+              ErrorCode::timeout);
     }
 }

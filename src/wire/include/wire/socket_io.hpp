@@ -21,6 +21,17 @@ namespace preloadrun::hsm {
 void write_frame(int fd, std::span<const std::uint8_t> payload,
                  std::chrono::steady_clock::time_point deadline);
 SecretBytes read_frame(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
+// Makes fd blocking, with `timeout` as its receive timeout (SO_RCVTIMEO; zero:
+// none), for a peer that waits in recv() itself: recv() without MSG_DONTWAIT
+// then blocks, up to the timeout (EAGAIN). Sending with write_frame stays
+// non-blocking.
+void block_with_receive_timeout(int fd, std::chrono::milliseconds timeout);
+// read_frame for the answer to a request, where the peer sends nothing else:
+// its first recv() asks for all that has come (what follows the frame stays
+// in `reader`) and blocks when fd blocks, so that on a blocking socket with a
+// receive timeout (SO_RCVTIMEO) a reply costs one system call; if nothing
+// came by then, or only part, read_frame waits for the rest to the deadline.
+SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
 
 // For the client's connection (src/hsm): the poll()-based waiting under
 // write_frame/read_frame, and a read that reports a passed deadline as a
