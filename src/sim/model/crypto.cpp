@@ -466,15 +466,15 @@ Bytes Key::sign(const Mechanism& mech, Span data) const {
     const bool ec = type_ == KeyType::ec_p256 || type_ == KeyType::ec_p384;
     require((rsa_mech && type_ == KeyType::rsa) || (mech.kind == MechanismKind::ecdsa && ec), mech,
             type_, bits_, "sign");
+    if (ec) {
+        check_digest(md_of(mech.hash), data);
+        return der_to_raw_ecdsa(ecdsa_sign(data), ec_field_size(bits_));
+    }
     auto ctx = context_for(pkey());
     if (EVP_PKEY_sign_init(ctx.get()) != 1) {
         ossl::fail(ErrorCode::crypto, "cannot start signing");
     }
-    if (rsa_mech) {
-        setup_rsa_signature(ctx.get(), mech, data);
-    } else {
-        check_digest(md_of(mech.hash), data);
-    }
+    setup_rsa_signature(ctx.get(), mech, data);
     std::size_t len = 0;
     if (EVP_PKEY_sign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
         ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " signing failed");
@@ -484,9 +484,6 @@ Bytes Key::sign(const Mechanism& mech, Span data) const {
         ossl::fail(ErrorCode::crypto, std::string(mech_name(mech.kind)) + " signing failed");
     }
     sig.resize(len);
-    if (ec) {
-        return der_to_raw_ecdsa(sig, ec_field_size(bits_));
-    }
     return sig;
 }
 

@@ -73,15 +73,23 @@ public:
     Bytes decrypt(const hsm::Mechanism& mech, std::span<const std::uint8_t> data) const;
 
 private:
-    Key(hsm::KeyType type, std::uint32_t bits) : type_(type), bits_(bits) {}
+    // An ECDSA signing context, made at the first signature and kept: OpenSSL
+    // 3 looks the algorithm up again for every new context, a good part of
+    // what a signature costs. One signature uses it at a time (a concurrent
+    // one makes its own); copies of a Key share it, as they share the key.
+    struct SignContext;
+
+    Key(hsm::KeyType type, std::uint32_t bits);
     evp_pkey_st* pkey() const noexcept { return pkey_.get(); }
+    Bytes ecdsa_sign(std::span<const std::uint8_t> digest) const;
     // AES-CMAC takes an AES key, HMAC a generic secret.
     bool mac_fits(hsm::MechanismKind kind) const noexcept;
 
     hsm::KeyType type_;
     std::uint32_t bits_;
     std::shared_ptr<evp_pkey_st> pkey_; // RSA, EC
-    SecureBuffer secret_;               // AES, generic secret
+    std::shared_ptr<SignContext> ec_sign_;
+    SecureBuffer secret_; // AES, generic secret
 };
 
 } // namespace preloadrun::sim

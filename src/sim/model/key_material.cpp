@@ -1,6 +1,7 @@
 // Key material brought from outside the HSM (an unwrapped key, a public key
 // on its own), and the check value of a secret key: the parts of Key
-// (crypto.hpp) that C_UnwrapKey, public key objects and CKA_CHECK_VALUE need.
+// (crypto.hpp) that C_UnwrapKey, public key objects and CKA_CHECK_VALUE need;
+// and the signing context an EC key keeps.
 
 #include "model/crypto.hpp"
 #include "model/ossl.hpp"
@@ -8,6 +9,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
+#include <mutex>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/sha.h>
@@ -99,6 +101,43 @@ Bytes Key::check_value() const {
         out.resize(3);
     }
     return out;
+}
+
+struct Key::SignContext {
+    std::mutex mutex;
+    ossl::PkeyCtx ctx; // made at the first signature
+};
+
+Key::Key(hsm::KeyType type, std::uint32_t bits)
+    : type_(type), bits_(bits), ec_sign_(std::make_shared<SignContext>()) {}
+
+Bytes Key::ecdsa_sign(std::span<const std::uint8_t> digest) const {
+    auto begin = [this] {
+        ossl::PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey(), nullptr));
+        if (!ctx || EVP_PKEY_sign_init(ctx.get()) != 1) {
+            ossl::fail(ErrorCode::crypto, "cannot start signing");
+        }
+        return ctx;
+    };
+    std::unique_lock lock(ec_sign_->mutex, std::try_to_lock);
+    ossl::PkeyCtx own;
+    EVP_PKEY_CTX* ctx = nullptr;
+    if (lock.owns_lock()) {
+        if (!ec_sign_->ctx) {
+            ec_sign_->ctx = begin();
+        }
+        ctx = ec_sign_->ctx.get();
+    } else {
+        own = begin();
+        ctx = own.get();
+    }
+    auto len = static_cast<std::size_t>(EVP_PKEY_get_size(pkey()));
+    Bytes sig(len);
+    if (EVP_PKEY_sign(ctx, sig.data(), &len, digest.data(), digest.size()) != 1) {
+        ossl::fail(ErrorCode::crypto, "ECDSA signing failed");
+    }
+    sig.resize(len);
+    return sig;
 }
 
 } // namespace preloadrun::sim
