@@ -77,22 +77,6 @@ bool exists(const std::string& path) {
     return !path.empty() && fs::exists(path);
 }
 
-// An executable of that name on PATH.
-bool in_path(const std::string& name) {
-    const char* path = std::getenv("PATH");
-    std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
-    std::size_t at = 0;
-    while (at <= dirs.size()) {
-        const auto colon = std::min(dirs.find(':', at), dirs.size());
-        const std::string candidate = dirs.substr(at, colon - at) + "/" + name;
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return true;
-        }
-        at = colon + 1;
-    }
-    return false;
-}
-
 int parent(Options& o) {
     const int rounds = static_cast<int>(o.num("rounds", 5));
     const std::string seconds = o.get("seconds", "2");
@@ -113,22 +97,10 @@ int parent(Options& o) {
 
     // SoftHSM2, its own configuration and token directory.
     std::unique_ptr<Child> server;
-    const bool have_softhsm = exists(softhsm) && in_path("softhsm2-util") && in_path("pkcs11-tool");
-    const bool have_p11kit = have_softhsm && exists(client) && in_path("p11-kit");
+    const bool have_softhsm = exists(softhsm) && on_path("softhsm2-util") && on_path("pkcs11-tool");
+    const bool have_p11kit = have_softhsm && exists(client) && on_path("p11-kit");
     if (have_softhsm) {
-        const fs::path tokendir = dir.path() / "softhsm";
-        fs::create_directory(tokendir);
-        const fs::path conf = dir.path() / "softhsm2.conf";
-        write_file(conf, "directories.tokendir = " + tokendir.string() +
-                             "\nobjectstore.backend = file\nlog.level = ERROR\n");
-        const auto env = child_env({"SOFTHSM2_CONF=" + conf.string()});
-        run_ok({"softhsm2-util", "--init-token", "--free", "--label", "bench", "--so-pin",
-                "12345678", "--pin", kSoftPin},
-               env, log);
-        run_ok({"pkcs11-tool", "--module", softhsm, "--token-label", "bench", "--login", "--pin",
-                kSoftPin, "--keypairgen", "--key-type", "EC:prime256v1", "--label", "k1", "--id",
-                "01"},
-               env, log);
+        const auto env = softhsm_ec_token(dir.path(), softhsm, "bench", kSoftPin, log);
         const std::vector<std::string> who = {"--token", "bench", "--pin", kSoftPin};
         std::vector<std::string> args = {"--module", softhsm};
         args.insert(args.end(), who.begin(), who.end());
@@ -150,7 +122,7 @@ int parent(Options& o) {
             args.insert(args.end(), who.begin(), who.end());
             peers.push_back({"p11kit",
                              args,
-                             child_env({"SOFTHSM2_CONF=" + conf.string(),
+                             child_env({"SOFTHSM2_CONF=" + (dir.path() / "softhsm2.conf").string(),
                                         "P11_KIT_SERVER_ADDRESS=unix:path=" + sock}),
                              {}});
         }

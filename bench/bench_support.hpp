@@ -305,6 +305,53 @@ inline void write_file(const fs::path& path, const std::string& text) {
     ::chmod(path.c_str(), 0600);
 }
 
+// The whole text of a file ("" when it cannot be read).
+inline std::string file_contents(const fs::path& path) {
+    std::string text;
+    if (std::FILE* f = std::fopen(path.c_str(), "r")) {
+        char buf[4096];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+            text.append(buf, n);
+        }
+        std::fclose(f);
+    }
+    return text;
+}
+
+// An executable called `name` in a directory of $PATH.
+inline bool on_path(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    const std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+    std::size_t at = 0;
+    while (at <= dirs.size()) {
+        const auto colon = std::min(dirs.find(':', at), dirs.size());
+        const std::string candidate = dirs.substr(at, colon - at) + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return true;
+        }
+        at = colon + 1;
+    }
+    return false;
+}
+
+// Runs a worker child (`args`, `env`, stderr to `log`) to completion; the
+// pairs of the last "R key=value..." line it printed. Throws Broken, with its
+// output and the log, unless it exits 0 after printing one.
+inline std::map<std::string, std::string> worker_pairs(const std::vector<std::string>& args,
+                                                       const std::vector<std::string>& env,
+                                                       const std::string& log,
+                                                       const std::string& what) {
+    Child c(args, env, log);
+    auto [status, out] = c.finish();
+    const auto at = out.rfind("R ");
+    if (status != 0 || at == std::string::npos) {
+        throw Broken("worker for " + what + " exited " + std::to_string(status) + ": " + out +
+                     file_contents(log));
+    }
+    return parse_pairs(out.substr(at + 2, out.find('\n', at) - at - 2));
+}
+
 // ---- hsmsim ---------------------------------------------------------------------------
 
 // `hsmsim serve` on sockets in `dir`, its world in dir/km, with softcard

@@ -122,10 +122,61 @@ public:
         return f->C_Sign(s, digest, sizeof digest, sig, &len);
     }
 
+    // The value of one attribute of an object.
+    std::vector<unsigned char> attribute(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE object,
+                                         CK_ATTRIBUTE_TYPE type) {
+        CK_ATTRIBUTE a{type, nullptr, 0};
+        check(f->C_GetAttributeValue(s, object, &a, 1), "C_GetAttributeValue");
+        std::vector<unsigned char> value(a.ulValueLen);
+        a.pValue = value.data();
+        check(f->C_GetAttributeValue(s, object, &a, 1), "C_GetAttributeValue");
+        value.resize(a.ulValueLen);
+        return value;
+    }
+
+    // C_SignInit + C_Sign, CKM_ECDSA on `digest`; the signature (r || s) in `sig`.
+    CK_RV sign_digest(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                      const std::vector<unsigned char>& digest, std::vector<unsigned char>& sig) {
+        CK_MECHANISM mech{CKM_ECDSA, nullptr, 0};
+        sig.resize(256);
+        CK_ULONG len = static_cast<CK_ULONG>(sig.size());
+        if (const CK_RV rv = f->C_SignInit(s, &mech, key); rv != CKR_OK) {
+            return rv;
+        }
+        const CK_RV rv = f->C_Sign(s, const_cast<unsigned char*>(digest.data()),
+                                   static_cast<CK_ULONG>(digest.size()), sig.data(), &len);
+        sig.resize(rv == CKR_OK ? len : 0);
+        return rv;
+    }
+
     CK_FUNCTION_LIST_PTR f = nullptr;
 
 private:
     void* lib_ = nullptr;
 };
+
+// ---- SoftHSM2 -------------------------------------------------------------------------------
+
+// A SoftHSM2 token labelled `label` (user PIN `pin`, SO PIN 12345678) with its
+// own configuration and token directory in `dir`, holding an EC P-256 key
+// pair (label k1, CKA_ID 01) made with pkcs11-tool; the environment in which
+// `softhsm` finds it (SOFTHSM2_CONF). Needs softhsm2-util and pkcs11-tool.
+inline std::vector<std::string> softhsm_ec_token(const fs::path& dir, const std::string& softhsm,
+                                                 const std::string& label, const std::string& pin,
+                                                 const std::string& log) {
+    const fs::path tokendir = dir / "softhsm";
+    fs::create_directories(tokendir);
+    const fs::path conf = dir / "softhsm2.conf";
+    write_file(conf, "directories.tokendir = " + tokendir.string() +
+                         "\nobjectstore.backend = file\nlog.level = ERROR\n");
+    auto env = child_env({"SOFTHSM2_CONF=" + conf.string()});
+    run_ok({"softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "12345678",
+            "--pin", pin},
+           env, log);
+    run_ok({"pkcs11-tool", "--module", softhsm, "--token-label", label, "--login", "--pin", pin,
+            "--keypairgen", "--key-type", "EC:prime256v1", "--label", "k1", "--id", "01"},
+           env, log);
+    return env;
+}
 
 } // namespace pkcs11_bench
