@@ -215,6 +215,45 @@ TEST_CASE("sim::Server a stalled partial frame is dropped; idle connections stay
     CHECK(idle.call(list_modules()).has_modules());
 }
 
+TEST_CASE("sim::Server: a partial frame's deadline holds however slowly its bytes trickle in") {
+    ServerTuning tuning;
+    tuning.limits.partial_frame_timeout = 200ms;
+    Running s(tuning);
+    Raw slow(s.options.socket);
+    slow.hello();
+    const auto start = std::chrono::steady_clock::now();
+    slow.send_raw(Bytes{0, 0, 0x03, 0xe8}); // a frame of 1,000 bytes, then one byte per 50 ms
+    const std::uint8_t byte = 1;
+    for (int i = 0; i < 30; ++i) { // 1.5 s of bytes, if the server let it go on
+        if (::send(slow.fd.get(), &byte, 1, MSG_NOSIGNAL) != 1) {
+            break; // closed by the server
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    CHECK(slow.closed());
+    CHECK(std::chrono::steady_clock::now() - start < 1s);
+}
+
+TEST_CASE("sim::Server answers requests sent together, in order") {
+    Running s;
+    Raw raw(s.options.socket);
+    raw.hello();
+    Bytes both;
+    for (std::uint64_t id : {21, 22, 23}) {
+        auto request = list_modules();
+        request.set_id(id);
+        const Bytes frame = hsm::encode_frame(hsm::codec::encode(request));
+        both.insert(both.end(), frame.begin(), frame.end());
+    }
+    raw.send_raw(both); // one write: the server reads them with one recv()
+    for (std::uint64_t id : {21, 22, 23}) {
+        auto message = raw.receive();
+        REQUIRE(message.has_response());
+        CHECK(message.response().id() == id);
+        CHECK(message.response().modules().modules_size() == 2);
+    }
+}
+
 TEST_CASE("sim::Server caps concurrent connections politely") {
     // This test's uid is the service's: it may use every connection.
     ServerTuning tuning;
