@@ -47,22 +47,9 @@ int worker(Options& o) {
     m.login(s, pin);
     const CK_OBJECT_HANDLE key = m.find(s, CKO_PRIVATE_KEY, 1);
     m.self_check(s, key); // the peer makes signatures that verify with its public key
-    auto loop = [&](double secs) {
-        long n = 0;
-        const auto t0 = Clock::now();
-        const auto end = t0 + std::chrono::duration<double>(secs);
-        Clock::time_point now;
-        do {
-            for (int i = 0; i < 16; ++i) {
-                Module::check(m.sign_once(s, key), "C_SignInit/C_Sign");
-            }
-            n += 16;
-            now = Clock::now();
-        } while (now < end);
-        return static_cast<double>(n) / std::chrono::duration<double>(now - t0).count();
-    };
-    loop(warmup);
-    std::cout << "R ops_s=" << fixed(loop(seconds), 1) << std::endl;
+    auto sign = [&] { Module::check(m.sign_once(s, key), "C_SignInit/C_Sign"); };
+    seconds_per_op(warmup, sign);
+    std::cout << "R ops_s=" << fixed(1.0 / seconds_per_op(seconds, sign), 1) << std::endl;
     return 0;
 }
 

@@ -71,22 +71,6 @@ constexpr double kTarget2 = 1.3;      // target 2: module4x3 >= 1.3 x softhsm4
 
 using Bytes = std::vector<unsigned char>;
 
-// Calls `op` in batches of 16 for `secs` seconds; seconds per call.
-template <typename Op> double seconds_per_op(double secs, Op&& op) {
-    long n = 0;
-    const auto t0 = Clock::now();
-    const auto end = t0 + std::chrono::duration<double>(secs);
-    Clock::time_point now;
-    do {
-        for (int i = 0; i < 16; ++i) {
-            op();
-        }
-        n += 16;
-        now = Clock::now();
-    } while (now < end);
-    return std::chrono::duration<double>(now - t0).count() / static_cast<double>(n);
-}
-
 // ---- pingpong worker ----------------------------------------------------------------------
 
 // Reads exactly n bytes (one read(2) when the message arrives whole); false at EOF.

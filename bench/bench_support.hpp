@@ -264,6 +264,22 @@ inline double process_cpu_seconds(pid_t pid) {
     return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+// Calls `op` in batches of 16 for `secs` seconds; seconds per call.
+template <typename Op> double seconds_per_op(double secs, Op&& op) {
+    long n = 0;
+    const auto t0 = Clock::now();
+    const auto end = t0 + std::chrono::duration<double>(secs);
+    Clock::time_point now;
+    do {
+        for (int i = 0; i < 16; ++i) {
+            op();
+        }
+        n += 16;
+        now = Clock::now();
+    } while (now < end);
+    return std::chrono::duration<double>(now - t0).count() / static_cast<double>(n);
+}
+
 inline double loadavg1() {
     double l = 0.0;
     if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
