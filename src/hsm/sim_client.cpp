@@ -261,6 +261,43 @@ ObjectHandle SimClient::load_key(std::uint32_t module, const std::string& ident,
     return handle_from(conn_->call(request, Body::kHandle));
 }
 
+std::vector<KeyLoadResult> SimClient::load_keys(std::uint32_t module,
+                                                const std::vector<KeyToLoad>& keys) {
+    constexpr std::size_t kPerRequest = 1024; // the service's limit (wire.proto)
+    std::vector<KeyLoadResult> out;
+    out.reserve(keys.size());
+    for (std::size_t first = 0; first < keys.size(); first += kPerRequest) {
+        const auto last = std::min(keys.size(), first + kPerRequest);
+        wire::Request request;
+        auto* body = request.mutable_load_keys();
+        body->set_module(module);
+        for (auto i = first; i < last; ++i) {
+            auto* key = body->add_keys();
+            key->set_ident(text(keys[i].ident, "the key ident"));
+            key->set_token_handle(keys[i].token_handle);
+        }
+        const auto response = conn_->call(request, Body::kKeyLoads);
+        const auto& results = response.key_loads().results();
+        if (static_cast<std::size_t>(results.size()) != last - first) {
+            throw Error(ErrorCode::protocol, "the HSM service answered " +
+                                                 std::to_string(results.size()) + " results for " +
+                                                 std::to_string(last - first) + " keys");
+        }
+        for (const auto& r : results) {
+            KeyLoadResult result;
+            if (r.has_error()) {
+                result.error = codec::from_wire(r.error());
+            } else if (r.handle() == 0) {
+                throw Error(ErrorCode::protocol, "the HSM service returned object handle 0");
+            } else {
+                result.handle = r.handle();
+            }
+            out.push_back(std::move(result));
+        }
+    }
+    return out;
+}
+
 void SimClient::unload(std::uint32_t module, ObjectHandle handle) {
     wire::Request request;
     auto* body = request.mutable_unload();

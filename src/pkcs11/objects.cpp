@@ -19,6 +19,7 @@ std::optional<hsm::ObjectHandle> KeyObject::handle_on(std::uint32_t module) cons
 void KeyObject::set_handle(std::uint32_t module, hsm::ObjectHandle handle) {
     std::lock_guard lock(mutex_);
     loaded_[module] = handle;
+    in_use_ = true;
 }
 
 void KeyObject::forget(std::uint32_t module) {
@@ -42,9 +43,9 @@ bool KeyObject::refused_on(std::uint32_t module) const {
     return refused_.count(module) > 0;
 }
 
-bool KeyObject::loaded_anywhere() const {
+bool KeyObject::in_use() const {
     std::lock_guard lock(mutex_);
-    return !loaded_.empty();
+    return in_use_;
 }
 
 void KeyObject::take_state_of(const KeyObject& other) {
@@ -52,6 +53,7 @@ void KeyObject::take_state_of(const KeyObject& other) {
     loaded_ = other.loaded_;
     refused_ = other.refused_;
     lost_ = other.lost_;
+    in_use_ = other.in_use_;
 }
 
 void KeyObject::mark_lost() {

@@ -48,7 +48,10 @@ struct KeyObject {
     void refuse(std::uint32_t module);
     bool refused_on(std::uint32_t module) const;
     bool refused_anywhere() const;
-    bool loaded_anywhere() const;
+    // Loaded on some module at some time since this process found it: a key
+    // the application uses, which a reload brings back on every module
+    // (even after every module was cleared at once).
+    bool in_use() const;
     // The loaded handles, refusals and loss of `other` (a successor's start).
     void take_state_of(const KeyObject& other);
     // A session key whose module was cleared: gone for good.
@@ -60,6 +63,7 @@ private:
     std::map<std::uint32_t, hsm::ObjectHandle> loaded_;
     std::set<std::uint32_t> refused_;
     bool lost_ = false;
+    bool in_use_ = false;
 };
 
 class ObjectStore {

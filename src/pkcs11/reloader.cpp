@@ -275,29 +275,39 @@ void Reloader::reload_module(std::uint32_t module, const std::string& why) {
     std::size_t reloaded = 0;
     std::size_t waiting = 0; // keys whose token is not (yet) loaded on this module
     try {
-        auto lease = router.pool().acquire();
+        std::vector<std::shared_ptr<KeyObject>> batch;
         for (const auto& key : parts_.objects.keys()) {
-            // Keys in use: loaded on some module already. Others load lazily.
-            if (key->session || key->lost() || key->handle_on(module) || !key->loaded_anywhere()) {
+            // Keys in use: loaded on some module before. Others load lazily.
+            if (key->session || key->lost() || key->handle_on(module) || !key->in_use()) {
                 continue;
             }
             if (key->info.token && !parts_.slots.handle(key->slot, module)) {
                 ++waiting; // reloaded when the tokens file shows the token there
                 continue;
             }
+            batch.push_back(key);
+        }
+        if (!batch.empty()) {
+            auto lease = router.pool().acquire();
+            std::vector<std::optional<Error>> results;
             try {
-                router.load(*lease, *key, module);
-                ++reloaded;
+                results = router.load_all(*lease, batch, module);
             } catch (const Error& e) {
-                if (classify(e) == Fault::final) {
-                    logger().warn("key {} ('{}') not reloaded on module {}: {}", key->info.ident,
-                                  key->info.label, module, e.what());
-                    continue;
-                }
                 if (classify(e) == Fault::connection) {
                     lease.discard();
                 }
                 throw;
+            }
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                if (!results[i]) {
+                    ++reloaded;
+                } else if (classify(*results[i]) == Fault::final) {
+                    logger().warn("key {} ('{}') not reloaded on module {}: {}",
+                                  batch[i]->info.ident, batch[i]->info.label, module,
+                                  results[i]->what());
+                } else {
+                    throw *results[i]; // about the module: the whole reload is retried
+                }
             }
         }
     } catch (const Error& e) {

@@ -131,30 +131,74 @@ std::vector<std::uint32_t> Router::candidates(const KeyObject& key) const {
     return out;
 }
 
-hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint32_t module) {
-    hsm::ObjectHandle token = 0;
-    if (key.info.token) {
-        auto th = slots_.handle(key.slot, module);
-        if (!th) {
-            throw Error(ErrorCode::invalid_handle, "token of key " + key.info.ident +
-                                                       " not loaded on module " +
-                                                       std::to_string(module));
-        }
-        token = th->handle;
+hsm::ObjectHandle Router::token_for(const KeyObject& key, std::uint32_t module) const {
+    if (!key.info.token) {
+        return 0;
     }
+    auto th = slots_.handle(key.slot, module);
+    if (!th) {
+        throw Error(ErrorCode::invalid_handle, "token of key " + key.info.ident +
+                                                   " not loaded on module " +
+                                                   std::to_string(module));
+    }
+    return th->handle;
+}
+
+void Router::loaded(KeyObject& key, std::uint32_t module, hsm::ObjectHandle handle) const {
+    key.set_handle(module, handle);
+    logger().debug("key {} ('{}') loaded on module {}: handle {}", key.info.ident, key.info.label,
+                   module, handle);
+}
+
+void Router::refused(KeyObject& key, std::uint32_t module, const Error& e) {
+    if (e.code() == ErrorCode::not_found && e.origin() == Origin::peer) {
+        key.refuse(module);
+    }
+}
+
+hsm::ObjectHandle Router::load(hsm::Service& service, KeyObject& key, std::uint32_t module) {
+    const auto token = token_for(key, module);
     hsm::ObjectHandle handle = 0;
     try {
         handle = service.load_key(module, key.info.ident, token);
     } catch (const Error& e) {
-        if (e.code() == ErrorCode::not_found && e.origin() == Origin::peer) {
-            key.refuse(module);
-        }
+        refused(key, module, e);
         throw;
     }
-    key.set_handle(module, handle);
-    logger().debug("key {} ('{}') loaded on module {}: handle {}", key.info.ident, key.info.label,
-                   module, handle);
+    loaded(key, module, handle);
     return handle;
+}
+
+std::vector<std::optional<Error>>
+Router::load_all(hsm::Service& service, const std::vector<std::shared_ptr<KeyObject>>& keys,
+                 std::uint32_t module) {
+    std::vector<std::optional<Error>> out(keys.size());
+    std::vector<hsm::KeyToLoad> batch;
+    std::vector<std::size_t> index; // batch entry -> keys entry
+    batch.reserve(keys.size());
+    index.reserve(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        try {
+            batch.push_back({keys[i]->info.ident, token_for(*keys[i], module)});
+            index.push_back(i);
+        } catch (const Error& e) {
+            out[i] = e;
+        }
+    }
+    if (batch.empty()) {
+        return out;
+    }
+    auto results = service.load_keys(module, batch);
+    for (std::size_t j = 0; j < results.size() && j < index.size(); ++j) {
+        auto& key = *keys[index[j]];
+        if (results[j].error) {
+            refused(key, module, *results[j].error);
+            out[index[j]] = std::move(results[j].error);
+        } else {
+            loaded(key, module, results[j].handle);
+        }
+    }
+    return out;
 }
 
 void Router::check_servable(KeyObject& key) const {

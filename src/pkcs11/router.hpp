@@ -94,6 +94,12 @@ public:
     // Loads `key` on `module` (with its token's handle there) and records the
     // handle. Used lazily here and eagerly by the reloader.
     hsm::ObjectHandle load(hsm::Service& service, KeyObject& key, std::uint32_t module);
+    // Loads `keys` on `module` in one batch (Service::load_keys), recording
+    // each handle: for each key, nullopt when loaded, else why not. Throws
+    // what fails the batch as a whole (the module, the connection).
+    std::vector<std::optional<Error>> load_all(hsm::Service& service,
+                                               const std::vector<std::shared_ptr<KeyObject>>& keys,
+                                               std::uint32_t module);
 
     // The members that can serve `key` now.
     std::vector<std::uint32_t> candidates(const KeyObject& key) const;
@@ -101,6 +107,14 @@ public:
     Pool& pool() noexcept { return pool_; }
 
 private:
+    // The key's token's handle on `module` (0: module-protected); throws
+    // Error(invalid_handle) when that token is not loaded there.
+    hsm::ObjectHandle token_for(const KeyObject& key, std::uint32_t module) const;
+    // Records what loading `key` on `module` gave: its handle, or a
+    // refusal when the service has no such key.
+    void loaded(KeyObject& key, std::uint32_t module, hsm::ObjectHandle handle) const;
+    static void refused(KeyObject& key, std::uint32_t module, const Error& e);
+
     using Candidates = std::function<std::vector<std::uint32_t>()>;
     // Tries `fn` on the candidates; waits for a restarting service (above),
     // unless `hopeless` says no wait can help.

@@ -141,7 +141,7 @@ def frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
 
-PROTOCOL_VERSION = 3  # kProtocolVersion in src/wire/include/wire/codec.hpp
+PROTOCOL_VERSION = 4  # kProtocolVersion in src/wire/include/wire/codec.hpp
 
 
 def hello_request(version=PROTOCOL_VERSION, req_id=1):

@@ -11,6 +11,7 @@
 // A Service object is one connection; it is not thread-safe: use one per thread.
 
 #include "preloadrun/common/env.hpp"
+#include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 #include "preloadrun/hsm/types.hpp"
 
@@ -21,6 +22,16 @@
 #include <vector>
 
 namespace preloadrun::hsm {
+
+// One key of a load_keys() call, and what became of it.
+struct KeyToLoad {
+    std::string ident;
+    ObjectHandle token_handle = 0; // 0 for a module-protected key
+};
+struct KeyLoadResult {
+    ObjectHandle handle = 0;    // when loaded
+    std::optional<Error> error; // why this key was not loaded
+};
 
 class Service {
 public:
@@ -48,6 +59,14 @@ public:
                                     const SecureBuffer& passphrase) = 0;
     virtual ObjectHandle load_key(std::uint32_t module, const std::string& ident,
                                   ObjectHandle token_handle) = 0;
+    // Loads many keys onto `module`, each as load_key() would: one result per
+    // key, in order, a handle or the error load_key() would have thrown for
+    // it (about the key, or about the module while it loaded that key); what
+    // fails the whole request (the connection, an unknown module) throws.
+    // This base version calls load_key() for each; a backend that can batch
+    // (SimClient: one request per 1,024 keys) overrides it.
+    virtual std::vector<KeyLoadResult> load_keys(std::uint32_t module,
+                                                 const std::vector<KeyToLoad>& keys);
     virtual void unload(std::uint32_t module, ObjectHandle handle) = 0;
     virtual GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) = 0;
     // Removes a persistent key from the world. A token-protected key needs

@@ -43,6 +43,9 @@ public:
                             const SecureBuffer& passphrase) override;
     ObjectHandle load_key(std::uint32_t module, const std::string& ident,
                           ObjectHandle token_handle) override;
+    // One LoadKeys request per 1,024 keys.
+    std::vector<KeyLoadResult> load_keys(std::uint32_t module,
+                                         const std::vector<KeyToLoad>& keys) override;
     void unload(std::uint32_t module, ObjectHandle handle) override;
     GeneratedKey generate_key(std::uint32_t module, const KeySpec& spec) override;
     void destroy_key(const std::string& ident, std::uint32_t module,

@@ -9,6 +9,7 @@
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
 
+#include <array>
 #include <mutex>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -103,9 +104,14 @@ Bytes Key::check_value() const {
     return out;
 }
 
+// A few contexts, each used by one signature at a time: a key shared by
+// several modules (World::unwrap_key) signs for several threads at once.
 struct Key::SignContext {
-    std::mutex mutex;
-    ossl::PkeyCtx ctx; // made at the first signature
+    struct Slot {
+        std::mutex mutex;
+        ossl::PkeyCtx ctx; // made at the first signature that uses the slot
+    };
+    std::array<Slot, 4> slots;
 };
 
 Key::Key(hsm::KeyType type, std::uint32_t bits)
@@ -119,15 +125,20 @@ Bytes Key::ecdsa_sign(std::span<const std::uint8_t> digest) const {
         }
         return ctx;
     };
-    std::unique_lock lock(ec_sign_->mutex, std::try_to_lock);
+    std::unique_lock<std::mutex> lock;
     ossl::PkeyCtx own;
     EVP_PKEY_CTX* ctx = nullptr;
-    if (lock.owns_lock()) {
-        if (!ec_sign_->ctx) {
-            ec_sign_->ctx = begin();
+    for (auto& slot : ec_sign_->slots) {
+        lock = std::unique_lock(slot.mutex, std::try_to_lock);
+        if (lock.owns_lock()) {
+            if (!slot.ctx) {
+                slot.ctx = begin();
+            }
+            ctx = slot.ctx.get();
+            break;
         }
-        ctx = ec_sign_->ctx.get();
-    } else {
+    }
+    if (ctx == nullptr) {
         own = begin();
         ctx = own.get();
     }

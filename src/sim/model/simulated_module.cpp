@@ -178,8 +178,7 @@ hsm::ObjectHandle SimulatedModule::load_key(const Caller& caller, const std::str
             throw Error(ErrorCode::usage,
                         "key " + ident + " is module-protected: load it with token handle 0");
         }
-        auto key =
-            std::make_shared<const Key>(world_.unwrap_key(record, token ? &token->key : nullptr));
+        auto key = world_.unwrap_key(record, token ? &token->key : nullptr);
         return add_key(caller.uid, caller.client,
                        KeyObject{std::move(info), std::move(key), token_handle});
     });

@@ -16,6 +16,7 @@
 
 #include "model/catalog.hpp"
 #include "model/crypto.hpp"
+#include "model/file_cache.hpp"
 #include "model/fleet_store.hpp"
 #include "model/keywrap.hpp"
 #include "model/world_format.hpp"
@@ -26,6 +27,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -130,8 +132,12 @@ public:
     KeyRecord key_record(const std::string& ident) const;
     hsm::KeyInfo info_of(const KeyRecord& record) const;
     // Unwraps the private part; Error(corrupt) naming the file when it does
-    // not unwrap (altered, or moved from another world or token).
-    Key unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) const;
+    // not unwrap (altered, or moved from another world or token). The unwrap
+    // is checked every time; the decoded key is shared with the modules that
+    // hold it already (decoding is most of what a key load costs), so the
+    // same key loaded on 32 modules is decoded once.
+    std::shared_ptr<const Key> unwrap_key(const KeyRecord& record,
+                                          const SecureBuffer* token_key) const;
     // Removes key_<ident>. Throws Error(not_found). Says nothing of who may:
     // the caller checked that.
     void destroy_key(const std::string& ident);
@@ -180,6 +186,14 @@ private:
     SecureBuffer key_;
     bool created_ = false;
     mutable std::mutex mutex_; // modules_, usage_ and read-modify-write of files
+    // The decoded keys some module holds, by ident and wrapped bytes (a key
+    // file that changes is another entry); expired entries are swept as the
+    // map grows.
+    mutable FileCache<KeyRecord> key_files_;
+    mutable FileCache<CardRecord> card_files_;
+    mutable std::mutex decoded_mutex_;
+    mutable std::map<std::string, std::weak_ptr<const Key>, std::less<>> decoded_;
+    mutable std::size_t decoded_sweep_at_ = 64;
     std::vector<EnrolledModule> modules_;
     std::map<std::uint32_t, ModuleCounters> counters_;
     WorldUsage usage_;

@@ -184,24 +184,27 @@ KeyRecord World::key_record(const std::string& ident) const {
                                               "digits)");
     }
     const auto name = key_name(ident);
-    std::string text;
-    try {
-        text = dir_.read_text(name, kMaxFile);
-    } catch (const Error& e) {
-        if (e.code() == ErrorCode::not_found) {
-            throw Error(ErrorCode::not_found,
-                        "no key " + ident + " in the Security World " + dir_.path().string());
+    return key_files_.get(dir_, name, [&] {
+        std::string text;
+        try {
+            text = dir_.read_text(name, kMaxFile);
+        } catch (const Error& e) {
+            if (e.code() == ErrorCode::not_found) {
+                throw Error(ErrorCode::not_found,
+                            "no key " + ident + " in the Security World " + dir_.path().string());
+            }
+            throw;
         }
-        throw;
-    }
-    auto record = decode_key(text, path_of(name));
-    if (record.ident != ident) {
-        throw Error(ErrorCode::corrupt, path_of(name) + ": ident does not match the name");
-    }
-    return record;
+        auto record = decode_key(text, path_of(name));
+        if (record.ident != ident) {
+            throw Error(ErrorCode::corrupt, path_of(name) + ": ident does not match the name");
+        }
+        return record;
+    });
 }
 
-Key World::unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) const {
+std::shared_ptr<const Key> World::unwrap_key(const KeyRecord& record,
+                                             const SecureBuffer* token_key) const {
     const SecureBuffer* kek = &key_;
     if (record.protection) {
         if (token_key == nullptr) {
@@ -218,11 +221,32 @@ Key World::unwrap_key(const KeyRecord& record, const SecureBuffer* token_key) co
                                             (record.protection ? "token" : "world") +
                                             " key (altered, or copied from another world)");
     }
+    // The wrapped bytes authenticate under kek to this secret: the same
+    // ident and wrapped bytes are the same key.
+    std::string name = record.ident;
+    name.append(record.wrapped_private.begin(), record.wrapped_private.end());
+    {
+        std::lock_guard lock(decoded_mutex_);
+        if (auto it = decoded_.find(name); it != decoded_.end()) {
+            if (auto key = it->second.lock()) {
+                return key;
+            }
+        }
+    }
+    std::shared_ptr<const Key> key;
     try {
-        return Key::from_private(record.type, record.bits, secret.span());
+        key =
+            std::make_shared<const Key>(Key::from_private(record.type, record.bits, secret.span()));
     } catch (const Error& e) {
         throw Error(ErrorCode::corrupt, path + ": " + e.what());
     }
+    std::lock_guard lock(decoded_mutex_);
+    decoded_[std::move(name)] = key;
+    if (decoded_.size() >= decoded_sweep_at_) {
+        std::erase_if(decoded_, [](const auto& entry) { return entry.second.expired(); });
+        decoded_sweep_at_ = std::max<std::size_t>(64, 2 * decoded_.size());
+    }
+    return key;
 }
 
 void World::destroy_key(const std::string& ident) {

@@ -154,6 +154,33 @@ void load_key(const RequestContext& s, const Request& request, const Peer& peer,
     s.clients.note_loaded(peer.pid, peer.client);
 }
 
+// At most this many keys in one LoadKeys (wire.proto).
+constexpr int kMaxKeyLoads = 1024;
+
+void load_keys(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
+    const auto& r = request.load_keys();
+    auto& module = module_at(s, r.module());
+    if (r.keys_size() == 0 || r.keys_size() > kMaxKeyLoads) {
+        throw Error(ErrorCode::usage,
+                    "LoadKeys takes 1 to " + std::to_string(kMaxKeyLoads) + " keys");
+    }
+    auto* results = out.mutable_key_loads();
+    bool any = false;
+    for (const auto& key : r.keys()) {
+        auto* result = results->add_results();
+        try {
+            const auto& ident = validate::ident(key.ident());
+            result->set_handle(module.load_key(caller_of(peer), ident, key.token_handle()));
+            any = true;
+        } catch (const Error& e) {
+            *result->mutable_error() = hsm::codec::error_response(0, e).error();
+        }
+    }
+    if (any) {
+        s.clients.note_loaded(peer.pid, peer.client);
+    }
+}
+
 void unload(const RequestContext& s, const Request& request, const Peer& peer, Response& out) {
     const auto& r = request.unload();
     module_at(s, r.module()).unload(caller_of(peer), r.handle());
@@ -330,6 +357,7 @@ constexpr RequestKind kRequests[] = {
     {Request::kCreateToken,     "CreateToken",   kAnyone, create_token_passphrase, create_token},
     {Request::kLoadToken,       "LoadToken",     kAnyone, load_token_passphrase,   load_token},
     {Request::kLoadKey,         "LoadKey",       kAnyone, kNoSecret,               load_key},
+    {Request::kLoadKeys,        "LoadKeys",      kAnyone, kNoSecret,               load_keys},
     {Request::kUnload,          "Unload",        kAnyone, kNoSecret,               unload},
     {Request::kGenerateKey,     "GenerateKey",   kAnyone, generate_key_value,      generate_key},
     {Request::kDestroyKey,      "DestroyKey",    kAnyone, kNoSecret,               destroy_key},

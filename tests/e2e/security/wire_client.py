@@ -15,7 +15,7 @@ sys.path.insert(0, _dir)
 import wire_pb2 as wire  # noqa: E402,F401
 
 MAX_FRAME = 1024 * 1024
-PROTOCOL_VERSION = 3  # kProtocolVersion in src/wire/include/wire/codec.hpp
+PROTOCOL_VERSION = 4  # kProtocolVersion in src/wire/include/wire/codec.hpp
 
 
 def send_frame(sock, payload):

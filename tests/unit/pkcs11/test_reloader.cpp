@@ -85,6 +85,31 @@ TEST_CASE("pkcs11::Reloader follows the tokens file as the fleet changes") {
     }
 }
 
+TEST_CASE("pkcs11::Reloader: every module cleared at once, the keys in use come back on each") {
+    Module m(3);
+    m.writer.publish();
+    m.start();
+    auto lease = m.instance->pool().acquire();
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        m.instance->router().load(*lease, *m.key("mk"), n); // the application uses mk only
+    }
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        m.hsm.clear(n);
+    }
+    m.rewritten(); // no module usable, no key loaded anywhere
+    CHECK(m.members().empty());
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        m.hsm.ready(n);
+    }
+    m.rewritten();
+    CHECK(m.members() == std::vector<std::uint32_t>{1, 2, 3});
+    for (std::uint32_t n = 1; n <= 3; ++n) {
+        CAPTURE(n);
+        CHECK(m.key("mk")->handle_on(n).has_value());
+        CHECK_FALSE(m.key("tk")->handle_on(n).has_value()); // never used: loaded when first used
+    }
+}
+
 TEST_CASE("pkcs11::Reloader retries a failed reload for the retry window, then abandons") {
     Reloading m; // retry window: 1 s
     m.hsm.clear(2);
@@ -134,11 +159,13 @@ TEST_CASE("pkcs11::Reloader: a restart of the HSM service (a new instance)") {
         for (std::uint32_t n = 1; n <= 3; ++n) {
             CAPTURE(n);
             CHECK(m.card_handle(n) == m.writer.handle_on(n));
-            CHECK_FALSE(m.keys_on(n)); // gone with the old instance; loaded again as used
+            // Gone with the old instance; the keys in use come back at once,
+            // under the card's handles of the new instance.
+            CHECK(m.keys_on(n));
             CHECK(m.instance->group().record(n)->generation == 1);
         }
         CHECK(m.card_handle(1) != old_card);
-        m.use_keys(); // with the card's handles of the new instance
+        m.use_keys();
         CHECK(m.keys_on(1));
     }
     SUBCASE("the file still names the old instance: its handles are not used") {

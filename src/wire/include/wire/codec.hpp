@@ -13,7 +13,7 @@
 
 namespace preloadrun::hsm::codec {
 
-inline constexpr std::uint32_t kProtocolVersion = 3;
+inline constexpr std::uint32_t kProtocolVersion = 4;
 
 Bytes encode(const wire::Request& request);
 Bytes encode(const wire::ServerMessage& message);

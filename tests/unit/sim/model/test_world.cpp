@@ -194,9 +194,9 @@ TEST_CASE("sim::World persistent keys") {
     CHECK(keys[1].bits == 384);
 
     SUBCASE("keys unwrap under the world key or their token key") {
-        CHECK(world->unwrap_key(world->key_record(m.ident), nullptr).public_der() ==
+        CHECK(world->unwrap_key(world->key_record(m.ident), nullptr)->public_der() ==
               module_key.public_der());
-        CHECK(world->unwrap_key(world->key_record(t.ident), &token_key).public_der() ==
+        CHECK(world->unwrap_key(world->key_record(t.ident), &token_key)->public_der() ==
               token_key_pair.public_der());
         auto other = world->create_token(hsm::TokenType::softcard, "other", pass("pw"));
         auto other_key = world->unlock_token(world->card(other.hash), pass("pw"));
@@ -215,6 +215,20 @@ TEST_CASE("sim::World persistent keys") {
         auto e = error_of([&] { world->unwrap_key(world->key_record(m.ident), nullptr); });
         CHECK(e.code() == ErrorCode::corrupt);
         CHECK(std::string(e.what()).find("key_" + m.ident) != std::string::npos);
+    }
+    SUBCASE("a key file read before is read again once it changed, even in place") {
+        REQUIRE(world->key_record(m.ident).label != "renamed in place");
+        auto changed = world->key_record(m.ident);
+        changed.label = "renamed in place";
+        const auto text = encode_key(changed);
+        {
+            std::ofstream out(tmp / ("key_" + m.ident), std::ios::binary | std::ios::trunc);
+            out.write(text.data(), static_cast<std::streamsize>(text.size()));
+        }
+        CHECK(world->key_record(m.ident).label == "renamed in place");
+        // The decoded key is the same key: shared, not decoded again.
+        CHECK(world->unwrap_key(world->key_record(m.ident), nullptr) ==
+              world->unwrap_key(world->key_record(m.ident), nullptr));
     }
     SUBCASE("a corrupt key file is skipped in lists and named on lookup") {
         const auto bad = tmp / ("key_" + std::string(40, '0'));
