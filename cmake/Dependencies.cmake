@@ -16,3 +16,14 @@ endif()
 if(NOT TARGET protobuf::libprotobuf-lite)
   message(FATAL_ERROR "protobuf-lite not found (install libprotobuf-dev)")
 endif()
+# A program that sets its PRELOADRUN_STATIC_RUNTIME property (preloadrun: its
+# start-up is a performance target) links libprotobuf-lite's archive, where
+# Debian ships one, instead of its shared library. A shared object cannot:
+# the archive is not built for one.
+find_library(PRELOADRUN_PROTOBUF_LITE_ARCHIVE NAMES libprotobuf-lite.a)
+if(PRELOADRUN_PROTOBUF_LITE_ARCHIVE)
+  set(PRELOADRUN_PROTOBUF_LITE
+    "$<IF:$<BOOL:$<TARGET_PROPERTY:PRELOADRUN_STATIC_RUNTIME>>,${PRELOADRUN_PROTOBUF_LITE_ARCHIVE},protobuf::libprotobuf-lite>")
+else()
+  set(PRELOADRUN_PROTOBUF_LITE protobuf::libprotobuf-lite)
+endif()

@@ -145,8 +145,10 @@ std::vector<std::uint32_t> usable_modules(FleetState& fleet,
 // A service that has just started may still be bringing its modules up (a
 // fleet member's library connecting to its HSM): when none is usable yet but
 // some are initialising, waits for them, up to `limit`. Before the signals
-// are blocked: Ctrl-C ends the wait, with nothing loaded yet.
-void wait_while_initialising(hsm::Service& service, std::chrono::milliseconds limit) {
+// are blocked: Ctrl-C ends the wait, with nothing loaded yet. Returns the
+// modules as last listed.
+std::vector<hsm::ModuleInfo> wait_while_initialising(hsm::Service& service,
+                                                     std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     bool said = false;
     for (;;) {
@@ -158,7 +160,7 @@ void wait_while_initialising(hsm::Service& service, std::chrono::milliseconds li
             return m.state == hsm::ModuleState::initialising;
         });
         if (usable || initialising == 0 || std::chrono::steady_clock::now() >= deadline) {
-            return;
+            return modules;
         }
         if (!said) {
             logger()->info("no usable module yet: waiting for {} module(s) initialising",
@@ -298,13 +300,14 @@ int run(const Options& options) {
     auto tokens = resolve_tokens(
         options.tokens, options.tokens.empty() ? std::vector<hsm::TokenInfo>{} : service->tokens());
     auto passphrases = collect_passphrases(options, options.tokens, tokens);
-    wait_while_initialising(*service, options.retry_window);
+    auto listed = wait_while_initialising(*service, options.retry_window);
     // The service closes a connection that stays idle before its process has
     // loaded anything (hsmsim serve --idle-timeout): typed slowly enough, the
     // passphrases outlast it. This is the connection that keeps what is
     // loaded: it must be open, and the first, before anything is.
     if (!service->usable()) {
         service = hsm::connect(endpoint);
+        listed = service->modules();
     }
     // From here on signals queue for the event loop; no thread exists yet.
     block_supervised_signals();
@@ -316,9 +319,9 @@ int run(const Options& options) {
         logger()->info("taking over stale tokens file {}: {}", path.string(), stale->reason);
     }
 
-    FleetState fleet(service->world().world_id, tokens, options.high_availability);
+    FleetState fleet(service->world_id(), tokens, options.high_availability);
     fleet.set_service_instance(service->instance());
-    auto modules = usable_modules(fleet, service->modules());
+    auto modules = usable_modules(fleet, listed);
     // `service` stays open until run() returns, after `unload` has run: the
     // service unloads what a process loaded once its last connection closes.
     auto loader = std::make_shared<Loader>([endpoint] { return hsm::connect(endpoint); }, tokens,

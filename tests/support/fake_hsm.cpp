@@ -208,7 +208,7 @@ bool FakeService::usable() noexcept {
 
 hsm::WorldInfo FakeService::world() {
     const auto lock = enter();
-    return {Bytes(20, 0xab), static_cast<std::uint32_t>(hsm_.modules_.size())};
+    return {world_id_, static_cast<std::uint32_t>(hsm_.modules_.size())};
 }
 
 std::vector<hsm::ModuleInfo> FakeService::modules() {

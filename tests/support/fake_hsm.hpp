@@ -123,6 +123,7 @@ public:
     ~FakeService() override;
 
     const Bytes& instance() const noexcept override { return instance_; }
+    const Bytes& world_id() const noexcept override { return world_id_; }
     hsm::WorldInfo world() override;
     std::vector<hsm::ModuleInfo> modules() override;
     std::vector<hsm::TokenInfo> tokens() override;
@@ -176,6 +177,7 @@ private:
     FakeHsm& hsm_;
     int serial_;
     Bytes instance_;
+    Bytes world_id_ = Bytes(20, 0xab);
 };
 
 class FakeEventStream final : public hsm::EventStream {

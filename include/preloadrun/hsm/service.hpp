@@ -41,6 +41,9 @@ public:
     // bytes, random for each start of the service). Handles are valid only
     // within the instance that issued them.
     virtual const Bytes& instance() const noexcept = 0;
+    // The Security World the service serves, as told when the connection
+    // was made (world() asks again, with the module count).
+    virtual const Bytes& world_id() const noexcept = 0;
 
     virtual WorldInfo world() = 0;
     virtual std::vector<ModuleInfo> modules() = 0;

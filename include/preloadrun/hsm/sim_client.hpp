@@ -27,7 +27,7 @@ public:
     explicit SimClient(const Endpoint& endpoint);
     ~SimClient() override;
 
-    const Bytes& world_id() const noexcept;
+    const Bytes& world_id() const noexcept override;
     const Bytes& instance() const noexcept override;
     const std::string& server_name() const noexcept;
 

@@ -167,6 +167,15 @@ bool supervised_signals_blocked() {
     return (current & wanted) == wanted;
 }
 
+void reset_glibc_signals_in_child(SignalBits ignored) noexcept {
+    for (int signo : kGlibcSignals) {
+        KernelSigaction act{}; // flags 0, empty mask
+        void (*handler)(int) = (ignored & signal_bit(signo)) != 0 ? SIG_IGN : SIG_DFL;
+        std::memcpy(act.bytes, &handler, sizeof handler);
+        raw_sigaction(signo, &act, nullptr);
+    }
+}
+
 void unblock_all_signals() noexcept {
     const SignalBits none = 0;
     raw_sigprocmask(SIG_SETMASK, &none, nullptr);

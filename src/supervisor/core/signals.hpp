@@ -56,6 +56,11 @@ bool supervised_signals_blocked();
 // Unblocks every signal in the calling thread (raw: 32 and 33 included).
 // For tests, and for the child between fork and exec.
 void unblock_all_signals() noexcept;
+// In the child before exec, after sigaction() reset the others: glibc's
+// internal signals (32, 33), where preloadrun has its relay handler, back to
+// the default (or ignored, as the caller had them). The child shares
+// preloadrun's memory until it execs (vfork): no handler of ours may run in it.
+void reset_glibc_signals_in_child(SignalBits ignored) noexcept;
 
 // "SIGTERM", "SIGRTMIN+3", "signal 32", ... for logs.
 std::string signal_name(int signo);

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/optional.hpp>
-#include <boost/process/v2/posix/default_launcher.hpp>
+#include <boost/process/v2/posix/vfork_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/type_traits.hpp>
 #include <cctype>
@@ -45,11 +45,14 @@ std::string errno_text(int err) {
     throw Error(ErrorCode::permission, name + ": " + errno_text(err));
 }
 
-// ---- In the child, between fork and exec: async-signal-safe calls only ----
+// ---- In the child, between vfork and exec: async-signal-safe calls only ----
+// The child shares preloadrun's memory (and runs on its stack) until it
+// execs: it writes nothing of preloadrun's but its own stack and the plan's
+// LISTEN_PID buffer, which preloadrun no longer reads.
 
 // The caller's dispositions: ignored stays ignored, everything else default
-// (a handler would not survive the exec anyway). 32 and 33 need no care:
-// glibc refuses them, and the exec resets the handler preloadrun has on them.
+// (a handler would not survive the exec anyway). glibc refuses 32 and 33:
+// reset_glibc_signals_in_child() does those.
 void restore_caller_dispositions(SignalBits ignored) noexcept {
     struct sigaction act {};
     ::sigemptyset(&act.sa_mask);
@@ -162,6 +165,7 @@ struct ChildSetup {
             ::tcsetpgrp(options.terminal_fd, ::getpid());
         }
         restore_caller_dispositions(plan.ignored);
+        reset_glibc_signals_in_child(plan.ignored);
         close_fds_except(*plan.inherited, launcher.fd_whitelist);
         if (plan.listen_pid != nullptr) {
             write_decimal(plan.listen_pid, ::getpid());
@@ -359,9 +363,11 @@ pid_t spawn_child(const ChildSpec& spec, const SpawnOptions& options) {
     plan.envp = envp.data();
 
     // A private io_context only for the launch: Boost wants an executor for
-    // the process handle (a pidfd) that we drop right away.
+    // the process handle (a pidfd) that we drop right away. vfork, not fork:
+    // no page tables to copy and fault back in (a fifth of `preloadrun --
+    // true`); it returns once the child exec'd or failed to (`ec`: errno).
     boost::asio::io_context context;
-    bp::posix::default_launcher launcher;
+    bp::posix::vfork_launcher launcher;
     launcher.env = envp.data();
     bp::error_code ec;
     const char** argv_data = argv.data();
