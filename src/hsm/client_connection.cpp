@@ -254,7 +254,7 @@ wire::Response Connection::call(wire::Request& request, wire::Response::BodyCase
         fail(e);
     }
     try {
-        message = codec::decode_server_message(read_reply(fd_.get(), reader_, until));
+        message = codec::decode_server_message(read_reply(fd_.get(), reader_, until, spin_));
     } catch (const Error& e) {
         fail(e);
     }

@@ -11,6 +11,7 @@
 #include "preloadrun/hsm/service.hpp"
 #include "wire.pb.h"
 #include "wire/frame.hpp"
+#include "wire/socket_io.hpp"
 
 #include <chrono>
 #include <optional>
@@ -66,6 +67,7 @@ private:
     std::chrono::milliseconds waited_{0}; // how long the last call could wait, for messages
     Fd fd_;
     FrameReader reader_;
+    SpinWindow spin_; // how long a reply is waited for awake before recv() sleeps
     std::uint64_t last_id_ = 0;
     wire::HelloReply hello_;
     Bytes world_id_;

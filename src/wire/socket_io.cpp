@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <fcntl.h>
+#include <sched.h>
 #include <string>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -125,6 +127,51 @@ SecretBytes read_reply(int fd, FrameReader& reader,
         }
     }
     return read_frame(fd, reader, deadline); // the rest, or the wait, to the deadline
+}
+
+namespace {
+// One thread of a process spins at a time: with more threads than cores
+// waiting, spinning would take the cores their peers need.
+std::atomic<bool> g_spinning{false};
+} // namespace
+
+bool SpinWindow::wait(int fd) {
+    if (skip_ > 0) {
+        --skip_;
+        return false;
+    }
+    if (g_spinning.exchange(true, std::memory_order_acquire)) {
+        return false; // another thread spins: sleep in recv()
+    }
+    struct Release {
+        ~Release() { g_spinning.store(false, std::memory_order_release); }
+    } release;
+    const auto start = std::chrono::steady_clock::now();
+    const auto until = start + window_;
+    for (;;) {
+        pollfd pfd{fd, POLLIN, 0};
+        const int n = ::poll(&pfd, 1, 0);
+        const auto now = std::chrono::steady_clock::now();
+        if (n != 0) { // ready, or an error that the read will tell
+            window_ = std::clamp<std::chrono::nanoseconds>(2 * (now - start), kMinSpin, kMaxSpin);
+            return n > 0;
+        }
+        if (now >= until) {
+            skip_ = kSkipAfterMiss;
+            window_ = kMaxSpin; // the next spin, after the skipped waits, starts wide again
+            return false;
+        }
+        ::sched_yield(); // a thread that can run here runs first
+    }
+}
+
+SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline,
+                       SpinWindow& spin) {
+    if (auto frame = reader.next()) {
+        return std::move(*frame);
+    }
+    spin.wait(fd); // then recv() finds the reply there, or sleeps for it
+    return read_reply(fd, reader, deadline);
 }
 
 namespace detail {

@@ -155,6 +155,7 @@ void ServedConnection::serve() {
     std::array<std::uint8_t, 64 * 1024> chunk{};
     std::optional<Clock::time_point> frame_deadline; // set while a frame is partial
     auto idle_since = Clock::now();                  // the end of the last request
+    hsm::SpinWindow spin;
     const bool idle_limit = limits_.idle_timeout.count() > 0;
     struct Wipe {
         std::array<std::uint8_t, 64 * 1024>& chunk;
@@ -168,9 +169,12 @@ void ServedConnection::serve() {
     for (;;) {
         ssize_t got = 0;
         if (!frame_deadline) {
-            // No frame begun: wait for the next request in recv(); a timeout
-            // (EAGAIN) is the idle limit. What follows the frame (a client
-            // sending several requests) stays in the reader.
+            // No frame begun: wait for the next request in recv(), after a
+            // brief spin (a busy client's next request comes within
+            // microseconds); a timeout (EAGAIN) is the idle limit. What
+            // follows the frame (a client sending several requests) stays in
+            // the reader.
+            spin.wait(fd_.get());
             got = ::recv(fd_.get(), chunk.data(), chunk.size(), 0);
         } else {
             // A frame is partial: its deadline is absolute, so poll() for it.

@@ -160,3 +160,34 @@ TEST_CASE("read_reply on a blocking socket with a receive timeout") {
               ErrorCode::timeout);
     }
 }
+
+TEST_CASE("SpinWindow: a brief spin before recv() sleeps, given up for a while after a miss") {
+    SocketPair pair;
+    FrameReader reader;
+    SpinWindow spin;
+
+    SUBCASE("bytes already there: ready at once") {
+        write_frame(pair.a.get(), to_bytes("x"), in(1s));
+        CHECK(spin.wait(pair.b.get()));
+        CHECK(plain(read_reply(pair.b.get(), reader, in(1s), spin)) == to_bytes("x"));
+    }
+    SUBCASE("nothing comes: it spins at most kMaxSpin, then skips the next waits") {
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_FALSE(spin.wait(pair.b.get()));
+        CHECK(std::chrono::steady_clock::now() - start >= SpinWindow::kMaxSpin);
+        write_frame(pair.a.get(), to_bytes("y"), in(1s));
+        for (unsigned i = 0; i < SpinWindow::kSkipAfterMiss; ++i) {
+            CHECK_FALSE(spin.wait(pair.b.get())); // not even a look, however ready
+        }
+        CHECK(spin.wait(pair.b.get())); // spinning again
+    }
+    SUBCASE("a reply that comes after the spin is still read (recv() sleeps for it)") {
+        block_with_receive_timeout(pair.b.get(), 1000ms);
+        std::thread peer([&] {
+            std::this_thread::sleep_for(20ms);
+            write_frame(pair.a.get(), to_bytes("late"), in(1s));
+        });
+        CHECK(plain(read_reply(pair.b.get(), reader, in(2s), spin)) == to_bytes("late"));
+        peer.join();
+    }
+}

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <span>
 #include <string_view>
+#include <sys/types.h>
 
 namespace preloadrun::hsm {
 
@@ -32,6 +33,37 @@ void block_with_receive_timeout(int fd, std::chrono::milliseconds timeout);
 // receive timeout (SO_RCVTIMEO) a reply costs one system call; if nothing
 // came by then, or only part, read_frame waits for the rest to the deadline.
 SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline);
+
+// A brief, adaptive spin before a blocking recv(): on a machine where waking
+// a sleeping thread costs tens of microseconds, a reply (or the next request
+// of a busy client) that comes within a few microseconds is taken without
+// going to sleep. The window follows what it sees: twice the wait that last
+// ended in bytes (between kMinSpin and kMaxSpin); a spin that ends with
+// nothing is not tried again for the next kSkipAfterMiss waits. Nothing
+// spins longer than kMaxSpin, so a connection with nothing to do sleeps in
+// recv() as before (no wake-up while idle). One thread of a process spins at
+// a time, and it yields the core to any thread that can run: with more
+// threads than cores busy, the others sleep as before. One per connection;
+// not thread-safe.
+class SpinWindow {
+public:
+    static constexpr std::chrono::microseconds kMinSpin{10};
+    static constexpr std::chrono::microseconds kMaxSpin{100};
+    static constexpr unsigned kSkipAfterMiss = 8;
+
+    // Polls fd (poll() with no timeout) until it is readable (or hung up, or
+    // in error) or the window passes: true when it is. False at once when no
+    // spin is due.
+    bool wait(int fd);
+
+private:
+    std::chrono::nanoseconds window_{kMaxSpin};
+    unsigned skip_ = 0;
+};
+
+// read_reply, spinning first by `spin`.
+SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::time_point deadline,
+                       SpinWindow& spin);
 
 // For the client's connection (src/hsm): the poll()-based waiting under
 // write_frame/read_frame, and a read that reports a passed deadline as a
