@@ -135,13 +135,15 @@ namespace {
 std::atomic<bool> g_spinning{false};
 } // namespace
 
-bool SpinWindow::wait(int fd) {
+ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
     if (skip_ > 0) {
         --skip_;
-        return false;
+        errno = EAGAIN;
+        return -1;
     }
     if (g_spinning.exchange(true, std::memory_order_acquire)) {
-        return false; // another thread spins: sleep in recv()
+        errno = EAGAIN; // another thread spins: sleep in recv()
+        return -1;
     }
     struct Release {
         ~Release() { g_spinning.store(false, std::memory_order_release); }
@@ -149,17 +151,19 @@ bool SpinWindow::wait(int fd) {
     const auto start = std::chrono::steady_clock::now();
     const auto until = start + window_;
     for (;;) {
-        pollfd pfd{fd, POLLIN, 0};
-        const int n = ::poll(&pfd, 1, 0);
-        const auto now = std::chrono::steady_clock::now();
-        if (n != 0) { // ready, or an error that the read will tell
-            window_ = std::clamp<std::chrono::nanoseconds>(2 * (now - start), kMinSpin, kMaxSpin);
-            return n > 0;
+        const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            const int err = errno;
+            window_ = std::clamp<std::chrono::nanoseconds>(
+                2 * (std::chrono::steady_clock::now() - start), kMinSpin, kMaxSpin);
+            errno = err;
+            return n; // bytes, the end of the stream, or an error the caller reports
         }
-        if (now >= until) {
+        if (std::chrono::steady_clock::now() >= until) {
             skip_ = kSkipAfterMiss;
             window_ = kMaxSpin; // the next spin, after the skipped waits, starts wide again
-            return false;
+            errno = EAGAIN;
+            return -1;
         }
         ::sched_yield(); // a thread that can run here runs first
     }
@@ -170,7 +174,24 @@ SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::t
     if (auto frame = reader.next()) {
         return std::move(*frame);
     }
-    spin.wait(fd); // then recv() finds the reply there, or sleeps for it
+    {
+        // Replies are small: what does not fit is read below.
+        std::array<std::uint8_t, 4096> chunk; // NOLINT: filled by recv before use
+        const ssize_t n = spin.receive(fd, chunk.data(), chunk.size());
+        if (n > 0) {
+            struct Wipe {
+                std::uint8_t* data;
+                std::size_t size;
+                ~Wipe() { secure_wipe(data, size); }
+            } wipe{chunk.data(), static_cast<std::size_t>(n)};
+            reader.feed({chunk.data(), static_cast<std::size_t>(n)});
+            if (auto frame = reader.next()) {
+                return std::move(*frame);
+            }
+        }
+    }
+    // Nothing came while awake, or part of it, or the end of the stream or an
+    // error (which the recv() below meets again and reports).
     return read_reply(fd, reader, deadline);
 }
 

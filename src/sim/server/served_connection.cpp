@@ -174,8 +174,10 @@ void ServedConnection::serve() {
             // microseconds); a timeout (EAGAIN) is the idle limit. What
             // follows the frame (a client sending several requests) stays in
             // the reader.
-            spin.wait(fd_.get());
-            got = ::recv(fd_.get(), chunk.data(), chunk.size(), 0);
+            got = spin.receive(fd_.get(), chunk.data(), chunk.size());
+            if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                got = ::recv(fd_.get(), chunk.data(), chunk.size(), 0);
+            }
         } else {
             // A frame is partial: its deadline is absolute, so poll() for it.
             pollfd pfd{fd_.get(), POLLIN, 0};

@@ -4,6 +4,8 @@
 #include "support/errors.hpp"
 #include "wire/socket_io.hpp"
 
+#include <array>
+#include <cerrno>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -165,24 +167,39 @@ TEST_CASE("SpinWindow: a brief spin before recv() sleeps, given up for a while a
     SocketPair pair;
     FrameReader reader;
     SpinWindow spin;
+    std::array<std::uint8_t, 64> buf{};
 
-    SUBCASE("bytes already there: ready at once") {
+    SUBCASE("bytes already there: taken at once") {
         write_frame(pair.a.get(), to_bytes("x"), in(1s));
-        CHECK(spin.wait(pair.b.get()));
+        CHECK(spin.receive(pair.b.get(), buf.data(), buf.size()) > 0);
+    }
+    SUBCASE("a reply read awake, whole") {
+        write_frame(pair.a.get(), to_bytes("x"), in(1s));
         CHECK(plain(read_reply(pair.b.get(), reader, in(1s), spin)) == to_bytes("x"));
     }
     SUBCASE("nothing comes: it spins at most kMaxSpin, then skips the next waits") {
         const auto start = std::chrono::steady_clock::now();
-        CHECK_FALSE(spin.wait(pair.b.get()));
+        errno = 0;
+        CHECK(spin.receive(pair.b.get(), buf.data(), buf.size()) == -1);
+        CHECK(errno == EAGAIN);
         CHECK(std::chrono::steady_clock::now() - start >= SpinWindow::kMaxSpin);
         write_frame(pair.a.get(), to_bytes("y"), in(1s));
         for (unsigned i = 0; i < SpinWindow::kSkipAfterMiss; ++i) {
-            CHECK_FALSE(spin.wait(pair.b.get())); // not even a look, however ready
+            CHECK(spin.receive(pair.b.get(), buf.data(), buf.size()) == -1); // not even a look
         }
-        CHECK(spin.wait(pair.b.get())); // spinning again
+        CHECK(spin.receive(pair.b.get(), buf.data(), buf.size()) > 0); // spinning again
     }
-    SUBCASE("a reply that comes after the spin is still read (recv() sleeps for it)") {
+    SUBCASE("the peer closed: the end of the stream, at once") {
+        pair.a.reset();
+        CHECK(spin.receive(pair.b.get(), buf.data(), buf.size()) == 0);
+        CHECK(code_of([&] { read_reply(pair.b.get(), reader, in(1s), spin); }) ==
+              ErrorCode::unavailable);
+    }
+    SUBCASE("a reply longer than the spin's buffer, and one after the spin: read whole") {
         block_with_receive_timeout(pair.b.get(), 1000ms);
+        const Bytes big(10000, 0x5a);
+        write_frame(pair.a.get(), big, in(1s));
+        CHECK(plain(read_reply(pair.b.get(), reader, in(2s), spin)) == big);
         std::thread peer([&] {
             std::this_thread::sleep_for(20ms);
             write_frame(pair.a.get(), to_bytes("late"), in(1s));

@@ -51,10 +51,11 @@ public:
     static constexpr std::chrono::microseconds kMaxSpin{100};
     static constexpr unsigned kSkipAfterMiss = 8;
 
-    // Polls fd (poll() with no timeout) until it is readable (or hung up, or
-    // in error) or the window passes: true when it is. False at once when no
-    // spin is due.
-    bool wait(int fd);
+    // Tries recv(fd, buf, len, MSG_DONTWAIT) until bytes come (or the end of
+    // the stream, or an error) or the window passes: recv()'s result, or -1
+    // with errno EAGAIN when nothing came in time or no spin was due (then
+    // the caller sleeps in its own recv()).
+    ssize_t receive(int fd, void* buf, std::size_t len);
 
 private:
     std::chrono::nanoseconds window_{kMaxSpin};
