@@ -76,8 +76,11 @@ public:
     // The service was found broken: idle connections are likely broken too,
     // and are closed.
     void disrupted() noexcept;
-    // Whether the service was found broken, unreachable or restarted at or
-    // after `since`.
+    // Every module of the group left it (cleared or failed at once): an
+    // operation waits for them as for a restarting service (Router).
+    void group_lost() noexcept { note_disruption(); }
+    // Whether the service was found broken, unreachable or restarted, or the
+    // group lost, at or after `since`.
     bool disrupted_since(Clock::time_point since) const noexcept;
 
     // Counts the instances of the service seen (1 from the first connection on).

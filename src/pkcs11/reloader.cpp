@@ -195,6 +195,7 @@ void Reloader::forget_module(std::uint32_t module) {
 void Reloader::apply(const tokens::TokensFile& file) {
     auto& group = parts_.group;
     auto& slots = parts_.slots;
+    const bool had_members = !group.members().empty();
     std::map<std::uint32_t, std::string> to_reload; // module -> why
     std::set<std::uint32_t> unusable;
 
@@ -266,6 +267,11 @@ void Reloader::apply(const tokens::TokensFile& file) {
     for (const auto& [module, why] : to_reload) {
         retries_.clear(module);
         reload_module(module, why);
+    }
+    if (group.members().empty() && had_members) {
+        // Every module cleared or failed at once: operations wait for them
+        // to come back (Router), as for a restarting service.
+        parts_.router.pool().group_lost();
     }
     update_pending();
 }

@@ -26,6 +26,9 @@ Fault classify(const Error& error) noexcept {
 
 void Router::module_gone(std::uint32_t module, const Error& error) {
     group_.leave(module, error.what());
+    if (group_.members().empty()) {
+        pool_.group_lost(); // operations wait for the modules to come back
+    }
 }
 
 void Router::recover_if_needed() {

@@ -70,6 +70,27 @@ def test_reload_brings_cleared_module_back(make_service, make_sign_loop, make_ho
                for line in log.splitlines()), log
 
 
+def test_every_module_cleared_at_once_the_application_sees_no_error(make_service,
+                                                                     make_sign_loop, make_holder):
+    # No module can serve while all are cleared: the operations wait (up to
+    # PRELOADRUN_PKCS11_SERVICE_WAIT) for the tokens file to bring them back.
+    sim = world_with_latency(make_service)
+    holder = make_holder(sim)
+    env = client_env(sim, reload=True, tokens_file=holder.path)
+    loop = make_sign_loop(sim, env)
+    loop.wait_signing_on(sim, list(ops(sim)))
+    for n in (1, 2, 3):
+        sim.ok("module", "clear", str(n))
+    for n in (1, 2, 3):
+        sim.wait_module(n, "usable")
+    time.sleep(0.2)  # the signers meet the cleared modules and wait
+    holder.command("publish")
+    loop.wait_signing_on(sim, (1, 2, 3), at_least=10)
+    finish(loop)  # errors=0: no signature failed
+    log = module_log(sim)
+    assert "reloaded 1 key(s) onto module 1" in log, log
+
+
 def test_without_reload_keys_cleared_module_stays_out(make_service, make_sign_loop,
                                                        make_holder):
     sim = world_with_latency(make_service)
