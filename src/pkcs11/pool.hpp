@@ -76,11 +76,12 @@ public:
     // The service was found broken: idle connections are likely broken too,
     // and are closed.
     void disrupted() noexcept;
-    // Every module of the group left it (cleared or failed at once): an
-    // operation waits for them as for a restarting service (Router).
-    void group_lost() noexcept { note_disruption(); }
-    // Whether the service was found broken, unreachable or restarted, or the
-    // group lost, at or after `since`.
+    // A module left the group (cleared, failed, not usable): an operation
+    // that then finds no module to serve it waits for the modules to come
+    // back as for a restarting service (Router), rather than failing.
+    void module_left() noexcept { note_disruption(); }
+    // Whether the service was found broken, unreachable or restarted, or a
+    // module left the group, at or after `since`.
     bool disrupted_since(Clock::time_point since) const noexcept;
 
     // Counts the instances of the service seen (1 from the first connection on).

@@ -195,7 +195,6 @@ void Reloader::forget_module(std::uint32_t module) {
 void Reloader::apply(const tokens::TokensFile& file) {
     auto& group = parts_.group;
     auto& slots = parts_.slots;
-    const bool had_members = !group.members().empty();
     std::map<std::uint32_t, std::string> to_reload; // module -> why
     std::set<std::uint32_t> unusable;
 
@@ -219,6 +218,7 @@ void Reloader::apply(const tokens::TokensFile& file) {
             group.set_generation(fm.number, fm.generation);
             group.leave(fm.number, "module generation changed to " + std::to_string(fm.generation) +
                                        " (cleared or restored)");
+            parts_.router.pool().module_left(); // cleared: operations with no module wait
             if (fm.state == tokens::ModuleState::usable) {
                 to_reload[fm.number] =
                     "module usable again (generation " + std::to_string(fm.generation) + ")";
@@ -262,16 +262,14 @@ void Reloader::apply(const tokens::TokensFile& file) {
     }
 
     for (std::uint32_t m : unusable) {
+        if (group.is_member(m)) {
+            parts_.router.pool().module_left(); // operations with no module wait for it
+        }
         group.leave(m, "the tokens file says it is not usable");
     }
     for (const auto& [module, why] : to_reload) {
         retries_.clear(module);
         reload_module(module, why);
-    }
-    if (group.members().empty() && had_members) {
-        // Every module cleared or failed at once: operations wait for them
-        // to come back (Router), as for a restarting service.
-        parts_.router.pool().group_lost();
     }
     update_pending();
 }

@@ -25,10 +25,10 @@ Fault classify(const Error& error) noexcept {
 }
 
 void Router::module_gone(std::uint32_t module, const Error& error) {
-    group_.leave(module, error.what());
-    if (group_.members().empty()) {
-        pool_.group_lost(); // operations wait for the modules to come back
+    if (group_.is_member(module)) {
+        pool_.module_left(); // an operation left with no module waits for them to come back
     }
+    group_.leave(module, error.what());
 }
 
 void Router::recover_if_needed() {
@@ -49,8 +49,9 @@ Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
             return attempt_once<Result>(candidates(), what, fn, first);
         } catch (const CkError&) {
             // Nothing could serve it. Wait only for a service that is, or was
-            // just now, unreachable or restarting; a fleet with no usable
-            // module answers at once.
+            // just now, unreachable or restarting, or for modules that just
+            // left the group (cleared: preloadrun and the reloader bring them
+            // back); a fleet with no usable module for longer answers at once.
             const auto now = pool_.clock().now();
             if (waiting_.service_wait.count() <= 0 || now >= deadline ||
                 !pool_.disrupted_since(start - waiting_.service_wait) || (hopeless && hopeless())) {
