@@ -76,16 +76,22 @@ namespace {
 // One recv() of whatever has come, up to a chunk, blocking if fd does. True
 // when it fed bytes to the reader; false when nothing came (a receive timeout
 // or a signal).
+// Feeds the `n` bytes received into `chunk` to the reader, then wipes them
+// from the chunk (a frame may hold a secret) however feeding ends.
+void feed_received(FrameReader& reader, std::uint8_t* chunk, ssize_t n) {
+    struct Wipe {
+        std::uint8_t* data;
+        std::size_t size;
+        ~Wipe() { secure_wipe(data, size); }
+    } wipe{chunk, static_cast<std::size_t>(n)};
+    reader.feed({chunk, static_cast<std::size_t>(n)});
+}
+
 bool receive_once(int fd, FrameReader& reader) {
     std::array<std::uint8_t, kReadChunk> chunk; // NOLINT: filled by recv before use
     const ssize_t n = ::recv(fd, chunk.data(), chunk.size(), 0);
     if (n > 0) {
-        struct Wipe {
-            std::uint8_t* data;
-            std::size_t size;
-            ~Wipe() { secure_wipe(data, size); }
-        } wipe{chunk.data(), static_cast<std::size_t>(n)};
-        reader.feed({chunk.data(), static_cast<std::size_t>(n)});
+        feed_received(reader, chunk.data(), n);
         return true;
     }
     if (n == 0) {
@@ -179,12 +185,7 @@ SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::t
         std::array<std::uint8_t, 4096> chunk; // NOLINT: filled by recv before use
         const ssize_t n = spin.receive(fd, chunk.data(), chunk.size());
         if (n > 0) {
-            struct Wipe {
-                std::uint8_t* data;
-                std::size_t size;
-                ~Wipe() { secure_wipe(data, size); }
-            } wipe{chunk.data(), static_cast<std::size_t>(n)};
-            reader.feed({chunk.data(), static_cast<std::size_t>(n)});
+            feed_received(reader, chunk.data(), n);
             if (auto frame = reader.next()) {
                 return std::move(*frame);
             }

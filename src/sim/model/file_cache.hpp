@@ -38,11 +38,6 @@ public:
         return record;
     }
 
-    void forget(const std::string& name) {
-        std::lock_guard lock(mutex_);
-        entries_.erase(name);
-    }
-
 private:
     static constexpr std::size_t kMaxEntries = 65536;
     struct Entry {

@@ -97,6 +97,18 @@ std::string World::path_of(std::string_view name) const {
     return (dir_ / name).string();
 }
 
+std::string World::read_file(const std::string& name, const std::string& missing) const {
+    try {
+        return dir_.read_text(name, kMaxFile);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::not_found) {
+            throw Error(ErrorCode::not_found,
+                        missing + " in the Security World " + dir_.path().string());
+        }
+        throw;
+    }
+}
+
 void World::refuse_foreign_directory() const {
     for (const auto& name : dir_.list()) {
         if (!ignorable_entry(name)) {

@@ -159,6 +159,9 @@ public:
 private:
     using NameCache = std::map<Bytes, std::string>;
     std::string path_of(std::string_view name) const;
+    // The text of the world's file `name`; Error(not_found) saying `missing`
+    // when there is none.
+    std::string read_file(const std::string& name, const std::string& missing) const;
     void refuse_foreign_directory() const;
     void take_lock();
     void create_world();
@@ -186,11 +189,12 @@ private:
     SecureBuffer key_;
     bool created_ = false;
     mutable std::mutex mutex_; // modules_, usage_ and read-modify-write of files
+    // The key and card files as last decoded (FileCache: read again once changed).
+    mutable FileCache<KeyRecord> key_files_;
+    mutable FileCache<CardRecord> card_files_;
     // The decoded keys some module holds, by ident and wrapped bytes (a key
     // file that changes is another entry); expired entries are swept as the
     // map grows.
-    mutable FileCache<KeyRecord> key_files_;
-    mutable FileCache<CardRecord> card_files_;
     mutable std::mutex decoded_mutex_;
     mutable std::map<std::string, std::weak_ptr<const Key>, std::less<>> decoded_;
     mutable std::size_t decoded_sweep_at_ = 64;

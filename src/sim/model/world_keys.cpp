@@ -185,16 +185,7 @@ KeyRecord World::key_record(const std::string& ident) const {
     }
     const auto name = key_name(ident);
     return key_files_.get(dir_, name, [&] {
-        std::string text;
-        try {
-            text = dir_.read_text(name, kMaxFile);
-        } catch (const Error& e) {
-            if (e.code() == ErrorCode::not_found) {
-                throw Error(ErrorCode::not_found,
-                            "no key " + ident + " in the Security World " + dir_.path().string());
-            }
-            throw;
-        }
+        const auto text = read_file(name, "no key " + ident);
         auto record = decode_key(text, path_of(name));
         if (record.ident != ident) {
             throw Error(ErrorCode::corrupt, path_of(name) + ": ident does not match the name");

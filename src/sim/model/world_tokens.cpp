@@ -113,17 +113,7 @@ std::vector<hsm::TokenInfo> World::tokens() const {
 CardRecord World::card(std::span<const std::uint8_t> hash) const {
     const auto name = card_name(hash);
     return card_files_.get(dir_, name, [&] {
-        std::string text;
-        try {
-            text = dir_.read_text(name, kMaxFile);
-        } catch (const Error& e) {
-            if (e.code() == ErrorCode::not_found) {
-                throw Error(ErrorCode::not_found, "no softcard or card set with hash " +
-                                                      to_hex(hash) + " in the Security World " +
-                                                      dir_.path().string());
-            }
-            throw;
-        }
+        const auto text = read_file(name, "no softcard or card set with hash " + to_hex(hash));
         auto card = decode_card(text, path_of(name));
         if (!std::equal(card.hash.begin(), card.hash.end(), hash.begin(), hash.end())) {
             throw Error(ErrorCode::corrupt, path_of(name) + ": hash does not match the name");

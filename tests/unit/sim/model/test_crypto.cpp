@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -121,6 +122,32 @@ TEST_CASE("sim::Key ECDSA signatures are r||s of fixed width") {
         CHECK(code_of([&] {
                   key.verify(mech(MechanismKind::ecdsa), digest, Bytes(sig.begin(), sig.end() - 1));
               }) == ErrorCode::bad_signature);
+    }
+}
+
+TEST_CASE("sim::Key one ECDSA key signs for many threads at once (modules share a key)") {
+    const Key key = Key::generate(KeyType::ec_p256, 0);
+    const Bytes digest = simtest::digest(Hash::sha256, to_bytes("shared"));
+    // More threads than the key keeps signing contexts: the others make their own.
+    constexpr int kThreads = 8;
+    constexpr int kEach = 50;
+    std::vector<std::vector<Bytes>> signatures(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < kEach; ++i) {
+                signatures[t].push_back(key.sign(mech(MechanismKind::ecdsa), digest));
+            }
+        });
+    }
+    for (auto& thread : threads) {
+        thread.join();
+    }
+    for (const auto& mine : signatures) {
+        REQUIRE(mine.size() == kEach);
+        for (const auto& sig : mine) {
+            CHECK(simtest::openssl_verify_ecdsa_raw(key.public_der(), digest, sig));
+        }
     }
 }
 
