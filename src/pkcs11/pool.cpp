@@ -57,30 +57,50 @@ Pool::Lease Pool::acquire() {
     std::vector<std::unique_ptr<hsm::Service>> closed; // closed outside the lock
     {
         std::lock_guard lock(mutex_);
-        if (!kept_ || !kept_->usable()) {
-            // Once per epoch, or again after the service closed it as idle;
-            // the callers racing it need a connection anyway.
-            const bool reopened = kept_ != nullptr;
-            auto kept = connect();
-            if (!note_instance_locked(kept->instance()) && reopened) {
-                // It must be the oldest connection of this process again, so
-                // the idle ones, older, go (once it is open: what this
-                // process loaded stays).
-                closed = std::move(idle_);
-                idle_.clear();
+        const auto now = clock_.now();
+        // The kept connection is looked at now and then while idle ones
+        // serve (one check fewer per operation), and at once when none does.
+        bool check_kept = !kept_ || now - kept_checked_ >= kKeptCheckInterval;
+        for (;;) {
+            if (check_kept) {
+                reopen_kept_locked(closed);
+                kept_checked_ = now;
             }
-            kept_ = std::move(kept);
-        }
-        while (!idle_.empty()) {
-            auto service = std::move(idle_.back());
-            idle_.pop_back();
-            if (service->usable()) {
-                return Lease(*this, std::move(service));
+            while (!idle_.empty()) {
+                auto service = std::move(idle_.back());
+                idle_.pop_back();
+                if (service->usable()) {
+                    return Lease(*this, std::move(service));
+                }
+                closed.push_back(std::move(service));
             }
-            closed.push_back(std::move(service));
+            if (check_kept) {
+                break;
+            }
+            check_kept = true; // no idle connection serves: the service may have gone
         }
     }
     return fresh();
+}
+
+void Pool::reopen_kept_locked(std::vector<std::unique_ptr<hsm::Service>>& closed) {
+    if (kept_ && kept_->usable()) {
+        return;
+    }
+    // Once per epoch, or again after the service closed it as idle; the
+    // callers racing it need a connection anyway.
+    const bool reopened = kept_ != nullptr;
+    auto kept = connect();
+    if (!note_instance_locked(kept->instance()) && reopened) {
+        // It must be the oldest connection of this process again, so the
+        // idle ones, older, go (once it is open: what this process loaded
+        // stays).
+        for (auto& service : idle_) {
+            closed.push_back(std::move(service));
+        }
+        idle_.clear();
+    }
+    kept_ = std::move(kept);
 }
 
 Pool::Lease Pool::fresh() {

@@ -13,9 +13,11 @@
 //
 // The service closes other connections that stay idle (hsmsim serve
 // --idle-timeout), so before lending an idle connection the pool checks it
-// is still open, and drops it if not; a kept connection found closed (the
-// process had loaded nothing yet, or the service stopped) is opened again
-// before anything is lent.
+// is still open, and drops it if not. It looks at the kept connection at most
+// every kKeptCheckInterval while idle connections are found open, and at
+// once when none is (the service stopped, or closed them all); a kept
+// connection found closed (the process had loaded nothing yet, or the service
+// stopped) is opened again before anything is lent.
 //
 // It follows the instance of the service its connections reach: a new
 // connection that finds another instance than the last (the service
@@ -42,6 +44,7 @@ public:
     using Connector = std::function<std::unique_ptr<hsm::Service>()>;
     using Clock = preloadrun::Clock;
     static constexpr std::size_t kMaxIdle = 16;
+    static constexpr std::chrono::milliseconds kKeptCheckInterval{10};
     explicit Pool(Connector connect, std::size_t max_idle = kMaxIdle,
                   const Clock& clock = steady_clock());
 
@@ -67,7 +70,8 @@ public:
     // An idle connection still open, or a new one (throws
     // Error(unavailable) when the service cannot be reached, and notes the
     // disruption). The first call of each epoch also opens the connection
-    // the pool keeps, and any call opens it again if the service closed it.
+    // the pool keeps, and a call that finds the service closed it opens it
+    // again.
     Lease acquire();
     // A new connection, never an idle one: tells whether the service
     // restarted (epoch()) without trusting connections that may be stale.
@@ -97,6 +101,9 @@ private:
     void note_disruption() noexcept;
     // Records the instance a new connection found; true when it is a new one.
     bool note_instance_locked(const Bytes& instance);
+    // Opens the kept connection if there is none or the service closed it;
+    // the idle connections it makes surplus go to `closed`.
+    void reopen_kept_locked(std::vector<std::unique_ptr<hsm::Service>>& closed);
     void give_back(std::unique_ptr<hsm::Service> service) noexcept;
 
     Connector connect_;
@@ -104,6 +111,7 @@ private:
     const Clock& clock_;
     mutable std::mutex mutex_;
     std::unique_ptr<hsm::Service> kept_; // never lent: what this process loaded stays
+    Clock::time_point kept_checked_{};
     std::vector<std::unique_ptr<hsm::Service>> idle_;
     Bytes instance_;
     std::atomic<std::uint64_t> epoch_{0};

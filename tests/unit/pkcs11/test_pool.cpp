@@ -1,4 +1,5 @@
 #include "pool.hpp"
+#include "support/fake_clock.hpp"
 #include "support/fake_hsm.hpp"
 
 #include <doctest/doctest.h>
@@ -6,6 +7,7 @@
 
 using namespace preloadrun;
 using namespace preloadrun::pkcs11;
+using testsupport::FakeClock;
 using testsupport::FakeHsm;
 using testsupport::FakeService;
 
@@ -48,7 +50,8 @@ TEST_CASE("pkcs11::Pool keeps a connection open from its first use, however leas
 
 TEST_CASE("pkcs11::Pool lends no connection the service has closed") {
     FakeHsm world;
-    Pool pool{[&world] { return std::make_unique<FakeService>(world); }, 4};
+    FakeClock clock;
+    Pool pool{[&world] { return std::make_unique<FakeService>(world); }, 4, clock};
     auto serial = [](const Pool::Lease& lease) {
         return dynamic_cast<FakeService&>(*lease).serial();
     };
@@ -77,6 +80,7 @@ TEST_CASE("pkcs11::Pool lends no connection the service has closed") {
     }
     SUBCASE("a kept connection the service closed is opened again, first") {
         world.closed = {0, 1};
+        clock.advance(Pool::kKeptCheckInterval);
         auto lease = pool.acquire();
         // A new kept one (3); the idle ones, older, are closed, even the
         // usable one (2), so that the kept one is the oldest again.
@@ -87,6 +91,21 @@ TEST_CASE("pkcs11::Pool lends no connection the service has closed") {
         CHECK(serial(next) == 5);
         CHECK(world.open == 3);
     }
+    SUBCASE("between two looks at the kept connection, an open idle one is lent at once") {
+        world.closed = {0};
+        {
+            auto lease = pool.acquire(); // 1 was given back last, and is open
+            CHECK(serial(lease) == 1);
+            CHECK(world.made == 3); // the kept one (0) not looked at yet
+        }
+        world.closed = {0, 1, 2};
+        // No idle connection open: the kept one is looked at at once, opened
+        // again (3), and a new one lent.
+        auto lease = pool.acquire();
+        CHECK(serial(lease) == 4);
+        CHECK(world.made == 5);
+        CHECK(world.open == 2);
+    }
     SUBCASE("a kept connection that cannot be opened again leaves the idle ones open") {
         world.closed = {0};
         bool reachable = false;
@@ -96,13 +115,14 @@ TEST_CASE("pkcs11::Pool lends no connection the service has closed") {
                         }
                         return std::make_unique<FakeService>(world);
                     },
-                    4};
+                    4, clock};
         {
             auto a = strict.acquire(); // kept: 3; lent: 4
             auto b = strict.acquire(); // 5
             CHECK(serial(b) == 5);
         }
         world.closed.insert(3);
+        clock.advance(Pool::kKeptCheckInterval);
         CHECK_THROWS_AS(strict.acquire(), Error);
         CHECK(world.open == 3 + 3); // the first pool's, and 3 (closed), 4 and 5 still open
         reachable = true;
