@@ -2,10 +2,12 @@
 
 #include "preloadrun/common/error.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <dirent.h>
 #include <fcntl.h>
-#include <random>
+#include <sys/random.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -22,10 +24,23 @@ void check_name(std::string_view name) {
     }
 }
 
+// Unique enough for a name created with O_EXCL (a clash fails, it does not
+// overwrite). getrandom(), not std::random_device: its set-up probes the CPU
+// (cpuid), which costs tens of microseconds in a virtual machine.
+std::uint64_t temp_suffix() {
+    std::uint64_t value = 0;
+    if (::getrandom(&value, sizeof value, GRND_NONBLOCK) == static_cast<ssize_t>(sizeof value)) {
+        return value;
+    }
+    static std::atomic<std::uint64_t> counter{0};
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    return static_cast<std::uint64_t>(now) * 0x9e3779b97f4a7c15ULL ^
+           (static_cast<std::uint64_t>(::getpid()) << 32) ^ counter.fetch_add(1);
+}
+
 std::string temp_name_for(std::string_view name) {
-    static thread_local std::mt19937_64 rng{std::random_device{}()};
     static constexpr char digits[] = "0123456789abcdef";
-    auto value = rng();
+    const auto value = temp_suffix();
     std::string out = "." + std::string(name) + ".tmp.";
     for (int i = 0; i < 16; ++i) {
         out += digits[(value >> (4 * i)) & 0xf];

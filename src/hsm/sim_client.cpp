@@ -125,19 +125,19 @@ void set_operation(Operation* body, std::uint32_t module, ObjectHandle key, cons
 
 class SimEventStream final : public EventStream {
 public:
-    explicit SimEventStream(const Endpoint& endpoint) : conn_(endpoint, kClientVariable) {
+    explicit SimEventStream(std::unique_ptr<Connection> conn) : conn_(std::move(conn)) {
         wire::Request request;
         request.mutable_subscribe();
-        const auto response = conn_.call(request, Body::kModules);
+        const auto response = conn_->call(request, Body::kModules);
         snapshot_ = list_from_wire<ModuleInfo>(response.modules().modules());
     }
 
     const std::vector<ModuleInfo>& snapshot() const override { return snapshot_; }
-    const Bytes& instance() const noexcept override { return conn_.instance(); }
-    int fd() const override { return conn_.fd(); }
+    const Bytes& instance() const noexcept override { return conn_->instance(); }
+    int fd() const override { return conn_->fd(); }
 
     std::optional<ModuleEvent> next(std::chrono::milliseconds timeout) override {
-        auto event = conn_.next_event(std::chrono::steady_clock::now() + timeout);
+        auto event = conn_->next_event(std::chrono::steady_clock::now() + timeout);
         if (!event) {
             return std::nullopt;
         }
@@ -145,7 +145,7 @@ public:
     }
 
 private:
-    Connection conn_;
+    std::unique_ptr<Connection> conn_;
     std::vector<ModuleInfo> snapshot_;
 };
 
@@ -435,7 +435,14 @@ Bytes SimClient::encrypt_public(std::uint32_t module, const Bytes& public_key,
 }
 
 bool SimClient::usable() noexcept {
-    return conn_->usable();
+    return conn_ && conn_->usable();
+}
+
+std::unique_ptr<EventStream> SimClient::into_event_stream() {
+    if (!conn_) {
+        throw Error(ErrorCode::internal, "this connection already became an event stream");
+    }
+    return std::make_unique<SimEventStream>(std::move(conn_));
 }
 
 // ---- SimAdmin --------------------------------------------------------------------
@@ -488,7 +495,17 @@ std::unique_ptr<Service> connect(const Endpoint& endpoint) {
 }
 
 std::unique_ptr<EventStream> subscribe(const Endpoint& endpoint) {
-    return std::make_unique<SimEventStream>(endpoint);
+    return std::make_unique<SimEventStream>(
+        std::make_unique<Connection>(endpoint, kClientVariable));
+}
+
+std::unique_ptr<EventStream> subscribe(std::unique_ptr<Service> connection,
+                                       const Endpoint& endpoint) {
+    auto* sim = dynamic_cast<SimClient*>(connection.get());
+    if (sim != nullptr && sim->usable()) {
+        return sim->into_event_stream();
+    }
+    return subscribe(endpoint);
 }
 
 } // namespace preloadrun::hsm

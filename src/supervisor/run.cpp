@@ -323,7 +323,8 @@ int run(const Options& options) {
     fleet.set_service_instance(service->instance());
     auto modules = usable_modules(fleet, listed);
     // `service` stays open until run() returns, after `unload` has run: the
-    // service unloads what a process loaded once its last connection closes.
+    // service unloads what a process loaded once its last connection closes
+    // (with no token, it becomes the event stream instead).
     auto loader = std::make_shared<Loader>([endpoint] { return hsm::connect(endpoint); }, tokens,
                                            std::move(passphrases));
     UnloadAtExit unload(*loader, fleet);
@@ -344,7 +345,16 @@ int run(const Options& options) {
     EventLoop loop;
     std::unique_ptr<HaLoop> ha;
     if (options.high_availability) {
-        ha = std::make_unique<HaLoop>(loop, HaLoop::service_seams(endpoint), fleet, loader, publish,
+        auto seams = HaLoop::service_seams(endpoint);
+        if (tokens.empty()) {
+            // Nothing was loaded, so no connection has to stay open to keep
+            // it: the first subscription is made on the open connection.
+            auto first = std::make_shared<std::unique_ptr<hsm::Service>>(std::move(service));
+            seams.subscribe = [first, endpoint, later = std::move(seams.subscribe)] {
+                return *first ? hsm::subscribe(std::move(*first), endpoint) : later();
+            };
+        }
+        ha = std::make_unique<HaLoop>(loop, std::move(seams), fleet, loader, publish,
                                       options.retry_window);
         ha->start();
     }

@@ -144,5 +144,10 @@ Endpoint default_endpoint();
 
 std::unique_ptr<Service> connect(const Endpoint& endpoint);
 std::unique_ptr<EventStream> subscribe(const Endpoint& endpoint);
+// The same on `connection` itself when it is still open and its client
+// allows it (it then serves nothing else: one connection instead of two for
+// a caller with nothing more to ask), else on a new connection to `endpoint`.
+std::unique_ptr<EventStream> subscribe(std::unique_ptr<Service> connection,
+                                       const Endpoint& endpoint);
 
 } // namespace preloadrun::hsm

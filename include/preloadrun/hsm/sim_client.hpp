@@ -73,6 +73,10 @@ public:
                          const Bytes& data) override;
     bool usable() noexcept override;
 
+    // Subscribes to module events on this connection (hsm::subscribe), which
+    // then serves nothing else: the SimClient is left without one.
+    std::unique_ptr<EventStream> into_event_stream();
+
 private:
     std::unique_ptr<wire_detail::Connection> conn_;
 };

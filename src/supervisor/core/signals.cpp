@@ -5,10 +5,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <pthread.h>
 #include <sys/signalfd.h>
 #include <sys/single_threaded.h>
 #include <sys/syscall.h>
-#include <thread>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -106,6 +106,27 @@ void install_relay() {
     }
 }
 
+// glibc's first thread start installs its handler for 33 and unblocks 32 and
+// 33 in the thread that starts it, once: have that happen before the relay
+// is installed. The thread does nothing (no allocation, so no malloc arena
+// of its own), on the smallest stack, with every signal but 32 and 33
+// blocked, and is not waited for.
+void start_first_thread() {
+    pthread_attr_t attr;
+    int err = ::pthread_attr_init(&attr);
+    if (err == 0) {
+        ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        ::pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN);
+        pthread_t thread;
+        err = ::pthread_create(
+            &thread, &attr, [](void*) -> void* { return nullptr; }, nullptr);
+        ::pthread_attr_destroy(&attr);
+    }
+    if (err != 0) {
+        throw_errno("pthread_create", err);
+    }
+}
+
 } // namespace
 
 SignalBits supervised_signals() {
@@ -144,15 +165,15 @@ bool caller_ignored(int signo) {
 }
 
 void block_supervised_signals() {
-    // glibc's first thread start unblocks 32 and 33 in the thread that
-    // starts it, once: have that happen now, not after we blocked them.
-    if (__libc_single_threaded) {
-        std::thread([] {}).join();
-    }
     g_main_thread = static_cast<pid_t>(::syscall(SYS_gettid));
     const SignalBits set = supervised_signals();
     if (raw_sigprocmask(SIG_BLOCK, &set, nullptr) != 0) {
         throw_errno("rt_sigprocmask");
+    }
+    if (__libc_single_threaded) {
+        start_first_thread();
+        // 32 and 33 again, which the thread start unblocked here.
+        raw_sigprocmask(SIG_BLOCK, &set, nullptr);
     }
     install_relay();
 }

@@ -726,3 +726,42 @@ TEST_CASE("hsm::subscribe") {
         done.set_value();
     }
 }
+
+TEST_CASE("hsm::subscribe on an open connection makes no other") {
+    std::promise<void> done;
+    auto done_signal = done.get_future().share();
+    // One connection only: a second one would find no script answering its
+    // handshake.
+    FakeServer server([&](Peer& peer) {
+        peer.hello();
+        auto request = peer.read();
+        REQUIRE(request.has_list_modules());
+        wire::Response listed;
+        listed.set_id(request.id());
+        *listed.mutable_modules()->add_modules() = module_info(1);
+        peer.reply(listed);
+        request = peer.read();
+        REQUIRE(request.has_subscribe());
+        wire::Response snapshot;
+        snapshot.set_id(request.id());
+        *snapshot.mutable_modules()->add_modules() = module_info(1);
+        *snapshot.mutable_modules()->add_modules() = module_info(2);
+        peer.reply(snapshot);
+        wire::ServerMessage message;
+        message.mutable_event()->set_sequence(1);
+        *message.mutable_event()->mutable_module() = module_info(2, wire::MODULE_FAILED);
+        peer.send(message);
+        done_signal.wait();
+    });
+    auto client = std::make_unique<SimClient>(server.endpoint(500ms));
+    CHECK(client->modules().size() == 1);
+    auto stream = subscribe(std::move(client), server.endpoint(500ms));
+    REQUIRE(stream->snapshot().size() == 2);
+    const auto event = stream->next(5s);
+    REQUIRE(event);
+    CHECK(event->module.state == ModuleState::failed);
+    done.set_value();
+    server.join();
+    CHECK(server.error() == "");
+    REQUIRE(server.received().size() == 3); // Hello, ListModules, Subscribe
+}
