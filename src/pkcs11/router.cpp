@@ -6,8 +6,21 @@
 #include <algorithm>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 namespace preloadrun::pkcs11 {
+
+namespace {
+
+template <class Hopeless> bool is_hopeless(const Hopeless& hopeless) {
+    if constexpr (std::is_same_v<Hopeless, std::nullptr_t>) {
+        return false;
+    } else {
+        return hopeless();
+    }
+}
+
+} // namespace
 
 Fault classify(const Error& error) noexcept {
     switch (error.retry()) {
@@ -37,9 +50,9 @@ void Router::recover_if_needed() {
     }
 }
 
-template <class Result, class Fn>
+template <class Result, class Candidates, class Fn, class Hopeless>
 Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
-                       const std::function<bool()>& hopeless, std::optional<std::uint32_t> first) {
+                       const Hopeless& hopeless, std::optional<std::uint32_t> first) {
     recover_if_needed();
     const auto start = pool_.clock().now();
     const auto deadline = start + waiting_.service_wait;
@@ -54,7 +67,7 @@ Result Router::attempt(const Candidates& candidates, const char* what, Fn&& fn,
             // back); a fleet with no usable module for longer answers at once.
             const auto now = pool_.clock().now();
             if (waiting_.service_wait.count() <= 0 || now >= deadline ||
-                !pool_.disrupted_since(start - waiting_.service_wait) || (hopeless && hopeless())) {
+                !pool_.disrupted_since(start - waiting_.service_wait) || is_hopeless(hopeless)) {
                 throw;
             }
             std::this_thread::sleep_for(std::min<Pool::Clock::duration>(pause, deadline - now));
@@ -320,7 +333,7 @@ std::pair<std::uint32_t, hsm::GeneratedKey> Router::generate(CK_SLOT_ID slot, hs
             used = m;
             return Bytes{};
         },
-        {}, spec.persistent ? std::nullopt : session_home(slot));
+        nullptr, spec.persistent ? std::nullopt : session_home(slot));
     if (!spec.persistent) {
         set_session_home(slot, used);
     }

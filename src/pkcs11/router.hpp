@@ -115,13 +115,14 @@ private:
     void loaded(KeyObject& key, std::uint32_t module, hsm::ObjectHandle handle) const;
     static void refused(KeyObject& key, std::uint32_t module, const Error& e);
 
-    using Candidates = std::function<std::vector<std::uint32_t>()>;
-    // Tries `fn` on the candidates; waits for a restarting service (above),
-    // unless `hopeless` says no wait can help.
-    // `first`: tried first when it is a candidate (else they take turns).
-    template <class Result, class Fn>
+    // Tries `fn` on the modules `candidates()` gives; waits for a restarting
+    // service (above), unless `hopeless()` says no wait can help (nullptr:
+    // never). `first`: tried first when it is a candidate (else they take
+    // turns). Callables as template parameters: nothing is allocated to hold
+    // them on the signing path.
+    template <class Result, class Candidates, class Fn, class Hopeless = std::nullptr_t>
     Result attempt(const Candidates& candidates, const char* what, Fn&& fn,
-                   const std::function<bool()>& hopeless = {},
+                   const Hopeless& hopeless = nullptr,
                    std::optional<std::uint32_t> first = std::nullopt);
     template <class Result, class Fn>
     Result attempt_once(const std::vector<std::uint32_t>& candidates, const char* what, Fn& fn,

@@ -271,9 +271,17 @@ wire::Mechanism to_wire(const Mechanism& mech) {
     out.set_hash(to_wire(mech.hash));
     out.set_mgf_hash(to_wire(mech.mgf_hash));
     out.set_salt_len(mech.salt_len);
-    out.set_label(to_field(mech.label));
-    out.set_iv(to_field(mech.iv));
-    out.set_aad(to_field(mech.aad));
+    // An empty bytes field is the default (not sent): setting one would
+    // allocate a string for nothing, on every signature.
+    if (!mech.label.empty()) {
+        out.set_label(to_field(mech.label));
+    }
+    if (!mech.iv.empty()) {
+        out.set_iv(to_field(mech.iv));
+    }
+    if (!mech.aad.empty()) {
+        out.set_aad(to_field(mech.aad));
+    }
     out.set_tag_bits(mech.tag_bits);
     out.set_counter_bits(mech.counter_bits);
     return out;

@@ -139,6 +139,18 @@ namespace {
 // One thread of a process spins at a time: with more threads than cores
 // waiting, spinning would take the cores their peers need.
 std::atomic<bool> g_spinning{false};
+
+// About a microsecond between two tries: the core's other hardware thread
+// (or the hypervisor) gets the pipeline meanwhile.
+void cpu_pause() noexcept {
+    for (int i = 0; i < 32; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+    }
+}
 } // namespace
 
 ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
@@ -156,22 +168,36 @@ ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
     } release;
     const auto start = std::chrono::steady_clock::now();
     const auto until = start + window_;
+    constexpr unsigned kTriesPerYield = 8;
+    unsigned tries = 0;
     for (;;) {
         const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
-        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-            const int err = errno;
-            window_ = std::clamp<std::chrono::nanoseconds>(
-                2 * (std::chrono::steady_clock::now() - start), kMinSpin, kMaxSpin);
+        const int err = errno;
+        const auto now = std::chrono::steady_clock::now();
+        const bool late = now >= until;
+        if (late) {
+            // Nothing in the window, or bytes that came only after it (this
+            // thread lost its core meanwhile): sleep in recv() for a while.
+            skip_ = kSkipAfterMiss;
+            window_ = kMaxSpin; // the next spin, after the skipped waits, starts wide again
+        }
+        if (n >= 0 || (err != EAGAIN && err != EWOULDBLOCK)) {
+            if (!late) {
+                window_ =
+                    std::clamp<std::chrono::nanoseconds>(2 * (now - start), kMinSpin, kMaxSpin);
+            }
             errno = err;
             return n; // bytes, the end of the stream, or an error the caller reports
         }
-        if (std::chrono::steady_clock::now() >= until) {
-            skip_ = kSkipAfterMiss;
-            window_ = kMaxSpin; // the next spin, after the skipped waits, starts wide again
+        if (late) {
             errno = EAGAIN;
             return -1;
         }
-        ::sched_yield(); // a thread that can run here runs first
+        if (++tries % kTriesPerYield == 0) {
+            ::sched_yield(); // now and then: a thread of ours waiting for this core runs
+        } else {
+            cpu_pause();
+        }
     }
 }
 

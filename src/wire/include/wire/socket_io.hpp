@@ -42,9 +42,12 @@ SecretBytes read_reply(int fd, FrameReader& reader, std::chrono::steady_clock::t
 // nothing is not tried again for the next kSkipAfterMiss waits. Nothing
 // spins longer than kMaxSpin, so a connection with nothing to do sleeps in
 // recv() as before (no wake-up while idle). One thread of a process spins at
-// a time, and it yields the core to any thread that can run: with more
-// threads than cores busy, the others sleep as before. One per connection;
-// not thread-safe.
+// a time, with a CPU pause between its tries and a sched_yield() only every
+// few tries (so that a thread of ours waiting for the core runs): a yield
+// may hand the core to a busy process for a whole time slice, and a yield
+// at every try made each signature 5 times slower on a loaded machine. A
+// spin whose bytes came only after the window (the spinner lost its core
+// meanwhile) counts as a miss. One per connection; not thread-safe.
 class SpinWindow {
 public:
     static constexpr std::chrono::microseconds kMinSpin{10};
