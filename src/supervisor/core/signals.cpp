@@ -2,6 +2,7 @@
 
 #include "preloadrun/common/error.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -109,14 +110,15 @@ void install_relay() {
 // glibc's first thread start installs its handler for 33 and unblocks 32 and
 // 33 in the thread that starts it, once: have that happen before the relay
 // is installed. The thread does nothing (no allocation, so no malloc arena
-// of its own), on the smallest stack, with every signal but 32 and 33
-// blocked, and is not waited for.
+// of its own), on a small stack (mapped as it is touched: barely), with
+// every signal but 32 and 33 blocked, and is not waited for.
 void start_first_thread() {
     pthread_attr_t attr;
     int err = ::pthread_attr_init(&attr);
     if (err == 0) {
         ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        ::pthread_attr_setstacksize(&attr, PTHREAD_STACK_MIN);
+        // Room for a sanitizer's thread start as well.
+        ::pthread_attr_setstacksize(&attr, std::max<std::size_t>(PTHREAD_STACK_MIN, 64 * 1024));
         pthread_t thread;
         err = ::pthread_create(
             &thread, &attr, [](void*) -> void* { return nullptr; }, nullptr);
