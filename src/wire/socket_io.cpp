@@ -140,17 +140,6 @@ namespace {
 // waiting, spinning would take the cores their peers need.
 std::atomic<bool> g_spinning{false};
 
-// About a microsecond between two tries: the core's other hardware thread
-// (or the hypervisor) gets the pipeline meanwhile.
-void cpu_pause() noexcept {
-    for (int i = 0; i < 32; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        asm volatile("yield");
-#endif
-    }
-}
 } // namespace
 
 ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
@@ -168,8 +157,6 @@ ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
     } release;
     const auto start = std::chrono::steady_clock::now();
     const auto until = start + window_;
-    constexpr unsigned kTriesPerYield = 8;
-    unsigned tries = 0;
     for (;;) {
         const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
         const int err = errno;
@@ -193,11 +180,7 @@ ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
             errno = EAGAIN;
             return -1;
         }
-        if (++tries % kTriesPerYield == 0) {
-            ::sched_yield(); // now and then: a thread of ours waiting for this core runs
-        } else {
-            cpu_pause();
-        }
+        ::sched_yield(); // a thread that can run here runs first
     }
 }
 
