@@ -139,7 +139,6 @@ namespace {
 // One thread of a process spins at a time: with more threads than cores
 // waiting, spinning would take the cores their peers need.
 std::atomic<bool> g_spinning{false};
-
 } // namespace
 
 ssize_t SpinWindow::receive(int fd, void* buf, std::size_t len) {
