@@ -27,3 +27,18 @@ if(PRELOADRUN_PROTOBUF_LITE_ARCHIVE)
 else()
   set(PRELOADRUN_PROTOBUF_LITE protobuf::libprotobuf-lite)
 endif()
+# The same for libcrypto, which the HSM client library brings and preloadrun
+# never calls: its archive on the line of a static link pulls nothing in.
+find_library(PRELOADRUN_CRYPTO_ARCHIVE NAMES libcrypto.a)
+if(PRELOADRUN_CRYPTO_ARCHIVE)
+  set(PRELOADRUN_CRYPTO
+    "$<IF:$<BOOL:$<TARGET_PROPERTY:PRELOADRUN_STATIC_RUNTIME>>,${PRELOADRUN_CRYPTO_ARCHIVE},OpenSSL::Crypto>")
+else()
+  set(PRELOADRUN_CRYPTO OpenSSL::Crypto)
+endif()
+# preloadrun as a static PIE (glibc too): only with both archives.
+if(PRELOADRUN_PROTOBUF_LITE_ARCHIVE AND PRELOADRUN_CRYPTO_ARCHIVE)
+  set(PRELOADRUN_CAN_LINK_STATIC ON)
+else()
+  set(PRELOADRUN_CAN_LINK_STATIC OFF)
+endif()

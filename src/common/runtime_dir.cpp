@@ -1,11 +1,10 @@
 #include "preloadrun/common/runtime_dir.hpp"
 
+#include "preloadrun/common/accounts.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 
-#include <pwd.h>
 #include <unistd.h>
-#include <vector>
 
 namespace preloadrun {
 
@@ -13,15 +12,8 @@ namespace {
 
 // The home directory of the effective user in the user database, or "".
 std::filesystem::path home_from_database() {
-    long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
-    passwd entry{};
-    passwd* found = nullptr;
-    if (::getpwuid_r(::geteuid(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-        found == nullptr || found->pw_dir == nullptr) {
-        return {};
-    }
-    return found->pw_dir;
+    const auto user = accounts::user_by_uid(::geteuid());
+    return user ? std::filesystem::path(user->home) : std::filesystem::path();
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 #include "preloadrun/hsm/socket_trust.hpp"
 
+#include "preloadrun/common/accounts.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/service.hpp"
@@ -10,9 +11,7 @@
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
-#include <grp.h>
 #include <optional>
-#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,15 +24,10 @@ namespace {
 constexpr const char* kDefaultServiceUsers[] = {"hsmfleet", "hsmsim"};
 
 std::optional<uid_t> lookup_user(const std::string& name) {
-    long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
-    passwd entry{};
-    passwd* found = nullptr;
-    if (::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-        found == nullptr) {
-        return std::nullopt;
+    if (auto user = accounts::user_by_name(name)) {
+        return user->uid;
     }
-    return found->pw_uid;
+    return std::nullopt;
 }
 
 std::optional<uid_t> parse_uid(std::string_view text) {
@@ -46,12 +40,8 @@ std::optional<uid_t> parse_uid(std::string_view text) {
 }
 
 std::string group_name(gid_t gid) {
-    long size = ::sysconf(_SC_GETGR_R_SIZE_MAX);
-    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
-    group entry{};
-    group* found = nullptr;
-    if (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
-        return found->gr_name;
+    if (auto entry = accounts::group_by_gid(gid)) {
+        return entry->name;
     }
     return std::to_string(gid);
 }

@@ -7,6 +7,7 @@
 #include "fleet_state.hpp"
 #include "ha_loop.hpp"
 #include "loader.hpp"
+#include "preloadrun/common/accounts.hpp"
 #include "preloadrun/common/env.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/common/log.hpp"
@@ -22,7 +23,6 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
-#include <grp.h>
 #include <iostream>
 #include <thread>
 #include <unistd.h>
@@ -50,11 +50,11 @@ gid_t group_id(const std::string& name) {
     if (name.empty()) {
         return static_cast<gid_t>(-1);
     }
-    struct group* entry = ::getgrnam(name.c_str());
-    if (entry == nullptr) {
+    const auto entry = accounts::group_by_name(name);
+    if (!entry) {
         throw Error(ErrorCode::usage, "--group: no group named '" + name + "'");
     }
-    return entry->gr_gid;
+    return entry->gid;
 }
 
 std::filesystem::path tokens_path(const Options& options, const std::string& instance) {

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import stat
@@ -561,6 +562,66 @@ def test_group_option_gives_mode_0640(pr):
     assert st.st_gid == group.gr_gid
     end_probe(files)
     assert finish(pr, p) == 0
+    assert_nothing_left(pr, tok)
+
+
+def test_group_unknown_is_one_error_line_and_nothing_left(pr):
+    tok = pr.tokens_file()
+    r = pr.run("-q", "--group", "no-such-group-preloadrun", "-f", tok, "--", "true")
+    assert_one_error_line(r, "--group: no group named 'no-such-group-preloadrun'")
+    assert_nothing_left(pr, tok)
+
+
+def can_unshare_mounts():
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+def statically_linked(path):
+    """No program interpreter (PT_INTERP): the static PIE of a default build."""
+    with open(path, "rb") as f:
+        return b"/ld-linux" not in f.read(4096)
+
+
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs a mount namespace (root)")
+def test_group_and_service_user_from_a_source_other_than_the_files(pr):
+    """Groups and users that only another NSS source knows (LDAP, sssd,
+    systemd's dynamic users) are found by the static preloadrun, which asks
+    getent(1): in a mount namespace, nsswitch.conf asks "ldap" first and
+    getent is a script that plays that source. (A sanitizer build links
+    glibc's NSS in, which no script can stand in for.)"""
+    if not statically_linked(pr.bin):
+        pytest.skip("preloadrun is dynamically linked: glibc's NSS answers in the process")
+    tok = pr.tokens_file()
+    nss = pr.fresh("nsswitch")
+    with open(nss, "w") as f:
+        f.write("passwd: ldap files\ngroup: ldap files\n")
+    getent = pr.fresh("getent")
+    with open(getent, "w") as f:
+        f.write("#!/bin/sh\n"
+                "case \"$1 $3\" in\n"
+                "  'group ldapgroup'|'group 4321') echo 'ldapgroup:x:4321:' ;;\n"
+                "  'passwd ldapsvc') echo 'ldapsvc:x:0:0::/:/bin/sh' ;;\n"
+                "  *) exit 2 ;;\n"
+                "esac\n")
+    os.chmod(getent, 0o755)
+    env = dict(pr.env, HSMSIM_SERVICE_USER="ldapsvc")
+    script = (f'mount --bind {nss} /etc/nsswitch.conf && '
+              f'mount --bind {getent} "$(readlink -f /usr/bin/getent)" && exec "$@"')
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        "sh", *pr.argv("-q", "--group", "ldapgroup", "-f", tok, "--",
+                                       "stat", "-c", "%g %a", tok)],
+                       env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "4321 640\n"
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        "sh", *pr.argv("-q", "--group", "otherldapgroup", "-f", tok, "--",
+                                       "true")],
+                       env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert_one_error_line(r, "--group: no group named 'otherldapgroup'")
     assert_nothing_left(pr, tok)
 
 

@@ -1,9 +1,9 @@
 #include "server/own_directory.hpp"
 
+#include "preloadrun/common/accounts.hpp"
 #include "preloadrun/common/error.hpp"
 
 #include <cerrno>
-#include <pwd.h>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,15 +15,8 @@ namespace {
 
 // The user's name, or "" for a uid without one.
 std::string user_name(uid_t uid) {
-    long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-    std::vector<char> buffer(size > 0 ? static_cast<std::size_t>(size) : 16384);
-    passwd entry{};
-    passwd* found = nullptr;
-    if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr &&
-        found->pw_name != nullptr) {
-        return found->pw_name;
-    }
-    return {};
+    const auto user = accounts::user_by_uid(uid);
+    return user ? user->name : std::string();
 }
 
 [[noreturn]] void refuse(const std::string& where, uid_t owner, uid_t user,
