@@ -147,6 +147,19 @@ std::vector<std::uint32_t> usable_modules(FleetState& fleet,
 // some are initialising, waits for them, up to `limit`. Before the signals
 // are blocked: Ctrl-C ends the wait, with nothing loaded yet. Returns the
 // modules as last listed.
+// The HA loop's service: its first subscription is `first` when there is
+// one (the connection the tokens were looked up on), later ones are new.
+HaLoop::Seams ha_seams(const hsm::Endpoint& endpoint, std::unique_ptr<hsm::EventStream> first) {
+    auto seams = HaLoop::service_seams(endpoint);
+    if (first) {
+        auto stream = std::make_shared<std::unique_ptr<hsm::EventStream>>(std::move(first));
+        seams.subscribe = [stream, later = std::move(seams.subscribe)] {
+            return *stream ? std::move(*stream) : later();
+        };
+    }
+    return seams;
+}
+
 std::vector<hsm::ModuleInfo> wait_while_initialising(hsm::Service& service,
                                                      std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -309,6 +322,16 @@ int run(const Options& options) {
         service = hsm::connect(endpoint);
         listed = service->modules();
     }
+    const Bytes world_id = service->world_id();
+    const Bytes instance = service->instance();
+    // With no token nothing is loaded, so no connection has to stay open to
+    // keep it: the open one becomes the HA loop's event stream now, while the
+    // service's thread for it is still awake (one round trip that waits for
+    // no wake-up), and the loop starts on it.
+    std::unique_ptr<hsm::EventStream> first_stream;
+    if (tokens.empty() && options.high_availability) {
+        first_stream = hsm::subscribe(std::move(service), endpoint);
+    }
     // From here on signals queue for the event loop; no thread exists yet.
     block_supervised_signals();
 
@@ -319,8 +342,8 @@ int run(const Options& options) {
         logger()->info("taking over stale tokens file {}: {}", path.string(), stale->reason);
     }
 
-    FleetState fleet(service->world_id(), tokens, options.high_availability);
-    fleet.set_service_instance(service->instance());
+    FleetState fleet(world_id, tokens, options.high_availability);
+    fleet.set_service_instance(instance);
     auto modules = usable_modules(fleet, listed);
     // `service` stays open until run() returns, after `unload` has run: the
     // service unloads what a process loaded once its last connection closes
@@ -345,17 +368,8 @@ int run(const Options& options) {
     EventLoop loop;
     std::unique_ptr<HaLoop> ha;
     if (options.high_availability) {
-        auto seams = HaLoop::service_seams(endpoint);
-        if (tokens.empty()) {
-            // Nothing was loaded, so no connection has to stay open to keep
-            // it: the first subscription is made on the open connection.
-            auto first = std::make_shared<std::unique_ptr<hsm::Service>>(std::move(service));
-            seams.subscribe = [first, endpoint, later = std::move(seams.subscribe)] {
-                return *first ? hsm::subscribe(std::move(*first), endpoint) : later();
-            };
-        }
-        ha = std::make_unique<HaLoop>(loop, std::move(seams), fleet, loader, publish,
-                                      options.retry_window);
+        ha = std::make_unique<HaLoop>(loop, ha_seams(endpoint, std::move(first_stream)), fleet,
+                                      loader, publish, options.retry_window);
         ha->start();
     }
     // The application talks to the service the tokens were loaded on.
