@@ -46,8 +46,13 @@ PKCS#11 module's check of the file at its next C_SignInit, the reload of the
 key onto module 2, and the turn of module 2 in the round robin; reading the
 listing after each signature stretches each turn of the loop by one request
 (a whole turn, signature and reading, took about 0.09 ms on a 2-core test
-machine). Target (recovery): the overhead <= 10 ms, median and p99
-(first_met= judges the paired overhead). The reload figures of that run are
+machine). Target (recovery): the overhead <= 10 ms, median and p99, beyond
+the load of that very clear: first_met= judges ovh/logged (preloadrun's own
+timing of the clear's load, truncated to the ms, so never in the figure's
+favour), or the paired overhead when no log line was found. The paired
+overhead against ha_probe's separate load is shown too: that load is another
+one (another connection, other key derivations), so its own spread widens
+the paired p99. The reload figures of that run are
 taken while the application signs (the machine is busier).
 
 Prints a table and one line:
@@ -422,10 +427,17 @@ def main():
         print("  ovh = first signature - load, per clear (paired); ovh/logged = first signature - "
               "preloadrun's own logged load of that clear (ms resolution); after pub = first "
               "signature - the publication (the application's own share)")
-        first_met = all(r["first_overhead_median"] <= TARGET_FIRST_OVERHEAD_MS and
-                        r["first_overhead_p99"] <= TARGET_FIRST_OVERHEAD_MS for r in results)
-        print(f"target: first signature <= {TARGET_FIRST_OVERHEAD_MS:g} ms beyond the load, "
-              f"median and p99: {'met' if first_met else 'NOT met'}")
+        # Judged against the same clear's load (preloadrun's own timing, which
+        # truncates to the ms: never in the figure's favour). ha_probe's load
+        # is another load (another connection, other key derivations), whose
+        # own spread enters the paired p99; it is shown, not judged.
+        def judged(r, which):
+            logged = r[f"first_vs_logged_{which}"]
+            return r[f"first_overhead_{which}"] if logged != logged else logged  # NaN: no log
+        first_met = all(judged(r, "median") <= TARGET_FIRST_OVERHEAD_MS and
+                        judged(r, "p99") <= TARGET_FIRST_OVERHEAD_MS for r in results)
+        print(f"target: first signature <= {TARGET_FIRST_OVERHEAD_MS:g} ms beyond the same "
+              f"clear's load (ovh/logged), median and p99: {'met' if first_met else 'NOT met'}")
     fields = []
     for r in results:
         p = f"tokens{r['tokens']}_"
