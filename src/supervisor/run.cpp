@@ -142,13 +142,8 @@ std::vector<std::uint32_t> usable_modules(FleetState& fleet,
     return usable;
 }
 
-// A service that has just started may still be bringing its modules up (a
-// fleet member's library connecting to its HSM): when none is usable yet but
-// some are initialising, waits for them, up to `limit`. Before the signals
-// are blocked: Ctrl-C ends the wait, with nothing loaded yet. Returns the
-// modules as last listed.
 // The HA loop's service: its first subscription is `first` when there is
-// one (the connection the tokens were looked up on), later ones are new.
+// one (the connection the modules were listed on), later ones are new.
 HaLoop::Seams ha_seams(const hsm::Endpoint& endpoint, std::unique_ptr<hsm::EventStream> first) {
     auto seams = HaLoop::service_seams(endpoint);
     if (first) {
@@ -160,6 +155,11 @@ HaLoop::Seams ha_seams(const hsm::Endpoint& endpoint, std::unique_ptr<hsm::Event
     return seams;
 }
 
+// A service that has just started may still be bringing its modules up (a
+// fleet member's library connecting to its HSM): when none is usable yet but
+// some are initialising, waits for them, up to `limit`. Before the signals
+// are blocked: Ctrl-C ends the wait, with nothing loaded yet. Returns the
+// modules as last listed.
 std::vector<hsm::ModuleInfo> wait_while_initialising(hsm::Service& service,
                                                      std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
