@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
@@ -28,15 +27,6 @@ std::optional<uid_t> lookup_user(const std::string& name) {
         return user->uid;
     }
     return std::nullopt;
-}
-
-std::optional<uid_t> parse_uid(std::string_view text) {
-    uid_t uid = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), uid);
-    if (ec != std::errc() || end != text.data() + text.size()) {
-        return std::nullopt;
-    }
-    return uid;
 }
 
 std::string group_name(gid_t gid) {
@@ -80,7 +70,7 @@ std::optional<uid_t> named_service_uid() {
     if (found.value == nullptr) {
         return std::nullopt;
     }
-    if (auto uid = parse_uid(found.value)) {
+    if (auto uid = accounts::parse_id(found.value)) {
         return uid;
     }
     if (auto uid = lookup_user(found.value)) {

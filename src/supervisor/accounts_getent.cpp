@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <csignal>
 #include <fcntl.h>
 #include <memory>
@@ -48,13 +47,12 @@ std::vector<std::string_view> fields_of(std::string_view line) {
     }
 }
 
-std::optional<std::uint32_t> parse_id(std::string_view text) {
-    std::uint32_t id = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
-        return std::nullopt;
-    }
-    return id;
+// Takes the first line off `text` (without its newline).
+std::string_view take_line(std::string_view& text) {
+    const auto newline = text.find('\n');
+    const auto line = text.substr(0, newline);
+    text.remove_prefix(newline == std::string_view::npos ? text.size() : newline + 1);
+    return line;
 }
 
 // The fields of an entry line with at least `count` fields and a name;
@@ -76,10 +74,7 @@ template <typename Entry, typename Parse>
 std::optional<Entry> find_in(std::string_view text, const Key& key, Parse parse,
                              std::uint32_t Entry::*id) {
     while (!text.empty()) {
-        const auto newline = text.find('\n');
-        const auto line = text.substr(0, newline);
-        text.remove_prefix(newline == std::string_view::npos ? text.size() : newline + 1);
-        if (auto entry = parse(line)) {
+        if (auto entry = parse(take_line(text))) {
             if (key.by_id ? (*entry).*id == key.id : entry->name == key.name) {
                 return entry;
             }
@@ -210,9 +205,7 @@ void warn_once_unrunnable(const std::string& getent) {
 bool files_first(std::string_view nsswitch, Database database) {
     const std::string_view wanted = database == Database::passwd ? "passwd" : "group";
     while (!nsswitch.empty()) {
-        const auto newline = nsswitch.find('\n');
-        auto line = nsswitch.substr(0, newline);
-        nsswitch.remove_prefix(newline == std::string_view::npos ? nsswitch.size() : newline + 1);
+        auto line = take_line(nsswitch);
         line = line.substr(0, line.find('#'));
         const auto colon = line.find(':');
         if (colon == std::string_view::npos || trim(line.substr(0, colon)) != wanted) {

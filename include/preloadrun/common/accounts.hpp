@@ -15,8 +15,11 @@
 // An entry that cannot be found, or a database that cannot be read, is
 // nullopt: the callers treat both as "no such user/group".
 
+#include <charconv>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 
 namespace preloadrun::accounts {
@@ -37,5 +40,17 @@ std::optional<User> user_by_name(const std::string& name);
 std::optional<User> user_by_uid(uid_t uid);
 std::optional<Group> group_by_name(const std::string& name);
 std::optional<Group> group_by_gid(gid_t gid);
+
+// A uid or gid written in decimal: the whole text, nothing else. (Inline: a
+// definition in accounts.cpp would pull that object, and glibc's NSS, into
+// the static preloadrun.)
+inline std::optional<std::uint32_t> parse_id(std::string_view text) {
+    std::uint32_t id = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+        return std::nullopt;
+    }
+    return id;
+}
 
 } // namespace preloadrun::accounts

@@ -7,7 +7,6 @@
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <vector>
 
 namespace preloadrun::sim {
 
