@@ -25,7 +25,7 @@ packages=(
   python3 python3-pytest python3-pexpect python3-protobuf openssl procps tini dumb-init hyperfine
   opensc gnutls-bin libengine-pkcs11-openssl p11-kit softhsm2 python3-pykcs11 python3-cryptography
   bash-completion zsh fish util-linux man-db dpkg-dev systemd binutils openssh-client
-  openssh-server openjdk-17-jdk-headless
+  openssh-server openjdk-17-jdk-headless valgrind
 )
 
 deps() {
