@@ -87,17 +87,17 @@ build_preset() {
 
 # Copies the build's output to $1 and shows ninja's [done/total] as progress.
 progress() {
-  local line done total shown=0 tty=0
+  local line finished total shown=0 tty=0
   [[ -t 2 ]] && tty=1
   while IFS= read -r line; do
     printf '%s\n' "$line" >>"$1"
     [[ $line =~ ^\[([0-9]+)/([0-9]+)\] ]] || continue
-    done=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
+    finished=${BASH_REMATCH[1]} total=${BASH_REMATCH[2]}
     if ((tty)); then
-      printf '\rdev.sh: %d/%d' "$done" "$total" >&2
-    elif ((done * 4 >= (shown + 1) * total)); then
-      shown=$((done * 4 / total))
-      echo "dev.sh: $done/$total" >&2
+      printf '\rdev.sh: %d/%d' "$finished" "$total" >&2
+    elif ((finished * 4 >= (shown + 1) * total)); then
+      shown=$((finished * 4 / total))
+      echo "dev.sh: $finished/$total" >&2
     fi
   done
   ((tty)) && printf '\n' >&2
