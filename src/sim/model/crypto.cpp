@@ -1,6 +1,7 @@
 #include "model/crypto.hpp"
 
 #include "model/ossl.hpp"
+#include "model/private_key_der.hpp"
 #include "model/symmetric.hpp"
 #include "preloadrun/common/wiping_allocator.hpp"
 #include "preloadrun/hsm/digest.hpp"
@@ -346,13 +347,12 @@ Key Key::from_private(KeyType type, std::uint32_t bits, Span private_bytes) {
         key.secret_ = SecureBuffer(private_bytes.data(), private_bytes.size());
         return key;
     }
-    const unsigned char* p = private_bytes.data();
-    EVP_PKEY* raw = d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(private_bytes.size()),
-                                          nullptr, nullptr);
-    if (raw == nullptr) {
+    ossl::Pkey decoded = decode_private_key(private_bytes, type);
+    if (!decoded) {
         ossl::fail(ErrorCode::corrupt, "private key does not decode");
     }
-    key.pkey_.reset(raw, EVP_PKEY_free);
+    EVP_PKEY* raw = decoded.get();
+    key.pkey_.reset(decoded.release(), EVP_PKEY_free);
     const int want = type == KeyType::rsa ? EVP_PKEY_RSA : EVP_PKEY_EC;
     if (EVP_PKEY_get_base_id(raw) != want || EVP_PKEY_get_bits(raw) != static_cast<int>(bits)) {
         throw Error(ErrorCode::corrupt,

@@ -5,6 +5,7 @@
 
 #include "model/crypto.hpp"
 #include "model/ossl.hpp"
+#include "model/private_key_der.hpp"
 #include "model/symmetric.hpp"
 #include "preloadrun/common/error.hpp"
 #include "preloadrun/hsm/mechanism_params.hpp"
@@ -70,9 +71,7 @@ Key Key::import_unwrapped(KeyType type, std::uint32_t bits, const SecureBuffer& 
     if (hsm::is_object(type)) {
         throw Error(ErrorCode::usage, "an object is not a key to unwrap");
     }
-    const unsigned char* p = value.data();
-    const ossl::Owned<EVP_PKEY, EVP_PKEY_free> pkey(
-        d2i_AutoPrivateKey_ex(nullptr, &p, static_cast<long>(value.size()), nullptr, nullptr));
+    const ossl::Pkey pkey = decode_private_key(std::span(value.data(), value.size()), type);
     if (!pkey) {
         ossl::clear_errors();
         throw Error(ErrorCode::usage, "the unwrapped data is not a private key");
