@@ -52,12 +52,10 @@ class Broken(Exception):
 
 
 def parse_callgrind(path):
-    """Exclusive Ir per function; calls and inclusive Ir per callee and per arc."""
+    """Calls and inclusive Ir per callee, calls per arc, and the total Ir."""
     names = {}  # fn and cfn share one compressed name space
-    exclusive = collections.Counter()
     inclusive = collections.Counter()
     calls = collections.Counter()
-    arcs = collections.Counter()  # (caller, callee) -> inclusive Ir
     arc_calls = collections.Counter()  # (caller, callee) -> calls
     fn = cfn = None
     pending_call = None
@@ -88,13 +86,9 @@ def parse_callgrind(path):
             if pending_call is not None:
                 calls[cfn] += pending_call
                 inclusive[cfn] += cost
-                arcs[(fn, cfn)] += cost
                 arc_calls[(fn, cfn)] += pending_call
                 pending_call = None
-            else:
-                exclusive[fn] += cost
-    return {"exclusive": exclusive, "inclusive": inclusive, "calls": calls, "arcs": arcs,
-            "arc_calls": arc_calls, "total": total}
+    return {"inclusive": inclusive, "calls": calls, "arc_calls": arc_calls, "total": total}
 
 
 def named(data, pattern):
@@ -108,7 +102,7 @@ def named(data, pattern):
 def short(name, width=90):
     """A function's name without its parameter list."""
     name = name.replace("(anonymous namespace)", "{anon}")
-    name = name.split("(", 1)[0] if "(" in name else name
+    name = name.split("(", 1)[0]
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
@@ -230,7 +224,7 @@ def measure(a, work):
         raise Broken(f"the module made {signatures} signatures, the service {served}")
     # The worker's set-up requests (Hello, login, object search): left out.
     dispatch = named(server, r"sim::Handler::dispatch\(")
-    setup = [callee for (caller, callee) in server["arcs"]
+    setup = [callee for (caller, callee) in server["arc_calls"]
              if caller == dispatch and callee != sign_handler]
     print(f"profile_sign: {signatures:,} signatures under callgrind")
     mod = report("module (C_SignInit + C_Sign)", client, signatures, a.top,
