@@ -16,6 +16,19 @@ std::string token_text(const CardRecord& card) {
     return std::string(token_type_text(card.type)) + " '" + card.name + "'";
 }
 
+// Error(internal) for what is not an Error.
+Error as_error(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const Error& e) {
+        return e;
+    } catch (const std::exception& e) {
+        return Error(ErrorCode::internal, e.what());
+    } catch (...) {
+        return Error(ErrorCode::internal, "unknown failure while checking a passphrase");
+    }
+}
+
 PassphraseLimiter::Outcome outcome_of(const std::exception_ptr& error) {
     if (!error) {
         return PassphraseLimiter::Outcome::right;
@@ -49,8 +62,8 @@ SecureBuffer TokenUnlocker::unlock(const CardRecord& card, const SecureBuffer& p
         // The same try is being checked: share its answer.
         auto flight = it->second;
         landed_.wait(lock, [&] { return flight->done; });
-        if (flight->error) {
-            std::rethrow_exception(flight->error);
+        if (const auto& failure = flight->failure) {
+            throw Error(failure->code, failure->message, failure->origin);
         }
         return *flight->key;
     }
@@ -106,13 +119,18 @@ void TokenUnlocker::land(const FlightKey& key, const std::optional<SecureBuffer>
     auto it = flights_.find(key);
     auto& flight = *it->second;
     flight.done = true;
-    flight.error = std::move(error);
-    if (token_key && !flight.error) {
-        try {
+    try {
+        if (error) {
+            const auto e = as_error(error);
+            flight.failure = Failure{e.code(), e.origin(), e.what()};
+        } else if (token_key) {
             flight.key = *token_key;
-        } catch (...) {
-            flight.error = std::current_exception();
         }
+    } catch (...) {
+        // No memory for the answer. The text fits in the string itself
+        // (no allocation).
+        flight.key.reset();
+        flight.failure.emplace(Failure{ErrorCode::internal, Origin::local, "out of memory"});
     }
     flights_.erase(it); // those waiting for it hold it
     landed_.notify_all();

@@ -9,10 +9,15 @@
 // passphrase within this process and is of no use outside it. Tries of the
 // same passphrase by the same uid for the same token at the same time (one
 // per module, as preloadrun loads) share one check. Thread-safe.
+//
+// A failed check's error reaches each waiter as an exception object of its
+// own (made from its code, origin and text), never as one object rethrown
+// in several threads at once.
 
 #include "model/passphrase_limiter.hpp"
 #include "model/world.hpp"
 #include "preloadrun/common/clock.hpp"
+#include "preloadrun/common/error.hpp"
 #include "preloadrun/common/secure_buffer.hpp"
 
 #include <condition_variable>
@@ -21,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <sys/types.h>
 #include <tuple>
 
@@ -40,10 +46,16 @@ public:
     const PassphraseLimiter& limiter() const noexcept { return limiter_; }
 
 private:
+    // What a failed check threw, as plain values.
+    struct Failure {
+        ErrorCode code;
+        Origin origin;
+        std::string message;
+    };
     struct Flight {
         bool done = false;
         std::optional<SecureBuffer> key;
-        std::exception_ptr error;
+        std::optional<Failure> failure;
     };
     using FlightKey = std::tuple<uid_t, Bytes, PassphraseDigest>;
 

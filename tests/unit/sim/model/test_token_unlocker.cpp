@@ -5,7 +5,10 @@
 #include "support/fake_clock.hpp"
 #include "support/temp_dir.hpp"
 
+#include <atomic>
 #include <doctest/doctest.h>
+#include <exception>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,4 +132,46 @@ TEST_CASE("sim::TokenUnlocker the same try from several threads counts once") {
         }
         CHECK(s.unlocker.limiter().failures(kVictim, s.card.hash) == (right ? 0u : 1u));
     }
+}
+
+TEST_CASE("sim::TokenUnlocker gives each thread that shared a failed try an error of its own") {
+    // One exception object caught in several threads at once is freed by
+    // whichever lets it go last, while the others may still read it: each
+    // waiter must get its own.
+    Setup s;
+    constexpr std::size_t kThreads = 8;
+    std::vector<std::exception_ptr> errors(kThreads);
+    std::atomic<bool> go{false};
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < kThreads; ++i) {
+        threads.emplace_back([&, i] {
+            while (!go.load()) {
+                std::this_thread::yield();
+            }
+            try {
+                s.unlocker.unlock(s.card, SecureBuffer::from("wrong"), kVictim);
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        });
+    }
+    go = true;
+    for (auto& t : threads) {
+        t.join();
+    }
+    std::set<const void*> objects;
+    for (const auto& error : errors) {
+        REQUIRE(error);
+        std::string message;
+        CHECK(code_of([&] { std::rethrow_exception(error); }, &message) ==
+              ErrorCode::wrong_passphrase);
+        CHECK(message == "wrong passphrase for softcard 'card'");
+        try {
+            std::rethrow_exception(error);
+        } catch (const Error& e) {
+            objects.insert(&e);
+        }
+    }
+    CHECK(objects.size() == kThreads);
+    CHECK(s.unlocker.limiter().failures(kVictim, s.card.hash) == 1);
 }
