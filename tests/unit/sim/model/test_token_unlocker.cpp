@@ -1,3 +1,4 @@
+#include "model/keywrap.hpp"
 #include "model/token_unlocker.hpp"
 #include "preloadrun/common/error.hpp"
 #include "sim_test_util.hpp"
@@ -139,6 +140,11 @@ TEST_CASE("sim::TokenUnlocker gives each thread that shared a failed try an erro
     // whichever lets it go last, while the others may still read it: each
     // waiter must get its own.
     Setup s;
+    // The card with the KDF cost of a real token: its check lasts long
+    // enough (tens of ms) for every thread to arrive while it runs and wait
+    // for it. A wrong passphrase fails as it does with the card's own cost.
+    CardRecord slow = s.card;
+    slow.iterations = kDefaultKdfIterations;
     constexpr std::size_t kThreads = 8;
     std::vector<std::exception_ptr> errors(kThreads);
     std::atomic<bool> go{false};
@@ -149,7 +155,7 @@ TEST_CASE("sim::TokenUnlocker gives each thread that shared a failed try an erro
                 std::this_thread::yield();
             }
             try {
-                s.unlocker.unlock(s.card, SecureBuffer::from("wrong"), kVictim);
+                s.unlocker.unlock(slow, SecureBuffer::from("wrong"), kVictim);
             } catch (...) {
                 errors[i] = std::current_exception();
             }
