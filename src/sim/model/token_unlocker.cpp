@@ -127,9 +127,8 @@ void TokenUnlocker::land(const FlightKey& key, const std::optional<SecureBuffer>
             flight.key = *token_key;
         }
     } catch (...) {
-        // No memory for the answer. The text fits in the string itself
-        // (no allocation).
-        flight.key.reset();
+        // No memory for the answer (a key copy that throws leaves none). The
+        // text fits in the string itself (no allocation).
         flight.failure.emplace(Failure{ErrorCode::internal, Origin::local, "out of memory"});
     }
     flights_.erase(it); // those waiting for it hold it
